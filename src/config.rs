@@ -1,0 +1,435 @@
+//! `/etc/slotinit.toml`: the schema, its defaults (rpi-image-gen `gpt/ab_userdata`)
+//! and a parser whose errors name the line, column and key.
+
+use crate::slot::Slot;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// Where the init reads its config inside the initramfs.
+pub const CONFIG_PATH: &str = "/etc/slotinit.toml";
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub boot: BootConfig,
+    pub partitions: Partitions,
+    pub system: FsConfig,
+    pub persistent: PersistentConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BootConfig {
+    /// The slot that boots when nothing else decides.
+    pub default_slot: Slot,
+    /// The system's init, unless `init=` is on the cmdline.
+    pub init: String,
+    /// How long to wait for the disk and its partitions.
+    pub device_timeout_ms: u64,
+    /// Once some partitions are found, how long the block layer may stay quiet
+    /// before the missing ones are declared absent.
+    pub settle_ms: u64,
+    /// On a fatal error: seconds before the reboot.
+    pub reboot_delay_s: u64,
+}
+
+/// GPT partition names (PARTNAME) of the layout's members.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Partitions {
+    pub bootconfig: String,
+    pub persistent: String,
+    pub boot_a: String,
+    pub boot_b: String,
+    pub system_a: String,
+    pub system_b: String,
+}
+
+impl Partitions {
+    pub fn system(&self, slot: Slot) -> &str {
+        match slot {
+            Slot::A => &self.system_a,
+            Slot::B => &self.system_b,
+        }
+    }
+
+    pub fn boot(&self, slot: Slot) -> &str {
+        match slot {
+            Slot::A => &self.boot_a,
+            Slot::B => &self.boot_b,
+        }
+    }
+
+    /// Every name of the layout, for waiting and for the ambiguity check.
+    pub fn all(&self) -> [&str; 6] {
+        [
+            &self.bootconfig,
+            &self.persistent,
+            &self.boot_a,
+            &self.boot_b,
+            &self.system_a,
+            &self.system_b,
+        ]
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FsConfig {
+    pub fstype: String,
+    /// Extra mount options (comma separated); `ro` is always added for the system.
+    pub options: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PersistentConfig {
+    pub fstype: String,
+    pub options: String,
+    /// Where the persistent partition appears in the booted system.
+    pub mountpoint: String,
+    /// The machine-id kept across slots, relative to the persistent root.
+    pub machine_id: String,
+    /// Directories created (if missing) on the persistent partition, in order.
+    #[serde(rename = "dir")]
+    pub dirs: Vec<DirSpec>,
+    /// Bind mounts from the persistent partition into the system, in order.
+    #[serde(rename = "bind")]
+    pub binds: Vec<BindSpec>,
+}
+
+/// A directory on the persistent partition. `{slot}` in `path` is the slot
+/// directory name: the lowercased system partition name, as rpi-image-gen uses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirSpec {
+    pub path: String,
+    #[serde(default = "default_dir_mode")]
+    pub mode: u32,
+    /// A group name looked up in the system's /etc/group; root if absent there.
+    #[serde(default)]
+    pub group: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BindSpec {
+    /// Relative to the persistent root; `{slot}` as in [`DirSpec`].
+    pub source: String,
+    /// Absolute path in the booted system.
+    pub target: String,
+}
+
+fn default_dir_mode() -> u32 {
+    0o755
+}
+
+impl Default for BootConfig {
+    fn default() -> Self {
+        BootConfig {
+            default_slot: Slot::A,
+            init: "/sbin/init".into(),
+            device_timeout_ms: 10_000,
+            settle_ms: 300,
+            reboot_delay_s: 10,
+        }
+    }
+}
+
+impl Default for Partitions {
+    fn default() -> Self {
+        Partitions {
+            bootconfig: "bootconfig".into(),
+            persistent: "persistent".into(),
+            boot_a: "boot_a".into(),
+            boot_b: "boot_b".into(),
+            system_a: "system_a".into(),
+            system_b: "system_b".into(),
+        }
+    }
+}
+
+impl Default for FsConfig {
+    fn default() -> Self {
+        FsConfig {
+            fstype: "ext4".into(),
+            options: String::new(),
+        }
+    }
+}
+
+impl Default for PersistentConfig {
+    fn default() -> Self {
+        let dir = |path: &str, mode: u32, group: Option<&str>| DirSpec {
+            path: path.into(),
+            mode,
+            group: group.map(str::to_string),
+        };
+        let bind = |source: &str, target: &str| BindSpec {
+            source: source.into(),
+            target: target.into(),
+        };
+        PersistentConfig {
+            fstype: "ext4".into(),
+            options: "noatime,lazytime,commit=60,errors=remount-ro".into(),
+            mountpoint: "/persistent".into(),
+            machine_id: "common/etc/machine-id".into(),
+            dirs: vec![
+                dir("slots", 0o755, None),
+                dir("slots/{slot}", 0o755, None),
+                dir("slots/{slot}/var", 0o755, None),
+                dir("slots/{slot}/var/tmp", 0o1777, None),
+                dir("slots/{slot}/var/log", 0o755, None),
+                dir("slots/{slot}/var/log/journal", 0o755, None),
+                dir("home", 0o755, None),
+                dir("log", 0o755, None),
+                dir("log/journal", 0o2755, Some("systemd-journal")),
+                dir("common", 0o755, None),
+                dir("common/etc", 0o755, None),
+            ],
+            binds: vec![
+                bind("slots/{slot}/var", "/var"),
+                bind("home", "/home"),
+                bind("log/journal", "/var/log/journal"),
+            ],
+        }
+    }
+}
+
+/// A config that cannot be used, located in its text.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {message}")]
+    Parse {
+        path: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+impl Config {
+    /// Parses and validates config text; `path` only names the source in errors.
+    pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let (line, column) = e
+                .span()
+                .map(|span| line_column(text, span.start))
+                .unwrap_or((0, 0));
+            ConfigError::Parse {
+                path: path.into(),
+                line,
+                column,
+                message: e.message().trim_end().to_string(),
+            }
+        })?;
+        config.validate().map_err(|message| ConfigError::Invalid {
+            path: path.into(),
+            message,
+        })?;
+        Ok(config)
+    }
+
+    /// Reads `path`; a missing file is the defaults, as an initramfs may ship none.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Config::parse(&text, &path.display().to_string()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
+            Err(source) => Err(ConfigError::Read {
+                path: path.display().to_string(),
+                source,
+            }),
+        }
+    }
+
+    /// Checks that serde cannot express: names unique, paths relative or absolute
+    /// where they must be, modes in range.
+    fn validate(&self) -> Result<(), String> {
+        let names = self.partitions.all();
+        for (i, name) in names.iter().enumerate() {
+            if name.is_empty() {
+                return Err("partitions: a partition name is empty".into());
+            }
+            if names[..i].contains(name) {
+                return Err(format!(
+                    "partitions: the name {name:?} is used for two members"
+                ));
+            }
+        }
+        if !self.boot.init.starts_with('/') {
+            return Err(format!(
+                "boot.init: {:?} must be an absolute path",
+                self.boot.init
+            ));
+        }
+        if !self.persistent.mountpoint.starts_with('/') {
+            return Err(format!(
+                "persistent.mountpoint: {:?} must be an absolute path",
+                self.persistent.mountpoint
+            ));
+        }
+        for d in &self.persistent.dirs {
+            check_relative("persistent.dir.path", &d.path)?;
+            if d.mode > 0o7777 {
+                return Err(format!(
+                    "persistent.dir {:?}: mode {:o} is not a permission mode",
+                    d.path, d.mode
+                ));
+            }
+        }
+        for b in &self.persistent.binds {
+            check_relative("persistent.bind.source", &b.source)?;
+            if !b.target.starts_with('/') || b.target.split('/').any(|c| c == "..") {
+                return Err(format!(
+                    "persistent.bind.target: {:?} must be an absolute path without ..",
+                    b.target
+                ));
+            }
+        }
+        check_relative("persistent.machine_id", &self.persistent.machine_id)?;
+        Ok(())
+    }
+}
+
+/// Paths on the persistent partition stay beneath it.
+fn check_relative(key: &str, path: &str) -> Result<(), String> {
+    if path.is_empty() || path.starts_with('/') || path.split('/').any(|c| c == "..") {
+        return Err(format!(
+            "{key}: {path:?} must be a relative path inside the persistent partition"
+        ));
+    }
+    Ok(())
+}
+
+/// 1-based line and column of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// Replaces `{slot}` with the slot directory name.
+pub fn expand_slot(template: &str, slot_dir: &str) -> String {
+    template.replace("{slot}", slot_dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_text_is_the_defaults() {
+        assert_eq!(Config::parse("", "t").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn missing_file_is_the_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let got = Config::load(&dir.path().join("none.toml")).unwrap();
+        assert_eq!(got, Config::default());
+    }
+
+    #[test]
+    fn overrides_merge_with_defaults() {
+        let c = Config::parse(
+            "[boot]\ndefault_slot = \"b\"\ndevice_timeout_ms = 500\n[partitions]\nsystem_a = \"rootfs-a\"\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.boot.default_slot, Slot::B);
+        assert_eq!(c.boot.device_timeout_ms, 500);
+        assert_eq!(c.boot.init, "/sbin/init");
+        assert_eq!(c.partitions.system_a, "rootfs-a");
+        assert_eq!(c.partitions.system_b, "system_b");
+    }
+
+    #[test]
+    fn octal_modes() {
+        let c = Config::parse(
+            "[persistent]\ndir = [{ path = \"x\", mode = 0o1777 }]\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.persistent.dirs[0].mode, 0o1777);
+        assert_eq!(c.persistent.binds, PersistentConfig::default().binds);
+    }
+
+    /// Each bad config names where the problem is.
+    #[test]
+    fn errors_locate_the_problem() {
+        let cases: &[(&str, &str, usize, usize)] = &[
+            ("[boot]\ndefualt_slot = \"a\"\n", "defualt_slot", 2, 1),
+            ("[boot]\ndefault_slot = \"c\"\n", "unknown variant", 2, 16),
+            ("[boot]\ndevice_timeout_ms = \"10\"\n", "invalid type", 2, 21),
+            ("[boot\n", "", 1, 6),
+            ("[nope]\n", "nope", 1, 2),
+        ];
+        for (text, needle, line, column) in cases {
+            match Config::parse(text, "/etc/slotinit.toml") {
+                Err(ConfigError::Parse {
+                    line: l,
+                    column: c,
+                    message,
+                    path,
+                }) => {
+                    assert_eq!(path, "/etc/slotinit.toml");
+                    assert!(message.contains(needle), "{text:?}: {message}");
+                    assert_eq!((l, c), (*line, *column), "{text:?}: {message}");
+                }
+                other => panic!("{text:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn semantic_errors() {
+        let cases = [
+            "[partitions]\nsystem_b = \"system_a\"\n",
+            "[partitions]\npersistent = \"\"\n",
+            "[boot]\ninit = \"sbin/init\"\n",
+            "[persistent]\nmachine_id = \"/etc/machine-id\"\n",
+            "[persistent]\nbind = [{ source = \"../x\", target = \"/var\" }]\n",
+            "[persistent]\nbind = [{ source = \"x\", target = \"var\" }]\n",
+            "[persistent]\ndir = [{ path = \"x\", mode = 0o17777 }]\n",
+        ];
+        for text in cases {
+            assert!(
+                matches!(Config::parse(text, "t"), Err(ConfigError::Invalid { .. })),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn line_column_counts_from_one() {
+        assert_eq!(line_column("ab\ncd", 0), (1, 1));
+        assert_eq!(line_column("ab\ncd", 4), (2, 2));
+    }
+
+    #[test]
+    fn slot_expansion() {
+        assert_eq!(expand_slot("slots/{slot}/var", "system_b"), "slots/system_b/var");
+    }
+}
+
+#[cfg(test)]
+mod shipped {
+    use super::*;
+
+    /// The shipped example is the documentation of the defaults: it must parse
+    /// and equal them exactly.
+    #[test]
+    fn rpi_example_is_the_defaults() {
+        let text = include_str!("../configs/rpi-ab-userdata.toml");
+        assert_eq!(Config::parse(text, "rpi-ab-userdata.toml").unwrap(), Config::default());
+    }
+}

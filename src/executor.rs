@@ -1,0 +1,422 @@
+//! Executor: runs a mount plan's steps through [`Sys`], the only path by which the
+//! plan reaches the kernel.
+
+use crate::machine_id;
+use crate::plan::{MachineIdStore, Step};
+use crate::sys::Sys;
+use nix::mount::MsFlags;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// A step that failed, with the path it was working on.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error("mount {source} on {target} ({fstype}) failed")]
+    Mount {
+        source: String,
+        target: PathBuf,
+        fstype: String,
+        #[source]
+        error: io::Error,
+    },
+    #[error("cannot create directory {path}")]
+    Mkdir {
+        path: PathBuf,
+        #[source]
+        error: io::Error,
+    },
+    #[error("cannot bind {source} onto {target}")]
+    Bind {
+        source: PathBuf,
+        target: PathBuf,
+        #[source]
+        error: io::Error,
+    },
+    #[error("machine-id in {store}")]
+    MachineId {
+        store: PathBuf,
+        #[source]
+        error: io::Error,
+    },
+}
+
+/// What the machine-id step did, for the log and the handoff.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MachineIdOutcome {
+    Kept(String),
+    /// A new id was generated; `replaced` says what was there (absent, garbage).
+    Generated { id: String, replaced: String },
+}
+
+/// The result of running a plan: what the machine-id step did, if it ran.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub machine_id: Option<MachineIdOutcome>,
+}
+
+/// Runs the plan's steps in order and stops at the first failure: a later step
+/// builds on the earlier ones.
+pub fn run<S: Sys>(sys: &mut S, sysroot: &Path, steps: &[Step]) -> Result<Outcome, StepError> {
+    let mut outcome = Outcome::default();
+    for step in steps {
+        run_step(sys, sysroot, step, &mut outcome)?;
+    }
+    Ok(outcome)
+}
+
+fn run_step<S: Sys>(
+    sys: &mut S,
+    sysroot: &Path,
+    step: &Step,
+    outcome: &mut Outcome,
+) -> Result<(), StepError> {
+    match step {
+        Step::Mount {
+            source,
+            target,
+            fstype,
+            readonly,
+            options,
+        } => {
+            let mut flags = MsFlags::empty();
+            if *readonly {
+                flags |= MsFlags::MS_RDONLY;
+            }
+            let (flags, data) = split_options(flags, options);
+            sys.mount(source, target, fstype, flags, &data)
+                .map_err(|error| StepError::Mount {
+                    source: source.clone(),
+                    target: target.clone(),
+                    fstype: fstype.clone(),
+                    error,
+                })
+        }
+        Step::Mkdir { path, mode } => sys.mkdir(path, *mode).map_err(|error| StepError::Mkdir {
+            path: path.clone(),
+            error,
+        }),
+        Step::DirBeneath {
+            root,
+            path,
+            mode,
+            group,
+        } => {
+            let gid = match group {
+                Some(name) => lookup_group(sys, sysroot, name),
+                None => None,
+            };
+            sys.dir_beneath(root, path, *mode, gid)
+                .map(drop)
+                .map_err(|error| StepError::Mkdir {
+                    path: root.join(path),
+                    error,
+                })
+        }
+        Step::BindBeneath { root, path, target } => sys
+            .bind_beneath(root, path, target)
+            .map_err(|error| StepError::Bind {
+                source: root.join(path),
+                target: target.clone(),
+                error,
+            }),
+        Step::MachineId { store, target } => {
+            let result = machine_id_step(sys, store, target)?;
+            outcome.machine_id = Some(result);
+            Ok(())
+        }
+    }
+}
+
+/// Keeps a valid stored id, otherwise generates one and stores it before binding
+/// it over the system's file, so the id the system sees is already durable.
+fn machine_id_step<S: Sys>(
+    sys: &mut S,
+    store: &MachineIdStore,
+    target: &Path,
+) -> Result<MachineIdOutcome, StepError> {
+    let (root, path) = match store {
+        MachineIdStore::Persistent { root, path } => (root.clone(), path.clone()),
+        MachineIdStore::Transient { path } => {
+            let parent = path.parent().unwrap_or(Path::new("/")).to_path_buf();
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            (parent, name)
+        }
+    };
+    let err = |error| StepError::MachineId {
+        store: root.join(&path),
+        error,
+    };
+    if let MachineIdStore::Transient { .. } = store {
+        sys.mkdir(&root, 0o755).map_err(err)?;
+    }
+    let current = match sys.read_beneath(&root, &path, 128) {
+        Ok(Some(bytes)) => match machine_id::parse(&bytes) {
+            Some(id) => Ok(id),
+            None => Err(format!("garbage ({} bytes)", bytes.len())),
+        },
+        Ok(None) => Err("absent".to_string()),
+        // A symlink or a directory planted in its place: not an id. Writing the
+        // new id replaces a symlink itself; a directory makes the write fail below.
+        Err(e) => Err(format!("unusable ({e})")),
+    };
+    let outcome = match current {
+        Ok(id) => MachineIdOutcome::Kept(id),
+        Err(replaced) => {
+            let id = machine_id::from_random(sys.random().map_err(err)?);
+            if let Some(dir) = Path::new(&path).parent().filter(|d| !d.as_os_str().is_empty()) {
+                sys.dir_beneath(&root, &dir.to_string_lossy(), 0o755, None)
+                    .map_err(err)?;
+            }
+            sys.write_beneath(&root, &path, format!("{id}\n").as_bytes(), 0o444)
+                .map_err(err)?;
+            MachineIdOutcome::Generated { id, replaced }
+        }
+    };
+    sys.bind_beneath(&root, &path, target)
+        .map_err(|error| StepError::Bind {
+            source: root.join(&path),
+            target: target.to_path_buf(),
+            error,
+        })?;
+    Ok(outcome)
+}
+
+/// Splits fstab-style options into mount flags and the filesystem's data string.
+pub fn split_options(mut flags: MsFlags, options: &str) -> (MsFlags, String) {
+    let mut data = Vec::new();
+    for opt in options.split(',').filter(|o| !o.is_empty()) {
+        match opt {
+            "ro" => flags |= MsFlags::MS_RDONLY,
+            "rw" => flags &= !MsFlags::MS_RDONLY,
+            "nosuid" => flags |= MsFlags::MS_NOSUID,
+            "nodev" => flags |= MsFlags::MS_NODEV,
+            "noexec" => flags |= MsFlags::MS_NOEXEC,
+            "noatime" => flags |= MsFlags::MS_NOATIME,
+            "nodiratime" => flags |= MsFlags::MS_NODIRATIME,
+            "relatime" => flags |= MsFlags::MS_RELATIME,
+            "lazytime" => flags |= MsFlags::MS_LAZYTIME,
+            "sync" => flags |= MsFlags::MS_SYNCHRONOUS,
+            "defaults" => {}
+            other => data.push(other),
+        }
+    }
+    (flags, data.join(","))
+}
+
+/// The gid of `name` in the system's /etc/group; None (root) when it is not there.
+fn lookup_group<S: Sys>(sys: &mut S, sysroot: &Path, name: &str) -> Option<u32> {
+    let text = sys.read_file(&sysroot.join("etc/group")).ok()??;
+    let gid = parse_group(&String::from_utf8_lossy(&text), name);
+    if gid.is_none() {
+        log::info!("group {name:?} not in the system's /etc/group; using root");
+    }
+    gid
+}
+
+/// Finds `name` in group(5) text.
+pub fn parse_group(text: &str, name: &str) -> Option<u32> {
+    text.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        (fields.next()? == name).then_some(())?;
+        fields.nth(1)?.parse().ok()
+    })
+}
+
+#[cfg(test)]
+pub mod fake {
+    //! A recording [`Sys`]: every call becomes a line; chosen calls fail; files
+    //! beneath roots live in a map.
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[derive(Default)]
+    pub struct Fake {
+        pub calls: Vec<String>,
+        /// A call whose line starts with one of these fails with EIO.
+        pub fail: Vec<String>,
+        pub files: BTreeMap<PathBuf, Vec<u8>>,
+    }
+
+    impl Fake {
+        fn record(&mut self, line: String) -> io::Result<()> {
+            let failed = self.fail.iter().any(|f| line.starts_with(f.as_str()));
+            self.calls.push(line);
+            if failed {
+                Err(io::Error::from_raw_os_error(libc::EIO))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    impl Sys for Fake {
+        fn mount(&mut self, s: &str, t: &Path, f: &str, fl: MsFlags, d: &str) -> io::Result<()> {
+            let ro = if fl.contains(MsFlags::MS_RDONLY) { "ro" } else { "rw" };
+            self.record(format!("mount {s} {} {f} {ro} {d}", t.display()))
+        }
+        fn mkdir(&mut self, p: &Path, m: u32) -> io::Result<()> {
+            self.record(format!("mkdir {} {m:o}", p.display()))
+        }
+        fn dir_beneath(&mut self, r: &Path, p: &str, m: u32, g: Option<u32>) -> io::Result<bool> {
+            self.record(format!("dir {}/{p} {m:o} {g:?}", r.display()))?;
+            Ok(true)
+        }
+        fn bind_beneath(&mut self, r: &Path, p: &str, t: &Path) -> io::Result<()> {
+            self.record(format!("bind {}/{p} {}", r.display(), t.display()))
+        }
+        fn read_beneath(&mut self, r: &Path, p: &str, _: usize) -> io::Result<Option<Vec<u8>>> {
+            self.record(format!("read {}/{p}", r.display()))?;
+            Ok(self.files.get(&r.join(p)).cloned())
+        }
+        fn write_beneath(&mut self, r: &Path, p: &str, d: &[u8], m: u32) -> io::Result<()> {
+            self.record(format!("write {}/{p} {m:o}", r.display()))?;
+            self.files.insert(r.join(p), d.to_vec());
+            Ok(())
+        }
+        fn read_file(&mut self, p: &Path) -> io::Result<Option<Vec<u8>>> {
+            Ok(self.files.get(p).cloned())
+        }
+        fn random(&mut self) -> io::Result<[u8; 16]> {
+            Ok([0x11; 16])
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fake::Fake;
+    use super::*;
+    use crate::config::Config;
+    use crate::devices::Partition;
+    use crate::plan::{fallback_plan, persistent_plan, root_plan, Roots};
+
+    fn part(dev: &str) -> Partition {
+        Partition {
+            dev: dev.into(),
+            disk: "vda".into(),
+            number: 1,
+            name: None,
+        }
+    }
+
+    const ID: &str = "0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn rpi_boot_sequence() {
+        let config = Config::default();
+        let roots = Roots::default();
+        let mut sys = Fake::default();
+        sys.files.insert("/sysroot/etc/group".into(), b"root:x:0:\nsystemd-journal:x:101:\n".to_vec());
+        sys.files.insert(
+            "/sysroot/persistent/common/etc/machine-id".into(),
+            format!("{ID}\n").into_bytes(),
+        );
+        let mut steps = root_plan(&config, &roots, &part("vda4"));
+        steps.extend(persistent_plan(&config, &roots, &part("vda6"), "system_a"));
+        let out = run(&mut sys, &roots.sysroot, &steps).unwrap();
+        assert_eq!(out.machine_id, Some(MachineIdOutcome::Kept(ID.into())));
+        let p = "/sysroot/persistent";
+        let expect: Vec<String> = [
+            "mount /dev/vda4 /sysroot ext4 ro ".to_string(),
+            format!("mount /dev/vda6 {p} ext4 rw commit=60,errors=remount-ro"),
+            format!("dir {p}/slots 755 None"),
+            format!("dir {p}/slots/system_a 755 None"),
+            format!("dir {p}/slots/system_a/var 755 None"),
+            format!("dir {p}/slots/system_a/var/tmp 1777 None"),
+            format!("dir {p}/slots/system_a/var/log 755 None"),
+            format!("dir {p}/slots/system_a/var/log/journal 755 None"),
+            format!("dir {p}/home 755 None"),
+            format!("dir {p}/log 755 None"),
+            format!("dir {p}/log/journal 2755 Some(101)"),
+            format!("dir {p}/common 755 None"),
+            format!("dir {p}/common/etc 755 None"),
+            format!("bind {p}/slots/system_a/var /sysroot/var"),
+            format!("bind {p}/home /sysroot/home"),
+            format!("bind {p}/log/journal /sysroot/var/log/journal"),
+            format!("read {p}/common/etc/machine-id"),
+            format!("bind {p}/common/etc/machine-id /sysroot/etc/machine-id"),
+        ]
+        .into();
+        assert_eq!(sys.calls, expect);
+    }
+
+    #[test]
+    fn noatime_and_lazytime_are_flags_not_data() {
+        let (flags, data) = split_options(MsFlags::empty(), "noatime,lazytime,commit=60,ro");
+        assert!(flags.contains(MsFlags::MS_NOATIME | MsFlags::MS_LAZYTIME | MsFlags::MS_RDONLY));
+        assert_eq!(data, "commit=60");
+    }
+
+    #[test]
+    fn garbage_machine_id_is_replaced_durably_before_the_bind() {
+        for stored in [Some(&b"garbage\n"[..]), Some(&b""[..]), None] {
+            let mut sys = Fake::default();
+            let root = PathBuf::from("/p");
+            if let Some(bytes) = stored {
+                sys.files.insert(root.join("common/etc/machine-id"), bytes.to_vec());
+            }
+            let step = Step::MachineId {
+                store: MachineIdStore::Persistent {
+                    root: root.clone(),
+                    path: "common/etc/machine-id".into(),
+                },
+                target: "/sysroot/etc/machine-id".into(),
+            };
+            let out = run(&mut sys, Path::new("/sysroot"), &[step]).unwrap();
+            let Some(MachineIdOutcome::Generated { id, .. }) = out.machine_id else {
+                panic!("{:?}", out.machine_id);
+            };
+            assert_eq!(machine_id::parse(id.as_bytes()), Some(id.clone()));
+            assert_eq!(sys.files[&root.join("common/etc/machine-id")], format!("{id}\n").into_bytes());
+            let write = sys.calls.iter().position(|c| c.starts_with("write")).unwrap();
+            let bind = sys.calls.iter().position(|c| c.starts_with("bind")).unwrap();
+            assert!(write < bind, "{:?}", sys.calls);
+        }
+    }
+
+    #[test]
+    fn a_failed_step_stops_the_plan_and_names_the_path() {
+        let config = Config::default();
+        let roots = Roots::default();
+        let mut sys = Fake {
+            fail: vec!["bind /sysroot/persistent/home".into()],
+            ..Fake::default()
+        };
+        let steps = persistent_plan(&config, &roots, &part("vda6"), "system_a");
+        let err = run(&mut sys, &roots.sysroot, &steps).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "cannot bind /sysroot/persistent/home onto /sysroot/home"
+        );
+        assert!(sys.calls.last().unwrap().starts_with("bind /sysroot/persistent/home"));
+    }
+
+    #[test]
+    fn fallback_sequence() {
+        let config = Config::default();
+        let roots = Roots::default();
+        let mut sys = Fake::default();
+        let out = run(&mut sys, &roots.sysroot, &fallback_plan(&config, &roots, "system_a")).unwrap();
+        assert!(matches!(out.machine_id, Some(MachineIdOutcome::Generated { .. })));
+        assert_eq!(sys.calls[0], "mount tmpfs /sysroot/var tmpfs rw mode=0755");
+        assert_eq!(sys.calls[1], "mount tmpfs /sysroot/home tmpfs rw mode=0755");
+        assert!(sys.calls.contains(&"mkdir /sysroot/var/tmp 1777".to_string()));
+        assert!(sys.calls.contains(&"write /run/slotinit/machine-id 444".to_string()));
+        assert_eq!(
+            sys.calls.last().unwrap(),
+            "bind /run/slotinit/machine-id /sysroot/etc/machine-id"
+        );
+    }
+
+    #[test]
+    fn group_lookup() {
+        let text = "root:x:0:\nsystemd-journal:x:101:\nbad\n";
+        assert_eq!(parse_group(text, "systemd-journal"), Some(101));
+        assert_eq!(parse_group(text, "root"), Some(0));
+        assert_eq!(parse_group(text, "nobody"), None);
+        assert_eq!(parse_group("x:y:notanumber:\n", "x"), None);
+    }
+}

@@ -1,0 +1,78 @@
+//! The handoff record: what this boot did, left in /run/slotinit/handoff.json for
+//! the booted system (`slotinit status`, udev rules, health checks).
+
+use crate::devices::Resolved;
+use crate::slot::{Decision, Slot};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// Where the record lands (on /run, which moves into the system).
+pub const HANDOFF_PATH: &str = "/run/slotinit/handoff.json";
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handoff {
+    pub version: u32,
+    /// The slot that booted, and why.
+    pub slot: Option<Slot>,
+    pub decision: Option<Decision>,
+    /// The slot's directory on the persistent partition (`system_a`).
+    pub slot_dir: Option<String>,
+    pub devices: Resolved,
+    /// Where things were mounted, as "source target fstype options".
+    pub mounts: Vec<String>,
+    /// The machine-id the system sees and where it came from.
+    pub machine_id: Option<String>,
+    pub machine_id_source: Option<String>,
+    /// True when the persistent partition could not be used (tmpfs /var).
+    pub persistent_degraded: bool,
+    /// Every error and warning of this boot, in order.
+    pub errors: Vec<String>,
+    pub warnings: Vec<String>,
+    /// Each stage and how long it took, microseconds.
+    pub timings_us: Vec<(String, u64)>,
+    /// The init that was exec'd.
+    pub init: Option<String>,
+}
+
+impl Handoff {
+    pub fn new() -> Self {
+        Handoff {
+            version: 1,
+            ..Handoff::default()
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        // Serializing plain owned data cannot fail; an empty object is still JSON.
+        serde_json::to_string_pretty(self).unwrap_or_else(|_| "{}".into())
+    }
+
+    pub fn parse(text: &str) -> Result<Handoff, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+
+    pub fn load(path: &Path) -> std::io::Result<Handoff> {
+        let text = std::fs::read_to_string(path)?;
+        Handoff::parse(&text).map_err(|e| {
+            std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {e}", path.display()))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::slot::Source;
+
+    #[test]
+    fn round_trip() {
+        let mut h = Handoff::new();
+        h.slot = Some(Slot::B);
+        h.decision = Some(Decision { slot: Slot::B, source: Source::Override });
+        h.timings_us.push(("mounts".into(), 1234));
+        h.errors.push("persistent: no partition".into());
+        let text = h.to_json();
+        assert!(text.contains("\"slot\": \"b\""), "{text}");
+        assert_eq!(Handoff::parse(&text).unwrap(), h);
+    }
+}

@@ -1,0 +1,301 @@
+//! Mount plan: the exact steps that turn a resolved layout into a system tree,
+//! as values. Nothing here touches the kernel; the executor runs the steps.
+
+use crate::config::{expand_slot, Config};
+use crate::devices::Partition;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// One step of the boot's mount work.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "step", rename_all = "kebab-case")]
+pub enum Step {
+    /// mount(2) of a device or pseudo filesystem.
+    Mount {
+        source: String,
+        target: PathBuf,
+        fstype: String,
+        readonly: bool,
+        options: String,
+    },
+    /// A directory in a tree slotinit owns (tmpfs, initramfs), created with `mode`.
+    Mkdir { path: PathBuf, mode: u32 },
+    /// A directory beneath `root` (the persistent partition, which the booted
+    /// system writes: resolved without following symlinks).
+    DirBeneath {
+        root: PathBuf,
+        path: String,
+        mode: u32,
+        group: Option<String>,
+    },
+    /// Bind `path` beneath `root` (again without following symlinks) onto `target`.
+    BindBeneath {
+        root: PathBuf,
+        path: String,
+        target: PathBuf,
+    },
+    /// Make `target` (the system's /etc/machine-id) show a stable id: read from
+    /// `store`, or generated and written there durably when it holds none.
+    MachineId { store: MachineIdStore, target: PathBuf },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum MachineIdStore {
+    /// On the persistent partition: the id every slot and every boot shares.
+    Persistent { root: PathBuf, path: String },
+    /// Only for this boot (persistent partition unusable), under /run.
+    Transient { path: PathBuf },
+}
+
+/// Where the pieces go: the new root and where transient state lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Roots {
+    pub sysroot: PathBuf,
+    /// slotinit's own directory under /run (moved into the system with /run).
+    pub run_dir: PathBuf,
+}
+
+impl Default for Roots {
+    fn default() -> Self {
+        Roots {
+            sysroot: PathBuf::from("/sysroot"),
+            run_dir: PathBuf::from("/run/slotinit"),
+        }
+    }
+}
+
+/// `/var` in the system becomes `<sysroot>/var` here.
+pub fn in_sysroot(sysroot: &Path, path: &str) -> PathBuf {
+    sysroot.join(path.trim_start_matches('/'))
+}
+
+/// Mount the active system read-only at the sysroot.
+pub fn root_plan(config: &Config, roots: &Roots, system: &Partition) -> Vec<Step> {
+    vec![Step::Mount {
+        source: system.node().display().to_string(),
+        target: roots.sysroot.clone(),
+        fstype: config.system.fstype.clone(),
+        readonly: true,
+        options: config.system.options.clone(),
+    }]
+}
+
+/// Mount the persistent partition, create its tree, bind it into the system and
+/// give the system its machine-id. `slot_dir` names the slot's directory.
+pub fn persistent_plan(
+    config: &Config,
+    roots: &Roots,
+    persistent: &Partition,
+    slot_dir: &str,
+) -> Vec<Step> {
+    let p = &config.persistent;
+    let root = in_sysroot(&roots.sysroot, &p.mountpoint);
+    let mut steps = vec![Step::Mount {
+        source: persistent.node().display().to_string(),
+        target: root.clone(),
+        fstype: p.fstype.clone(),
+        readonly: false,
+        options: p.options.clone(),
+    }];
+    steps.extend(p.dirs.iter().map(|d| Step::DirBeneath {
+        root: root.clone(),
+        path: expand_slot(&d.path, slot_dir),
+        mode: d.mode,
+        group: d.group.clone(),
+    }));
+    steps.extend(p.binds.iter().map(|b| Step::BindBeneath {
+        root: root.clone(),
+        path: expand_slot(&b.source, slot_dir),
+        target: in_sysroot(&roots.sysroot, &b.target),
+    }));
+    steps.push(Step::MachineId {
+        store: MachineIdStore::Persistent {
+            root,
+            path: p.machine_id.clone(),
+        },
+        target: in_sysroot(&roots.sysroot, "/etc/machine-id"),
+    });
+    steps
+}
+
+/// Without a usable persistent partition the system still boots: every bind
+/// target gets a tmpfs (nested targets become directories in it), directories keep
+/// their documented modes, and the machine-id lives under /run for this boot only.
+pub fn fallback_plan(config: &Config, roots: &Roots, slot_dir: &str) -> Vec<Step> {
+    let p = &config.persistent;
+    let mut steps = Vec::new();
+    let mut tmpfs_roots: Vec<&str> = Vec::new();
+    for bind in &p.binds {
+        let nested = tmpfs_roots.iter().any(|r| is_beneath(&bind.target, r));
+        if !nested {
+            tmpfs_roots.push(&bind.target);
+            steps.push(Step::Mount {
+                source: "tmpfs".into(),
+                target: in_sysroot(&roots.sysroot, &bind.target),
+                fstype: "tmpfs".into(),
+                readonly: false,
+                options: "mode=0755,nosuid,nodev".into(),
+            });
+        }
+    }
+    // The persistent tree's directories, mapped through the binds to where they
+    // appear in the system; in order, so parents come first.
+    for dir in &p.dirs {
+        let path = expand_slot(&dir.path, slot_dir);
+        for bind in &p.binds {
+            let source = expand_slot(&bind.source, slot_dir);
+            if let Some(rest) = strip_beneath(&path, &source) {
+                let target = format!("{}/{}", bind.target.trim_end_matches('/'), rest);
+                steps.push(Step::Mkdir {
+                    path: in_sysroot(&roots.sysroot, target.trim_end_matches('/')),
+                    mode: dir.mode,
+                });
+            }
+        }
+    }
+    steps.push(Step::MachineId {
+        store: MachineIdStore::Transient {
+            path: roots.run_dir.join("machine-id"),
+        },
+        target: in_sysroot(&roots.sysroot, "/etc/machine-id"),
+    });
+    steps
+}
+
+/// `a/b/c` beneath `a/b` -> `c`; `a/b` beneath `a/b` -> ``.
+fn strip_beneath<'a>(path: &'a str, base: &str) -> Option<&'a str> {
+    let rest = path.strip_prefix(base)?;
+    if rest.is_empty() {
+        Some("")
+    } else {
+        rest.strip_prefix('/')
+    }
+}
+
+fn is_beneath(path: &str, base: &str) -> bool {
+    strip_beneath(path, base).is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn part(dev: &str) -> Partition {
+        Partition {
+            dev: dev.into(),
+            disk: "vda".into(),
+            number: 1,
+            name: None,
+        }
+    }
+
+    #[test]
+    fn root_is_read_only() {
+        let plan = root_plan(&Config::default(), &Roots::default(), &part("vda4"));
+        assert_eq!(
+            plan,
+            vec![Step::Mount {
+                source: "/dev/vda4".into(),
+                target: "/sysroot".into(),
+                fstype: "ext4".into(),
+                readonly: true,
+                options: String::new(),
+            }]
+        );
+    }
+
+    #[test]
+    fn persistent_plan_for_the_rpi_layout() {
+        let plan = persistent_plan(&Config::default(), &Roots::default(), &part("vda6"), "system_b");
+        let Step::Mount { target, options, readonly, .. } = &plan[0] else {
+            panic!("{:?}", plan[0]);
+        };
+        assert_eq!(target, Path::new("/sysroot/persistent"));
+        assert_eq!(options, "noatime,lazytime,commit=60,errors=remount-ro");
+        assert!(!readonly);
+        let dirs: Vec<(&str, u32)> = plan
+            .iter()
+            .filter_map(|s| match s {
+                Step::DirBeneath { path, mode, .. } => Some((path.as_str(), *mode)),
+                _ => None,
+            })
+            .collect();
+        assert!(dirs.contains(&("slots/system_b/var/tmp", 0o1777)));
+        assert!(dirs.contains(&("log/journal", 0o2755)));
+        let binds: Vec<(&str, &Path)> = plan
+            .iter()
+            .filter_map(|s| match s {
+                Step::BindBeneath { path, target, .. } => Some((path.as_str(), target.as_path())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            binds,
+            vec![
+                ("slots/system_b/var", Path::new("/sysroot/var")),
+                ("home", Path::new("/sysroot/home")),
+                ("log/journal", Path::new("/sysroot/var/log/journal")),
+            ]
+        );
+        assert_eq!(
+            plan.last(),
+            Some(&Step::MachineId {
+                store: MachineIdStore::Persistent {
+                    root: "/sysroot/persistent".into(),
+                    path: "common/etc/machine-id".into()
+                },
+                target: "/sysroot/etc/machine-id".into(),
+            })
+        );
+    }
+
+    #[test]
+    fn every_dir_is_created_before_it_is_bound() {
+        let plan = persistent_plan(&Config::default(), &Roots::default(), &part("vda6"), "system_a");
+        for (i, step) in plan.iter().enumerate() {
+            if let Step::BindBeneath { path, .. } = step {
+                let created = plan[..i].iter().any(
+                    |s| matches!(s, Step::DirBeneath { path: p, .. } if p == path),
+                );
+                assert!(created, "{path} bound before it was created");
+            }
+        }
+    }
+
+    #[test]
+    fn fallback_puts_tmpfs_under_the_binds() {
+        let plan = fallback_plan(&Config::default(), &Roots::default(), "system_a");
+        let mounts: Vec<&Path> = plan
+            .iter()
+            .filter_map(|s| match s {
+                Step::Mount { target, fstype, .. } if fstype == "tmpfs" => Some(target.as_path()),
+                _ => None,
+            })
+            .collect();
+        // /var/log/journal lies inside /var's tmpfs: a directory, not another mount.
+        assert_eq!(mounts, vec![Path::new("/sysroot/var"), Path::new("/sysroot/home")]);
+        let dirs: Vec<(&Path, u32)> = plan
+            .iter()
+            .filter_map(|s| match s {
+                Step::Mkdir { path, mode } => Some((path.as_path(), *mode)),
+                _ => None,
+            })
+            .collect();
+        assert!(dirs.contains(&(Path::new("/sysroot/var/tmp"), 0o1777)));
+        assert!(dirs.contains(&(Path::new("/sysroot/var/log/journal"), 0o2755)));
+        assert!(matches!(
+            plan.last(),
+            Some(Step::MachineId { store: MachineIdStore::Transient { .. }, .. })
+        ));
+    }
+
+    #[test]
+    fn beneath_is_by_component() {
+        assert_eq!(strip_beneath("a/b/c", "a/b"), Some("c"));
+        assert_eq!(strip_beneath("a/b", "a/b"), Some(""));
+        assert_eq!(strip_beneath("a/bc", "a/b"), None);
+        assert!(is_beneath("/var/log", "/var"));
+        assert!(!is_beneath("/variable", "/var"));
+    }
+}

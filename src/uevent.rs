@@ -1,0 +1,100 @@
+//! Waiting for the disk, woken by kernel uevents (netlink), never by a sleep loop:
+//! every event triggers a fresh read of sysfs, which is the authority on what exists.
+
+use crate::config::Partitions;
+use crate::devices::{self, Partition};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::socket::{
+    bind, recv, socket, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType,
+};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// A subscription to the kernel's uevents. Open it before loading the disk driver
+/// so no announcement is missed.
+pub struct Listener {
+    fd: Option<OwnedFd>,
+}
+
+impl Listener {
+    pub fn open() -> Listener {
+        let fd = socket(
+            AddressFamily::Netlink,
+            SockType::Datagram,
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+            SockProtocol::NetlinkKObjectUEvent,
+        )
+        .and_then(|fd| {
+            // Group 1: the kernel's own broadcasts (no udev in the initramfs).
+            bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 1))?;
+            Ok(fd)
+        });
+        match fd {
+            Ok(fd) => Listener { fd: Some(fd) },
+            Err(e) => {
+                log::error!("cannot listen to uevents: {e}; only the first sysfs scan counts");
+                Listener { fd: None }
+            }
+        }
+    }
+
+    /// Waits up to `timeout` for an event; drains what arrived. False on timeout.
+    fn wait(&self, timeout: Duration) -> bool {
+        let Some(fd) = &self.fd else {
+            // Degraded: without netlink the only way to see new devices is to look
+            // again later. Bounded by the caller's deadline.
+            std::thread::sleep(timeout.min(Duration::from_millis(50)));
+            return false;
+        };
+        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+        let ready = match poll(&mut fds, PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)) {
+            Ok(n) => n > 0,
+            // EINTR: treat as a wake-up; the caller rescans and recomputes time left.
+            Err(_) => true,
+        };
+        let mut buf = [0u8; 8192];
+        while recv(fd.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT).is_ok_and(|n| n > 0) {}
+        ready
+    }
+}
+
+/// What the wait found, and how it ended.
+pub struct WaitResult {
+    pub partitions: Vec<Partition>,
+    pub complete: bool,
+    pub timed_out: bool,
+}
+
+/// Waits until every partition of the layout is present, or until a system
+/// partition is present and the block layer stayed quiet for `settle` (what is
+/// missing then is absent), or until `timeout`.
+pub fn wait_for_partitions(
+    listener: &Listener,
+    sys: &Path,
+    names: &Partitions,
+    timeout: Duration,
+    settle: Duration,
+) -> WaitResult {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let partitions = devices::list_partitions(sys).unwrap_or_else(|e| {
+            log::warn!("cannot list {}/class/block: {e}", sys.display());
+            Vec::new()
+        });
+        if devices::all_present(&partitions, names) {
+            return WaitResult { partitions, complete: true, timed_out: false };
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return WaitResult { partitions, complete: false, timed_out: true };
+        }
+        let left = deadline - now;
+        let found_system = devices::any_system_present(&partitions, names);
+        let wait = if found_system { settle.min(left) } else { left };
+        if !listener.wait(wait) && found_system {
+            return WaitResult { partitions, complete: false, timed_out: false };
+        }
+    }
+}

@@ -1,0 +1,144 @@
+"""Boot the project's initramfs under qemu-system-aarch64 and read what the guest reports.
+
+The guest's /sbin/init (tests/guest/report-init) prints one report block; this
+module turns it, the kernel log and the handoff record into Python values.
+"""
+import json
+import os
+import re
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+OUT = REPO / "out"
+INITRD = OUT / "initramfs.img"
+
+
+def mkdisk(path, *args):
+    """Builds a GPT test disk with qemu/mkdisk; returns its path."""
+    subprocess.run([str(REPO / "qemu/mkdisk"), "--out", str(path), *map(str, args)],
+                   check=True, stdout=subprocess.DEVNULL)
+    return Path(path)
+
+
+@dataclass
+class Mount:
+    root: str
+    mount_point: str
+    options: str
+    fstype: str
+    source: str
+    super_options: str
+
+    @property
+    def readonly(self):
+        return "ro" in self.options.split(",")
+
+
+@dataclass
+class Boot:
+    console: str
+    rc: int
+    sections: dict = field(default_factory=dict)
+    fields: dict = field(default_factory=dict)
+    test_run: str = ""
+
+    @property
+    def reported(self):
+        return "mountinfo" in self.sections
+
+    def mounts(self):
+        out = []
+        for line in self.sections.get("mountinfo", "").splitlines():
+            pre, _, post = line.partition(" - ")
+            f = pre.split()
+            p = post.split()
+            if len(f) >= 6 and len(p) >= 3:
+                out.append(Mount(f[3], f[4], f[5], p[0], p[1], p[2]))
+        return out
+
+    def mount(self, point):
+        """The mount visible at `point` (the last one mounted there)."""
+        found = [m for m in self.mounts() if m.mount_point == point]
+        assert found, f"nothing mounted at {point}:\n{self.sections.get('mountinfo')}"
+        return found[-1]
+
+    def links(self):
+        """by-slot link name -> (readlink, readlink -f), or None when missing."""
+        out = {}
+        for line in self.sections.get("links", "").splitlines():
+            name = line.split()[0]
+            parts = line.split(" -> ")
+            out[name.removeprefix("/dev/disk/by-slot/")] = (
+                (parts[1], parts[2]) if len(parts) == 3 else None)
+        return out
+
+    def handoff(self):
+        return json.loads(self.sections["handoff"])
+
+    def machine_id(self):
+        return self.sections.get("machine-id", "").strip()
+
+    def stat(self, path):
+        for line in self.sections.get("stat", "").splitlines():
+            if line.split()[0] == path:
+                return line.split()[1:]
+        return None
+
+    def slotinit_log(self):
+        """slotinit's kmsg lines as the console printed them."""
+        return [re.sub(r"^\[[ \d.]+\] ", "", l) for l in self.console.splitlines()
+                if "slotinit: " in l]
+
+    def kernel_time(self, pattern):
+        """The kernel timestamp (seconds) of the first console line matching `pattern`."""
+        for line in self.console.splitlines():
+            m = re.match(r"^\[\s*(\d+\.\d+)\] (.*)", line)
+            if m and re.search(pattern, m.group(2)):
+                return float(m.group(1))
+        return None
+
+
+def parse_report(console):
+    sections, fields = {}, {}
+    m = re.search(r"=== SLOTINIT-REPORT BEGIN ===\n(.*?)=== SLOTINIT-REPORT END ===",
+                  console, re.S)
+    if m:
+        current = None
+        for line in m.group(1).splitlines(keepends=True):
+            if line.startswith("--- "):
+                current = line[4:].strip()
+                sections[current] = ""
+            elif current:
+                sections[current] += line
+            elif "=" in line:
+                k, _, v = line.rstrip("\n").partition("=")
+                fields[k] = v
+    t = re.search(r"=== TEST-RUN BEGIN ===\n(.*?)=== TEST-RUN END ===", console, re.S)
+    return sections, fields, (t.group(1) if t else "")
+
+
+def boot(*disks, append="", initrd=INITRD, timeout=120, stdin=None, dtb=None, log=None):
+    """Boots the disks; returns the console and the parsed report."""
+    cmd = [str(REPO / "qemu/run"), "--initrd", str(initrd), "--timeout", str(timeout)]
+    for d in disks:
+        cmd += ["--disk", str(d)]
+    if append:
+        cmd += ["--append", append]
+    if dtb:
+        cmd += ["--dtb", str(dtb)]
+    proc = subprocess.run(cmd, input=(stdin or "").encode(), stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, timeout=timeout + 30)
+    console = proc.stdout.decode("utf-8", "replace").replace("\r\n", "\n")
+    if log:
+        Path(log).write_text(console)
+    sections, fields, test_run = parse_report(console)
+    return Boot(console, proc.returncode, sections, fields, test_run)
+
+
+def record(name, value):
+    """Appends a measurement to out/measurements.jsonl for the notes and README."""
+    OUT.mkdir(exist_ok=True)
+    with open(OUT / "measurements.jsonl", "a") as f:
+        f.write(json.dumps({"name": name, "value": value}) + "\n")

@@ -1,0 +1,145 @@
+"""Issue 2: boot slot A (or B) of an rpi-image-gen gpt/ab_userdata disk end to end."""
+import re
+from guest import boot, mkdisk, record
+
+# qemu/mkdisk's partition order: bootconfig boot_a boot_b system_a system_b persistent.
+DEV = {"bootconfig": "/dev/vda1", "boot_a": "/dev/vda2", "boot_b": "/dev/vda3",
+       "system_a": "/dev/vda4", "system_b": "/dev/vda5", "persistent": "/dev/vda6"}
+
+
+def assert_booted(b, slot):
+    assert b.rc == 0, b.console[-3000:]
+    assert b.reported, b.console[-3000:]
+    assert b.fields["pid"] == "1"
+    assert b.fields["slot-name"] == f"system_{slot}"
+    root = b.mount("/")
+    assert root.source == DEV[f"system_{slot}"]
+    assert root.readonly
+    assert root.fstype == "ext4"
+    h = b.handoff()
+    assert h["slot"] == slot
+    return h
+
+
+def test_boots_slot_a_with_binds_links_and_handoff(disk):
+    b = boot(disk)
+    h = assert_booted(b, "a")
+    p = DEV["persistent"]
+    persistent = b.mount("/persistent")
+    assert (persistent.source, persistent.root, persistent.readonly) == (p, "/", False)
+    for opt in ("noatime", "lazytime"):
+        assert opt in persistent.options.split(","), persistent
+    for opt in ("commit=60", "errors=remount-ro"):
+        assert opt in persistent.super_options.split(","), persistent
+    assert (b.mount("/var").source, b.mount("/var").root) == (p, "/slots/system_a/var")
+    assert (b.mount("/home").source, b.mount("/home").root) == (p, "/home")
+    journal = b.mount("/var/log/journal")
+    assert (journal.source, journal.root) == (p, "/log/journal")
+    machine_id = b.mount("/etc/machine-id")
+    assert (machine_id.source, machine_id.root) == (p, "/common/etc/machine-id")
+    assert b.stat("/var/tmp")[0] == "1777"
+    assert b.stat("/var/log/journal")[0] == "2755"
+    assert "/var writable" in b.sections["write-test"]
+    assert "/home writable" in b.sections["write-test"]
+    assert "/ read-only" in b.sections["write-test"]
+    links = b.links()
+    expect = {"active/boot": "boot_a", "active/system": "system_a", "other/boot": "boot_b",
+              "other/system": "system_b", "bootconfig": "bootconfig", "persistent": "persistent"}
+    for link, part in expect.items():
+        assert links[link] is not None, f"{link} missing"
+        assert links[link][1] == DEV[part], (link, links[link])
+        assert not links[link][0].startswith("/"), "links are relative, like udev's"
+    assert h["persistent_degraded"] is False
+    assert h["errors"] == []
+    assert h["machine_id"] == b.machine_id()
+    stages = [name for name, _ in h["timings_us"]]
+    assert stages == ["setup", "modules", "devices", "decision", "links", "mounts", "total"]
+    # Every stage is logged with its duration in microseconds.
+    log = b.slotinit_log()
+    for stage in stages[:-1]:
+        assert any(re.search(rf"slotinit: {stage}: \d+ us", l) for l in log), stage
+    # The initramfs was freed: nothing of it is visible, and no init stayed behind.
+    assert "sysroot" not in b.sections["initramfs"].split()
+    start = b.kernel_time(r"Run /init as init process")
+    end = b.kernel_time(r"slotinit: switching to ")
+    assert start is not None and end is not None
+    record("run_init_to_exec_s", round(end - start, 3))
+
+
+def test_machine_id_is_stable_over_boots_and_slots(disk):
+    ids = []
+    for append in ("", "", "slotinit.slot=b", ""):
+        b = boot(disk, append=append)
+        assert_booted(b, "b" if append else "a")
+        ids.append(b.machine_id())
+    assert re.fullmatch(r"[0-9a-f]{32}", ids[0]), ids
+    assert len(set(ids)) == 1, ids
+    # The first boot generated it, the others kept it.
+    assert b.handoff()["machine_id_source"] == "persistent"
+
+
+def test_override_boots_slot_b(disk):
+    b = boot(disk, append="slotinit.slot=b")
+    h = assert_booted(b, "b")
+    assert h["decision"]["source"] == "override"
+    assert b.mount("/var").root == "/slots/system_b/var"
+    links = b.links()
+    assert links["active/system"][1] == DEV["system_b"]
+    assert links["other/system"][1] == DEV["system_a"]
+    assert links["active/boot"][1] == DEV["boot_b"]
+
+
+def test_bad_override_is_reported_and_ignored(disk):
+    b = boot(disk, append="slotinit.slot=c")
+    h = assert_booted(b, "a")
+    assert any('slotinit.slot="c"' in w for w in h["warnings"]), h["warnings"]
+    assert any('ignoring slotinit.slot="c"' in l for l in b.slotinit_log())
+
+
+def test_no_persistent_partition_still_boots(tmp_path):
+    disk = mkdisk(tmp_path / "nopersist.img", "--no-persistent")
+    b = boot(disk)
+    h = assert_booted(b, "a")
+    assert h["persistent_degraded"] is True
+    assert any("no persistent partition" in e for e in h["errors"]), h["errors"]
+    assert any("tmpfs" in l for l in b.slotinit_log() if "persistent" in l)
+    assert b.mount("/var").fstype == "tmpfs"
+    assert b.mount("/home").fstype == "tmpfs"
+    assert b.stat("/var/tmp")[0] == "1777"
+    assert b.stat("/var/log/journal")[0] == "2755"
+    assert "/var writable" in b.sections["write-test"]
+    assert re.fullmatch(r"[0-9a-f]{32}", b.machine_id())
+    assert h["machine_id_source"] == "generated-transient"
+    assert b.links()["persistent"] is None
+
+
+def test_invalid_config_is_reported_and_defaults_used(disk, initramfs_with_config):
+    initrd = initramfs_with_config("badconfig", "[boot]\ndefault_slot = \"b\"\ntimeout = 5\n")
+    b = boot(disk, initrd=initrd)
+    h = assert_booted(b, "a")  # the defaults, not the half-read config
+    err = [e for e in h["errors"] if e.startswith("config:")]
+    assert err and "/etc/slotinit.toml:3:1" in err[0] and "timeout" in err[0], h["errors"]
+
+
+def test_missing_system_is_fatal_and_reboots(tmp_path, initramfs_with_config):
+    disk = mkdisk(tmp_path / "nosystem.img",
+                  "--names", "bootconfig boot_a boot_b - - persistent")
+    initrd = initramfs_with_config(
+        "fastfail", "[boot]\nreboot_delay_s = 0\ndevice_timeout_ms = 3000\n")
+    b = boot(disk, initrd=initrd, timeout=90)
+    assert not b.reported
+    log = "\n".join(b.slotinit_log())
+    assert 'fatal: the system partition "system_a" of slot a was not found' in log, log
+    assert "rebooting in 0 s" in log
+    assert "Kernel panic" not in b.console
+    assert b.rc == 0  # the guest rebooted; -no-reboot turns that into QEMU's exit
+
+
+def test_emergency_shell_on_request(tmp_path, initramfs_with_config):
+    disk = mkdisk(tmp_path / "nosystem.img",
+                  "--names", "bootconfig boot_a boot_b - - persistent")
+    initrd = initramfs_with_config("shell", "[boot]\ndevice_timeout_ms = 3000\n")
+    b = boot(disk, initrd=initrd, append="slotinit.emergency=shell",
+             stdin="echo EMERGENCY-$((40+2))\npoweroff -f\n", timeout=90)
+    assert "starting emergency shell" in "\n".join(b.slotinit_log())
+    assert "EMERGENCY-42" in b.console
