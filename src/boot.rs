@@ -24,7 +24,10 @@ struct Timer {
 impl Timer {
     fn new() -> Self {
         let now = Instant::now();
-        Timer { start: now, last: now }
+        Timer {
+            start: now,
+            last: now,
+        }
     }
 
     fn stage(&mut self, handoff: &mut Handoff, name: &str) {
@@ -120,7 +123,10 @@ pub fn run() -> ! {
     timer.stage(&mut handoff, "links");
 
     let roots = Roots::default();
-    let init = args.init.clone().unwrap_or_else(|| config.boot.init.clone());
+    let init = args
+        .init
+        .clone()
+        .unwrap_or_else(|| config.boot.init.clone());
     if let Err(cause) = mount_system(&config, &roots, &resolved, active, &init, &mut handoff) {
         fatal(&cause, &args, &config, &mut handoff);
     }
@@ -179,7 +185,11 @@ fn mount_system(
                     // Undo what the failed plan mounted (binds, then the partition)
                     // so the fallback starts from a clean tree.
                     unmount_beneath(&roots.sysroot);
-                    Err(format!("persistent partition {}: {}", part.node().display(), error_chain(&e)))
+                    Err(format!(
+                        "persistent partition {}: {}",
+                        part.node().display(),
+                        error_chain(&e)
+                    ))
                 }
             }
         }
@@ -218,7 +228,11 @@ fn mount_system(
             handoff.machine_id_source = Some("persistent".into());
         }
         Some(MachineIdOutcome::Generated { id, replaced }) => {
-            let source = if handoff.persistent_degraded { "transient" } else { "persistent" };
+            let source = if handoff.persistent_degraded {
+                "transient"
+            } else {
+                "persistent"
+            };
             log::info!("machine-id {id} (generated, {source}; was {replaced})");
             handoff.machine_id = Some(id);
             handoff.machine_id_source = Some(format!("generated-{source}"));
@@ -250,7 +264,13 @@ fn unmount_beneath(root: &Path) {
 fn record_mounts(handoff: &mut Handoff, steps: &[Step]) {
     for step in steps {
         match step {
-            Step::Mount { source, target, fstype, readonly, options } => handoff.mounts.push(format!(
+            Step::Mount {
+                source,
+                target,
+                fstype,
+                readonly,
+                options,
+            } => handoff.mounts.push(format!(
                 "{source} {} {fstype} {}{}{options}",
                 target.display(),
                 if *readonly { "ro" } else { "rw" },
@@ -274,7 +294,12 @@ fn mount_api_filesystems() {
         ("proc", "/proc", nosuid_nodev_noexec, ""),
         ("sysfs", "/sys", nosuid_nodev_noexec, ""),
         ("devtmpfs", "/dev", MsFlags::MS_NOSUID, "mode=0755"),
-        ("tmpfs", "/run", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, "mode=0755"),
+        (
+            "tmpfs",
+            "/run",
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            "mode=0755",
+        ),
     ];
     for (fstype, target, flags, data) in mounts {
         let _ = std::fs::create_dir_all(target);
@@ -293,7 +318,11 @@ fn ensure_console() {
         return;
     }
     for _ in 0..3 {
-        match std::fs::OpenOptions::new().read(true).write(true).open("/dev/console") {
+        match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/console")
+        {
             // Lowest free descriptors: 0, 1, 2. They live as long as PID 1.
             Ok(f) => std::mem::forget(f),
             Err(_) => return,

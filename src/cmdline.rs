@@ -180,7 +180,12 @@ mod tests {
         ];
         for (text, slot, warnings) in cases {
             let args = BootArgs::from_cmdline(&Cmdline::parse(text));
-            assert_eq!(args.slot_override, *slot, "{}", String::from_utf8_lossy(text));
+            assert_eq!(
+                args.slot_override,
+                *slot,
+                "{}",
+                String::from_utf8_lossy(text)
+            );
             assert_eq!(args.warnings.len(), *warnings, "{:?}", args.warnings);
         }
     }

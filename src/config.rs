@@ -369,7 +369,12 @@ mod tests {
         let cases: &[(&str, &str, usize, usize)] = &[
             ("[boot]\ndefualt_slot = \"a\"\n", "defualt_slot", 2, 1),
             ("[boot]\ndefault_slot = \"c\"\n", "unknown variant", 2, 16),
-            ("[boot]\ndevice_timeout_ms = \"10\"\n", "invalid type", 2, 21),
+            (
+                "[boot]\ndevice_timeout_ms = \"10\"\n",
+                "invalid type",
+                2,
+                21,
+            ),
             ("[boot\n", "", 1, 6),
             ("[nope]\n", "nope", 1, 2),
         ];
@@ -417,7 +422,10 @@ mod tests {
 
     #[test]
     fn slot_expansion() {
-        assert_eq!(expand_slot("slots/{slot}/var", "system_b"), "slots/system_b/var");
+        assert_eq!(
+            expand_slot("slots/{slot}/var", "system_b"),
+            "slots/system_b/var"
+        );
     }
 }
 
@@ -430,6 +438,9 @@ mod shipped {
     #[test]
     fn rpi_example_is_the_defaults() {
         let text = include_str!("../configs/rpi-ab-userdata.toml");
-        assert_eq!(Config::parse(text, "rpi-ab-userdata.toml").unwrap(), Config::default());
+        assert_eq!(
+            Config::parse(text, "rpi-ab-userdata.toml").unwrap(),
+            Config::default()
+        );
     }
 }

@@ -132,9 +132,11 @@ pub fn all_present(found: &[Partition], names: &Partitions) -> bool {
 /// True when any system partition is present: the disk is there, and what is
 /// still missing may never come.
 pub fn any_system_present(found: &[Partition], names: &Partitions) -> bool {
-    Slot::ALL
-        .iter()
-        .any(|s| found.iter().any(|p| p.name.as_deref() == Some(names.system(*s))))
+    Slot::ALL.iter().any(|s| {
+        found
+            .iter()
+            .any(|p| p.name.as_deref() == Some(names.system(*s)))
+    })
 }
 
 /// The `/dev/disk/by-slot` links for a boot of `active`: (link path relative to
@@ -198,11 +200,18 @@ mod tests {
     }
 
     fn rpi_disk(disk: &str) -> Vec<Partition> {
-        ["bootconfig", "boot_a", "boot_b", "system_a", "system_b", "persistent"]
-            .iter()
-            .enumerate()
-            .map(|(i, n)| part(&format!("{disk}{}", i + 1), disk, i as u32 + 1, n))
-            .collect()
+        [
+            "bootconfig",
+            "boot_a",
+            "boot_b",
+            "system_a",
+            "system_b",
+            "persistent",
+        ]
+        .iter()
+        .enumerate()
+        .map(|(i, n)| part(&format!("{disk}{}", i + 1), disk, i as u32 + 1, n))
+        .collect()
     }
 
     #[test]
@@ -220,8 +229,8 @@ mod tests {
             Partition::from_uevent("DEVNAME=vda\nDEVTYPE=disk\n", ""),
             None
         );
-        let p = Partition::from_uevent("DEVNAME=sda1\nDEVTYPE=partition\nPARTN=1\n", "sda")
-            .unwrap();
+        let p =
+            Partition::from_uevent("DEVNAME=sda1\nDEVTYPE=partition\nPARTN=1\n", "sda").unwrap();
         assert_eq!(p.name, None);
         // A partition with no number is malformed, not a partition 0.
         assert_eq!(
@@ -247,7 +256,10 @@ mod tests {
         let r = resolve(&disk, &Partitions::default());
         assert!(r.persistent.is_none());
         assert!(r.system_a.is_some());
-        assert_eq!(r.problems, vec!["no partition named \"persistent\"".to_string()]);
+        assert_eq!(
+            r.problems,
+            vec!["no partition named \"persistent\"".to_string()]
+        );
         assert!(!all_present(&disk, &Partitions::default()));
         assert!(any_system_present(&disk, &Partitions::default()));
     }
@@ -260,7 +272,11 @@ mod tests {
         assert!(r.system_a.is_none());
         assert!(r.persistent.is_none());
         assert_eq!(r.problems.len(), 6);
-        assert!(r.problems[0].contains("/dev/vda4 and /dev/vdb4"), "{}", r.problems[0]);
+        assert!(
+            r.problems[0].contains("/dev/vda4 and /dev/vdb4"),
+            "{}",
+            r.problems[0]
+        );
     }
 
     #[test]

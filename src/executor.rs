@@ -45,7 +45,10 @@ pub enum StepError {
 pub enum MachineIdOutcome {
     Kept(String),
     /// A new id was generated; `replaced` says what was there (absent, garbage).
-    Generated { id: String, replaced: String },
+    Generated {
+        id: String,
+        replaced: String,
+    },
 }
 
 /// The result of running a plan: what the machine-id step did, if it ran.
@@ -112,13 +115,14 @@ fn run_step<S: Sys>(
                     error,
                 })
         }
-        Step::BindBeneath { root, path, target } => sys
-            .bind_beneath(root, path, target)
-            .map_err(|error| StepError::Bind {
-                source: root.join(path),
-                target: target.clone(),
-                error,
-            }),
+        Step::BindBeneath { root, path, target } => {
+            sys.bind_beneath(root, path, target)
+                .map_err(|error| StepError::Bind {
+                    source: root.join(path),
+                    target: target.clone(),
+                    error,
+                })
+        }
         Step::MachineId { store, target } => {
             let result = machine_id_step(sys, store, target)?;
             outcome.machine_id = Some(result);
@@ -166,7 +170,10 @@ fn machine_id_step<S: Sys>(
         Ok(id) => MachineIdOutcome::Kept(id),
         Err(replaced) => {
             let id = machine_id::from_random(sys.random().map_err(err)?);
-            if let Some(dir) = Path::new(&path).parent().filter(|d| !d.as_os_str().is_empty()) {
+            if let Some(dir) = Path::new(&path)
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+            {
                 sys.dir_beneath(&root, &dir.to_string_lossy(), 0o755, None)
                     .map_err(err)?;
             }
@@ -254,7 +261,11 @@ pub mod fake {
 
     impl Sys for Fake {
         fn mount(&mut self, s: &str, t: &Path, f: &str, fl: MsFlags, d: &str) -> io::Result<()> {
-            let ro = if fl.contains(MsFlags::MS_RDONLY) { "ro" } else { "rw" };
+            let ro = if fl.contains(MsFlags::MS_RDONLY) {
+                "ro"
+            } else {
+                "rw"
+            };
             self.record(format!("mount {s} {} {f} {ro} {d}", t.display()))
         }
         fn mkdir(&mut self, p: &Path, m: u32) -> io::Result<()> {
@@ -309,7 +320,10 @@ mod tests {
         let config = Config::default();
         let roots = Roots::default();
         let mut sys = Fake::default();
-        sys.files.insert("/sysroot/etc/group".into(), b"root:x:0:\nsystemd-journal:x:101:\n".to_vec());
+        sys.files.insert(
+            "/sysroot/etc/group".into(),
+            b"root:x:0:\nsystemd-journal:x:101:\n".to_vec(),
+        );
         sys.files.insert(
             "/sysroot/persistent/common/etc/machine-id".into(),
             format!("{ID}\n").into_bytes(),
@@ -356,7 +370,8 @@ mod tests {
             let mut sys = Fake::default();
             let root = PathBuf::from("/p");
             if let Some(bytes) = stored {
-                sys.files.insert(root.join("common/etc/machine-id"), bytes.to_vec());
+                sys.files
+                    .insert(root.join("common/etc/machine-id"), bytes.to_vec());
             }
             let step = Step::MachineId {
                 store: MachineIdStore::Persistent {
@@ -370,9 +385,20 @@ mod tests {
                 panic!("{:?}", out.machine_id);
             };
             assert_eq!(machine_id::parse(id.as_bytes()), Some(id.clone()));
-            assert_eq!(sys.files[&root.join("common/etc/machine-id")], format!("{id}\n").into_bytes());
-            let write = sys.calls.iter().position(|c| c.starts_with("write")).unwrap();
-            let bind = sys.calls.iter().position(|c| c.starts_with("bind")).unwrap();
+            assert_eq!(
+                sys.files[&root.join("common/etc/machine-id")],
+                format!("{id}\n").into_bytes()
+            );
+            let write = sys
+                .calls
+                .iter()
+                .position(|c| c.starts_with("write"))
+                .unwrap();
+            let bind = sys
+                .calls
+                .iter()
+                .position(|c| c.starts_with("bind"))
+                .unwrap();
             assert!(write < bind, "{:?}", sys.calls);
         }
     }
@@ -391,7 +417,11 @@ mod tests {
             err.to_string(),
             "cannot bind /sysroot/persistent/home onto /sysroot/home"
         );
-        assert!(sys.calls.last().unwrap().starts_with("bind /sysroot/persistent/home"));
+        assert!(sys
+            .calls
+            .last()
+            .unwrap()
+            .starts_with("bind /sysroot/persistent/home"));
     }
 
     #[test]
@@ -399,12 +429,24 @@ mod tests {
         let config = Config::default();
         let roots = Roots::default();
         let mut sys = Fake::default();
-        let out = run(&mut sys, &roots.sysroot, &fallback_plan(&config, &roots, "system_a")).unwrap();
-        assert!(matches!(out.machine_id, Some(MachineIdOutcome::Generated { .. })));
+        let out = run(
+            &mut sys,
+            &roots.sysroot,
+            &fallback_plan(&config, &roots, "system_a"),
+        )
+        .unwrap();
+        assert!(matches!(
+            out.machine_id,
+            Some(MachineIdOutcome::Generated { .. })
+        ));
         assert_eq!(sys.calls[0], "mount tmpfs /sysroot/var tmpfs rw mode=0755");
         assert_eq!(sys.calls[1], "mount tmpfs /sysroot/home tmpfs rw mode=0755");
-        assert!(sys.calls.contains(&"mkdir /sysroot/var/tmp 1777".to_string()));
-        assert!(sys.calls.contains(&"write /run/slotinit/machine-id 444".to_string()));
+        assert!(sys
+            .calls
+            .contains(&"mkdir /sysroot/var/tmp 1777".to_string()));
+        assert!(sys
+            .calls
+            .contains(&"write /run/slotinit/machine-id 444".to_string()));
         assert_eq!(
             sys.calls.last().unwrap(),
             "bind /run/slotinit/machine-id /sysroot/etc/machine-id"

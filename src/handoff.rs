@@ -54,7 +54,10 @@ impl Handoff {
     pub fn load(path: &Path) -> std::io::Result<Handoff> {
         let text = std::fs::read_to_string(path)?;
         Handoff::parse(&text).map_err(|e| {
-            std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {e}", path.display()))
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{}: {e}", path.display()),
+            )
         })
     }
 }
@@ -68,7 +71,10 @@ mod tests {
     fn round_trip() {
         let mut h = Handoff::new();
         h.slot = Some(Slot::B);
-        h.decision = Some(Decision { slot: Slot::B, source: Source::Override });
+        h.decision = Some(Decision {
+            slot: Slot::B,
+            source: Source::Override,
+        });
         h.timings_us.push(("mounts".into(), 1234));
         h.errors.push("persistent: no partition".into());
         let text = h.to_json();

@@ -10,8 +10,37 @@ use std::sync::Mutex;
 pub const PREFIX: &str = "slotinit";
 
 enum Sink {
-    Kmsg(Mutex<File>),
+    Kmsg(Mutex<Kmsg>),
     Stderr,
+}
+
+/// /dev/kmsg, reopened every few records: the kernel rate-limits writes per open
+/// file (burst of 10 per 5 s, `devkmsg_open()` in kernel/printk/printk.c) unless
+/// `printk.devkmsg=on`, and a boot logs more than 10 lines in its first second.
+struct Kmsg {
+    file: File,
+    written: u32,
+}
+
+/// Records written before a fresh open, below the kernel's burst of 10.
+const REOPEN_EVERY: u32 = 8;
+
+impl Kmsg {
+    fn open() -> std::io::Result<Kmsg> {
+        let file = std::fs::OpenOptions::new().write(true).open("/dev/kmsg")?;
+        Ok(Kmsg { file, written: 0 })
+    }
+
+    fn write(&mut self, record: &str) {
+        if self.written >= REOPEN_EVERY {
+            if let Ok(fresh) = Kmsg::open() {
+                *self = fresh;
+            }
+        }
+        self.written += 1;
+        // One write per record: /dev/kmsg takes a record per write(2).
+        let _ = self.file.write_all(record.as_bytes());
+    }
 }
 
 struct Logger {
@@ -51,10 +80,9 @@ impl Log for Logger {
         }
         let message = record.args().to_string();
         match &self.sink {
-            Sink::Kmsg(file) => {
-                if let Ok(mut f) = file.lock() {
-                    // One write per record: /dev/kmsg takes a record per write(2).
-                    let _ = f.write_all(format_record(record.level(), &message).as_bytes());
+            Sink::Kmsg(kmsg) => {
+                if let Ok(mut k) = kmsg.lock() {
+                    k.write(&format_record(record.level(), &message));
                 }
             }
             Sink::Stderr => eprintln!("{PREFIX}: {message}"),
@@ -66,8 +94,8 @@ impl Log for Logger {
 
 /// Logs to /dev/kmsg, falling back to stderr if it cannot be opened.
 pub fn init_kmsg(level: LevelFilter) {
-    let sink = match std::fs::OpenOptions::new().write(true).open("/dev/kmsg") {
-        Ok(f) => Sink::Kmsg(Mutex::new(f)),
+    let sink = match Kmsg::open() {
+        Ok(k) => Sink::Kmsg(Mutex::new(k)),
         Err(_) => Sink::Stderr,
     };
     install(sink, level);

@@ -39,9 +39,17 @@ mod tests {
             (b"0123456789abcdef\x000123456789abcde\n", false),
         ];
         for (bytes, ok) in cases {
-            assert_eq!(parse(bytes).is_some(), *ok, "{:?}", String::from_utf8_lossy(bytes));
+            assert_eq!(
+                parse(bytes).is_some(),
+                *ok,
+                "{:?}",
+                String::from_utf8_lossy(bytes)
+            );
         }
-        assert_eq!(parse(b"0123456789abcdef0123456789abcdef\n").as_deref(), Some(good));
+        assert_eq!(
+            parse(b"0123456789abcdef0123456789abcdef\n").as_deref(),
+            Some(good)
+        );
     }
 
     #[test]

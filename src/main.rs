@@ -84,17 +84,23 @@ fn status(rest: &[&str]) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let slot = handoff.slot.map_or("unknown".into(), |s| s.to_string());
-    let source = handoff
-        .decision
-        .as_ref()
-        .map_or("unknown".into(), |d| format!("{:?}", d.source).to_lowercase());
+    let source = handoff.decision.as_ref().map_or("unknown".into(), |d| {
+        format!("{:?}", d.source).to_lowercase()
+    });
     println!("booted slot: {slot} ({source})");
     println!(
         "persistent:  {}",
-        if handoff.persistent_degraded { "UNAVAILABLE (tmpfs /var)" } else { "mounted" }
+        if handoff.persistent_degraded {
+            "UNAVAILABLE (tmpfs /var)"
+        } else {
+            "mounted"
+        }
     );
     if let Some(id) = &handoff.machine_id {
-        println!("machine-id:  {id} ({})", handoff.machine_id_source.as_deref().unwrap_or("?"));
+        println!(
+            "machine-id:  {id} ({})",
+            handoff.machine_id_source.as_deref().unwrap_or("?")
+        );
     }
     for e in &handoff.errors {
         println!("error:       {e}");

@@ -52,9 +52,8 @@ pub fn load_all(list: &Path) -> LoadReport {
 
 fn load_one(path: &Path) -> Result<(), nix::errno::Errno> {
     log::debug!("finit_module {}", path.display());
-    let file = std::fs::File::open(path).map_err(|e| {
-        nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
-    })?;
+    let file = std::fs::File::open(path)
+        .map_err(|e| nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
     nix::kmod::finit_module(&file, c"", nix::kmod::ModuleInitFlags::empty())
 }
 
@@ -67,7 +66,10 @@ mod tests {
         let list = "# generated\n/lib/modules/v/a.ko\n\n  /lib/modules/v/b.ko  \n";
         assert_eq!(
             parse_load_list(list),
-            vec![PathBuf::from("/lib/modules/v/a.ko"), PathBuf::from("/lib/modules/v/b.ko")]
+            vec![
+                PathBuf::from("/lib/modules/v/a.ko"),
+                PathBuf::from("/lib/modules/v/b.ko")
+            ]
         );
     }
 }

@@ -36,7 +36,10 @@ pub enum Step {
     },
     /// Make `target` (the system's /etc/machine-id) show a stable id: read from
     /// `store`, or generated and written there durably when it holds none.
-    MachineId { store: MachineIdStore, target: PathBuf },
+    MachineId {
+        store: MachineIdStore,
+        target: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -207,8 +210,19 @@ mod tests {
 
     #[test]
     fn persistent_plan_for_the_rpi_layout() {
-        let plan = persistent_plan(&Config::default(), &Roots::default(), &part("vda6"), "system_b");
-        let Step::Mount { target, options, readonly, .. } = &plan[0] else {
+        let plan = persistent_plan(
+            &Config::default(),
+            &Roots::default(),
+            &part("vda6"),
+            "system_b",
+        );
+        let Step::Mount {
+            target,
+            options,
+            readonly,
+            ..
+        } = &plan[0]
+        else {
             panic!("{:?}", plan[0]);
         };
         assert_eq!(target, Path::new("/sysroot/persistent"));
@@ -252,12 +266,17 @@ mod tests {
 
     #[test]
     fn every_dir_is_created_before_it_is_bound() {
-        let plan = persistent_plan(&Config::default(), &Roots::default(), &part("vda6"), "system_a");
+        let plan = persistent_plan(
+            &Config::default(),
+            &Roots::default(),
+            &part("vda6"),
+            "system_a",
+        );
         for (i, step) in plan.iter().enumerate() {
             if let Step::BindBeneath { path, .. } = step {
-                let created = plan[..i].iter().any(
-                    |s| matches!(s, Step::DirBeneath { path: p, .. } if p == path),
-                );
+                let created = plan[..i]
+                    .iter()
+                    .any(|s| matches!(s, Step::DirBeneath { path: p, .. } if p == path));
                 assert!(created, "{path} bound before it was created");
             }
         }
@@ -274,7 +293,10 @@ mod tests {
             })
             .collect();
         // /var/log/journal lies inside /var's tmpfs: a directory, not another mount.
-        assert_eq!(mounts, vec![Path::new("/sysroot/var"), Path::new("/sysroot/home")]);
+        assert_eq!(
+            mounts,
+            vec![Path::new("/sysroot/var"), Path::new("/sysroot/home")]
+        );
         let dirs: Vec<(&Path, u32)> = plan
             .iter()
             .filter_map(|s| match s {
@@ -286,7 +308,10 @@ mod tests {
         assert!(dirs.contains(&(Path::new("/sysroot/var/log/journal"), 0o2755)));
         assert!(matches!(
             plan.last(),
-            Some(Step::MachineId { store: MachineIdStore::Transient { .. }, .. })
+            Some(Step::MachineId {
+                store: MachineIdStore::Transient { .. },
+                ..
+            })
         ));
     }
 

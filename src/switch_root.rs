@@ -73,12 +73,21 @@ pub fn switch_root(new_root: &Path, init: &str) -> Result<Infallible, SwitchRoot
         let target = new_root.join(fs.trim_start_matches('/'));
         log::debug!("move {fs} to {}", target.display());
         let moved = target.is_dir()
-            && nix::mount::mount(Some(fs), &target, None::<&str>, MsFlags::MS_MOVE, None::<&str>)
-                .is_ok();
+            && nix::mount::mount(
+                Some(fs),
+                &target,
+                None::<&str>,
+                MsFlags::MS_MOVE,
+                None::<&str>,
+            )
+            .is_ok();
         if !moved {
             // The system lacks the mount point: it will mount its own; do not leave
             // this one pinned in the freed initramfs.
-            log::warn!("{} is missing in the system; unmounting {fs}", target.display());
+            log::warn!(
+                "{} is missing in the system; unmounting {fs}",
+                target.display()
+            );
             let _ = umount2(fs, MntFlags::MNT_DETACH);
         }
     }
@@ -165,8 +174,11 @@ mod tests {
         std::fs::create_dir_all(r.join("sbin")).unwrap();
         std::fs::create_dir_all(r.join("lib/systemd")).unwrap();
         std::fs::write(r.join("lib/systemd/systemd"), b"").unwrap();
-        std::fs::set_permissions(r.join("lib/systemd/systemd"), PermissionsExt::from_mode(0o755))
-            .unwrap();
+        std::fs::set_permissions(
+            r.join("lib/systemd/systemd"),
+            PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
         symlink("/lib/systemd/systemd", r.join("sbin/init")).unwrap();
         symlink("../lib/systemd/systemd", r.join("sbin/rel")).unwrap();
         symlink("/nowhere", r.join("sbin/dangling")).unwrap();

@@ -30,12 +30,22 @@ pub trait Sys {
     /// Creates the directory `path` beneath `root` (and its parents, 0755) without
     /// following symlinks. Only directories it creates get `mode` and `gid`;
     /// returns whether it created the last one.
-    fn dir_beneath(&mut self, root: &Path, path: &str, mode: u32, gid: Option<u32>)
-        -> io::Result<bool>;
+    fn dir_beneath(
+        &mut self,
+        root: &Path,
+        path: &str,
+        mode: u32,
+        gid: Option<u32>,
+    ) -> io::Result<bool>;
     /// Bind mounts `path` beneath `root` onto `target`, never following symlinks.
     fn bind_beneath(&mut self, root: &Path, path: &str, target: &Path) -> io::Result<()>;
     /// Reads a regular file beneath `root` (at most `limit` bytes); None if absent.
-    fn read_beneath(&mut self, root: &Path, path: &str, limit: usize) -> io::Result<Option<Vec<u8>>>;
+    fn read_beneath(
+        &mut self,
+        root: &Path,
+        path: &str,
+        limit: usize,
+    ) -> io::Result<Option<Vec<u8>>>;
     /// Replaces a file beneath `root` durably: temp file, fsync, rename, fsync dir.
     fn write_beneath(&mut self, root: &Path, path: &str, data: &[u8], mode: u32) -> io::Result<()>;
     /// Reads a file of the initramfs or the (read-only) system; None if absent.
@@ -58,9 +68,11 @@ fn components(path: &str) -> io::Result<Vec<&str>> {
     let mut out = Vec::new();
     for c in Path::new(path).components() {
         match c {
-            Component::Normal(s) => out.push(s.to_str().ok_or_else(|| {
-                io::Error::new(io::ErrorKind::InvalidInput, "path is not UTF-8")
-            })?),
+            Component::Normal(s) => {
+                out.push(s.to_str().ok_or_else(|| {
+                    io::Error::new(io::ErrorKind::InvalidInput, "path is not UTF-8")
+                })?)
+            }
             _ => {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
@@ -106,7 +118,12 @@ fn walk_create(
     for (i, name) in dirs.iter().enumerate() {
         let last = i + 1 == dirs.len();
         let want = if last { mode } else { 0o755 };
-        log::debug!("mkdirat {}/{} {:o}", root.display(), dirs[..=i].join("/"), want);
+        log::debug!(
+            "mkdirat {}/{} {:o}",
+            root.display(),
+            dirs[..=i].join("/"),
+            want
+        );
         created = match mkdirat(&fd, *name, Mode::from_bits_truncate(want)) {
             Ok(()) => true,
             Err(Errno::EEXIST) => false,
@@ -161,9 +178,10 @@ impl Sys for Real {
                     "not a directory (a symlink or a file is in its place)",
                 ))
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                std::fs::DirBuilder::new().recursive(true).mode(0o755).create(path)?
-            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(path)?,
             Err(e) => return Err(e),
         }
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
@@ -203,7 +221,11 @@ impl Sys for Real {
         // The fd pins the exact inode found without following links; the kernel's
         // magic link resolves to it, whatever the path now says.
         let source = format!("/proc/self/fd/{}", fd.as_raw_fd());
-        log::debug!("bind {}/{path} ({source}) on {}", root.display(), target.display());
+        log::debug!(
+            "bind {}/{path} ({source}) on {}",
+            root.display(),
+            target.display()
+        );
         nix::mount::mount(
             Some(source.as_str()),
             target,
@@ -267,7 +289,11 @@ impl Sys for Real {
         let fd = openat(
             &dir,
             tmp.as_str(),
-            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_TRUNC | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            OFlag::O_WRONLY
+                | OFlag::O_CREAT
+                | OFlag::O_TRUNC
+                | OFlag::O_NOFOLLOW
+                | OFlag::O_CLOEXEC,
             Mode::from_bits_truncate(mode),
         )
         .map_err(nix_err)?;
@@ -319,8 +345,12 @@ mod tests {
     fn dirs_beneath_are_created_with_modes() {
         let root = tempfile::tempdir().unwrap();
         let mut sys = Real;
-        assert!(sys.dir_beneath(root.path(), "x/y/tmp", 0o1777, None).unwrap());
-        assert!(!sys.dir_beneath(root.path(), "x/y/tmp", 0o1777, None).unwrap());
+        assert!(sys
+            .dir_beneath(root.path(), "x/y/tmp", 0o1777, None)
+            .unwrap());
+        assert!(!sys
+            .dir_beneath(root.path(), "x/y/tmp", 0o1777, None)
+            .unwrap());
         let meta = std::fs::metadata(root.path().join("x/y/tmp")).unwrap();
         assert_eq!(meta.permissions().mode() & 0o7777, 0o1777);
         let parent = std::fs::metadata(root.path().join("x")).unwrap();
@@ -333,7 +363,9 @@ mod tests {
         let outside = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink(outside.path(), root.path().join("home")).unwrap();
         let mut sys = Real;
-        let err = sys.dir_beneath(root.path(), "home/user", 0o755, None).unwrap_err();
+        let err = sys
+            .dir_beneath(root.path(), "home/user", 0o755, None)
+            .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
         assert!(!outside.path().join("user").exists());
         std::fs::create_dir(root.path().join("etc")).unwrap();
@@ -348,9 +380,12 @@ mod tests {
         let mut sys = Real;
         assert_eq!(sys.read_beneath(root.path(), "etc/id", 64).unwrap(), None);
         assert_eq!(sys.read_beneath(root.path(), "nodir/id", 64).unwrap(), None);
-        sys.write_beneath(root.path(), "etc/id", b"abc\n", 0o444).unwrap();
+        sys.write_beneath(root.path(), "etc/id", b"abc\n", 0o444)
+            .unwrap();
         assert_eq!(
-            sys.read_beneath(root.path(), "etc/id", 64).unwrap().as_deref(),
+            sys.read_beneath(root.path(), "etc/id", 64)
+                .unwrap()
+                .as_deref(),
             Some(&b"abc\n"[..])
         );
         let meta = std::fs::metadata(root.path().join("etc/id")).unwrap();
@@ -362,7 +397,9 @@ mod tests {
     fn a_directory_is_not_a_file() {
         let root = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(root.path().join("etc/machine-id")).unwrap();
-        let err = Real.read_beneath(root.path(), "etc/machine-id", 64).unwrap_err();
+        let err = Real
+            .read_beneath(root.path(), "etc/machine-id", 64)
+            .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
     }
 

@@ -49,7 +49,10 @@ impl Listener {
         };
         let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
         let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
-        let ready = match poll(&mut fds, PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)) {
+        let ready = match poll(
+            &mut fds,
+            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+        ) {
             Ok(n) => n > 0,
             // EINTR: treat as a wake-up; the caller rescans and recomputes time left.
             Err(_) => true,
@@ -84,17 +87,29 @@ pub fn wait_for_partitions(
             Vec::new()
         });
         if devices::all_present(&partitions, names) {
-            return WaitResult { partitions, complete: true, timed_out: false };
+            return WaitResult {
+                partitions,
+                complete: true,
+                timed_out: false,
+            };
         }
         let now = Instant::now();
         if now >= deadline {
-            return WaitResult { partitions, complete: false, timed_out: true };
+            return WaitResult {
+                partitions,
+                complete: false,
+                timed_out: true,
+            };
         }
         let left = deadline - now;
         let found_system = devices::any_system_present(&partitions, names);
         let wait = if found_system { settle.min(left) } else { left };
         if !listener.wait(wait) && found_system {
-            return WaitResult { partitions, complete: false, timed_out: false };
+            return WaitResult {
+                partitions,
+                complete: false,
+                timed_out: false,
+            };
         }
     }
 }

@@ -119,8 +119,12 @@ def parse_report(console):
     return sections, fields, (t.group(1) if t else "")
 
 
-def boot(*disks, append="", initrd=INITRD, timeout=120, stdin=None, dtb=None, log=None):
-    """Boots the disks; returns the console and the parsed report."""
+def boot(*disks, append="", initrd=INITRD, timeout=120, interact=(), dtb=None, log=None):
+    """Boots the disks; returns the console and the parsed report.
+
+    `interact`: (text to wait for, line to type) pairs, answered in order on the
+    serial console; input sent before the guest reads it would be lost.
+    """
     cmd = [str(REPO / "qemu/run"), "--initrd", str(initrd), "--timeout", str(timeout)]
     for d in disks:
         cmd += ["--disk", str(d)]
@@ -128,9 +132,20 @@ def boot(*disks, append="", initrd=INITRD, timeout=120, stdin=None, dtb=None, lo
         cmd += ["--append", append]
     if dtb:
         cmd += ["--dtb", str(dtb)]
-    proc = subprocess.run(cmd, input=(stdin or "").encode(), stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, timeout=timeout + 30)
-    console = proc.stdout.decode("utf-8", "replace").replace("\r\n", "\n")
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    raw = b""
+    pending = list(interact)
+    while True:
+        chunk = proc.stdout.read1(4096)
+        if not chunk:
+            break
+        raw += chunk
+        while pending and pending[0][0].encode() in raw:
+            proc.stdin.write(pending.pop(0)[1].encode())
+            proc.stdin.flush()
+    proc.wait(timeout=30)
+    console = raw.decode("utf-8", "replace").replace("\r\n", "\n")
     if log:
         Path(log).write_text(console)
     sections, fields, test_run = parse_report(console)

@@ -27,10 +27,9 @@ def test_boots_slot_a_with_binds_links_and_handoff(disk):
     p = DEV["persistent"]
     persistent = b.mount("/persistent")
     assert (persistent.source, persistent.root, persistent.readonly) == (p, "/", False)
-    for opt in ("noatime", "lazytime"):
-        assert opt in persistent.options.split(","), persistent
-    for opt in ("commit=60", "errors=remount-ro"):
-        assert opt in persistent.super_options.split(","), persistent
+    options = persistent.options.split(",") + persistent.super_options.split(",")
+    for opt in ("noatime", "lazytime", "commit=60", "errors=remount-ro"):
+        assert opt in options, persistent
     assert (b.mount("/var").source, b.mount("/var").root) == (p, "/slots/system_a/var")
     assert (b.mount("/home").source, b.mount("/home").root) == (p, "/home")
     journal = b.mount("/var/log/journal")
@@ -140,6 +139,7 @@ def test_emergency_shell_on_request(tmp_path, initramfs_with_config):
                   "--names", "bootconfig boot_a boot_b - - persistent")
     initrd = initramfs_with_config("shell", "[boot]\ndevice_timeout_ms = 3000\n")
     b = boot(disk, initrd=initrd, append="slotinit.emergency=shell",
-             stdin="echo EMERGENCY-$((40+2))\npoweroff -f\n", timeout=90)
+             interact=[("built-in shell", "echo EMERGENCY-$((40+2)); poweroff -f\n")],
+             timeout=90)
     assert "starting emergency shell" in "\n".join(b.slotinit_log())
     assert "EMERGENCY-42" in b.console

@@ -1,0 +1,1463 @@
+//! Loads and stores the U-Boot environment on files or block devices, power-safely where the medium allows.
+//!
+//! Thin I/O around [`crate::envblock`]: read every copy, judge it, and write
+//! back in the one order that keeps a valid env on the medium at every instant.
+//!
+//! - Redundant pair (two files, or two regions of a device): the copy that is
+//!   *not* current is overwritten in place with flags = current + 1 and synced;
+//!   only once the sync returns does it become current. A torn write leaves a
+//!   bad CRC on that copy, and readers (U-Boot, libubootenv, slotinit) fall
+//!   back to the untouched one.
+//! - Single copy in a file that holds just the env: a temp file in the same
+//!   directory is written and fsynced, renamed over the env, and the directory
+//!   fsynced. On ext4 and similar that rename is atomic. On vfat (where the
+//!   env usually lives) Linux reuses the target's directory entry for the new
+//!   data (`vfat_rename`: `fat_attach(old_inode, new_i_pos)`), so the entry
+//!   flips in one sector write. But FAT has no journal: freeing the old
+//!   clusters and removing the temp entry are separate writes that only the
+//!   final directory fsync orders, and a power cut in between can leave the
+//!   entry on clusters already marked free, or clusters cross-linked, until
+//!   fsck runs. It is still far better than rewriting the file in place,
+//!   which loses the env on any torn write; a board that must survive power
+//!   cuts during the commit needs a redundant pair. The temp name
+//!   (`.NAME.slotinit-tmp`) needs long names, i.e. vfat, not msdos.
+//! - Single copy on a block device (or inside a larger file): written in place
+//!   and synced. This cannot be power-safe: a torn write leaves a bad CRC and
+//!   U-Boot falls back to its built-in default env.
+//!
+//! Never write back what failed its checks: a load where every copy is
+//! corrupt yields no env ([`Health::AllCorrupt`]) and [`store`] refuses to
+//! write after it unless told [`IfAllCorrupt::Overwrite`].
+//!
+//! Writers exclude each other with `flock` (non-blocking; [`EnvStoreError::Locked`]):
+//! on the device for [`Medium::Device`], on the directory of the first copy
+//! for [`Medium::File`] (the file itself is replaced by rename, so a lock on it
+//! would be left behind on the old inode). libubootenv's `fw_setenv` locks
+//! `/var/lock/fw_printenv.lock` instead and does not see this lock; to catch
+//! at least a writer that ran between [`load`] and [`store`], the store
+//! re-reads every copy under the lock and refuses ([`EnvStoreError::Changed`])
+//! if anything differs from what the load saw (one that writes during the
+//! store itself is not caught). [`load`] itself takes no lock: a torn read shows up as a
+//! corrupt copy, and the re-read in [`store`] catches it.
+//!
+//! MTD flash (character devices, erase before write) is not supported.
+
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Seek, SeekFrom, Write};
+use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
+
+use crate::envblock::{self, CopyIndex, Env, EnvError, Header, Layout};
+use crate::fwenv::{self, FwEnvConfig, FwEnvError};
+
+/// Errors of loading or storing the environment.
+#[derive(Debug, thiserror::Error)]
+pub enum EnvStoreError {
+    #[error("cannot read {}", .path.display())]
+    ReadConfig {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("invalid {}", .path.display())]
+    ParseConfig {
+        path: PathBuf,
+        #[source]
+        source: FwEnvError,
+    },
+    #[error("cannot open {}", .path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot stat {}", .path.display())]
+    Stat {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{} is a character device (mtd?); only files and block devices are supported", .path.display())]
+    Unsupported { path: PathBuf },
+    #[error("cannot find the size of {}", .path.display())]
+    Size {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("offset {offset} lies outside the {len} bytes of {}", .path.display())]
+    OffsetOutOfRange {
+        path: PathBuf,
+        offset: i64,
+        len: u64,
+    },
+    #[error("cannot read {} at offset {offset}", .path.display())]
+    Read {
+        path: PathBuf,
+        offset: u64,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot lock {}", .path.display())]
+    Lock {
+        path: PathBuf,
+        #[source]
+        source: Errno,
+    },
+    #[error("{} is locked by another writer", .path.display())]
+    Locked { path: PathBuf },
+    #[error("{} changed since the environment was loaded", .path.display())]
+    Changed { path: PathBuf },
+    #[error(
+        "refusing to write: every copy was corrupt when loaded and overwriting was not requested"
+    )]
+    AllCorrupt,
+    #[error("the location differs from the one the environment was loaded from")]
+    LocationMismatch,
+    #[error("cannot encode the environment for {}", .path.display())]
+    Encode {
+        path: PathBuf,
+        #[source]
+        source: EnvError,
+    },
+    #[error("cannot write {} at offset {offset}", .path.display())]
+    Write {
+        path: PathBuf,
+        offset: u64,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot sync {}", .path.display())]
+    Sync {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot create {}", .path.display())]
+    CreateTemp {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot rename {} to {}", .from.display(), .to.display())]
+    Rename {
+        from: PathBuf,
+        to: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot sync directory {}", .path.display())]
+    SyncDir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// What the copies live on; decides locking, creation and the write strategy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Medium {
+    /// Files on a mounted filesystem (typically vfat): a missing file is a
+    /// missing copy, and may be created by [`store`].
+    File,
+    /// A block device (or an image file standing in for one): never created,
+    /// never renamed, always written in place.
+    Device,
+}
+
+/// Where one copy lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyLocation {
+    pub path: PathBuf,
+    /// Byte offset; negative counts from the end of the device or file.
+    pub offset: i64,
+}
+
+/// Where the environment lives: one copy, or a redundant pair, of `size` bytes each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvLocation {
+    pub medium: Medium,
+    pub size: usize,
+    pub first: CopyLocation,
+    pub second: Option<CopyLocation>,
+}
+
+impl EnvLocation {
+    /// A file holding exactly one env (U-Boot's `ENV_IS_IN_FAT` without redundancy).
+    pub fn single_file(path: impl Into<PathBuf>, size: usize) -> Self {
+        Self {
+            medium: Medium::File,
+            size,
+            first: CopyLocation {
+                path: path.into(),
+                offset: 0,
+            },
+            second: None,
+        }
+    }
+
+    /// Two files, each holding one copy (U-Boot's `ENV_FAT_FILE_REDUND`).
+    pub fn redundant_files(
+        first: impl Into<PathBuf>,
+        second: impl Into<PathBuf>,
+        size: usize,
+    ) -> Self {
+        Self {
+            medium: Medium::File,
+            size,
+            first: CopyLocation {
+                path: first.into(),
+                offset: 0,
+            },
+            second: Some(CopyLocation {
+                path: second.into(),
+                offset: 0,
+            }),
+        }
+    }
+
+    /// One or two regions of a block device.
+    pub fn device(
+        path: impl Into<PathBuf>,
+        offset: i64,
+        second_offset: Option<i64>,
+        size: usize,
+    ) -> Self {
+        let path = path.into();
+        Self {
+            medium: Medium::Device,
+            size,
+            second: second_offset.map(|offset| CopyLocation {
+                path: path.clone(),
+                offset,
+            }),
+            first: CopyLocation { path, offset },
+        }
+    }
+
+    /// From `fw_env.config`: paths under `/dev/` are devices, anything else a
+    /// file, which is how libubootenv tells them apart too (it only singles
+    /// out `/dev/mtd` and `/dev/ubi`, which slotinit refuses at open).
+    pub fn from_fwenv(config: &FwEnvConfig) -> Self {
+        let copy = |e: &fwenv::FwEnvEntry| CopyLocation {
+            path: e.device.clone(),
+            offset: e.offset,
+        };
+        let (first, second) = match config {
+            FwEnvConfig::Single(a) => (copy(a), None),
+            FwEnvConfig::Redundant(a, b) => (copy(a), Some(copy(b))),
+        };
+        let medium = if first.path.starts_with("/dev") {
+            Medium::Device
+        } else {
+            Medium::File
+        };
+        Self {
+            medium,
+            size: config.size(),
+            first,
+            second,
+        }
+    }
+
+    /// Single or redundant block layout.
+    pub fn layout(&self) -> Layout {
+        if self.second.is_some() {
+            Layout::Redundant
+        } else {
+            Layout::Single
+        }
+    }
+
+    /// The copies, first then (if any) second.
+    pub fn copies(&self) -> Vec<(CopyIndex, &CopyLocation)> {
+        let mut out = vec![(CopyIndex::First, &self.first)];
+        if let Some(second) = &self.second {
+            out.push((CopyIndex::Second, second));
+        }
+        out
+    }
+
+    fn copy(&self, index: CopyIndex) -> &CopyLocation {
+        match (index, &self.second) {
+            (CopyIndex::Second, Some(second)) => second,
+            _ => &self.first,
+        }
+    }
+}
+
+/// Reads and parses `fw_env.config`.
+pub fn read_config(path: &Path) -> Result<FwEnvConfig, EnvStoreError> {
+    let text = fs::read_to_string(path).map_err(|source| EnvStoreError::ReadConfig {
+        path: path.to_owned(),
+        source,
+    })?;
+    fwenv::parse(&text).map_err(|source| EnvStoreError::ParseConfig {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Why one copy holds no usable env.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CopyFault {
+    #[error("{} does not exist", .path.display())]
+    Missing { path: PathBuf },
+    #[error("{} holds only {got} of the {size} bytes at offset {offset}", .path.display())]
+    Truncated {
+        path: PathBuf,
+        offset: u64,
+        got: usize,
+        size: usize,
+    },
+    #[error("invalid environment in {} at offset {offset}", .path.display())]
+    Invalid {
+        path: PathBuf,
+        offset: u64,
+        #[source]
+        source: EnvError,
+    },
+}
+
+/// The verdict of a [`load`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    /// The only copy is valid.
+    SingleGood,
+    /// Both copies are valid; `current` won the flags comparison.
+    BothGood { current: CopyIndex },
+    /// One copy is unusable (`corrupt`, because of `fault`); the other is used.
+    OneCorrupt {
+        current: CopyIndex,
+        corrupt: CopyIndex,
+        fault: CopyFault,
+    },
+    /// No copy is usable; there is no env. One fault per copy, in copy order.
+    AllCorrupt { faults: Vec<CopyFault> },
+}
+
+impl fmt::Display for Health {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::SingleGood => f.write_str("environment valid"),
+            Self::BothGood { current } => write!(f, "both copies valid, using the {current}"),
+            Self::OneCorrupt {
+                current,
+                corrupt,
+                fault,
+            } => write!(
+                f,
+                "{corrupt} unusable ({}), using the {current}",
+                chain(fault)
+            ),
+            Self::AllCorrupt { faults } => {
+                f.write_str("no usable copy")?;
+                for fault in faults {
+                    write!(f, "; {}", chain(fault))?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// `error: cause: cause`, for one-line log messages.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
+}
+
+/// What one copy looked like on the medium.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Raw {
+    Missing,
+    /// Up to `size` bytes from `offset`; fewer when the medium of `len`
+    /// bytes ended early.
+    Bytes {
+        len: u64,
+        offset: u64,
+        bytes: Vec<u8>,
+    },
+}
+
+/// A copy judged: its fault or its env, and the flags U-Boot would compare
+/// (any CRC-valid redundant copy has them, even if its entries are malformed).
+struct Judged {
+    crc_flags: Option<u8>,
+    verdict: Result<Env, CopyFault>,
+}
+
+/// The result of [`load`]: the env (absent when every copy is corrupt), the
+/// verdict, and what was read, so that [`store`] can pick the copy to write
+/// and notice a concurrent writer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadedEnv {
+    /// `None` exactly when `health` is [`Health::AllCorrupt`].
+    pub env: Option<Env>,
+    pub health: Health,
+    location: EnvLocation,
+    raws: Vec<Raw>,
+    crc_flags: Vec<Option<u8>>,
+}
+
+impl LoadedEnv {
+    /// True when no copy was usable and there is no env.
+    pub fn is_all_corrupt(&self) -> bool {
+        matches!(self.health, Health::AllCorrupt { .. })
+    }
+
+    /// Flags of the current copy of a redundant pair.
+    pub fn current_flags(&self) -> Option<u8> {
+        let current = match &self.health {
+            Health::BothGood { current } | Health::OneCorrupt { current, .. } => *current,
+            Health::SingleGood | Health::AllCorrupt { .. } => return None,
+        };
+        self.crc_flags.get(current.index()).copied().flatten()
+    }
+}
+
+/// Whether [`store`] may write after a load that found every copy corrupt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IfAllCorrupt {
+    Refuse,
+    Overwrite,
+}
+
+/// Reads and judges every copy.
+///
+/// I/O errors other than a missing file are errors: they say nothing about
+/// what is on the medium, and treating them as corruption could lead a caller
+/// to overwrite a good env.
+pub fn load(location: &EnvLocation) -> Result<LoadedEnv, EnvStoreError> {
+    let raws = read_all(location)?;
+    Ok(judge(location, raws))
+}
+
+fn read_all(location: &EnvLocation) -> Result<Vec<Raw>, EnvStoreError> {
+    location
+        .copies()
+        .into_iter()
+        .map(|(_, copy)| read_copy(location.medium, copy, location.size))
+        .collect()
+}
+
+fn judge(location: &EnvLocation, raws: Vec<Raw>) -> LoadedEnv {
+    let layout = location.layout();
+    let judged: Vec<Judged> = location
+        .copies()
+        .into_iter()
+        .zip(&raws)
+        .map(|((_, copy), raw)| judge_copy(copy, raw, location.size, layout))
+        .collect();
+    let (crc_flags, verdicts): (Vec<Option<u8>>, Vec<Result<Env, CopyFault>>) =
+        judged.into_iter().map(|j| (j.crc_flags, j.verdict)).unzip();
+    let (env, health) = match layout {
+        Layout::Single => match verdicts.into_iter().next() {
+            Some(Ok(env)) => (Some(env), Health::SingleGood),
+            Some(Err(fault)) => (
+                None,
+                Health::AllCorrupt {
+                    faults: vec![fault],
+                },
+            ),
+            None => (None, Health::AllCorrupt { faults: vec![] }),
+        },
+        Layout::Redundant => redundant_health(verdicts, &crc_flags),
+    };
+    LoadedEnv {
+        env,
+        health,
+        location: location.clone(),
+        raws,
+        crc_flags,
+    }
+}
+
+fn redundant_health(
+    verdicts: Vec<Result<Env, CopyFault>>,
+    crc_flags: &[Option<u8>],
+) -> (Option<Env>, Health) {
+    // Only copies whose entries parse compete: a CRC-valid copy that slotinit
+    // cannot read counts as corrupt, so the next store overwrites it first.
+    let usable = |i: usize| {
+        let parsed = verdicts.get(i).is_some_and(Result::is_ok);
+        crc_flags.get(i).copied().flatten().filter(|_| parsed)
+    };
+    let Ok(current) = envblock::select_current(usable(0), usable(1)) else {
+        let faults = verdicts.into_iter().filter_map(Result::err).collect();
+        return (None, Health::AllCorrupt { faults });
+    };
+    let mut copies = verdicts.into_iter();
+    let (first, second) = (copies.next(), copies.next());
+    let (chosen, other) = match current {
+        CopyIndex::First => (first, second),
+        CopyIndex::Second => (second, first),
+    };
+    let health = match other {
+        Some(Err(fault)) => Health::OneCorrupt {
+            current,
+            corrupt: current.other(),
+            fault,
+        },
+        _ => Health::BothGood { current },
+    };
+    (chosen.and_then(Result::ok), health)
+}
+
+fn judge_copy(copy: &CopyLocation, raw: &Raw, size: usize, layout: Layout) -> Judged {
+    let (offset, bytes) = match raw {
+        Raw::Missing => {
+            return Judged {
+                crc_flags: None,
+                verdict: Err(CopyFault::Missing {
+                    path: copy.path.clone(),
+                }),
+            }
+        }
+        Raw::Bytes { offset, bytes, .. } => (*offset, bytes),
+    };
+    if bytes.len() < size {
+        return Judged {
+            crc_flags: None,
+            verdict: Err(CopyFault::Truncated {
+                path: copy.path.clone(),
+                offset,
+                got: bytes.len(),
+                size,
+            }),
+        };
+    }
+    let invalid = |source| CopyFault::Invalid {
+        path: copy.path.clone(),
+        offset,
+        source,
+    };
+    match envblock::verify(bytes, layout) {
+        Err(e) => Judged {
+            crc_flags: None,
+            verdict: Err(invalid(e)),
+        },
+        Ok(verified) => Judged {
+            crc_flags: verified.flags,
+            verdict: envblock::parse_data(verified.data).map_err(invalid),
+        },
+    }
+}
+
+fn read_copy(medium: Medium, copy: &CopyLocation, size: usize) -> Result<Raw, EnvStoreError> {
+    let path = &copy.path;
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound && medium == Medium::File => {
+            return Ok(Raw::Missing)
+        }
+        Err(source) => {
+            return Err(EnvStoreError::Open {
+                path: path.clone(),
+                source,
+            })
+        }
+    };
+    reject_char_device(&file, path)?;
+    let len = medium_len(&file, path)?;
+    let offset = resolve_offset(copy.offset, len, path)?;
+    let mut bytes = vec![0; size];
+    let mut got = 0;
+    while got < size {
+        // Past the end a device or file reads 0 bytes; that copy is truncated.
+        let pos = offset + got as u64;
+        match file.read_at(&mut bytes[got..], pos) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(source) => {
+                return Err(EnvStoreError::Read {
+                    path: path.clone(),
+                    offset: pos,
+                    source,
+                })
+            }
+        }
+    }
+    bytes.truncate(got);
+    Ok(Raw::Bytes { len, offset, bytes })
+}
+
+fn reject_char_device(file: &File, path: &Path) -> Result<(), EnvStoreError> {
+    let meta = file.metadata().map_err(|source| EnvStoreError::Stat {
+        path: path.to_owned(),
+        source,
+    })?;
+    if meta.file_type().is_char_device() {
+        return Err(EnvStoreError::Unsupported {
+            path: path.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// Size of a file or block device; seeking to the end works for both, where
+/// `metadata().len()` is 0 for a block device.
+fn medium_len(mut file: &File, path: &Path) -> Result<u64, EnvStoreError> {
+    file.seek(SeekFrom::End(0))
+        .map_err(|source| EnvStoreError::Size {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+fn resolve_offset(offset: i64, len: u64, path: &Path) -> Result<u64, EnvStoreError> {
+    if let Ok(offset) = u64::try_from(offset) {
+        return Ok(offset);
+    }
+    len.checked_sub(offset.unsigned_abs())
+        .ok_or_else(|| EnvStoreError::OffsetOutOfRange {
+            path: path.to_owned(),
+            offset,
+            len,
+        })
+}
+
+/// Writes `env` durably and returns the state as it now is on the medium.
+///
+/// `previous` must come from [`load`] (or an earlier [`store`]) of the same
+/// `location`; it decides which copy is written and with which flags, and
+/// everything must still look as it did then.
+pub fn store(
+    location: &EnvLocation,
+    env: &Env,
+    previous: &LoadedEnv,
+    if_all_corrupt: IfAllCorrupt,
+) -> Result<LoadedEnv, EnvStoreError> {
+    if previous.location != *location {
+        return Err(EnvStoreError::LocationMismatch);
+    }
+    if previous.is_all_corrupt() && if_all_corrupt == IfAllCorrupt::Refuse {
+        return Err(EnvStoreError::AllCorrupt);
+    }
+    let (target, header) = target_of(previous);
+    let copy = location.copy(target);
+    // Encode before touching anything, so an oversized env changes nothing.
+    let block = envblock::serialize(env, location.size, header).map_err(|source| {
+        EnvStoreError::Encode {
+            path: copy.path.clone(),
+            source,
+        }
+    })?;
+
+    let _lock = lock(location)?;
+    let now = read_all(location)?;
+    for ((_, c), (seen, current)) in location
+        .copies()
+        .into_iter()
+        .zip(previous.raws.iter().zip(&now))
+    {
+        if seen != current {
+            return Err(EnvStoreError::Changed {
+                path: c.path.clone(),
+            });
+        }
+    }
+
+    let (len, offset) = if location.medium == Medium::File
+        && header == Header::Single
+        && copy.offset == 0
+        && now
+            .first()
+            .is_none_or(|raw| holds_only_env(raw, location.size))
+    {
+        replace_file(&copy.path, &block)?;
+        (block.len() as u64, 0)
+    } else {
+        write_in_place(location.medium, copy, &block)?
+    };
+
+    let mut raws = now;
+    if let Some(slot) = raws.get_mut(target.index()) {
+        *slot = Raw::Bytes {
+            len,
+            offset,
+            bytes: block,
+        };
+    }
+    Ok(judge(location, raws))
+}
+
+/// The copy to overwrite and its header.
+fn target_of(previous: &LoadedEnv) -> (CopyIndex, Header) {
+    if previous.location.second.is_none() {
+        return (CopyIndex::First, Header::Single);
+    }
+    let flags_of = |c: CopyIndex| previous.crc_flags.get(c.index()).copied().flatten();
+    match &previous.health {
+        Health::BothGood { current } | Health::OneCorrupt { current, .. } => {
+            let flags = flags_of(*current).map_or(1, envblock::next_flags);
+            (current.other(), Header::Redundant { flags })
+        }
+        // Nothing is current. The second copy may still pass its CRC with
+        // entries slotinit rejects; U-Boot would prefer it unless the new
+        // first copy's flags beat it, so count on from its flags.
+        Health::SingleGood | Health::AllCorrupt { .. } => {
+            let flags = flags_of(CopyIndex::Second).map_or(1, envblock::next_flags);
+            (CopyIndex::First, Header::Redundant { flags })
+        }
+    }
+}
+
+/// A single-copy file may be replaced whole only when it is nothing but the
+/// env (or less: missing or truncated); anything after it must survive.
+fn holds_only_env(raw: &Raw, size: usize) -> bool {
+    match raw {
+        Raw::Missing => true,
+        Raw::Bytes { len, .. } => *len <= size as u64,
+    }
+}
+
+/// Exclusive, non-blocking lock serializing slotinit writers (see module docs).
+fn lock(location: &EnvLocation) -> Result<Flock<File>, EnvStoreError> {
+    let path = match location.medium {
+        Medium::Device => location.first.path.clone(),
+        Medium::File => parent_dir(&location.first.path),
+    };
+    let file = File::open(&path).map_err(|source| EnvStoreError::Open {
+        path: path.clone(),
+        source,
+    })?;
+    Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
+        if errno == Errno::EWOULDBLOCK {
+            EnvStoreError::Locked { path }
+        } else {
+            EnvStoreError::Lock {
+                path,
+                source: errno,
+            }
+        }
+    })
+}
+
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Overwrites one copy where it is, then syncs it; returns the medium's
+/// length and the resolved offset.
+fn write_in_place(
+    medium: Medium,
+    copy: &CopyLocation,
+    block: &[u8],
+) -> Result<(u64, u64), EnvStoreError> {
+    let path = &copy.path;
+    let mut options = OpenOptions::new();
+    options.write(true);
+    let created = medium == Medium::File && !path.exists();
+    if medium == Medium::File {
+        // A redundant copy that was missing is created; a device never is, so
+        // a device node that has not appeared yet cannot turn into a file.
+        options.create(true).mode(0o644);
+    }
+    let file = options.open(path).map_err(|source| EnvStoreError::Open {
+        path: path.clone(),
+        source,
+    })?;
+    reject_char_device(&file, path)?;
+    let len = medium_len(&file, path)?;
+    let offset = resolve_offset(copy.offset, len, path)?;
+    file.write_all_at(block, offset)
+        .map_err(|source| EnvStoreError::Write {
+            path: path.clone(),
+            offset,
+            source,
+        })?;
+    let is_block_device = file
+        .metadata()
+        .map(|m| m.file_type().is_block_device())
+        .unwrap_or(false);
+    // On a block device only the data matters (fdatasync); a file's size and
+    // allocation are metadata that must be durable too (fsync).
+    let synced = if is_block_device {
+        file.sync_data()
+    } else {
+        file.sync_all()
+    };
+    synced.map_err(|source| EnvStoreError::Sync {
+        path: path.clone(),
+        source,
+    })?;
+    if created {
+        sync_dir(&parent_dir(path))?;
+    }
+    // Writing past the end of a file grows it.
+    Ok((len.max(offset + block.len() as u64), offset))
+}
+
+/// Temp file, fsync, rename over `path`, fsync the directory.
+fn replace_file(path: &Path, block: &[u8]) -> Result<(), EnvStoreError> {
+    // Replace what a symlink points to, not the link, as libubootenv's realpath does.
+    let target = fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+    let dir = parent_dir(&target);
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temp = dir.join(format!(".{name}.slotinit-tmp"));
+    let mode = fs::metadata(&target)
+        .map(|m| m.permissions().mode() & 0o7777)
+        .unwrap_or(0o644);
+
+    // A temp file left by a power cut during an earlier store is stale.
+    match fs::remove_file(&temp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(EnvStoreError::CreateTemp { path: temp, source });
+        }
+    }
+    let result = write_temp(&temp, block, mode).and_then(|()| {
+        fs::rename(&temp, &target).map_err(|source| EnvStoreError::Rename {
+            from: temp.clone(),
+            to: target.clone(),
+            source,
+        })
+    });
+    if result.is_err() {
+        // Best effort: the env itself is untouched, only litter remains.
+        let _ = fs::remove_file(&temp);
+    }
+    result?;
+    sync_dir(&dir)
+}
+
+fn write_temp(temp: &Path, block: &[u8], mode: u32) -> Result<(), EnvStoreError> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(temp)
+        .map_err(|source| EnvStoreError::CreateTemp {
+            path: temp.to_owned(),
+            source,
+        })?;
+    file.write_all(block)
+        .map_err(|source| EnvStoreError::Write {
+            path: temp.to_owned(),
+            offset: 0,
+            source,
+        })?;
+    file.sync_all().map_err(|source| EnvStoreError::Sync {
+        path: temp.to_owned(),
+        source,
+    })
+}
+
+fn sync_dir(dir: &Path) -> Result<(), EnvStoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| EnvStoreError::SyncDir {
+            path: dir.to_owned(),
+            source,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    const SIZE: usize = 0x400;
+
+    fn env(pairs: &[(&str, &str)]) -> Env {
+        Env::from_pairs(pairs.iter().copied()).unwrap()
+    }
+
+    fn redundant_block(e: &Env, flags: u8) -> Vec<u8> {
+        envblock::serialize(e, SIZE, Header::Redundant { flags }).unwrap()
+    }
+
+    fn corrupt(path: &Path, at: u64) {
+        let f = OpenOptions::new()
+            .write(true)
+            .read(true)
+            .open(path)
+            .unwrap();
+        let mut b = [0u8];
+        f.read_at(&mut b, at).unwrap();
+        f.write_all_at(&[b[0] ^ 0x5A], at).unwrap();
+    }
+
+    fn flags_at(path: &Path, offset: u64) -> u8 {
+        let mut b = [0u8];
+        File::open(path)
+            .unwrap()
+            .read_at(&mut b, offset + 4)
+            .unwrap();
+        b[0]
+    }
+
+    struct Pair {
+        _dir: tempfile::TempDir,
+        a: PathBuf,
+        b: PathBuf,
+        loc: EnvLocation,
+    }
+
+    fn pair(first: Option<Vec<u8>>, second: Option<Vec<u8>>) -> Pair {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("uboot.env");
+        let b = dir.path().join("uboot-redund.env");
+        if let Some(bytes) = first {
+            fs::write(&a, bytes).unwrap();
+        }
+        if let Some(bytes) = second {
+            fs::write(&b, bytes).unwrap();
+        }
+        let loc = EnvLocation::redundant_files(&a, &b, SIZE);
+        Pair {
+            _dir: dir,
+            a,
+            b,
+            loc,
+        }
+    }
+
+    #[test]
+    fn single_file_fresh_needs_overwrite_then_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("uboot.env");
+        let loc = EnvLocation::single_file(&path, SIZE);
+
+        let fresh = load(&loc).unwrap();
+        assert_eq!(
+            fresh.health,
+            Health::AllCorrupt {
+                faults: vec![CopyFault::Missing { path: path.clone() }]
+            }
+        );
+        assert!(fresh.env.is_none());
+        let e = env(&[("BOOT_ORDER", "A B")]);
+        assert!(matches!(
+            store(&loc, &e, &fresh, IfAllCorrupt::Refuse),
+            Err(EnvStoreError::AllCorrupt)
+        ));
+        assert!(!path.exists(), "a refused store must not create the file");
+
+        let stored = store(&loc, &e, &fresh, IfAllCorrupt::Overwrite).unwrap();
+        assert_eq!(stored.health, Health::SingleGood);
+        assert_eq!(fs::read(&path).unwrap().len(), SIZE);
+        let loaded = load(&loc).unwrap();
+        assert_eq!(loaded, stored);
+        assert_eq!(loaded.env, Some(e));
+
+        // Chained stores need no reload, and leave no temp file behind.
+        let e2 = env(&[("BOOT_ORDER", "B A")]);
+        let again = store(&loc, &e2, &stored, IfAllCorrupt::Refuse).unwrap();
+        assert_eq!(load(&loc).unwrap(), again);
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|d| d.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["uboot.env"]);
+    }
+
+    #[test]
+    fn single_file_keeps_permissions_and_follows_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real.env");
+        fs::write(
+            &real,
+            envblock::serialize(&Env::new(), SIZE, Header::Single).unwrap(),
+        )
+        .unwrap();
+        fs::set_permissions(&real, fs::Permissions::from_mode(0o600)).unwrap();
+        let link = dir.path().join("uboot.env");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let loc = EnvLocation::single_file(&link, SIZE);
+        let loaded = load(&loc).unwrap();
+        store(&loc, &env(&[("a", "1")]), &loaded, IfAllCorrupt::Refuse).unwrap();
+        assert!(fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(
+            fs::metadata(&real).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(
+            envblock::parse_single(&fs::read(&real).unwrap()).unwrap(),
+            env(&[("a", "1")])
+        );
+    }
+
+    #[test]
+    fn single_copy_inside_a_bigger_file_is_written_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("disk.img");
+        let mut image = vec![0xAAu8; 4 * SIZE];
+        image[SIZE..2 * SIZE]
+            .copy_from_slice(&envblock::serialize(&Env::new(), SIZE, Header::Single).unwrap());
+        fs::write(&path, &image).unwrap();
+        let loc = EnvLocation {
+            medium: Medium::File,
+            size: SIZE,
+            first: CopyLocation {
+                path: path.clone(),
+                offset: SIZE as i64,
+            },
+            second: None,
+        };
+        let loaded = load(&loc).unwrap();
+        assert_eq!(loaded.health, Health::SingleGood);
+        store(&loc, &env(&[("x", "y")]), &loaded, IfAllCorrupt::Refuse).unwrap();
+        let after = fs::read(&path).unwrap();
+        assert_eq!(after.len(), 4 * SIZE);
+        assert_eq!(&after[..SIZE], &image[..SIZE]);
+        assert_eq!(&after[2 * SIZE..], &image[2 * SIZE..]);
+        assert_eq!(
+            envblock::parse_single(&after[SIZE..2 * SIZE]).unwrap(),
+            env(&[("x", "y")])
+        );
+    }
+
+    #[test]
+    fn single_copy_at_the_start_of_a_bigger_file_is_not_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("disk.img");
+        let mut image = vec![0xAAu8; 3 * SIZE];
+        image[..SIZE]
+            .copy_from_slice(&envblock::serialize(&Env::new(), SIZE, Header::Single).unwrap());
+        fs::write(&path, &image).unwrap();
+        let loc = EnvLocation::single_file(&path, SIZE);
+        let loaded = load(&loc).unwrap();
+        let stored = store(&loc, &env(&[("x", "y")]), &loaded, IfAllCorrupt::Refuse).unwrap();
+        let after = fs::read(&path).unwrap();
+        assert_eq!(after.len(), 3 * SIZE, "the rest of the file must survive");
+        assert_eq!(&after[SIZE..], &image[SIZE..]);
+        assert_eq!(load(&loc).unwrap(), stored);
+    }
+
+    #[test]
+    fn redundant_files_alternate_with_increasing_flags() {
+        let e = env(&[("n", "0")]);
+        let p = pair(Some(redundant_block(&e, 1)), Some(redundant_block(&e, 0)));
+        let mut loaded = load(&p.loc).unwrap();
+        assert_eq!(
+            loaded.health,
+            Health::BothGood {
+                current: CopyIndex::First
+            }
+        );
+        assert_eq!(loaded.current_flags(), Some(1));
+        let mut expected_current = CopyIndex::First;
+        for n in 1..=5u8 {
+            let next = env(&[("n", &n.to_string())]);
+            loaded = store(&p.loc, &next, &loaded, IfAllCorrupt::Refuse).unwrap();
+            expected_current = expected_current.other();
+            assert_eq!(
+                loaded.health,
+                Health::BothGood {
+                    current: expected_current
+                }
+            );
+            assert_eq!(loaded.current_flags(), Some(1 + n));
+            assert_eq!(load(&p.loc).unwrap(), loaded);
+        }
+        assert_eq!(flags_at(&p.a, 0), 5);
+        assert_eq!(flags_at(&p.b, 0), 6);
+    }
+
+    #[test]
+    fn redundant_flags_wrap_around() {
+        let e = env(&[("n", "old")]);
+        let p = pair(
+            Some(redundant_block(&e, 0xFE)),
+            Some(redundant_block(&e, 0xFF)),
+        );
+        let loaded = load(&p.loc).unwrap();
+        assert_eq!(
+            loaded.health,
+            Health::BothGood {
+                current: CopyIndex::Second
+            }
+        );
+        let stored = store(&p.loc, &env(&[("n", "new")]), &loaded, IfAllCorrupt::Refuse).unwrap();
+        assert_eq!(flags_at(&p.a, 0), 0x00);
+        assert_eq!(
+            stored.health,
+            Health::BothGood {
+                current: CopyIndex::First
+            }
+        );
+        assert_eq!(load(&p.loc).unwrap().env, Some(env(&[("n", "new")])));
+    }
+
+    #[test]
+    fn one_corrupt_copy_is_reported_and_rewritten_first() {
+        let good = env(&[("v", "good")]);
+        type Check = fn(&CopyFault) -> bool;
+        let cases: Vec<(&str, Pair, CopyIndex, Check)> = vec![
+            (
+                "bad crc in the newer copy",
+                {
+                    let p = pair(
+                        Some(redundant_block(&good, 3)),
+                        Some(redundant_block(&env(&[("v", "newer")]), 4)),
+                    );
+                    corrupt(&p.b, 10);
+                    p
+                },
+                CopyIndex::Second,
+                |f| {
+                    matches!(
+                        f,
+                        CopyFault::Invalid {
+                            source: EnvError::CrcMismatch { .. },
+                            ..
+                        }
+                    )
+                },
+            ),
+            (
+                "second file missing",
+                pair(Some(redundant_block(&good, 3)), None),
+                CopyIndex::Second,
+                |f| matches!(f, CopyFault::Missing { .. }),
+            ),
+            (
+                "first file truncated",
+                pair(Some(vec![0; 10]), Some(redundant_block(&good, 3))),
+                CopyIndex::First,
+                |f| matches!(f, CopyFault::Truncated { got: 10, .. }),
+            ),
+            (
+                "crc-valid but malformed entries",
+                {
+                    let mut raw = vec![0u8; SIZE];
+                    raw[4] = 9;
+                    raw[5..11].copy_from_slice(b"junk\0\0");
+                    let crc = crc32fast::hash(&raw[5..]);
+                    raw[..4].copy_from_slice(&crc.to_le_bytes());
+                    pair(Some(raw), Some(redundant_block(&good, 3)))
+                },
+                CopyIndex::First,
+                |f| {
+                    matches!(
+                        f,
+                        CopyFault::Invalid {
+                            source: EnvError::MissingEquals { .. },
+                            ..
+                        }
+                    )
+                },
+            ),
+        ];
+        for (what, p, corrupt_copy, check) in cases {
+            let loaded = load(&p.loc).unwrap();
+            let Health::OneCorrupt {
+                current,
+                corrupt,
+                fault,
+            } = &loaded.health
+            else {
+                panic!("{what}: {:?}", loaded.health);
+            };
+            assert_eq!(*corrupt, corrupt_copy, "{what}");
+            assert_eq!(*current, corrupt_copy.other(), "{what}");
+            assert!(check(fault), "{what}: {fault:?}");
+            assert_eq!(loaded.env, Some(good.clone()), "{what}");
+            assert!(
+                loaded.to_owned().health.to_string().contains("unusable"),
+                "{what}"
+            );
+
+            let stored = store(
+                &p.loc,
+                &env(&[("v", "fixed")]),
+                &loaded,
+                IfAllCorrupt::Refuse,
+            )
+            .unwrap();
+            assert_eq!(
+                stored.health,
+                Health::BothGood {
+                    current: corrupt_copy
+                },
+                "{what}"
+            );
+            assert_eq!(stored.current_flags(), Some(4), "{what}");
+            let path = if corrupt_copy == CopyIndex::First {
+                &p.a
+            } else {
+                &p.b
+            };
+            assert_eq!(fs::metadata(path).unwrap().len(), SIZE as u64, "{what}");
+        }
+    }
+
+    #[test]
+    fn all_corrupt_refuses_and_changes_nothing() {
+        let p = pair(Some(vec![0x11; SIZE]), Some(vec![0x22; SIZE]));
+        let before = (fs::read(&p.a).unwrap(), fs::read(&p.b).unwrap());
+        let loaded = load(&p.loc).unwrap();
+        let Health::AllCorrupt { faults } = &loaded.health else {
+            panic!("{:?}", loaded.health);
+        };
+        assert_eq!(faults.len(), 2);
+        assert!(loaded.env.is_none());
+        assert!(loaded.is_all_corrupt());
+        assert!(matches!(
+            store(&p.loc, &Env::new(), &loaded, IfAllCorrupt::Refuse),
+            Err(EnvStoreError::AllCorrupt)
+        ));
+        assert_eq!((fs::read(&p.a).unwrap(), fs::read(&p.b).unwrap()), before);
+
+        let stored = store(
+            &p.loc,
+            &env(&[("k", "v")]),
+            &loaded,
+            IfAllCorrupt::Overwrite,
+        )
+        .unwrap();
+        assert!(matches!(
+            stored.health,
+            Health::OneCorrupt {
+                current: CopyIndex::First,
+                ..
+            }
+        ));
+        assert_eq!(fs::read(&p.b).unwrap(), before.1);
+        assert_eq!(flags_at(&p.a, 0), 1);
+    }
+
+    #[test]
+    fn overwrite_beats_a_crc_valid_copy_slotinit_rejects() {
+        // U-Boot would pick a CRC-valid copy; the new one must win over it.
+        let mut raw = vec![0u8; SIZE];
+        raw[4] = 0xFF;
+        raw[5..11].copy_from_slice(b"junk\0\0");
+        let crc = crc32fast::hash(&raw[5..]);
+        raw[..4].copy_from_slice(&crc.to_le_bytes());
+        let p = pair(Some(vec![0; SIZE]), Some(raw));
+        let loaded = load(&p.loc).unwrap();
+        assert!(loaded.is_all_corrupt());
+        store(
+            &p.loc,
+            &env(&[("k", "v")]),
+            &loaded,
+            IfAllCorrupt::Overwrite,
+        )
+        .unwrap();
+        assert_eq!(flags_at(&p.a, 0), 0x00);
+        assert_eq!(
+            envblock::select_current(Some(0x00), Some(0xFF)),
+            Ok(CopyIndex::First)
+        );
+    }
+
+    #[test]
+    fn device_regions_with_negative_offsets() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mmcblk0");
+        let total = 8 * SIZE;
+        let mut image = vec![0xEEu8; total];
+        let e = env(&[("BOOT_ORDER", "A B")]);
+        image[total - 2 * SIZE..total - SIZE].copy_from_slice(&redundant_block(&e, 7));
+        image[total - SIZE..].copy_from_slice(&redundant_block(&e, 6));
+        fs::write(&path, &image).unwrap();
+        let loc = EnvLocation::device(&path, -2 * SIZE as i64, Some(-(SIZE as i64)), SIZE);
+        let loaded = load(&loc).unwrap();
+        assert_eq!(
+            loaded.health,
+            Health::BothGood {
+                current: CopyIndex::First
+            }
+        );
+        let stored = store(
+            &loc,
+            &env(&[("BOOT_ORDER", "B A")]),
+            &loaded,
+            IfAllCorrupt::Refuse,
+        )
+        .unwrap();
+        assert_eq!(
+            stored.health,
+            Health::BothGood {
+                current: CopyIndex::Second
+            }
+        );
+        let after = fs::read(&path).unwrap();
+        assert_eq!(after.len(), total);
+        assert_eq!(&after[..total - 2 * SIZE], &image[..total - 2 * SIZE]);
+        assert_eq!(
+            &after[total - 2 * SIZE..total - SIZE],
+            &image[total - 2 * SIZE..total - SIZE]
+        );
+        assert_eq!(after[total - SIZE + 4], 8);
+    }
+
+    #[test]
+    fn device_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("mmcblk9");
+        assert!(matches!(
+            load(&EnvLocation::device(&missing, 0, None, SIZE)),
+            Err(EnvStoreError::Open { .. })
+        ));
+        let small = dir.path().join("small");
+        fs::write(&small, [0u8; 16]).unwrap();
+        assert!(matches!(
+            load(&EnvLocation::device(&small, -17, None, SIZE)),
+            Err(EnvStoreError::OffsetOutOfRange {
+                offset: -17,
+                len: 16,
+                ..
+            })
+        ));
+        let short = load(&EnvLocation::device(&small, 0, None, SIZE)).unwrap();
+        assert!(matches!(
+            &short.health,
+            Health::AllCorrupt { faults } if matches!(faults[..], [CopyFault::Truncated { got: 16, .. }])
+        ));
+        assert!(matches!(
+            load(&EnvLocation::device("/dev/null", 0, None, SIZE)),
+            Err(EnvStoreError::Unsupported { .. })
+        ));
+    }
+
+    #[test]
+    fn concurrent_change_is_detected_and_nothing_written() {
+        let e = env(&[("n", "1")]);
+        let p = pair(Some(redundant_block(&e, 1)), Some(redundant_block(&e, 2)));
+        let loaded = load(&p.loc).unwrap();
+        // Another writer (fw_setenv) rewrites the non-current copy meanwhile.
+        fs::write(&p.a, redundant_block(&env(&[("n", "other")]), 3)).unwrap();
+        let before = fs::read(&p.a).unwrap();
+        let err = store(
+            &p.loc,
+            &env(&[("n", "mine")]),
+            &loaded,
+            IfAllCorrupt::Refuse,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, EnvStoreError::Changed { path } if *path == p.a),
+            "{err}"
+        );
+        assert_eq!(fs::read(&p.a).unwrap(), before);
+    }
+
+    #[test]
+    fn locked_store_is_a_distinct_error() {
+        let e = env(&[("n", "1")]);
+        let p = pair(Some(redundant_block(&e, 1)), Some(redundant_block(&e, 2)));
+        let loaded = load(&p.loc).unwrap();
+        let dir = File::open(p.a.parent().unwrap()).unwrap();
+        let held = Flock::lock(dir, FlockArg::LockExclusiveNonblock).unwrap();
+        let err = store(&p.loc, &e, &loaded, IfAllCorrupt::Refuse).unwrap_err();
+        assert!(matches!(err, EnvStoreError::Locked { .. }), "{err}");
+        drop(held);
+        store(&p.loc, &e, &loaded, IfAllCorrupt::Refuse).unwrap();
+    }
+
+    #[test]
+    fn misuse_is_refused_before_writing() {
+        let e = env(&[("n", "1")]);
+        let p = pair(Some(redundant_block(&e, 1)), Some(redundant_block(&e, 2)));
+        let loaded = load(&p.loc).unwrap();
+        let other = EnvLocation::single_file(&p.a, SIZE);
+        assert!(matches!(
+            store(&other, &e, &loaded, IfAllCorrupt::Refuse),
+            Err(EnvStoreError::LocationMismatch)
+        ));
+        let huge = env(&[("big", &"x".repeat(SIZE))]);
+        let before = fs::read(&p.a).unwrap();
+        let err = store(&p.loc, &huge, &loaded, IfAllCorrupt::Refuse).unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                EnvStoreError::Encode {
+                    source: EnvError::TooLarge { .. },
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(fs::read(&p.a).unwrap(), before);
+    }
+
+    #[test]
+    fn from_fwenv_and_read_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg_path = dir.path().join("fw_env.config");
+        fs::write(
+            &cfg_path,
+            "/dev/mmcblk0 -0x8000 0x4000\n/dev/mmcblk0 -0x4000 0x4000\n",
+        )
+        .unwrap();
+        let loc = EnvLocation::from_fwenv(&read_config(&cfg_path).unwrap());
+        assert_eq!(
+            loc,
+            EnvLocation::device("/dev/mmcblk0", -0x8000, Some(-0x4000), 0x4000)
+        );
+        fs::write(&cfg_path, "/boot/uboot.env 0 4000\n").unwrap();
+        let loc = EnvLocation::from_fwenv(&read_config(&cfg_path).unwrap());
+        assert_eq!(loc, EnvLocation::single_file("/boot/uboot.env", 0x4000));
+        fs::write(&cfg_path, "/boot/uboot.env\n").unwrap();
+        assert!(matches!(
+            read_config(&cfg_path),
+            Err(EnvStoreError::ParseConfig {
+                source: FwEnvError::MissingField { line: 1, .. },
+                ..
+            })
+        ));
+        assert!(matches!(
+            read_config(&dir.path().join("nope")),
+            Err(EnvStoreError::ReadConfig { .. })
+        ));
+    }
+
+    #[test]
+    fn fixtures_load() {
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/env");
+        let single = load(&EnvLocation::single_file(
+            fixtures.join("single.env"),
+            0x4000,
+        ))
+        .unwrap();
+        assert_eq!(single.health, Health::SingleGood);
+        let bad = load(&EnvLocation::single_file(
+            fixtures.join("single-badcrc.env"),
+            0x4000,
+        ))
+        .unwrap();
+        assert!(matches!(
+            &bad.health,
+            Health::AllCorrupt { faults } if matches!(faults[..], [CopyFault::Invalid { source: EnvError::CrcMismatch { .. }, .. }])
+        ));
+        let pair = load(&EnvLocation::redundant_files(
+            fixtures.join("redundant-1.env"),
+            fixtures.join("redundant-2.env"),
+            0x4000,
+        ))
+        .unwrap();
+        assert_eq!(
+            pair.health,
+            Health::BothGood {
+                current: CopyIndex::Second
+            }
+        );
+        assert_eq!(pair.current_flags(), Some(3));
+        assert_eq!(pair.env.unwrap().get("BOOT_ORDER"), Some(&b"B A"[..]));
+    }
+}
