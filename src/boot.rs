@@ -1,19 +1,29 @@
 //! The boot pipeline as PID 1 runs it: each stage is one call here, timed and
 //! logged, and every failure ends in the configured fallback, never in a panic.
 
+use crate::bootenv::{self, Store};
 use crate::cmdline::{BootArgs, Cmdline};
+use crate::config::Commit;
 use crate::config::{Config, CONFIG_PATH};
 use crate::devices::{self, Resolved};
 use crate::executor::{self, MachineIdOutcome};
 use crate::handoff::{Handoff, HANDOFF_PATH};
 use crate::plan::{self, Roots, Step};
-use crate::slot::{self, Slot};
+use crate::slot::{self, Inputs, Slot};
 use crate::sys::Real;
 use crate::{kmsg, modules, switch_root, uevent};
 use log::LevelFilter;
 use nix::mount::MsFlags;
 use std::path::Path;
 use std::time::{Duration, Instant};
+
+/// slotinit's directory on /run, which moves into the booted system.
+pub const RUN_DIR: &str = "/run/slotinit";
+/// The config the init used, for the subcommands after boot.
+pub const RUN_CONFIG: &str = "/run/slotinit/config.toml";
+
+/// Where the init mounts the partition holding the boot state while it works.
+pub const STATE_MOUNT: &str = "/run/slotinit/bootstate";
 
 /// Times stages and records them for the log and the handoff.
 struct Timer {
@@ -64,7 +74,16 @@ pub fn run() -> ! {
         handoff.warnings.push(warning.clone());
     }
     let config = match Config::load(Path::new(CONFIG_PATH)) {
-        Ok(config) => config,
+        Ok(config) => {
+            // The subcommands in the booted system read the config the init used.
+            let _ = std::fs::create_dir_all(RUN_DIR);
+            if let Err(e) = std::fs::copy(CONFIG_PATH, RUN_CONFIG) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    log::warn!("cannot copy {CONFIG_PATH} to {RUN_CONFIG}: {e}");
+                }
+            }
+            config
+        }
         Err(e) => {
             let message = format!("config: {}; using the built-in defaults", error_chain(&e));
             log::error!("{message}");
@@ -112,24 +131,50 @@ pub fn run() -> ! {
     handoff.devices = resolved.clone();
     timer.stage(&mut handoff, "devices");
 
-    let decision = slot::decide(args.slot_override, config.boot.default_slot);
-    let active = decision.slot;
-    log::info!("slot {active} ({:?})", decision.source);
-    handoff.slot = Some(active);
-    handoff.decision = Some(decision);
-    timer.stage(&mut handoff, "decision");
-
-    create_links(&resolved, active, &mut handoff);
-    timer.stage(&mut handoff, "links");
+    let mut store = open_store(&config, &resolved, &mut handoff);
+    timer.stage(&mut handoff, "state");
 
     let roots = Roots::default();
     let init = args
         .init
         .clone()
         .unwrap_or_else(|| config.boot.init.clone());
-    if let Err(cause) = mount_system(&config, &roots, &resolved, active, &init, &mut handoff) {
-        fatal(&cause, &args, &config, &mut handoff);
+    // Decide, commit the counters, mount; a slot that cannot be used is marked
+    // bad and the other one is tried in this same boot.
+    let mut failed: Vec<(Slot, String)> = Vec::new();
+    let active = loop {
+        let slot = match decide(
+            &config,
+            &args,
+            &cmdline,
+            store.as_mut(),
+            &failed,
+            &mut handoff,
+        ) {
+            Ok(slot) => slot,
+            Err(cause) => {
+                close_store(store, &mut handoff);
+                fatal(&cause, &args, &config, &mut handoff)
+            }
+        };
+        timer.stage(&mut handoff, "decision");
+        create_links(&resolved, slot, &mut handoff);
+        timer.stage(&mut handoff, "links");
+        match mount_root(&config, &roots, &resolved, slot, &init, &mut handoff) {
+            Ok(()) => break slot,
+            Err(cause) => {
+                log::error!("slot {slot}: {cause}");
+                handoff.errors.push(format!("slot {slot}: {cause}"));
+                unmount_beneath(&roots.sysroot, true);
+                failed.push((slot, cause));
+            }
+        }
+    };
+    if config.bootstate.commit == Commit::OnMount {
+        commit_good(&config, store.as_mut(), active, &mut handoff);
     }
+    close_store(store, &mut handoff);
+    mount_persistent(&config, &roots, &resolved, active, &mut handoff);
     timer.stage(&mut handoff, "mounts");
 
     handoff.init = Some(init.clone());
@@ -142,35 +187,46 @@ pub fn run() -> ! {
     fatal(&error_chain(&e), &args, &config, &mut handoff)
 }
 
-/// Mounts the active system, then the persistent partition with its binds and
-/// machine-id; a persistent partition that cannot be used degrades to tmpfs.
-fn mount_system(
+/// Mounts the slot's system read-only at the sysroot and checks it has an init.
+fn mount_root(
+    config: &Config,
+    roots: &Roots,
+    resolved: &Resolved,
+    slot: Slot,
+    init: &str,
+    handoff: &mut Handoff,
+) -> Result<(), String> {
+    let system = resolved.system(slot).ok_or_else(|| {
+        format!(
+            "the system partition {:?} was not found",
+            config.partitions.system(slot)
+        )
+    })?;
+    if let Err(e) = std::fs::create_dir_all(&roots.sysroot) {
+        log::warn!("cannot create {}: {e}", roots.sysroot.display());
+    }
+    let steps = plan::root_plan(config, roots, system);
+    executor::run(&mut Real, &roots.sysroot, &steps).map_err(|e| error_chain(&e))?;
+    if !switch_root::is_executable_in(&roots.sysroot, init) {
+        return Err(format!(
+            "no executable {init} in its system ({})",
+            system.node().display()
+        ));
+    }
+    record_mounts(handoff, &steps);
+    Ok(())
+}
+
+/// Mounts the persistent partition with its binds and machine-id; one that
+/// cannot be used degrades to tmpfs and a transient machine-id.
+fn mount_persistent(
     config: &Config,
     roots: &Roots,
     resolved: &Resolved,
     active: Slot,
-    init: &str,
     handoff: &mut Handoff,
-) -> Result<(), String> {
-    let system = resolved.system(active).ok_or_else(|| {
-        format!(
-            "the system partition {:?} of slot {active} was not found",
-            config.partitions.system(active)
-        )
-    })?;
+) {
     let mut sys = Real;
-    if let Err(e) = std::fs::create_dir_all(&roots.sysroot) {
-        log::warn!("cannot create {}: {e}", roots.sysroot.display());
-    }
-    let root_steps = plan::root_plan(config, roots, system);
-    executor::run(&mut sys, &roots.sysroot, &root_steps).map_err(|e| error_chain(&e))?;
-    record_mounts(handoff, &root_steps);
-    if !switch_root::is_executable_in(&roots.sysroot, init) {
-        return Err(format!(
-            "no executable {init} in the system of slot {active} ({})",
-            system.node().display()
-        ));
-    }
     let slot_dir = config.partitions.system(active).to_lowercase();
     handoff.slot_dir = Some(slot_dir.clone());
     let persistent = match &resolved.persistent {
@@ -184,7 +240,7 @@ fn mount_system(
                 Err(e) => {
                     // Undo what the failed plan mounted (binds, then the partition)
                     // so the fallback starts from a clean tree.
-                    unmount_beneath(&roots.sysroot);
+                    unmount_beneath(&roots.sysroot, false);
                     Err(format!(
                         "persistent partition {}: {}",
                         part.node().display(),
@@ -239,18 +295,138 @@ fn mount_system(
         }
         None => {}
     }
-    Ok(())
 }
 
-/// Unmounts everything below `root` (deepest first), keeping `root` itself.
-fn unmount_beneath(root: &Path) {
+/// Opens the boot-state store; a store that cannot be opened is logged and the
+/// boot goes on without counters.
+fn open_store(config: &Config, resolved: &Resolved, handoff: &mut Handoff) -> Option<Store> {
+    let bs = &config.bootstate;
+    let partition = bootenv::member(resolved, &bs.partition);
+    match bootenv::open(bs, partition, Path::new(STATE_MOUNT)) {
+        Ok(Some(store)) => {
+            let record = store.record();
+            match &record.error {
+                Some(e) => {
+                    let message = format!(
+                        "boot state {} unusable: {e}; booting the default slot, not writing it",
+                        record.location
+                    );
+                    log::error!("{message}");
+                    handoff.errors.push(message);
+                }
+                None => log::info!("boot state {}: {}", record.location, record.health),
+            }
+            handoff.bootstate = Some(record);
+            Some(store)
+        }
+        Ok(None) => None,
+        Err(e) => {
+            let message = format!("{}; booting without counters", error_chain(&e));
+            log::error!("{message}");
+            handoff.errors.push(message);
+            None
+        }
+    }
+}
+
+/// One slot decision, with its state committed durably before the slot is used.
+fn decide(
+    config: &Config,
+    args: &BootArgs,
+    cmdline: &Cmdline,
+    store: Option<&mut Store>,
+    failed: &[(Slot, String)],
+    handoff: &mut Handoff,
+) -> Result<Slot, String> {
+    let bs = &config.bootstate;
+    let names = bootenv::bootnames(bs).map_err(|e| format!("bootstate config: {e}"))?;
+    let rauc = bootenv::rauc_config(bs).map_err(|e| format!("bootstate config: {e}"))?;
+    let state = store.as_deref().and_then(|s| s.state(bs));
+    let outcome = slot::decide(&Inputs {
+        override_slot: args.slot_override,
+        default_slot: config.boot.default_slot,
+        counter: bs.counter,
+        bootloader_slot: cmdline.get(&bs.cmdline_key),
+        state: state.as_ref(),
+        names: &names,
+        config: &rauc,
+        failed,
+    })?;
+    for note in &outcome.notes {
+        log::info!("{note}");
+    }
+    for error in &outcome.errors {
+        log::error!("{error}");
+        handoff.errors.push(error.clone());
+    }
+    let decision = outcome.decision.clone();
+    log::info!("slot {} ({:?})", decision.slot, decision.source);
+    if let Some(store) = store {
+        let written = match &outcome.state {
+            Some(new) => store
+                .commit(new, outcome.fallback.as_deref())
+                .map(|()| true)
+                .map_err(|e| error_chain(&e)),
+            None => store.repair().map_err(|e| error_chain(&e)),
+        };
+        match written {
+            Ok(true) => log::info!("boot state committed: {}", store.loaded.health),
+            Ok(false) => {}
+            Err(e) => {
+                let message = format!("boot state not written: {e}");
+                log::error!("{message}");
+                handoff.errors.push(message);
+            }
+        }
+        handoff.bootstate = Some(store.record());
+    }
+    if outcome.fallback.is_some() {
+        handoff.fallback = outcome.fallback;
+    }
+    handoff.slot = Some(decision.slot);
+    handoff.decision = Some(decision.clone());
+    Ok(decision.slot)
+}
+
+/// commit = "on-mount": the slot mounted and has an init, so it is good.
+fn commit_good(config: &Config, store: Option<&mut Store>, slot: Slot, handoff: &mut Handoff) {
+    let Some(store) = store else {
+        return;
+    };
+    let bs = &config.bootstate;
+    let (Some(state), Ok(names)) = (store.state(bs), bootenv::bootnames(bs)) else {
+        return;
+    };
+    let result = crate::bootstate::mark_good(&state, names.of(slot), bs.attempts)
+        .map_err(|e| e.to_string())
+        .and_then(|m| store.commit(&m.state, None).map_err(|e| error_chain(&e)));
+    match result {
+        Ok(()) => log::info!("slot {slot} committed on mount"),
+        Err(e) => {
+            let message = format!("cannot commit slot {slot}: {e}");
+            log::error!("{message}");
+            handoff.errors.push(message);
+        }
+    }
+    handoff.bootstate = Some(store.record());
+}
+
+fn close_store(store: Option<Store>, handoff: &mut Handoff) {
+    if let Some(store) = store {
+        handoff.bootstate = Some(store.record());
+        store.close();
+    }
+}
+
+/// Unmounts everything below `root` (deepest first), and `root` itself if asked.
+fn unmount_beneath(root: &Path, including_root: bool) {
     let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
         return;
     };
     let mut points: Vec<&str> = text
         .lines()
         .filter_map(|l| l.split(' ').nth(4))
-        .filter(|p| Path::new(p).starts_with(root) && Path::new(p) != root)
+        .filter(|p| Path::new(p).starts_with(root) && (including_root || Path::new(p) != root))
         .collect();
     points.reverse();
     for p in points {

@@ -15,6 +15,7 @@ pub struct Config {
     pub partitions: Partitions,
     pub system: FsConfig,
     pub persistent: PersistentConfig,
+    pub bootstate: BootStateConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,6 +97,82 @@ pub struct PersistentConfig {
     /// Bind mounts from the persistent partition into the system, in order.
     #[serde(rename = "bind")]
     pub binds: Vec<BindSpec>,
+}
+
+/// Where the boot counters live and who counts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BootStateConfig {
+    pub backend: Backend,
+    pub counter: Counter,
+    pub commit: Commit,
+    /// The layout member holding the env files (`bootconfig`, `boot_a`, ...).
+    pub partition: String,
+    /// Filesystem of that member.
+    pub fstype: String,
+    /// One file (single copy) or two (a redundant pair), relative to its root.
+    pub files: Vec<String>,
+    /// Environment size in bytes (U-Boot's CONFIG_ENV_SIZE).
+    pub size: usize,
+    /// Instead of files: `fw_env.config` lines (`device offset size`), one or two.
+    pub fw_env: Vec<String>,
+    /// RAUC bootname of each slot.
+    pub bootname_a: String,
+    pub bootname_b: String,
+    /// RAUC `boot-attempts` (mark-good, reset) and `boot-attempts-primary` (mark-active).
+    pub attempts: u32,
+    pub attempts_primary: u32,
+    /// The cmdline key the bootloader names the slot with (counter = "bootloader").
+    pub cmdline_key: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Backend {
+    /// No boot counting: the override or the default slot boots.
+    None,
+    /// U-Boot environment with RAUC's variables.
+    UbootEnv,
+}
+
+/// Who decrements the attempts counter: exactly one party may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Counter {
+    /// slotinit walks BOOT_ORDER and decrements before switch_root.
+    Init,
+    /// The bootloader did; slotinit follows its `rauc.slot=` and never decrements.
+    Bootloader,
+}
+
+/// When a trial boot is committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Commit {
+    /// A health check runs `slotinit mark-good`.
+    Userspace,
+    /// slotinit commits once the root mounted and has an init.
+    OnMount,
+}
+
+impl Default for BootStateConfig {
+    fn default() -> Self {
+        BootStateConfig {
+            backend: Backend::UbootEnv,
+            counter: Counter::Init,
+            commit: Commit::Userspace,
+            partition: "bootconfig".into(),
+            fstype: "vfat".into(),
+            files: vec!["uboot.env".into()],
+            size: 0x4000,
+            fw_env: Vec::new(),
+            bootname_a: "A".into(),
+            bootname_b: "B".into(),
+            attempts: 3,
+            attempts_primary: 3,
+            cmdline_key: "rauc.slot".into(),
+        }
+    }
 }
 
 /// A directory on the persistent partition. `{slot}` in `path` is the slot
@@ -295,6 +372,56 @@ impl Config {
             }
         }
         check_relative("persistent.machine_id", &self.persistent.machine_id)?;
+        self.bootstate.validate()
+    }
+}
+
+impl BootStateConfig {
+    fn validate(&self) -> Result<(), String> {
+        if self.backend == Backend::None {
+            return Ok(());
+        }
+        const MEMBERS: [&str; 6] = [
+            "bootconfig",
+            "persistent",
+            "boot_a",
+            "boot_b",
+            "system_a",
+            "system_b",
+        ];
+        if self.fw_env.is_empty() {
+            if !MEMBERS.contains(&self.partition.as_str()) {
+                return Err(format!(
+                    "bootstate.partition: {:?} is not a layout member (one of {})",
+                    self.partition,
+                    MEMBERS.join(", ")
+                ));
+            }
+            if !(1..=2).contains(&self.files.len()) {
+                return Err("bootstate.files: one file, or two for a redundant pair".into());
+            }
+            for f in &self.files {
+                check_relative("bootstate.files", f)?;
+            }
+        } else {
+            crate::fwenv::parse(&self.fw_env.join("\n"))
+                .map_err(|e| format!("bootstate.fw_env: {}", crate::boot::error_chain(&e)))?;
+        }
+        if self.size < 16 {
+            return Err(format!("bootstate.size: {} bytes is too small", self.size));
+        }
+        for (key, name) in [
+            ("bootname_a", &self.bootname_a),
+            ("bootname_b", &self.bootname_b),
+        ] {
+            crate::bootstate::Bootname::new(name).map_err(|e| format!("bootstate.{key}: {e}"))?;
+        }
+        if self.bootname_a == self.bootname_b {
+            return Err("bootstate: both slots have the same bootname".into());
+        }
+        if self.attempts == 0 || self.attempts_primary == 0 {
+            return Err("bootstate: attempts must be at least 1".into());
+        }
         Ok(())
     }
 }

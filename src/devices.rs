@@ -54,6 +54,7 @@ impl Partition {
 
 /// The partitions of both slots and the shared ones, as found for this boot.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Resolved {
     pub system_a: Option<Partition>,
     pub system_b: Option<Partition>,

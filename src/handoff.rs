@@ -9,7 +9,9 @@ use std::path::Path;
 /// Where the record lands (on /run, which moves into the system).
 pub const HANDOFF_PATH: &str = "/run/slotinit/handoff.json";
 
+/// Fields default when absent, so a newer or older record still reads.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Handoff {
     pub version: u32,
     /// The slot that booted, and why.
@@ -18,6 +20,10 @@ pub struct Handoff {
     /// The slot's directory on the persistent partition (`system_a`).
     pub slot_dir: Option<String>,
     pub devices: Resolved,
+    /// The boot-state store after this boot's writes.
+    pub bootstate: Option<crate::bootenv::Record>,
+    /// Why a slot was given up in this boot, if one was.
+    pub fallback: Option<String>,
     /// Where things were mounted, as "source target fstype options".
     pub mounts: Vec<String>,
     /// The machine-id the system sees and where it came from.

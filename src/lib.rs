@@ -2,7 +2,9 @@
 #![deny(unsafe_code)]
 
 pub mod boot;
+pub mod bootenv;
 pub mod bootstate;
+pub mod cli;
 pub mod cmdline;
 pub mod config;
 pub mod devices;

@@ -1,5 +1,9 @@
-//! Slot identity and the slot decision: which slot boots, and why.
+//! Slot identity and the slot decision: which slot boots, why, and the boot
+//! state to commit before it does. Pure: the state comes in as a value and the
+//! new state goes out as one.
 
+use crate::bootstate::{self, Bootname, Chosen, State};
+use crate::config::Counter;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -44,14 +48,47 @@ impl fmt::Display for Slot {
     }
 }
 
+/// The RAUC bootname of each slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bootnames {
+    pub a: Bootname,
+    pub b: Bootname,
+}
+
+impl Bootnames {
+    pub fn of(&self, slot: Slot) -> &Bootname {
+        match slot {
+            Slot::A => &self.a,
+            Slot::B => &self.b,
+        }
+    }
+
+    /// The slot of a bootname, or of `a`/`b` typed by a person.
+    pub fn slot(&self, name: &str) -> Option<Slot> {
+        if name == self.a.as_str() {
+            Some(Slot::A)
+        } else if name == self.b.as_str() {
+            Some(Slot::B)
+        } else {
+            Slot::parse(name)
+        }
+    }
+}
+
 /// Where the decision came from; recorded in the handoff and shown by `status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Source {
     /// `slotinit.slot=` on the cmdline.
     Override,
-    /// Nothing chose: the configured default slot.
+    /// slotinit's walk of BOOT_ORDER (counter = "init").
+    Counters,
+    /// The bootloader's `rauc.slot=` (counter = "bootloader").
+    Bootloader,
+    /// No usable boot state: the configured default slot.
     Default,
+    /// The first choice could not be used; the other slot in the same boot.
+    Fallback,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,50 +97,493 @@ pub struct Decision {
     pub source: Source,
 }
 
-/// The slot decision. Inputs are values; the result says which slot and why.
-pub fn decide(override_slot: Option<Slot>, default_slot: Slot) -> Decision {
-    match override_slot {
-        Some(slot) => Decision {
-            slot,
-            source: Source::Override,
-        },
-        None => Decision {
-            slot: default_slot,
+/// Everything the decision depends on.
+#[derive(Debug, Clone)]
+pub struct Inputs<'a> {
+    /// `slotinit.slot=` from the cmdline, if allowed.
+    pub override_slot: Option<Slot>,
+    pub default_slot: Slot,
+    pub counter: Counter,
+    /// The bootloader's slot name (`rauc.slot=`), raw.
+    pub bootloader_slot: Option<&'a str>,
+    /// The boot state read from the store; None when there is none to use.
+    pub state: Option<&'a State>,
+    pub names: &'a Bootnames,
+    pub config: &'a bootstate::Config,
+    /// Slots that already failed in this boot, and why.
+    pub failed: &'a [(Slot, String)],
+}
+
+/// The outcome: the slot, the state to commit (None: nothing to write), and
+/// what to tell the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub decision: Decision,
+    pub state: Option<State>,
+    /// Why a slot was given up, in words `status` shows on later boots.
+    pub fallback: Option<String>,
+    pub notes: Vec<String>,
+    pub errors: Vec<String>,
+}
+
+/// Decides the slot. Fails only when no slot is left to try in this boot.
+pub fn decide(inputs: &Inputs) -> Result<Outcome, String> {
+    let usable = |slot: Slot| !inputs.failed.iter().any(|(s, _)| *s == slot);
+    let mut out = Outcome {
+        decision: Decision {
+            slot: inputs.default_slot,
             source: Source::Default,
         },
+        state: None,
+        fallback: None,
+        notes: Vec::new(),
+        errors: Vec::new(),
+    };
+    let mut state = inputs.state.cloned();
+    for (slot, why) in inputs.failed {
+        let reason = format!("slot {slot} failed to boot: {why}");
+        if let Some(st) = &mut state {
+            if let Ok(m) = bootstate::mark_bad(st, inputs.names.of(*slot)) {
+                *st = m.state;
+            }
+            out.notes.push(format!("{reason}; marked bad"));
+        }
+        out.fallback = Some(reason);
     }
+    if !Slot::ALL.iter().any(|s| usable(*s)) {
+        return Err("both slots failed in this boot".into());
+    }
+    let fallback_source = |source| {
+        if inputs.failed.is_empty() {
+            source
+        } else {
+            Source::Fallback
+        }
+    };
+
+    if let Some(slot) = inputs.override_slot {
+        if usable(slot) {
+            out.notes.push(format!(
+                "slotinit.slot={slot} overrides; counters untouched"
+            ));
+            out.decision = Decision {
+                slot,
+                source: Source::Override,
+            };
+            out.state = changed(inputs.state, state);
+            return Ok(out);
+        }
+    }
+
+    let Some(mut st) = state else {
+        let slot = if usable(inputs.default_slot) {
+            inputs.default_slot
+        } else {
+            inputs.default_slot.other()
+        };
+        out.decision = Decision {
+            slot,
+            source: fallback_source(Source::Default),
+        };
+        return Ok(out);
+    };
+
+    match inputs.counter {
+        Counter::Init => {
+            // A slot that used up its attempts leaves BOOT_ORDER, so the record
+            // says it was given up (RAUC's script only skips it), unless it is
+            // the last one: then the reset below gives every slot a new chance.
+            let bootable = st.order.iter().filter(|s| st.left(s) > 0).count();
+            if bootable > 0 {
+                for name in st.order.clone() {
+                    if st.left(&name) == 0 {
+                        if let Ok(m) = bootstate::mark_bad(&st, &name) {
+                            st = m.state;
+                        }
+                        let reason = format!("slot {name} used up its boot attempts");
+                        out.notes.push(format!("{reason}; removed from BOOT_ORDER"));
+                        out.fallback = Some(reason);
+                    }
+                }
+            }
+            let mut choice = bootstate::choose_and_decrement(&st, inputs.config)
+                .map_err(|e| format!("boot state: {e}"))?;
+            if let Chosen::Exhausted { .. } = choice.how {
+                out.errors.push(choice.to_string());
+            } else {
+                out.notes.push(choice.to_string());
+            }
+            // After a reset the first slot may be one that already failed now.
+            // Bounded: each pass takes one failed slot out, and one slot is usable.
+            for _ in 0..Slot::ALL.len() {
+                let Some(slot) = inputs
+                    .names
+                    .slot(choice.slot.as_str())
+                    .filter(|s| !usable(*s))
+                else {
+                    break;
+                };
+                let bad = bootstate::mark_bad(&choice.state, inputs.names.of(slot))
+                    .map_err(|e| format!("boot state: {e}"))?;
+                choice = bootstate::choose_and_decrement(&bad.state, inputs.config)
+                    .map_err(|e| format!("boot state: {e}"))?;
+            }
+            let slot = inputs
+                .names
+                .slot(choice.slot.as_str())
+                .ok_or_else(|| format!("boot state names unknown slot {}", choice.slot))?;
+            out.decision = Decision {
+                slot,
+                source: fallback_source(Source::Counters),
+            };
+            out.state = changed(inputs.state, Some(choice.state));
+        }
+        Counter::Bootloader => {
+            let named = match inputs.bootloader_slot {
+                None => {
+                    out.errors
+                        .push("the bootloader named no slot on the cmdline".into());
+                    None
+                }
+                Some(raw) => match inputs.names.slot(raw) {
+                    Some(slot) => Some(slot),
+                    None => {
+                        out.errors
+                            .push(format!("the bootloader named an unknown slot {raw:?}"));
+                        None
+                    }
+                },
+            };
+            let refused = named.filter(|s| !st.order.contains(inputs.names.of(*s)));
+            if let Some(slot) = refused {
+                out.errors.push(format!(
+                    "the bootloader booted slot {slot}, which the boot state marks bad; refusing it"
+                ));
+            }
+            let slot = named
+                .filter(|s| usable(*s) && refused != Some(*s))
+                .or_else(|| {
+                    st.order
+                        .iter()
+                        .filter_map(|n| inputs.names.slot(n.as_str()))
+                        .find(|s| usable(*s))
+                })
+                .unwrap_or(if usable(inputs.default_slot) {
+                    inputs.default_slot
+                } else {
+                    inputs.default_slot.other()
+                });
+            let source = if Some(slot) == named {
+                Source::Bootloader
+            } else {
+                Source::Fallback
+            };
+            out.decision = Decision { slot, source };
+            out.state = changed(inputs.state, Some(st));
+        }
+    }
+    Ok(out)
+}
+
+/// The new state if it differs from what was read.
+fn changed(before: Option<&State>, after: Option<State>) -> Option<State> {
+    after.filter(|a| Some(a) != before)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn names() -> Bootnames {
+        Bootnames {
+            a: Bootname::new("A").unwrap(),
+            b: Bootname::new("B").unwrap(),
+        }
+    }
+
+    fn st(order: &str, a: u32, b: u32) -> State {
+        State {
+            order: order
+                .split_whitespace()
+                .map(|n| Bootname::new(n).unwrap())
+                .collect(),
+            left: [
+                (Bootname::new("A").unwrap(), a),
+                (Bootname::new("B").unwrap(), b),
+            ]
+            .into_iter()
+            .collect(),
+        }
+    }
+
+    fn run(
+        counter: Counter,
+        state: Option<&State>,
+        override_slot: Option<Slot>,
+        bl: Option<&str>,
+        failed: &[(Slot, String)],
+    ) -> Result<Outcome, String> {
+        let names = names();
+        let config = bootstate::Config::default();
+        decide(&Inputs {
+            override_slot,
+            default_slot: Slot::A,
+            counter,
+            bootloader_slot: bl,
+            state,
+            names: &names,
+            config: &config,
+            failed,
+        })
+    }
+
     #[test]
     fn parse_and_other() {
         assert_eq!(Slot::parse("a"), Some(Slot::A));
         assert_eq!(Slot::parse("B"), Some(Slot::B));
         assert_eq!(Slot::parse("ab"), None);
-        assert_eq!(Slot::parse(""), None);
         assert_eq!(Slot::A.other(), Slot::B);
-        assert_eq!(Slot::B.other(), Slot::A);
+        assert_eq!(names().slot("B"), Some(Slot::B));
+        assert_eq!(names().slot("b"), Some(Slot::B));
+        assert_eq!(names().slot("C"), None);
+    }
+
+    /// Counter = init: (state before) -> (slot, source, state after or None).
+    #[test]
+    fn init_counter_table() {
+        type Row = (State, Slot, Source, Option<State>, bool);
+        let rows: Vec<Row> = vec![
+            // First in order with attempts: decremented.
+            (
+                st("A B", 3, 3),
+                Slot::A,
+                Source::Counters,
+                Some(st("A B", 2, 3)),
+                false,
+            ),
+            (
+                st("B A", 3, 3),
+                Slot::B,
+                Source::Counters,
+                Some(st("B A", 3, 2)),
+                false,
+            ),
+            (
+                st("B A", 3, 1),
+                Slot::B,
+                Source::Counters,
+                Some(st("B A", 3, 0)),
+                false,
+            ),
+            // B used up its attempts: out of the order, A boots.
+            (
+                st("B A", 3, 0),
+                Slot::A,
+                Source::Counters,
+                Some(st("A", 2, 0)),
+                false,
+            ),
+            // A bad slot stays out.
+            (
+                st("A", 3, 0),
+                Slot::A,
+                Source::Counters,
+                Some(st("A", 2, 0)),
+                false,
+            ),
+            // Nothing left: reset to the configured order, boot the first; an error.
+            (
+                st("B A", 0, 0),
+                Slot::A,
+                Source::Counters,
+                Some(st("A B", 2, 3)),
+                true,
+            ),
+            (
+                st("", 0, 0),
+                Slot::A,
+                Source::Counters,
+                Some(st("A B", 2, 3)),
+                true,
+            ),
+        ];
+        for (before, slot, source, after, error) in rows {
+            let out = run(Counter::Init, Some(&before), None, None, &[]).unwrap();
+            assert_eq!(out.decision, Decision { slot, source }, "{before:?}");
+            assert_eq!(out.state, after, "{before:?}");
+            assert_eq!(
+                !out.errors.is_empty(),
+                error,
+                "{before:?}: {:?}",
+                out.errors
+            );
+        }
     }
 
     #[test]
-    fn override_wins_else_default() {
+    fn used_up_slot_is_recorded_as_the_fallback() {
+        let out = run(Counter::Init, Some(&st("B A", 3, 0)), None, None, &[]).unwrap();
         assert_eq!(
-            decide(Some(Slot::B), Slot::A),
+            out.fallback.as_deref(),
+            Some("slot B used up its boot attempts")
+        );
+    }
+
+    #[test]
+    fn override_wins_and_leaves_counters() {
+        let out = run(
+            Counter::Init,
+            Some(&st("A B", 3, 3)),
+            Some(Slot::B),
+            None,
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            out.decision,
             Decision {
                 slot: Slot::B,
                 source: Source::Override
             }
         );
+        assert_eq!(out.state, None);
+    }
+
+    #[test]
+    fn no_state_boots_the_default() {
+        let out = run(Counter::Init, None, None, None, &[]).unwrap();
         assert_eq!(
-            decide(None, Slot::A),
+            out.decision,
             Decision {
                 slot: Slot::A,
                 source: Source::Default
             }
         );
-        assert_eq!(decide(None, Slot::B).slot, Slot::B);
+        assert_eq!(out.state, None);
+    }
+
+    #[test]
+    fn failed_slot_falls_back_in_the_same_boot() {
+        let failed = [(Slot::B, "cannot mount /dev/vda5".to_string())];
+        // The counters had picked B (and decremented it); B failed: B is marked
+        // bad and A is chosen, decremented in turn.
+        let out = run(Counter::Init, Some(&st("B A", 3, 2)), None, None, &failed).unwrap();
+        assert_eq!(
+            out.decision,
+            Decision {
+                slot: Slot::A,
+                source: Source::Fallback
+            }
+        );
+        assert_eq!(out.state, Some(st("A", 2, 0)));
+        assert!(out.fallback.unwrap().contains("cannot mount /dev/vda5"));
+        // Without a state the other slot boots all the same.
+        let out = run(Counter::Init, None, None, None, &[(Slot::A, "x".into())]).unwrap();
+        assert_eq!(
+            out.decision,
+            Decision {
+                slot: Slot::B,
+                source: Source::Fallback
+            }
+        );
+        // An override to a failed slot falls back too.
+        let out = run(Counter::Init, None, Some(Slot::B), None, &failed).unwrap();
+        assert_eq!(out.decision.slot, Slot::A);
+    }
+
+    #[test]
+    fn failed_slot_after_a_reset_is_not_chosen_again() {
+        let failed = [(Slot::A, "no init".to_string())];
+        let out = run(Counter::Init, Some(&st("A B", 0, 0)), None, None, &failed).unwrap();
+        assert_eq!(out.decision.slot, Slot::B);
+        assert_eq!(out.state, Some(st("B", 0, 2)));
+    }
+
+    #[test]
+    fn both_failed_is_an_error() {
+        let failed = [(Slot::A, "x".to_string()), (Slot::B, "y".to_string())];
+        assert!(run(Counter::Init, Some(&st("A B", 3, 3)), None, None, &failed).is_err());
+    }
+
+    #[test]
+    fn bootloader_counter_never_decrements() {
+        let before = st("B A", 3, 2);
+        let out = run(Counter::Bootloader, Some(&before), None, Some("B"), &[]).unwrap();
+        assert_eq!(
+            out.decision,
+            Decision {
+                slot: Slot::B,
+                source: Source::Bootloader
+            }
+        );
+        assert_eq!(out.state, None);
+        assert!(out.errors.is_empty());
+        // LEFT=0 after the bootloader's own decrement is still a legal last try.
+        let out = run(
+            Counter::Bootloader,
+            Some(&st("B A", 3, 0)),
+            None,
+            Some("B"),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(out.decision.slot, Slot::B);
+    }
+
+    #[test]
+    fn bootloader_slot_marked_bad_is_refused() {
+        let out = run(
+            Counter::Bootloader,
+            Some(&st("A", 3, 0)),
+            None,
+            Some("B"),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            out.decision,
+            Decision {
+                slot: Slot::A,
+                source: Source::Fallback
+            }
+        );
+        assert!(out.errors[0].contains("marks bad"), "{:?}", out.errors);
+    }
+
+    #[test]
+    fn bootloader_without_a_slot_follows_the_order() {
+        let out = run(Counter::Bootloader, Some(&st("B A", 3, 3)), None, None, &[]).unwrap();
+        assert_eq!(out.decision.slot, Slot::B);
+        assert_eq!(out.errors.len(), 1);
+        let out = run(
+            Counter::Bootloader,
+            Some(&st("B A", 3, 3)),
+            None,
+            Some("Z"),
+            &[],
+        )
+        .unwrap();
+        assert!(out.errors[0].contains("\"Z\""));
+    }
+
+    #[test]
+    fn bootloader_slot_failing_marks_it_bad() {
+        let failed = [(Slot::B, "fsck".to_string())];
+        let out = run(
+            Counter::Bootloader,
+            Some(&st("B A", 3, 2)),
+            None,
+            Some("B"),
+            &failed,
+        )
+        .unwrap();
+        assert_eq!(
+            out.decision,
+            Decision {
+                slot: Slot::A,
+                source: Source::Fallback
+            }
+        );
+        assert_eq!(out.state, Some(st("A", 3, 0)));
     }
 }

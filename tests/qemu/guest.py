@@ -157,3 +157,57 @@ def record(name, value):
     OUT.mkdir(exist_ok=True)
     with open(OUT / "measurements.jsonl", "a") as f:
         f.write(json.dumps({"name": name, "value": value}) + "\n")
+
+
+def part_offset(disk, number):
+    """Byte offset of GPT partition `number` in a disk image."""
+    out = subprocess.run(["sgdisk", "-i", str(number), str(disk)], check=True,
+                         stdout=subprocess.PIPE, text=True).stdout
+    m = re.search(r"First sector: (\d+)", out)
+    assert m, out
+    return int(m.group(1)) * 512
+
+
+def fat_get(disk, name, dest, part=1):
+    """Copies `name` out of the FAT partition `part` (bootconfig); False if absent."""
+    env = dict(os.environ, MTOOLS_SKIP_CHECK="1")
+    r = subprocess.run(["mcopy", "-n", "-o", "-i", f"{disk}@@{part_offset(disk, part)}",
+                        f"::{name}", str(dest)], env=env, stderr=subprocess.PIPE)
+    return r.returncode == 0
+
+
+def fat_put(disk, src, name, part=1):
+    env = dict(os.environ, MTOOLS_SKIP_CHECK="1")
+    subprocess.run(["mcopy", "-o", "-i", f"{disk}@@{part_offset(disk, part)}",
+                    str(src), f"::{name}"], env=env, check=True)
+
+
+def read_env(disk, tmp, files=("uboot.env",), size=0x4000):
+    """The boot-state env on the disk as fw_printenv (libubootenv) reads it:
+    a dict, or None when fw_printenv rejects it (no valid copy)."""
+    tmp = Path(tmp)
+    lines = []
+    for f in files:
+        local = tmp / f"read-{f}"
+        if not fat_get(disk, f, local):
+            local.write_bytes(b"")
+        lines.append(f"{local} 0x0 {size:#x}")
+    cfg = tmp / "fw_env.config"
+    cfg.write_text("\n".join(lines) + "\n")
+    r = subprocess.run(["fw_printenv", "-c", str(cfg)], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, text=True)
+    if r.returncode != 0 or "Bad CRC" in r.stderr:
+        return None
+    return dict(l.split("=", 1) for l in r.stdout.splitlines() if "=" in l)
+
+
+def json_after(text, marker):
+    """The JSON object printed after `marker` in a test-run block."""
+    start = text.index("{", text.index(marker) if marker else 0)
+    depth = 0
+    for i, c in enumerate(text[start:], start):
+        depth += c == "{"
+        depth -= c == "}"
+        if depth == 0:
+            return json.loads(text[start:i + 1])
+    raise ValueError(text)

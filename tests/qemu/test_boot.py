@@ -52,7 +52,8 @@ def test_boots_slot_a_with_binds_links_and_handoff(disk):
     assert h["errors"] == []
     assert h["machine_id"] == b.machine_id()
     stages = [name for name, _ in h["timings_us"]]
-    assert stages == ["setup", "modules", "devices", "decision", "links", "mounts", "total"]
+    assert stages == ["setup", "modules", "devices", "state", "decision", "links",
+                      "mounts", "total"]
     # Every stage is logged with its duration in microseconds.
     log = b.slotinit_log()
     for stage in stages[:-1]:

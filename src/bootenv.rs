@@ -1,0 +1,374 @@
+//! The boot-state store as the init and the subcommands use it: find the
+//! environment (files on a layout partition, mounted here, or fw_env.config
+//! lines), read RAUC's state from it, and commit a new state durably.
+
+use crate::bootstate::{self, Bootname, State};
+use crate::config::{Backend, BootStateConfig};
+use crate::devices::{Partition, Resolved};
+
+use crate::envstore::{self, EnvLocation, EnvStoreError, Health, IfAllCorrupt, LoadedEnv};
+use crate::fwenv;
+use crate::slot::Bootnames;
+use nix::mount::MsFlags;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// The variable where slotinit leaves why it last gave up a slot.
+pub const FALLBACK_VAR: &str = "SLOTINIT_FALLBACK";
+
+/// What the store holds, as far as the decision is concerned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Contents {
+    /// A valid environment with RAUC's variables.
+    State(State),
+    /// No copy exists yet (a fresh device): the initial state may be written.
+    Fresh,
+    /// Copies exist but none is usable, or the variables are invalid: nothing is
+    /// written back until userspace decides.
+    Unusable(String),
+}
+
+/// An open store: where it is, what was loaded, and a mount to undo.
+pub struct Store {
+    pub location: EnvLocation,
+    pub loaded: LoadedEnv,
+    pub contents: Contents,
+    /// The directory this store mounted its partition on, if it did.
+    mounted: Option<PathBuf>,
+}
+
+/// The store's state as recorded in the handoff and shown by `status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub location: String,
+    pub health: String,
+    pub error: Option<String>,
+    pub order: Vec<String>,
+    pub left: Vec<(String, u32)>,
+    pub last_fallback: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    #[error("cannot encode the boot state")]
+    State(#[source] bootstate::BootStateError),
+    #[error("cannot write the boot state")]
+    Store(#[source] EnvStoreError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("boot state: no {member} partition to hold {files}")]
+    NoPartition { member: String, files: String },
+    #[error("boot state: cannot mount {device} on {target}")]
+    Mount {
+        device: PathBuf,
+        target: PathBuf,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("boot state: invalid fw_env lines")]
+    FwEnv(#[source] fwenv::FwEnvError),
+    #[error("boot state")]
+    Store(#[source] EnvStoreError),
+}
+
+pub fn bootnames(config: &BootStateConfig) -> Result<Bootnames, bootstate::BootStateError> {
+    Ok(Bootnames {
+        a: Bootname::new(&config.bootname_a)?,
+        b: Bootname::new(&config.bootname_b)?,
+    })
+}
+
+/// RAUC's slot list and attempt counts from the config.
+pub fn rauc_config(
+    config: &BootStateConfig,
+) -> Result<bootstate::Config, bootstate::BootStateError> {
+    let names = bootnames(config)?;
+    bootstate::Config::new(
+        vec![names.a, names.b],
+        config.attempts,
+        config.attempts_primary,
+    )
+}
+
+/// The partition of a layout member by its role name.
+pub fn member<'a>(resolved: &'a Resolved, role: &str) -> Option<&'a Partition> {
+    match role {
+        "bootconfig" => resolved.bootconfig.as_ref(),
+        "persistent" => resolved.persistent.as_ref(),
+        "boot_a" => resolved.boot_a.as_ref(),
+        "boot_b" => resolved.boot_b.as_ref(),
+        "system_a" => resolved.system_a.as_ref(),
+        "system_b" => resolved.system_b.as_ref(),
+        _ => None,
+    }
+}
+
+/// Opens the store: mounts the partition on `mount_dir` (files) or uses the
+/// fw_env device lines, then loads and judges the environment. None when the
+/// backend is "none".
+pub fn open(
+    config: &BootStateConfig,
+    partition: Option<&Partition>,
+    mount_dir: &Path,
+) -> Result<Option<Store>, OpenError> {
+    if config.backend == Backend::None {
+        return Ok(None);
+    }
+    let (location, mounted) = if config.fw_env.is_empty() {
+        let part = partition.ok_or_else(|| OpenError::NoPartition {
+            member: config.partition.clone(),
+            files: config.files.join(", "),
+        })?;
+        let already = is_mount_point(mount_dir);
+        if !already {
+            let _ = std::fs::create_dir_all(mount_dir);
+            log::debug!("mount {} on {}", part.node().display(), mount_dir.display());
+            nix::mount::mount(
+                Some(&part.node()),
+                mount_dir,
+                Some(config.fstype.as_str()),
+                MsFlags::MS_NOATIME | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                None::<&str>,
+            )
+            .map_err(|source| OpenError::Mount {
+                device: part.node(),
+                target: mount_dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let files: Vec<PathBuf> = config.files.iter().map(|f| mount_dir.join(f)).collect();
+        let location = match files.as_slice() {
+            [one] => EnvLocation::single_file(one, config.size),
+            [first, second, ..] => EnvLocation::redundant_files(first, second, config.size),
+            [] => EnvLocation::single_file(mount_dir.join("uboot.env"), config.size),
+        };
+        (location, (!already).then(|| mount_dir.to_path_buf()))
+    } else {
+        let parsed = fwenv::parse(&config.fw_env.join("\n")).map_err(OpenError::FwEnv)?;
+        (EnvLocation::from_fwenv(&parsed), None)
+    };
+    let mut store = Store {
+        loaded: match envstore::load(&location) {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                unmount(mounted.as_deref());
+                return Err(OpenError::Store(e));
+            }
+        },
+        location,
+        contents: Contents::Fresh,
+        mounted,
+    };
+    store.contents = judge(&store.loaded, config);
+    Ok(Some(store))
+}
+
+/// What a load means for the decision.
+pub fn judge(loaded: &LoadedEnv, config: &BootStateConfig) -> Contents {
+    let rauc = match rauc_config(config) {
+        Ok(r) => r,
+        Err(e) => return Contents::Unusable(format!("config: {e}")),
+    };
+    match (&loaded.env, &loaded.health) {
+        (None, Health::AllCorrupt { faults })
+            if faults
+                .iter()
+                .all(|f| matches!(f, envstore::CopyFault::Missing { .. })) =>
+        {
+            Contents::Fresh
+        }
+        (None, health) => Contents::Unusable(health.to_string()),
+        (Some(env), _) => match State::read(env, &rauc) {
+            Ok(state) => Contents::State(state),
+            // A valid env without RAUC's variables (a board's default env):
+            // adding them destroys nothing.
+            Err(bootstate::BootStateError::MissingVariable { .. })
+                if env.get(bootstate::BOOT_ORDER).is_none() =>
+            {
+                Contents::Fresh
+            }
+            Err(e) => Contents::Unusable(e.to_string()),
+        },
+    }
+}
+
+impl Store {
+    /// The state for the decision: a fresh store starts from the initial state.
+    pub fn state(&self, config: &BootStateConfig) -> Option<State> {
+        match &self.contents {
+            Contents::State(s) => Some(s.clone()),
+            Contents::Fresh => rauc_config(config).ok().map(|r| State::initial(&r)),
+            Contents::Unusable(_) => None,
+        }
+    }
+
+    /// Writes `state` (and the fallback reason, if any) durably. Refuses when
+    /// the store is unusable: a corrupt copy is never overwritten as if good.
+    pub fn commit(&mut self, state: &State, fallback: Option<&str>) -> Result<(), CommitError> {
+        if let Contents::Unusable(_) = self.contents {
+            return Err(CommitError::Store(EnvStoreError::AllCorrupt));
+        }
+        let mut env = self.loaded.env.clone().unwrap_or_default();
+        bootstate::apply(state, &mut env).map_err(CommitError::State)?;
+        if let Some(reason) = fallback {
+            let _ = env.set(FALLBACK_VAR, reason);
+        }
+        // A fresh store has no copy to protect: every copy is missing.
+        let mode = match self.contents {
+            Contents::Fresh => IfAllCorrupt::Overwrite,
+            _ => IfAllCorrupt::Refuse,
+        };
+        self.loaded = envstore::store(&self.location, &env, &self.loaded, mode)
+            .map_err(CommitError::Store)?;
+        self.contents = Contents::State(state.clone());
+        Ok(())
+    }
+
+    /// Rewrites the current env when one copy of a pair is corrupt.
+    pub fn repair(&mut self) -> Result<bool, EnvStoreError> {
+        if !matches!(self.loaded.health, Health::OneCorrupt { .. }) {
+            return Ok(false);
+        }
+        let Some(env) = self.loaded.env.clone() else {
+            return Ok(false);
+        };
+        self.loaded = envstore::store(&self.location, &env, &self.loaded, IfAllCorrupt::Refuse)?;
+        Ok(true)
+    }
+
+    pub fn record(&self) -> Record {
+        let mut record = Record {
+            location: self
+                .location
+                .copies()
+                .iter()
+                .map(|(_, c)| format!("{}@{}", c.path.display(), c.offset))
+                .collect::<Vec<_>>()
+                .join(" + "),
+            health: self.loaded.health.to_string(),
+            ..Record::default()
+        };
+        match &self.contents {
+            Contents::State(s) => {
+                record.order = s.order.iter().map(|b| b.to_string()).collect();
+                record.left = s.left.iter().map(|(b, l)| (b.to_string(), *l)).collect();
+            }
+            Contents::Fresh => record.health = "no environment yet".into(),
+            Contents::Unusable(why) => record.error = Some(why.clone()),
+        }
+        record.last_fallback = self
+            .loaded
+            .env
+            .as_ref()
+            .and_then(|e| e.get(FALLBACK_VAR))
+            .map(|v| String::from_utf8_lossy(v).into_owned());
+        record
+    }
+
+    /// Unmounts the partition if this store mounted it.
+    pub fn close(self) {
+        unmount(self.mounted.as_deref());
+    }
+}
+
+fn unmount(dir: Option<&Path>) {
+    if let Some(dir) = dir {
+        log::debug!("umount {}", dir.display());
+        if let Err(e) = nix::mount::umount(dir) {
+            log::warn!("cannot unmount {}: {e}", dir.display());
+        }
+    }
+}
+
+fn is_mount_point(dir: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let dir = dir.to_string_lossy();
+    text.lines().any(|l| l.split(' ').nth(4) == Some(&dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envblock::Env;
+
+    fn config_for(path: &Path) -> BootStateConfig {
+        BootStateConfig {
+            fw_env: vec![format!("{} 0x0 0x4000", path.display())],
+            ..BootStateConfig::default()
+        }
+    }
+
+    #[test]
+    fn fresh_store_is_created_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("uboot.env");
+        let config = config_for(&file);
+        let mut store = open(&config, None, dir.path()).unwrap().unwrap();
+        assert_eq!(store.contents, Contents::Fresh);
+        let state = store.state(&config).unwrap();
+        store.commit(&state, Some("why")).unwrap();
+        let store = open(&config, None, dir.path()).unwrap().unwrap();
+        assert_eq!(store.contents, Contents::State(state));
+        let record = store.record();
+        assert_eq!(record.order, vec!["A", "B"]);
+        assert_eq!(record.last_fallback.as_deref(), Some("why"));
+    }
+
+    #[test]
+    fn corrupt_store_is_never_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("uboot.env");
+        std::fs::write(&file, vec![0x55u8; 0x4000]).unwrap();
+        let config = config_for(&file);
+        let mut store = open(&config, None, dir.path()).unwrap().unwrap();
+        assert!(matches!(store.contents, Contents::Unusable(_)));
+        assert_eq!(store.state(&config), None);
+        let rauc = rauc_config(&config).unwrap();
+        assert!(store.commit(&State::initial(&rauc), None).is_err());
+        assert_eq!(std::fs::read(&file).unwrap(), vec![0x55u8; 0x4000]);
+        assert!(store.record().error.is_some());
+    }
+
+    #[test]
+    fn env_without_rauc_variables_counts_as_fresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("uboot.env");
+        let env = Env::from_pairs([("bootcmd", "run x")]).unwrap();
+        let block =
+            crate::envblock::serialize(&env, 0x4000, crate::envblock::Header::Single).unwrap();
+        std::fs::write(&file, block).unwrap();
+        let config = config_for(&file);
+        let mut store = open(&config, None, dir.path()).unwrap().unwrap();
+        assert_eq!(store.contents, Contents::Fresh);
+        let state = store.state(&config).unwrap();
+        store.commit(&state, None).unwrap();
+        let store = open(&config, None, dir.path()).unwrap().unwrap();
+        let env = store.loaded.env.unwrap();
+        assert_eq!(
+            env.get("bootcmd"),
+            Some(&b"run x"[..]),
+            "other variables kept"
+        );
+    }
+
+    #[test]
+    fn invalid_counter_is_unusable() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("uboot.env");
+        let env = Env::from_pairs([
+            ("BOOT_ORDER", "A B"),
+            ("BOOT_A_LEFT", "zz"),
+            ("BOOT_B_LEFT", "3"),
+        ])
+        .unwrap();
+        let block =
+            crate::envblock::serialize(&env, 0x4000, crate::envblock::Header::Single).unwrap();
+        std::fs::write(&file, &block).unwrap();
+        let store = open(&config_for(&file), None, dir.path()).unwrap().unwrap();
+        assert!(matches!(&store.contents, Contents::Unusable(e) if e.contains("BOOT_A_LEFT")));
+    }
+}

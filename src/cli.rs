@@ -1,0 +1,393 @@
+//! The userspace subcommands of the booted system: `status`, `mark-good`,
+//! `mark-bad`, `mark-active`, `check-config`. They read the config and handoff
+//! the init left under /run/slotinit and change the boot state with RAUC's
+//! semantics, never partially.
+
+use crate::boot::{error_chain, RUN_CONFIG, STATE_MOUNT};
+use crate::bootenv::{self, Contents, Record, Store};
+use crate::bootstate::{self, Change, State};
+use crate::config::{Config, CONFIG_PATH};
+use crate::envstore::EnvStoreError;
+use crate::handoff::{Handoff, HANDOFF_PATH};
+use crate::slot::{Bootnames, Slot};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+pub const USAGE: &str = "usage: slotinit [--config FILE] [--handoff FILE] <command>
+  status [--json]          the booted slot, trial or committed, attempts left,
+                           the last fallback and why, the boot-state store's health
+  mark-good [SLOT]         commit a trial: attempts back to boot-attempts (default: booted slot)
+  mark-bad [SLOT]          attempts 0 and out of BOOT_ORDER (default: booted slot)
+  mark-active SLOT         first in BOOT_ORDER with boot-attempts-primary attempts
+  check-config FILE        validate a config as the init would
+  --force                  (mark-*) write a fresh state over a store whose copies are all corrupt
+exit codes: 0 ok, 1 error, 2 usage, 3 boot state corrupt or invalid, 4 store locked
+(run as PID 1, slotinit boots the system)";
+
+/// Exit statuses scripts can tell apart.
+const EXIT_ERROR: u8 = 1;
+const EXIT_USAGE: u8 = 2;
+const EXIT_CORRUPT: u8 = 3;
+const EXIT_LOCKED: u8 = 4;
+
+struct Options {
+    config: Option<PathBuf>,
+    handoff: PathBuf,
+    json: bool,
+    force: bool,
+    words: Vec<String>,
+}
+
+fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("slotinit: {message}");
+    ExitCode::from(code)
+}
+
+pub fn main(args: Vec<String>) -> ExitCode {
+    let mut opts = Options {
+        config: None,
+        handoff: PathBuf::from(HANDOFF_PATH),
+        json: false,
+        force: false,
+        words: Vec::new(),
+    };
+    let mut it = args.into_iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--json" => opts.json = true,
+            "--force" => opts.force = true,
+            "--config" | "--handoff" => {
+                let Some(value) = it.next() else {
+                    return fail(EXIT_USAGE, format!("{arg} needs a file\n{USAGE}"));
+                };
+                if arg == "--config" {
+                    opts.config = Some(value.into());
+                } else {
+                    opts.handoff = value.into();
+                }
+            }
+            "-h" | "--help" | "help" => {
+                println!("{USAGE}");
+                return ExitCode::SUCCESS;
+            }
+            _ if arg.starts_with("--") => {
+                return fail(EXIT_USAGE, format!("unknown option {arg:?}\n{USAGE}"))
+            }
+            _ => opts.words.push(arg),
+        }
+    }
+    let words: Vec<&str> = opts.words.iter().map(String::as_str).collect();
+    match words.as_slice() {
+        ["status"] => status(&opts),
+        ["mark-good"] => mark(&opts, Mark::Good, None),
+        ["mark-good", slot] => mark(&opts, Mark::Good, Some(slot)),
+        ["mark-bad"] => mark(&opts, Mark::Bad, None),
+        ["mark-bad", slot] => mark(&opts, Mark::Bad, Some(slot)),
+        ["mark-active", slot] => mark(&opts, Mark::Active, Some(slot)),
+        ["check-config", file] => check_config(file),
+        _ => fail(EXIT_USAGE, USAGE),
+    }
+}
+
+fn check_config(file: &str) -> ExitCode {
+    let text = match std::fs::read_to_string(file) {
+        Ok(text) => text,
+        Err(e) => return fail(EXIT_ERROR, format!("cannot read {file}: {e}")),
+    };
+    match Config::parse(&text, file) {
+        Ok(_) => {
+            println!("{file}: ok");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(EXIT_ERROR, error_chain(&e)),
+    }
+}
+
+/// The config the init used (/run/slotinit), else the system's, else defaults.
+fn load_config(opts: &Options) -> Result<Config, String> {
+    let path = match &opts.config {
+        Some(p) => p.clone(),
+        None if Path::new(RUN_CONFIG).exists() => PathBuf::from(RUN_CONFIG),
+        None => PathBuf::from(CONFIG_PATH),
+    };
+    Config::load(&path).map_err(|e| error_chain(&e))
+}
+
+fn load_handoff(opts: &Options) -> Option<Handoff> {
+    Handoff::load(&opts.handoff).ok()
+}
+
+fn open_store(config: &Config, handoff: Option<&Handoff>) -> Result<Store, (u8, String)> {
+    let partition = handoff.and_then(|h| bootenv::member(&h.devices, &config.bootstate.partition));
+    match bootenv::open(&config.bootstate, partition, Path::new(STATE_MOUNT)) {
+        Ok(Some(store)) => Ok(store),
+        Ok(None) => Err((
+            EXIT_ERROR,
+            "boot state: backend is \"none\" in the config".into(),
+        )),
+        Err(e) => Err((EXIT_ERROR, error_chain(&e))),
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mark {
+    Good,
+    Bad,
+    Active,
+}
+
+fn mark(opts: &Options, how: Mark, slot_arg: Option<&str>) -> ExitCode {
+    let config = match load_config(opts) {
+        Ok(c) => c,
+        Err(e) => return fail(EXIT_ERROR, e),
+    };
+    let bs = &config.bootstate;
+    let (names, rauc) = match (bootenv::bootnames(bs), bootenv::rauc_config(bs)) {
+        (Ok(n), Ok(r)) => (n, r),
+        (Err(e), _) | (_, Err(e)) => return fail(EXIT_ERROR, format!("bootstate config: {e}")),
+    };
+    let handoff = load_handoff(opts);
+    let slot = match slot_arg {
+        Some(text) => match names.slot(text) {
+            Some(s) => s,
+            None => {
+                return fail(
+                    EXIT_USAGE,
+                    format!(
+                        "unknown slot {text:?}: expected a, b, {}, or {}",
+                        names.a, names.b
+                    ),
+                )
+            }
+        },
+        None => match handoff.as_ref().and_then(|h| h.slot) {
+            Some(s) => s,
+            None => {
+                return fail(
+                    EXIT_USAGE,
+                    format!(
+                        "no booted slot known ({} unreadable): name the slot",
+                        opts.handoff.display()
+                    ),
+                )
+            }
+        },
+    };
+    let mut store = match open_store(&config, handoff.as_ref()) {
+        Ok(s) => s,
+        Err((code, e)) => return fail(code, e),
+    };
+    let result = mark_in(&mut store, &config, &names, &rauc, how, slot, opts.force);
+    store.close();
+    match result {
+        Ok(message) => {
+            println!("{message}");
+            ExitCode::SUCCESS
+        }
+        Err((code, message)) => fail(code, message),
+    }
+}
+
+fn mark_in(
+    store: &mut Store,
+    config: &Config,
+    names: &Bootnames,
+    rauc: &bootstate::Config,
+    how: Mark,
+    slot: Slot,
+    force: bool,
+) -> Result<String, (u8, String)> {
+    let bs = &config.bootstate;
+    let state = match (&store.contents, force) {
+        (Contents::State(s), _) => s.clone(),
+        (Contents::Fresh, _) => State::initial(rauc),
+        (Contents::Unusable(why), true) => {
+            eprintln!("slotinit: overwriting the unusable boot state ({why}) as --force asks");
+            store.contents = Contents::Fresh;
+            State::initial(rauc)
+        }
+        (Contents::Unusable(why), false) => {
+            return Err((
+                EXIT_CORRUPT,
+                format!(
+                    "boot state {} is unusable ({why}); nothing written. \
+                     `slotinit mark-active <slot> --force` writes a fresh state",
+                    store.record().location
+                ),
+            ))
+        }
+    };
+    let name = names.of(slot);
+    let marked = match how {
+        Mark::Good => bootstate::mark_good(&state, name, bs.attempts),
+        Mark::Bad => bootstate::mark_bad(&state, name),
+        Mark::Active => bootstate::mark_active(&state, name, bs.attempts_primary),
+    }
+    .map_err(|e| (EXIT_CORRUPT, format!("boot state: {e}")))?;
+    let verb = match how {
+        Mark::Good => "good",
+        Mark::Bad => "bad",
+        Mark::Active => "active",
+    };
+    if let Change::Unchanged = marked.change {
+        if !matches!(store.contents, Contents::Fresh) {
+            return Ok(format!("slot {slot} ({name}) already marked {verb}"));
+        }
+    }
+    if how == Mark::Bad && marked.state.order.is_empty() {
+        return Err((
+            EXIT_ERROR,
+            format!("refusing to mark slot {slot} bad: no other slot is in BOOT_ORDER"),
+        ));
+    }
+    store.commit(&marked.state, None).map_err(|e| {
+        let code = match &e {
+            bootenv::CommitError::Store(EnvStoreError::Locked { .. }) => EXIT_LOCKED,
+            bootenv::CommitError::Store(EnvStoreError::AllCorrupt) => EXIT_CORRUPT,
+            _ => EXIT_ERROR,
+        };
+        (code, error_chain(&e))
+    })?;
+    Ok(format!(
+        "slot {slot} ({name}) marked {verb}: BOOT_ORDER=\"{}\" {}",
+        order_text(&marked.state),
+        left_text(&marked.state)
+    ))
+}
+
+fn order_text(state: &State) -> String {
+    state
+        .order
+        .iter()
+        .map(|b| b.as_str())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn left_text(state: &State) -> String {
+    state
+        .left
+        .iter()
+        .map(|(b, l)| format!("{}={l}", b.left_variable()))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `status --json`.
+#[derive(Debug, Serialize)]
+struct Status {
+    booted_slot: Option<Slot>,
+    source: Option<String>,
+    /// "trial" (attempts counting down), "committed", or "unknown".
+    boot: String,
+    attempts_left: Option<u32>,
+    store: Option<Record>,
+    store_error: Option<String>,
+    last_fallback: Option<String>,
+    persistent_degraded: Option<bool>,
+    errors: Vec<String>,
+}
+
+fn status(opts: &Options) -> ExitCode {
+    let config = match load_config(opts) {
+        Ok(c) => c,
+        Err(e) => return fail(EXIT_ERROR, e),
+    };
+    let handoff = load_handoff(opts);
+    let names = bootenv::bootnames(&config.bootstate).ok();
+    let (store, store_error) = match open_store(&config, handoff.as_ref()) {
+        Ok(store) => {
+            let record = store.record();
+            store.close();
+            (Some(record), None)
+        }
+        Err((_, e)) => (None, Some(e)),
+    };
+    let slot = handoff.as_ref().and_then(|h| h.slot);
+    let attempts_left = match (&store, &names, slot) {
+        (Some(r), Some(n), Some(s)) => r
+            .left
+            .iter()
+            .find(|(b, _)| b == n.of(s).as_str())
+            .map(|(_, l)| *l),
+        _ => None,
+    };
+    let boot = match attempts_left {
+        Some(l) if l >= config.bootstate.attempts => "committed",
+        Some(_) => "trial",
+        None => "unknown",
+    };
+    let status = Status {
+        booted_slot: slot,
+        source: handoff
+            .as_ref()
+            .and_then(|h| h.decision.as_ref())
+            .map(|d| format!("{:?}", d.source).to_lowercase()),
+        boot: boot.into(),
+        attempts_left,
+        last_fallback: handoff
+            .as_ref()
+            .and_then(|h| h.fallback.clone())
+            .or_else(|| store.as_ref().and_then(|r| r.last_fallback.clone())),
+        store,
+        store_error,
+        persistent_degraded: handoff.as_ref().map(|h| h.persistent_degraded),
+        errors: handoff
+            .as_ref()
+            .map(|h| h.errors.clone())
+            .unwrap_or_default(),
+    };
+    if opts.json {
+        match serde_json::to_string_pretty(&status) {
+            Ok(text) => println!("{text}"),
+            Err(e) => return fail(EXIT_ERROR, e),
+        }
+    } else {
+        print_status(&status);
+    }
+    let corrupt = status.store.as_ref().is_some_and(|r| r.error.is_some());
+    if corrupt {
+        ExitCode::from(EXIT_CORRUPT)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn print_status(s: &Status) {
+    let slot = s
+        .booted_slot
+        .map_or("unknown".to_string(), |x| x.to_string());
+    println!(
+        "booted slot:   {slot} ({})",
+        s.source.as_deref().unwrap_or("no handoff record")
+    );
+    match s.attempts_left {
+        Some(l) => println!("boot:          {} ({l} attempts left)", s.boot),
+        None => println!("boot:          {}", s.boot),
+    }
+    if let Some(r) = &s.store {
+        println!("boot state:    {} ({})", r.location, r.health);
+        if let Some(e) = &r.error {
+            println!(
+                "  CORRUPT:     {e}; slotinit will not write it until `mark-active <slot> --force`"
+            );
+        }
+        println!("  BOOT_ORDER:  {}", r.order.join(" "));
+        for (name, left) in &r.left {
+            println!("  {name}: {left} attempts left");
+        }
+    }
+    if let Some(e) = &s.store_error {
+        println!("boot state:    {e}");
+    }
+    if let Some(f) = &s.last_fallback {
+        println!("last fallback: {f}");
+    }
+    if s.persistent_degraded == Some(true) {
+        println!("persistent:    UNAVAILABLE (tmpfs /var)");
+    }
+    for e in &s.errors {
+        println!("boot error:    {e}");
+    }
+}

@@ -1,0 +1,170 @@
+//! The userspace subcommands as a user runs them: the real binary against a
+//! boot-state file described by fw_env lines, checked with Debian's fw_printenv.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test crate: a failed step is a failed test
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+struct Device {
+    dir: tempfile::TempDir,
+}
+
+impl Device {
+    fn new() -> Device {
+        let dir = tempfile::tempdir().unwrap();
+        let env = dir.path().join("uboot.env");
+        let config = format!("[bootstate]\nfw_env = [\"{} 0x0 0x4000\"]\n", env.display());
+        std::fs::write(dir.path().join("slotinit.toml"), config).unwrap();
+        std::fs::write(
+            dir.path().join("fw_env.config"),
+            format!("{} 0x0 0x4000\n", env.display()),
+        )
+        .unwrap();
+        Device { dir }
+    }
+
+    fn env(&self) -> PathBuf {
+        self.dir.path().join("uboot.env")
+    }
+
+    /// A handoff record as the init leaves it, for a boot of `slot`.
+    fn booted(&self, slot: &str) -> PathBuf {
+        let path = self.dir.path().join("handoff.json");
+        std::fs::write(&path, format!("{{\"version\":1,\"slot\":\"{slot}\"}}")).unwrap();
+        path
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_slotinit"))
+            .arg("--config")
+            .arg(self.dir.path().join("slotinit.toml"))
+            .arg("--handoff")
+            .arg(self.dir.path().join("handoff.json"))
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn printenv(&self, var: &str) -> String {
+        let out = Command::new("fw_printenv")
+            .arg("-c")
+            .arg(self.dir.path().join("fw_env.config"))
+            .arg("-n")
+            .arg(var)
+            .output()
+            .expect("fw_printenv missing: run tools/install-deps");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn update_flow_mark_active_then_good() {
+    let d = Device::new();
+    d.booted("a");
+    let out = d.run(&["mark-active", "b"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(d.printenv("BOOT_ORDER"), "B A");
+    assert_eq!(d.printenv("BOOT_B_LEFT"), "3");
+    // The trial boot of B decremented it (as the init or U-Boot would).
+    Command::new("fw_setenv")
+        .arg("-c")
+        .arg(d.dir.path().join("fw_env.config"))
+        .args(["BOOT_B_LEFT", "2"])
+        .status()
+        .unwrap();
+    d.booted("b");
+    let out = d.run(&["status", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["boot"], "trial");
+    assert_eq!(status["attempts_left"], 2);
+    let out = d.run(&["mark-good"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("slot b (B) marked good"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(d.printenv("BOOT_B_LEFT"), "3");
+    let status: serde_json::Value =
+        serde_json::from_slice(&d.run(&["status", "--json"]).stdout).unwrap();
+    assert_eq!(status["boot"], "committed");
+}
+
+#[test]
+fn mark_bad_takes_the_slot_out_but_never_the_last() {
+    let d = Device::new();
+    d.booted("a");
+    assert!(d.run(&["mark-bad", "b"]).status.success());
+    assert_eq!(d.printenv("BOOT_ORDER"), "A");
+    assert_eq!(d.printenv("BOOT_B_LEFT"), "0");
+    let out = d.run(&["mark-bad"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("no other slot"), "{}", text(&out));
+    assert_eq!(d.printenv("BOOT_ORDER"), "A");
+}
+
+#[test]
+fn corrupt_store_is_reported_and_left_alone() {
+    let d = Device::new();
+    d.booted("a");
+    let garbage = vec![0xa5u8; 0x4000];
+    std::fs::write(d.env(), &garbage).unwrap();
+    let out = d.run(&["mark-good"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(text(&out).contains("nothing written"), "{}", text(&out));
+    assert_eq!(std::fs::read(d.env()).unwrap(), garbage);
+    let out = d.run(&["status"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(text(&out).contains("CORRUPT"), "{}", text(&out));
+    // The user decides: a fresh state with A active.
+    let out = d.run(&["mark-active", "a", "--force"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(d.printenv("BOOT_ORDER"), "A B");
+}
+
+#[test]
+fn usage_errors() {
+    let d = Device::new();
+    let out = d.run(&["mark-active", "c"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("unknown slot \"c\""), "{}", text(&out));
+    let out = d.run(&["mark-good"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "no handoff, no slot: {}",
+        text(&out)
+    );
+    assert_eq!(d.run(&["frobnicate"]).status.code(), Some(2));
+    assert!(!Path::new(&d.env()).exists(), "nothing was written");
+}
+
+#[test]
+fn check_config_names_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[bootstate]\ncounter = \"uboot\"\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_slotinit"))
+        .args(["check-config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let msg = text(&out);
+    assert!(msg.contains("bad.toml:2:11"), "{msg}");
+    assert!(msg.contains("unknown variant `uboot`"), "{msg}");
+}
