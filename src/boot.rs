@@ -3,7 +3,7 @@
 
 use crate::bootenv::{self, Store};
 use crate::cmdline::{BootArgs, Cmdline};
-use crate::config::Commit;
+use crate::config::{Commit, Counter};
 use crate::config::{Config, CONFIG_PATH};
 use crate::devices::{self, Resolved};
 use crate::executor::{self, MachineIdOutcome};
@@ -11,7 +11,7 @@ use crate::handoff::{Handoff, HANDOFF_PATH};
 use crate::plan::{self, Roots, Step};
 use crate::slot::{self, Inputs, Slot};
 use crate::sys::Real;
-use crate::{kmsg, modules, switch_root, uevent};
+use crate::{kmsg, modules, sources, switch_root, uevent};
 use log::LevelFilter;
 use nix::mount::MsFlags;
 use std::path::Path;
@@ -112,6 +112,7 @@ pub fn run() -> ! {
         &config.partitions,
         Duration::from_millis(config.boot.device_timeout_ms),
         Duration::from_millis(config.boot.settle_ms),
+        needs_uuids(&config, &cmdline).then_some(Path::new("/dev")),
     );
     drop(listener);
     if waited.timed_out {
@@ -147,6 +148,7 @@ pub fn run() -> ! {
             &config,
             &args,
             &cmdline,
+            &resolved,
             store.as_mut(),
             &failed,
             &mut handoff,
@@ -198,8 +200,8 @@ fn mount_root(
 ) -> Result<(), String> {
     let system = resolved.system(slot).ok_or_else(|| {
         format!(
-            "the system partition {:?} was not found",
-            config.partitions.system(slot)
+            "its system partition {} was not found",
+            config.partitions.reference(&format!("system_{slot}"))
         )
     })?;
     if let Err(e) = std::fs::create_dir_all(&roots.sysroot) {
@@ -227,7 +229,7 @@ fn mount_persistent(
     handoff: &mut Handoff,
 ) {
     let mut sys = Real;
-    let slot_dir = config.partitions.system(active).to_lowercase();
+    let slot_dir = devices::slot_dir(resolved, active);
     handoff.slot_dir = Some(slot_dir.clone());
     let persistent = match &resolved.persistent {
         Some(part) => {
@@ -250,8 +252,8 @@ fn mount_persistent(
             }
         }
         None => Err(format!(
-            "no persistent partition {:?}",
-            config.partitions.persistent
+            "no persistent partition {}",
+            config.partitions.reference("persistent")
         )),
     };
     let outcome = match persistent {
@@ -334,6 +336,7 @@ fn decide(
     config: &Config,
     args: &BootArgs,
     cmdline: &Cmdline,
+    resolved: &Resolved,
     store: Option<&mut Store>,
     failed: &[(Slot, String)],
     handoff: &mut Handoff,
@@ -342,11 +345,44 @@ fn decide(
     let names = bootenv::bootnames(bs).map_err(|e| format!("bootstate config: {e}"))?;
     let rauc = bootenv::rauc_config(bs).map_err(|e| format!("bootstate config: {e}"))?;
     let state = store.as_deref().and_then(|s| s.state(bs));
+    // Without a store there is nothing to count: the bootloader's word decides.
+    let counter = match bs.backend {
+        crate::config::Backend::None => Counter::Bootloader,
+        crate::config::Backend::UbootEnv => bs.counter,
+    };
+    let dt_partition = std::fs::read(sources::DT_PARTITION)
+        .ok()
+        .and_then(|b| sources::parse_dt_u32(&b));
+    let (hint, asked) = sources::find(
+        &config.boot.sources,
+        &sources::Facts {
+            cmdline,
+            rauc_key: &bs.cmdline_key,
+            names: &names,
+            resolved,
+            dt_partition,
+        },
+    );
+    if counter == Counter::Bootloader {
+        for line in &asked {
+            log::info!("{line}");
+        }
+    }
+    handoff.hint = hint.clone();
+    let override_slot = match args.slot_override {
+        Some(slot) if !config.boot.allow_override => {
+            let message = format!("ignoring slotinit.slot={slot}: boot.allow_override is false");
+            log::warn!("{message}");
+            handoff.warnings.push(message);
+            None
+        }
+        other => other,
+    };
     let outcome = slot::decide(&Inputs {
-        override_slot: args.slot_override,
+        override_slot,
         default_slot: config.boot.default_slot,
-        counter: bs.counter,
-        bootloader_slot: cmdline.get(&bs.cmdline_key),
+        counter,
+        hint: hint.as_ref(),
         state: state.as_ref(),
         names: &names,
         config: &rauc,
@@ -418,6 +454,18 @@ fn close_store(store: Option<Store>, handoff: &mut Handoff) {
     }
 }
 
+/// PARTUUIDs cost a read of each disk's GPT: only when a member or `root=` uses one.
+fn needs_uuids(config: &Config, cmdline: &Cmdline) -> bool {
+    config
+        .partitions
+        .refs()
+        .iter()
+        .any(|(_, r)| matches!(r, crate::config::PartRef::Uuid(_)))
+        || cmdline
+            .get("root")
+            .is_some_and(|r| r.starts_with("PARTUUID="))
+}
+
 /// Unmounts everything below `root` (deepest first), and `root` itself if asked.
 fn unmount_beneath(root: &Path, including_root: bool) {
     let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
@@ -452,7 +500,9 @@ fn record_mounts(handoff: &mut Handoff, steps: &[Step]) {
                 if *readonly { "ro" } else { "rw" },
                 if options.is_empty() { "" } else { "," }
             )),
-            Step::BindBeneath { root, path, target } => handoff.mounts.push(format!(
+            Step::BindBeneath {
+                root, path, target, ..
+            } => handoff.mounts.push(format!(
                 "{} {} bind",
                 root.join(path).display(),
                 target.display()

@@ -116,11 +116,21 @@ pub fn open(
     if config.backend == Backend::None {
         return Ok(None);
     }
-    let (location, mounted) = if config.fw_env.is_empty() {
-        let part = partition.ok_or_else(|| OpenError::NoPartition {
+    let part = || {
+        partition.ok_or_else(|| OpenError::NoPartition {
             member: config.partition.clone(),
             files: config.files.join(", "),
-        })?;
+        })
+    };
+    let (location, mounted) = if !config.fw_env.is_empty() {
+        let parsed = fwenv::parse(&config.fw_env.join("\n")).map_err(OpenError::FwEnv)?;
+        (EnvLocation::from_fwenv(&parsed), None)
+    } else if let [first, rest @ ..] = config.raw_offsets.as_slice() {
+        let location =
+            EnvLocation::device(part()?.node(), *first, rest.first().copied(), config.size);
+        (location, None)
+    } else {
+        let part = part()?;
         let already = is_mount_point(mount_dir);
         if !already {
             let _ = std::fs::create_dir_all(mount_dir);
@@ -145,9 +155,6 @@ pub fn open(
             [] => EnvLocation::single_file(mount_dir.join("uboot.env"), config.size),
         };
         (location, (!already).then(|| mount_dir.to_path_buf()))
-    } else {
-        let parsed = fwenv::parse(&config.fw_env.join("\n")).map_err(OpenError::FwEnv)?;
-        (EnvLocation::from_fwenv(&parsed), None)
     };
     let mut store = Store {
         loaded: match envstore::load(&location) {

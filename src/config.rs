@@ -16,6 +16,8 @@ pub struct Config {
     pub system: FsConfig,
     pub persistent: PersistentConfig,
     pub bootstate: BootStateConfig,
+    /// OverlayFS mounts, in order.
+    pub overlay: Vec<OverlaySpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,45 +34,186 @@ pub struct BootConfig {
     pub settle_ms: u64,
     /// On a fatal error: seconds before the reboot.
     pub reboot_delay_s: u64,
+    /// Whether `slotinit.slot=` may override the decision; production devices
+    /// lock it with `false`.
+    pub allow_override: bool,
+    /// The slot sources asked, in order, when the bootloader decides (counter =
+    /// "bootloader", or no boot-state store).
+    pub sources: Vec<crate::sources::SourceKind>,
 }
 
-/// GPT partition names (PARTNAME) of the layout's members.
+/// How the layout's members are found. Each is a GPT partition name (a string;
+/// `""` when the layout has no such member) or a table naming it another way.
+/// Never a filesystem UUID: both slots may be bit-identical.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Partitions {
-    pub bootconfig: String,
-    pub persistent: String,
-    pub boot_a: String,
-    pub boot_b: String,
-    pub system_a: String,
-    pub system_b: String,
+    pub bootconfig: PartSpec,
+    pub persistent: PartSpec,
+    pub boot_a: PartSpec,
+    pub boot_b: PartSpec,
+    pub system_a: PartSpec,
+    pub system_b: PartSpec,
 }
 
+/// One member as written in the config.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum PartSpec {
+    /// GPT partition name (PARTNAME); empty: not in this layout.
+    Name(String),
+    /// `{ partuuid = "..." }`, `{ device = "/dev/..." }`, `{ number = N }` or
+    /// `{ disk = "mmcblk0", number = N }`, `{ partname = "..." }`.
+    By(PartBy),
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartBy {
+    pub partname: Option<String>,
+    pub partuuid: Option<String>,
+    pub device: Option<String>,
+    pub disk: Option<String>,
+    pub number: Option<u32>,
+}
+
+/// A validated member reference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PartRef {
+    Absent,
+    Name(String),
+    Uuid(String),
+    Device(String),
+    Number { disk: Option<String>, number: u32 },
+}
+
+impl PartSpec {
+    pub fn name(name: &str) -> PartSpec {
+        PartSpec::Name(name.to_string())
+    }
+
+    /// The reference, or why the table does not name exactly one way.
+    pub fn to_ref(&self) -> Result<PartRef, String> {
+        let by = match self {
+            PartSpec::Name(n) if n.is_empty() => return Ok(PartRef::Absent),
+            PartSpec::Name(n) => return Ok(PartRef::Name(n.clone())),
+            PartSpec::By(by) => by,
+        };
+        match (&by.partname, &by.partuuid, &by.device, &by.disk, by.number) {
+            (Some(n), None, None, None, None) if !n.is_empty() => Ok(PartRef::Name(n.clone())),
+            (None, Some(u), None, None, None) if is_guid(u) => {
+                Ok(PartRef::Uuid(u.to_ascii_lowercase()))
+            }
+            (None, Some(u), None, None, None) => Err(format!("partuuid {u:?} is not a GUID")),
+            (None, None, Some(d), None, None) if d.starts_with("/dev/") => {
+                Ok(PartRef::Device(d.clone()))
+            }
+            (None, None, Some(d), None, None) => Err(format!("device {d:?} is not under /dev")),
+            (None, None, None, disk, Some(number)) if number > 0 => Ok(PartRef::Number {
+                disk: disk.clone(),
+                number,
+            }),
+            _ => Err("name exactly one of partname, partuuid, device, or number \
+                      (with an optional disk)"
+                .into()),
+        }
+    }
+}
+
+impl std::fmt::Display for PartRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PartRef::Absent => f.write_str("(none)"),
+            PartRef::Name(n) => write!(f, "PARTNAME={n:?}"),
+            PartRef::Uuid(u) => write!(f, "PARTUUID={u}"),
+            PartRef::Device(d) => f.write_str(d),
+            PartRef::Number {
+                disk: Some(d),
+                number,
+            } => write!(f, "partition {number} of {d}"),
+            PartRef::Number { disk: None, number } => write!(f, "partition {number}"),
+        }
+    }
+}
+
+fn is_guid(text: &str) -> bool {
+    let groups: Vec<&str> = text.split('-').collect();
+    groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12])
+        && groups
+            .iter()
+            .all(|g| g.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+/// The role names of the members, as `bootstate.partition` names them.
+pub const MEMBERS: [&str; 6] = [
+    "bootconfig",
+    "persistent",
+    "boot_a",
+    "boot_b",
+    "system_a",
+    "system_b",
+];
+
 impl Partitions {
-    pub fn system(&self, slot: Slot) -> &str {
+    pub fn system(&self, slot: Slot) -> &PartSpec {
         match slot {
             Slot::A => &self.system_a,
             Slot::B => &self.system_b,
         }
     }
 
-    pub fn boot(&self, slot: Slot) -> &str {
+    pub fn boot(&self, slot: Slot) -> &PartSpec {
         match slot {
             Slot::A => &self.boot_a,
             Slot::B => &self.boot_b,
         }
     }
 
-    /// Every name of the layout, for waiting and for the ambiguity check.
-    pub fn all(&self) -> [&str; 6] {
-        [
-            &self.bootconfig,
-            &self.persistent,
-            &self.boot_a,
-            &self.boot_b,
-            &self.system_a,
-            &self.system_b,
-        ]
+    pub fn member(&self, role: &str) -> Option<&PartSpec> {
+        Some(match role {
+            "bootconfig" => &self.bootconfig,
+            "persistent" => &self.persistent,
+            "boot_a" => &self.boot_a,
+            "boot_b" => &self.boot_b,
+            "system_a" => &self.system_a,
+            "system_b" => &self.system_b,
+            _ => return None,
+        })
+    }
+
+    /// Every member's reference by role; invalid ones count as absent (the
+    /// config was validated when loaded).
+    pub fn refs(&self) -> Vec<(&'static str, PartRef)> {
+        MEMBERS
+            .iter()
+            .map(|role| {
+                let r = self
+                    .member(role)
+                    .and_then(|s| s.to_ref().ok())
+                    .unwrap_or(PartRef::Absent);
+                (*role, r)
+            })
+            .collect()
+    }
+
+    /// The reference of one member by role.
+    pub fn reference(&self, role: &str) -> PartRef {
+        self.member(role)
+            .and_then(|s| s.to_ref().ok())
+            .unwrap_or(PartRef::Absent)
+    }
+}
+
+impl Default for Partitions {
+    fn default() -> Self {
+        Partitions {
+            bootconfig: PartSpec::name("bootconfig"),
+            persistent: PartSpec::name("persistent"),
+            boot_a: PartSpec::name("boot_a"),
+            boot_b: PartSpec::name("boot_b"),
+            system_a: PartSpec::name("system_a"),
+            system_b: PartSpec::name("system_b"),
+        }
     }
 }
 
@@ -114,6 +257,9 @@ pub struct BootStateConfig {
     pub files: Vec<String>,
     /// Environment size in bytes (U-Boot's CONFIG_ENV_SIZE).
     pub size: usize,
+    /// Instead of files: the member partition itself holds the env (raw, as on
+    /// eMMC layouts), one copy per offset (negative: from its end); one or two.
+    pub raw_offsets: Vec<i64>,
     /// Instead of files: `fw_env.config` lines (`device offset size`), one or two.
     pub fw_env: Vec<String>,
     /// RAUC bootname of each slot.
@@ -165,6 +311,7 @@ impl Default for BootStateConfig {
             fstype: "vfat".into(),
             files: vec!["uboot.env".into()],
             size: 0x4000,
+            raw_offsets: Vec::new(),
             fw_env: Vec::new(),
             bootname_a: "A".into(),
             bootname_b: "B".into(),
@@ -186,15 +333,64 @@ pub struct DirSpec {
     /// A group name looked up in the system's /etc/group; root if absent there.
     #[serde(default)]
     pub group: Option<String>,
+    /// A user name looked up in the system's /etc/passwd; root if absent there.
+    #[serde(default)]
+    pub owner: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BindSpec {
-    /// Relative to the persistent root; `{slot}` as in [`DirSpec`].
+    /// Relative to the persistent root; `{slot}` makes it per slot, without it
+    /// both slots share it.
     pub source: String,
-    /// Absolute path in the booted system.
+    /// Absolute path in the booted system (a mount point the image has).
     pub target: String,
+    /// Create the source directory when missing (with `mode`, `owner`, `group`);
+    /// when false, a missing source is skipped with a warning.
+    #[serde(default = "default_true")]
+    pub create: bool,
+    #[serde(default = "default_dir_mode")]
+    pub mode: u32,
+    #[serde(default)]
+    pub owner: Option<String>,
+    #[serde(default)]
+    pub group: Option<String>,
+}
+
+/// OverlayFS over a read-only directory of the system (or the whole root).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OverlaySpec {
+    /// Absolute path in the system; "/" overlays the whole root.
+    pub target: String,
+    /// Where changes go: a size-limited tmpfs (lost at reboot), or a directory
+    /// on the persistent partition (kept; per slot with `{slot}` in `path`).
+    #[serde(default)]
+    pub upper: Upper,
+    /// tmpfs size limit (`size=` of tmpfs: bytes, or with k, m, g, or %).
+    #[serde(default = "default_overlay_size")]
+    pub size: String,
+    /// upper = "persistent": the directory beneath the persistent root that
+    /// holds `upper/` and `work/`.
+    #[serde(default)]
+    pub path: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Upper {
+    #[default]
+    Tmpfs,
+    Persistent,
+}
+
+fn default_overlay_size() -> String {
+    "64m".into()
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_dir_mode() -> u32 {
@@ -209,19 +405,8 @@ impl Default for BootConfig {
             device_timeout_ms: 10_000,
             settle_ms: 300,
             reboot_delay_s: 10,
-        }
-    }
-}
-
-impl Default for Partitions {
-    fn default() -> Self {
-        Partitions {
-            bootconfig: "bootconfig".into(),
-            persistent: "persistent".into(),
-            boot_a: "boot_a".into(),
-            boot_b: "boot_b".into(),
-            system_a: "system_a".into(),
-            system_b: "system_b".into(),
+            allow_override: true,
+            sources: crate::sources::DEFAULT_ORDER.to_vec(),
         }
     }
 }
@@ -241,10 +426,15 @@ impl Default for PersistentConfig {
             path: path.into(),
             mode,
             group: group.map(str::to_string),
+            owner: None,
         };
         let bind = |source: &str, target: &str| BindSpec {
             source: source.into(),
             target: target.into(),
+            create: true,
+            mode: 0o755,
+            owner: None,
+            group: None,
         };
         PersistentConfig {
             fstype: "ext4".into(),
@@ -301,11 +491,23 @@ impl Config {
                 .span()
                 .map(|span| line_column(text, span.start))
                 .unwrap_or((0, 0));
+            let message = e.message().trim_end().to_string();
+            // An error in a value names the key it is assigned to.
+            let key = match key_of_line(text, line) {
+                Some((key, eq)) if column > eq => Some(key),
+                _ => key_at(text, e.span()),
+            };
+            let message = match (key, table_of_line(text, line)) {
+                (Some(key), Some(table)) => format!("[{table}] {key}: {message}"),
+                (Some(key), None) => format!("{key}: {message}"),
+                (None, Some(table)) => format!("in [{table}]: {message}"),
+                (None, None) => message,
+            };
             ConfigError::Parse {
                 path: path.into(),
                 line,
                 column,
-                message: e.message().trim_end().to_string(),
+                message,
             }
         })?;
         config.validate().map_err(|message| ConfigError::Invalid {
@@ -330,14 +532,30 @@ impl Config {
     /// Checks that serde cannot express: names unique, paths relative or absolute
     /// where they must be, modes in range.
     fn validate(&self) -> Result<(), String> {
-        let names = self.partitions.all();
-        for (i, name) in names.iter().enumerate() {
-            if name.is_empty() {
-                return Err("partitions: a partition name is empty".into());
+        let mut seen: Vec<(&str, PartRef)> = Vec::new();
+        for role in MEMBERS {
+            let spec = self.partitions.member(role).ok_or("partitions")?;
+            let r = spec
+                .to_ref()
+                .map_err(|e| format!("partitions.{role}: {e}"))?;
+            // A shared partition (MAPIO's one boot partition for both slots) is
+            // fine for boot members; two slots on one system partition are not.
+            if let Some((other, _)) = seen.iter().find(|(_, o)| *o == r && r != PartRef::Absent) {
+                // One boot partition may serve both slots and hold the boot state.
+                let boot = |m: &str| m.starts_with("boot");
+                let shared_boot = boot(role) && boot(other);
+                if !shared_boot {
+                    return Err(format!(
+                        "partitions.{role}: {r} is already partitions.{other}"
+                    ));
+                }
             }
-            if names[..i].contains(name) {
+            seen.push((role, r));
+        }
+        for slot in Slot::ALL {
+            if self.partitions.system(slot).to_ref() == Ok(PartRef::Absent) {
                 return Err(format!(
-                    "partitions: the name {name:?} is used for two members"
+                    "partitions.system_{slot}: a slot needs its system partition"
                 ));
             }
         }
@@ -371,7 +589,44 @@ impl Config {
                 ));
             }
         }
-        check_relative("persistent.machine_id", &self.persistent.machine_id)?;
+        if !self.persistent.machine_id.is_empty() {
+            check_relative("persistent.machine_id", &self.persistent.machine_id)?;
+        }
+        for o in &self.overlay {
+            if !o.target.starts_with('/') || o.target.split('/').any(|c| c == "..") {
+                return Err(format!(
+                    "overlay.target: {:?} must be an absolute path without ..",
+                    o.target
+                ));
+            }
+            match (o.upper, &o.path) {
+                (Upper::Persistent, Some(path)) => check_relative("overlay.path", path)?,
+                (Upper::Persistent, None) => {
+                    return Err(format!(
+                        "overlay {:?}: upper = \"persistent\" needs a path",
+                        o.target
+                    ))
+                }
+                (Upper::Tmpfs, Some(_)) => {
+                    return Err(format!(
+                        "overlay {:?}: path is only for upper = \"persistent\"",
+                        o.target
+                    ))
+                }
+                (Upper::Tmpfs, None) => {}
+            }
+            if o.target == "/" && o.upper == Upper::Persistent {
+                return Err("overlay \"/\": the whole root can only have a tmpfs upper \
+                            (the persistent partition mounts inside it)"
+                    .into());
+            }
+            if o.size.is_empty() || o.size.contains(',') {
+                return Err(format!(
+                    "overlay {:?}: size {:?} is not a tmpfs size",
+                    o.target, o.size
+                ));
+            }
+        }
         self.bootstate.validate()
     }
 }
@@ -381,14 +636,6 @@ impl BootStateConfig {
         if self.backend == Backend::None {
             return Ok(());
         }
-        const MEMBERS: [&str; 6] = [
-            "bootconfig",
-            "persistent",
-            "boot_a",
-            "boot_b",
-            "system_a",
-            "system_b",
-        ];
         if self.fw_env.is_empty() {
             if !MEMBERS.contains(&self.partition.as_str()) {
                 return Err(format!(
@@ -397,7 +644,12 @@ impl BootStateConfig {
                     MEMBERS.join(", ")
                 ));
             }
-            if !(1..=2).contains(&self.files.len()) {
+            if self.raw_offsets.len() > 2 {
+                return Err(
+                    "bootstate.raw_offsets: one offset, or two for a redundant pair".into(),
+                );
+            }
+            if self.raw_offsets.is_empty() && !(1..=2).contains(&self.files.len()) {
                 return Err("bootstate.files: one file, or two for a redundant pair".into());
             }
             for f in &self.files {
@@ -434,6 +686,40 @@ fn check_relative(key: &str, path: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// The bare key the error points at, if the span covers one.
+fn key_at(text: &str, span: Option<std::ops::Range<usize>>) -> Option<String> {
+    let key = text.get(span?)?.trim();
+    let bare = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.');
+    bare.then(|| key.to_string())
+}
+
+/// The key assigned on a line (`key = value`) and the column of its `=`.
+fn key_of_line(text: &str, line: usize) -> Option<(String, usize)> {
+    let (key, _) = text.lines().nth(line.checked_sub(1)?)?.split_once('=')?;
+    let column = key.chars().count() + 1;
+    let key = key.trim();
+    Some((key_at(key, Some(0..key.len()))?, column))
+}
+
+/// The table (`[boot]`, `[[persistent.bind]]`) a line belongs to.
+fn table_of_line(text: &str, line: usize) -> Option<String> {
+    text.lines()
+        .take(line)
+        .filter_map(|l| {
+            let l = l.trim();
+            l.strip_prefix('[').map(|t| {
+                t.trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .trim()
+                    .to_string()
+            })
+        })
+        .last()
 }
 
 /// 1-based line and column of a byte offset.
@@ -475,8 +761,8 @@ mod tests {
         assert_eq!(c.boot.default_slot, Slot::B);
         assert_eq!(c.boot.device_timeout_ms, 500);
         assert_eq!(c.boot.init, "/sbin/init");
-        assert_eq!(c.partitions.system_a, "rootfs-a");
-        assert_eq!(c.partitions.system_b, "system_b");
+        assert_eq!(c.partitions.system_a, PartSpec::name("rootfs-a"));
+        assert_eq!(c.partitions.system_b, PartSpec::name("system_b"));
     }
 
     #[test]
@@ -494,7 +780,18 @@ mod tests {
     #[test]
     fn errors_locate_the_problem() {
         let cases: &[(&str, &str, usize, usize)] = &[
-            ("[boot]\ndefualt_slot = \"a\"\n", "defualt_slot", 2, 1),
+            (
+                "[boot]\ndefualt_slot = \"a\"\n",
+                "[boot] defualt_slot: unknown field",
+                2,
+                1,
+            ),
+            (
+                "[[persistent.bind]]\nsourc = \"x\"\n",
+                "[persistent.bind] sourc: unknown field `sourc`",
+                2,
+                1,
+            ),
             ("[boot]\ndefault_slot = \"c\"\n", "unknown variant", 2, 16),
             (
                 "[boot]\ndevice_timeout_ms = \"10\"\n",
@@ -526,7 +823,12 @@ mod tests {
     fn semantic_errors() {
         let cases = [
             "[partitions]\nsystem_b = \"system_a\"\n",
-            "[partitions]\npersistent = \"\"\n",
+            "[partitions]\nsystem_a = \"\"\n",
+            "[partitions]\nsystem_a = { number = 2, device = \"/dev/vda2\" }\n",
+            "[partitions]\nsystem_a = { partuuid = \"not-a-guid\" }\n",
+            "[partitions]\nsystem_a = { device = \"vda2\" }\n",
+            "[partitions]\nsystem_a = { number = 0 }\n",
+            "[partitions]\nboot_a = \"system_a\"\n",
             "[boot]\ninit = \"sbin/init\"\n",
             "[persistent]\nmachine_id = \"/etc/machine-id\"\n",
             "[persistent]\nbind = [{ source = \"../x\", target = \"/var\" }]\n",
@@ -562,6 +864,23 @@ mod shipped {
 
     /// The shipped example is the documentation of the defaults: it must parse
     /// and equal them exactly.
+    /// Every shipped profile passes the checks `check-config` runs.
+    #[test]
+    fn shipped_profiles_are_valid() {
+        for (name, text) in [
+            ("mapio.toml", include_str!("../configs/mapio.toml")),
+            (
+                "generic-ab.toml",
+                include_str!("../configs/generic-ab.toml"),
+            ),
+            ("stm32mp.toml", include_str!("../configs/stm32mp.toml")),
+        ] {
+            if let Err(e) = Config::parse(text, name) {
+                panic!("{name}: {e}");
+            }
+        }
+    }
+
     #[test]
     fn rpi_example_is_the_defaults() {
         let text = include_str!("../configs/rpi-ab-userdata.toml");

@@ -1,7 +1,7 @@
 //! Device resolution: the partitions the kernel announced, matched against the
 //! layout's names. Pure matching over a list; a thin reader builds the list from sysfs.
 
-use crate::config::Partitions;
+use crate::config::{PartRef, Partitions};
 use crate::slot::Slot;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -17,6 +17,9 @@ pub struct Partition {
     pub number: u32,
     /// GPT partition name (PARTNAME), if the table has one.
     pub name: Option<String>,
+    /// Unique partition GUID (PARTUUID), when the GPT was read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uuid: Option<String>,
 }
 
 impl Partition {
@@ -44,6 +47,7 @@ impl Partition {
             disk: disk.to_string(),
             number: number?,
             name,
+            uuid: None,
         })
     }
 
@@ -82,19 +86,37 @@ impl Resolved {
     }
 }
 
-/// Matches the layout's names against the partitions found. A name carried by two
-/// partitions is not guessed at: the member stays unresolved and both devices are
-/// named in the problem.
+/// True if `part` is the partition `r` names.
+pub fn matches(r: &PartRef, part: &Partition) -> bool {
+    match r {
+        PartRef::Absent => false,
+        PartRef::Name(n) => part.name.as_deref() == Some(n.as_str()),
+        PartRef::Uuid(u) => part
+            .uuid
+            .as_deref()
+            .is_some_and(|x| x.eq_ignore_ascii_case(u)),
+        PartRef::Device(d) => d.strip_prefix("/dev/") == Some(part.dev.as_str()),
+        PartRef::Number { disk, number } => {
+            part.number == *number && disk.as_ref().is_none_or(|d| *d == part.disk)
+        }
+    }
+}
+
+/// Matches the layout's members against the partitions found. A reference that
+/// fits two partitions (a name on two disks) is not guessed at: the member stays
+/// unresolved and both devices are named in the problem. An absent member (not
+/// in this layout) is no problem.
 pub fn resolve(found: &[Partition], names: &Partitions) -> Resolved {
     let mut problems = Vec::new();
-    let mut find = |name: &str| -> Option<Partition> {
-        let matches: Vec<&Partition> = found
-            .iter()
-            .filter(|p| p.name.as_deref() == Some(name))
-            .collect();
-        match matches.as_slice() {
+    let mut find = |role: &str| -> Option<Partition> {
+        let r = names.reference(role);
+        if r == PartRef::Absent {
+            return None;
+        }
+        let matching: Vec<&Partition> = found.iter().filter(|p| matches(&r, p)).collect();
+        match matching.as_slice() {
             [] => {
-                problems.push(format!("no partition named {name:?}"));
+                problems.push(format!("no partition {r} ({role})"));
                 None
             }
             [one] => Some((*one).clone()),
@@ -104,7 +126,7 @@ pub fn resolve(found: &[Partition], names: &Partitions) -> Resolved {
                     .map(|p| p.node().display().to_string())
                     .collect();
                 problems.push(format!(
-                    "partition name {name:?} is ambiguous: {}; refusing to guess",
+                    "{r} ({role}) is ambiguous: {}; refusing to guess",
                     devs.join(" and ")
                 ));
                 None
@@ -112,32 +134,74 @@ pub fn resolve(found: &[Partition], names: &Partitions) -> Resolved {
         }
     };
     Resolved {
-        system_a: find(&names.system_a),
-        system_b: find(&names.system_b),
-        boot_a: find(&names.boot_a),
-        boot_b: find(&names.boot_b),
-        bootconfig: find(&names.bootconfig),
-        persistent: find(&names.persistent),
+        system_a: find("system_a"),
+        system_b: find("system_b"),
+        boot_a: find("boot_a"),
+        boot_b: find("boot_b"),
+        bootconfig: find("bootconfig"),
+        persistent: find("persistent"),
         problems,
     }
 }
 
-/// True when every name of the layout is carried by at least one partition.
+/// True when every member of the layout is present.
 pub fn all_present(found: &[Partition], names: &Partitions) -> bool {
     names
-        .all()
+        .refs()
         .iter()
-        .all(|n| found.iter().any(|p| p.name.as_deref() == Some(*n)))
+        .filter(|(_, r)| *r != PartRef::Absent)
+        .all(|(_, r)| found.iter().any(|p| matches(r, p)))
 }
 
 /// True when any system partition is present: the disk is there, and what is
 /// still missing may never come.
 pub fn any_system_present(found: &[Partition], names: &Partitions) -> bool {
-    Slot::ALL.iter().any(|s| {
-        found
-            .iter()
-            .any(|p| p.name.as_deref() == Some(names.system(*s)))
-    })
+    ["system_a", "system_b"]
+        .iter()
+        .any(|role| found.iter().any(|p| matches(&names.reference(role), p)))
+}
+
+/// The slot's directory on the persistent partition: its system partition's GPT
+/// name lowercased (`system_a`), as rpi-image-gen does; `system_<slot>` when the
+/// partition has no name.
+pub fn slot_dir(resolved: &Resolved, slot: Slot) -> String {
+    resolved
+        .system(slot)
+        .and_then(|p| p.name.as_deref())
+        .filter(|n| !n.is_empty() && !n.contains('/'))
+        .map_or_else(|| format!("system_{slot}"), str::to_lowercase)
+}
+
+/// Fills in the PARTUUIDs of the partitions from their disks' GPTs (read once
+/// per disk; `cache` keeps what was read). Disks without a GPT keep None.
+pub fn read_uuids(
+    found: &mut [Partition],
+    dev: &Path,
+    cache: &mut std::collections::HashMap<String, Vec<crate::gpt::Entry>>,
+) {
+    for part in found.iter_mut() {
+        if !cache.contains_key(&part.disk) {
+            let sector = std::fs::read_to_string(format!(
+                "/sys/block/{}/queue/logical_block_size",
+                part.disk
+            ))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(512);
+            match crate::gpt::read(&dev.join(&part.disk), sector) {
+                Ok(entries) => {
+                    cache.insert(part.disk.clone(), entries);
+                }
+                Err(e) => log::debug!("no PARTUUIDs for {}: {e}", part.disk),
+            }
+        }
+        if let Some(entries) = cache.get(&part.disk) {
+            part.uuid = entries
+                .iter()
+                .find(|e| e.number == part.number)
+                .map(|e| e.uuid.clone());
+        }
+    }
 }
 
 /// The `/dev/disk/by-slot` links for a boot of `active`: (link path relative to
@@ -197,6 +261,7 @@ mod tests {
             disk: disk.into(),
             number,
             name: Some(name.into()),
+            uuid: None,
         }
     }
 
@@ -259,7 +324,7 @@ mod tests {
         assert!(r.system_a.is_some());
         assert_eq!(
             r.problems,
-            vec!["no partition named \"persistent\"".to_string()]
+            vec!["no partition PARTNAME=\"persistent\" (persistent)".to_string()]
         );
         assert!(!all_present(&disk, &Partitions::default()));
         assert!(any_system_present(&disk, &Partitions::default()));

@@ -3,7 +3,7 @@
 
 use crate::machine_id;
 use crate::plan::{MachineIdStore, Step};
-use crate::sys::Sys;
+use crate::sys::{Ids, Sys};
 use nix::mount::MsFlags;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -103,26 +103,43 @@ fn run_step<S: Sys>(
             path,
             mode,
             group,
+            owner,
         } => {
-            let gid = match group {
-                Some(name) => lookup_group(sys, sysroot, name),
-                None => None,
+            let ids = Ids {
+                uid: owner
+                    .as_ref()
+                    .and_then(|n| lookup_id(sys, sysroot, "etc/passwd", n)),
+                gid: group
+                    .as_ref()
+                    .and_then(|n| lookup_id(sys, sysroot, "etc/group", n)),
             };
-            sys.dir_beneath(root, path, *mode, gid)
+            sys.dir_beneath(root, path, *mode, ids)
                 .map(drop)
                 .map_err(|error| StepError::Mkdir {
                     path: root.join(path),
                     error,
                 })
         }
-        Step::BindBeneath { root, path, target } => {
-            sys.bind_beneath(root, path, target)
-                .map_err(|error| StepError::Bind {
-                    source: root.join(path),
-                    target: target.clone(),
-                    error,
-                })
-        }
+        Step::BindBeneath {
+            root,
+            path,
+            target,
+            optional,
+        } => match sys.bind_beneath(root, path, target) {
+            Err(e) if *optional && e.kind() == io::ErrorKind::NotFound => {
+                log::warn!(
+                    "{} does not exist; not binding it onto {} (create = false)",
+                    root.join(path).display(),
+                    target.display()
+                );
+                Ok(())
+            }
+            result => result.map_err(|error| StepError::Bind {
+                source: root.join(path),
+                target: target.clone(),
+                error,
+            }),
+        },
         Step::MachineId { store, target } => {
             let result = machine_id_step(sys, store, target)?;
             outcome.machine_id = Some(result);
@@ -174,7 +191,7 @@ fn machine_id_step<S: Sys>(
                 .parent()
                 .filter(|d| !d.as_os_str().is_empty())
             {
-                sys.dir_beneath(&root, &dir.to_string_lossy(), 0o755, None)
+                sys.dir_beneath(&root, &dir.to_string_lossy(), 0o755, Ids::default())
                     .map_err(err)?;
             }
             sys.write_beneath(&root, &path, format!("{id}\n").as_bytes(), 0o444)
@@ -213,18 +230,22 @@ pub fn split_options(mut flags: MsFlags, options: &str) -> (MsFlags, String) {
     (flags, data.join(","))
 }
 
-/// The gid of `name` in the system's /etc/group; None (root) when it is not there.
-fn lookup_group<S: Sys>(sys: &mut S, sysroot: &Path, name: &str) -> Option<u32> {
-    let text = sys.read_file(&sysroot.join("etc/group")).ok()??;
-    let gid = parse_group(&String::from_utf8_lossy(&text), name);
-    if gid.is_none() {
-        log::info!("group {name:?} not in the system's /etc/group; using root");
+/// The id of `name` in the system's passwd or group file (or `name` itself when
+/// numeric); None (root) when it is not there.
+fn lookup_id<S: Sys>(sys: &mut S, sysroot: &Path, file: &str, name: &str) -> Option<u32> {
+    if let Ok(id) = name.parse() {
+        return Some(id);
     }
-    gid
+    let text = sys.read_file(&sysroot.join(file)).ok()??;
+    let id = parse_id(&String::from_utf8_lossy(&text), name);
+    if id.is_none() {
+        log::info!("{name:?} not in the system's /{file}; using root");
+    }
+    id
 }
 
-/// Finds `name` in group(5) text.
-pub fn parse_group(text: &str, name: &str) -> Option<u32> {
+/// Finds `name` in passwd(5) or group(5) text: both keep the id in field 3.
+pub fn parse_id(text: &str, name: &str) -> Option<u32> {
     text.lines().find_map(|line| {
         let mut fields = line.split(':');
         (fields.next()? == name).then_some(())?;
@@ -271,7 +292,8 @@ pub mod fake {
         fn mkdir(&mut self, p: &Path, m: u32) -> io::Result<()> {
             self.record(format!("mkdir {} {m:o}", p.display()))
         }
-        fn dir_beneath(&mut self, r: &Path, p: &str, m: u32, g: Option<u32>) -> io::Result<bool> {
+        fn dir_beneath(&mut self, r: &Path, p: &str, m: u32, o: Ids) -> io::Result<bool> {
+            let g = o.gid;
             self.record(format!("dir {}/{p} {m:o} {g:?}", r.display()))?;
             Ok(true)
         }
@@ -310,6 +332,7 @@ mod tests {
             disk: "vda".into(),
             number: 1,
             name: None,
+            uuid: None,
         }
     }
 
@@ -456,9 +479,9 @@ mod tests {
     #[test]
     fn group_lookup() {
         let text = "root:x:0:\nsystemd-journal:x:101:\nbad\n";
-        assert_eq!(parse_group(text, "systemd-journal"), Some(101));
-        assert_eq!(parse_group(text, "root"), Some(0));
-        assert_eq!(parse_group(text, "nobody"), None);
-        assert_eq!(parse_group("x:y:notanumber:\n", "x"), None);
+        assert_eq!(parse_id(text, "systemd-journal"), Some(101));
+        assert_eq!(parse_id(text, "root"), Some(0));
+        assert_eq!(parse_id(text, "nobody"), None);
+        assert_eq!(parse_id("x:y:notanumber:\n", "x"), None);
     }
 }

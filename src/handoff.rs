@@ -22,6 +22,8 @@ pub struct Handoff {
     pub devices: Resolved,
     /// The boot-state store after this boot's writes.
     pub bootstate: Option<crate::bootenv::Record>,
+    /// What the bootloader said it booted, if a slot source spoke.
+    pub hint: Option<crate::slot::Hint>,
     /// Why a slot was given up in this boot, if one was.
     pub fallback: Option<String>,
     /// Where things were mounted, as "source target fstype options".

@@ -1,7 +1,7 @@
 //! Mount plan: the exact steps that turn a resolved layout into a system tree,
 //! as values. Nothing here touches the kernel; the executor runs the steps.
 
-use crate::config::{expand_slot, Config};
+use crate::config::{expand_slot, Config, OverlaySpec, Upper};
 use crate::devices::Partition;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -27,12 +27,15 @@ pub enum Step {
         path: String,
         mode: u32,
         group: Option<String>,
+        owner: Option<String>,
     },
-    /// Bind `path` beneath `root` (again without following symlinks) onto `target`.
+    /// Bind `path` beneath `root` (again without following symlinks) onto
+    /// `target`; an `optional` source that is absent is skipped.
     BindBeneath {
         root: PathBuf,
         path: String,
         target: PathBuf,
+        optional: bool,
     },
     /// Make `target` (the system's /etc/machine-id) show a stable id: read from
     /// `store`, or generated and written there durably when it holds none.
@@ -73,15 +76,87 @@ pub fn in_sysroot(sysroot: &Path, path: &str) -> PathBuf {
     sysroot.join(path.trim_start_matches('/'))
 }
 
-/// Mount the active system read-only at the sysroot.
+/// Mount the active system read-only at the sysroot, then the tmpfs-backed
+/// overlays. With an overlay on "/", the system is mounted below /run and the
+/// sysroot is the overlay.
 pub fn root_plan(config: &Config, roots: &Roots, system: &Partition) -> Vec<Step> {
-    vec![Step::Mount {
+    let whole_root = config.overlay.iter().find(|o| o.target == "/");
+    let lower = match whole_root {
+        Some(_) => roots.run_dir.join("lower"),
+        None => roots.sysroot.clone(),
+    };
+    let mut steps = Vec::new();
+    if whole_root.is_some() {
+        steps.push(Step::Mkdir {
+            path: lower.clone(),
+            mode: 0o755,
+        });
+    }
+    steps.push(Step::Mount {
         source: system.node().display().to_string(),
-        target: roots.sysroot.clone(),
+        target: lower.clone(),
         fstype: config.system.fstype.clone(),
         readonly: true,
         options: config.system.options.clone(),
-    }]
+    });
+    for (i, o) in config.overlay.iter().enumerate() {
+        if o.upper == Upper::Tmpfs {
+            let lowerdir = if o.target == "/" {
+                lower.clone()
+            } else {
+                in_sysroot(&roots.sysroot, &o.target)
+            };
+            steps.extend(tmpfs_overlay(roots, i, o, &lowerdir));
+        }
+    }
+    steps
+}
+
+/// A size-limited tmpfs under /run holding `upper/` and `work/`, and the overlay.
+fn tmpfs_overlay(roots: &Roots, index: usize, o: &OverlaySpec, lowerdir: &Path) -> Vec<Step> {
+    let base = roots.run_dir.join(format!("overlay/{index}"));
+    vec![
+        Step::Mkdir {
+            path: base.clone(),
+            mode: 0o755,
+        },
+        Step::Mount {
+            source: "tmpfs".into(),
+            target: base.clone(),
+            fstype: "tmpfs".into(),
+            readonly: false,
+            options: format!("mode=0755,size={}", o.size),
+        },
+        Step::Mkdir {
+            path: base.join("upper"),
+            mode: 0o755,
+        },
+        Step::Mkdir {
+            path: base.join("work"),
+            mode: 0o755,
+        },
+        overlay_mount(
+            lowerdir,
+            &base.join("upper"),
+            &base.join("work"),
+            &in_sysroot(&roots.sysroot, &o.target),
+        ),
+    ]
+}
+
+fn overlay_mount(lower: &Path, upper: &Path, work: &Path, target: &Path) -> Step {
+    Step::Mount {
+        source: "overlay".into(),
+        target: target.to_path_buf(),
+        fstype: "overlay".into(),
+        readonly: false,
+        options: format!(
+            "lowerdir={},upperdir={},workdir={}",
+            lower.display(),
+            upper.display(),
+            work.display()
+        ),
+    }
 }
 
 /// Mount the persistent partition, create its tree, bind it into the system and
@@ -106,19 +181,64 @@ pub fn persistent_plan(
         path: expand_slot(&d.path, slot_dir),
         mode: d.mode,
         group: d.group.clone(),
+        owner: d.owner.clone(),
     }));
+    for b in &p.binds {
+        let path = expand_slot(&b.source, slot_dir);
+        let listed = steps
+            .iter()
+            .any(|s| matches!(s, Step::DirBeneath { path: p, .. } if *p == path));
+        if b.create && !listed {
+            steps.push(Step::DirBeneath {
+                root: root.clone(),
+                path: path.clone(),
+                mode: b.mode,
+                group: b.group.clone(),
+                owner: b.owner.clone(),
+            });
+        }
+    }
     steps.extend(p.binds.iter().map(|b| Step::BindBeneath {
         root: root.clone(),
         path: expand_slot(&b.source, slot_dir),
         target: in_sysroot(&roots.sysroot, &b.target),
+        optional: !b.create,
     }));
-    steps.push(Step::MachineId {
-        store: MachineIdStore::Persistent {
-            root,
-            path: p.machine_id.clone(),
-        },
-        target: in_sysroot(&roots.sysroot, "/etc/machine-id"),
-    });
+    // Overlays whose changes persist, per slot with {slot}. The directories are
+    // created beneath the root without following symlinks; nothing else runs in
+    // the initramfs, so the checked path is the path the kernel then resolves.
+    for o in config
+        .overlay
+        .iter()
+        .filter(|o| o.upper == Upper::Persistent)
+    {
+        let dir = expand_slot(o.path.as_deref().unwrap_or_default(), slot_dir);
+        for sub in ["upper", "work"] {
+            steps.push(Step::DirBeneath {
+                root: root.clone(),
+                path: format!("{dir}/{sub}"),
+                mode: 0o755,
+                group: None,
+                owner: None,
+            });
+        }
+        let target = in_sysroot(&roots.sysroot, &o.target);
+        steps.push(overlay_mount(
+            &target,
+            &root.join(&dir).join("upper"),
+            &root.join(&dir).join("work"),
+            &target,
+        ));
+    }
+    if !p.machine_id.is_empty() {
+        steps.push(Step::MachineId {
+            store: MachineIdStore::Persistent {
+                root,
+                path: p.machine_id.clone(),
+            },
+            target: in_sysroot(&roots.sysroot, "/etc/machine-id"),
+        });
+    }
     steps
 }
 
@@ -157,12 +277,22 @@ pub fn fallback_plan(config: &Config, roots: &Roots, slot_dir: &str) -> Vec<Step
             }
         }
     }
-    steps.push(Step::MachineId {
-        store: MachineIdStore::Transient {
-            path: roots.run_dir.join("machine-id"),
-        },
-        target: in_sysroot(&roots.sysroot, "/etc/machine-id"),
-    });
+    // Overlays meant for the persistent partition keep working, on tmpfs.
+    let first = config.overlay.len();
+    for (i, o) in config.overlay.iter().enumerate() {
+        if o.upper == Upper::Persistent {
+            let target = in_sysroot(&roots.sysroot, &o.target);
+            steps.extend(tmpfs_overlay(roots, first + i, o, &target));
+        }
+    }
+    if !p.machine_id.is_empty() {
+        steps.push(Step::MachineId {
+            store: MachineIdStore::Transient {
+                path: roots.run_dir.join("machine-id"),
+            },
+            target: in_sysroot(&roots.sysroot, "/etc/machine-id"),
+        });
+    }
     steps
 }
 
@@ -190,6 +320,7 @@ mod tests {
             disk: "vda".into(),
             number: 1,
             name: None,
+            uuid: None,
         }
     }
 
@@ -313,6 +444,125 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    fn with_overlays(toml: &str) -> Config {
+        Config::parse(toml, "t").unwrap()
+    }
+
+    #[test]
+    fn whole_root_overlay_on_tmpfs() {
+        let c = with_overlays("[[overlay]]\ntarget = \"/\"\nsize = \"32m\"\n");
+        let plan = root_plan(&c, &Roots::default(), &part("vda4"));
+        let mounts: Vec<(&str, &Path, &str)> = plan
+            .iter()
+            .filter_map(|s| match s {
+                Step::Mount {
+                    source,
+                    target,
+                    options,
+                    ..
+                } => Some((source.as_str(), target.as_path(), options.as_str())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            mounts,
+            vec![
+                ("/dev/vda4", Path::new("/run/slotinit/lower"), ""),
+                (
+                    "tmpfs",
+                    Path::new("/run/slotinit/overlay/0"),
+                    "mode=0755,size=32m"
+                ),
+                (
+                    "overlay",
+                    Path::new("/sysroot"),
+                    "lowerdir=/run/slotinit/lower,upperdir=/run/slotinit/overlay/0/upper,\
+                     workdir=/run/slotinit/overlay/0/work"
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn directory_overlays_tmpfs_and_persistent() {
+        let c = with_overlays(
+            "[[overlay]]\ntarget = \"/etc\"\n\
+             [[overlay]]\ntarget = \"/srv\"\nupper = \"persistent\"\npath = \"overlay/{slot}/srv\"\n",
+        );
+        let roots = Roots::default();
+        let root = root_plan(&c, &roots, &part("vda4"));
+        assert!(root.contains(&Step::Mount {
+            source: "overlay".into(),
+            target: "/sysroot/etc".into(),
+            fstype: "overlay".into(),
+            readonly: false,
+            options: "lowerdir=/sysroot/etc,upperdir=/run/slotinit/overlay/0/upper,\
+                      workdir=/run/slotinit/overlay/0/work"
+                .into(),
+        }));
+        assert!(!root.iter().any(
+            |s| matches!(s, Step::Mount { target, .. } if target == Path::new("/sysroot/srv"))
+        ));
+        let pers = persistent_plan(&c, &roots, &part("vda6"), "system_b");
+        assert!(pers.contains(&Step::DirBeneath {
+            root: "/sysroot/persistent".into(),
+            path: "overlay/system_b/srv/upper".into(),
+            mode: 0o755,
+            group: None,
+            owner: None,
+        }));
+        assert!(pers.contains(&Step::Mount {
+            source: "overlay".into(),
+            target: "/sysroot/srv".into(),
+            fstype: "overlay".into(),
+            readonly: false,
+            options:
+                "lowerdir=/sysroot/srv,upperdir=/sysroot/persistent/overlay/system_b/srv/upper,\
+                      workdir=/sysroot/persistent/overlay/system_b/srv/work"
+                    .into(),
+        }));
+        // Without the persistent partition, that overlay still comes up on tmpfs.
+        let fb = fallback_plan(&c, &roots, "system_b");
+        assert!(fb
+            .iter()
+            .any(|s| matches!(s, Step::Mount { fstype, target, .. }
+            if fstype == "overlay" && target == Path::new("/sysroot/srv"))));
+    }
+
+    #[test]
+    fn bind_options() {
+        let c = with_overlays(
+            "[persistent]\ndir = []\nmachine_id = \"\"\n\
+             bind = [{ source = \"data\", target = \"/data\", mode = 0o700, owner = \"app\", group = \"app\" },\
+                     { source = \"opt/{slot}\", target = \"/opt\", create = false }]\n",
+        );
+        let plan = persistent_plan(&c, &Roots::default(), &part("vda6"), "system_a");
+        assert_eq!(
+            plan[1..],
+            [
+                Step::DirBeneath {
+                    root: "/sysroot/persistent".into(),
+                    path: "data".into(),
+                    mode: 0o700,
+                    group: Some("app".into()),
+                    owner: Some("app".into()),
+                },
+                Step::BindBeneath {
+                    root: "/sysroot/persistent".into(),
+                    path: "data".into(),
+                    target: "/sysroot/data".into(),
+                    optional: false,
+                },
+                Step::BindBeneath {
+                    root: "/sysroot/persistent".into(),
+                    path: "opt/system_a".into(),
+                    target: "/sysroot/opt".into(),
+                    optional: true,
+                },
+            ]
+        );
     }
 
     #[test]

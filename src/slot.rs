@@ -75,6 +75,15 @@ impl Bootnames {
     }
 }
 
+/// A slot source's statement: which slot the bootloader booted, and which
+/// source said so (`rauc.slot="B"`, `root=PARTLABEL=system_b`, ...). `slot` is
+/// None when the source spoke but named no slot this layout has.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hint {
+    pub slot: Option<Slot>,
+    pub source: String,
+}
+
 /// Where the decision came from; recorded in the handoff and shown by `status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -103,9 +112,10 @@ pub struct Inputs<'a> {
     /// `slotinit.slot=` from the cmdline, if allowed.
     pub override_slot: Option<Slot>,
     pub default_slot: Slot,
+    /// Who counts; `Bootloader` also when there is no store (follow the hints).
     pub counter: Counter,
-    /// The bootloader's slot name (`rauc.slot=`), raw.
-    pub bootloader_slot: Option<&'a str>,
+    /// What the bootloader said it booted (the first slot source that spoke).
+    pub hint: Option<&'a Hint>,
     /// The boot state read from the store; None when there is none to use.
     pub state: Option<&'a State>,
     pub names: &'a Bootnames,
@@ -175,7 +185,14 @@ pub fn decide(inputs: &Inputs) -> Result<Outcome, String> {
         }
     }
 
-    let Some(mut st) = state else {
+    let state_known = state.is_some();
+    let Some(mut st) = state.or_else(|| {
+        // No store: only the bootloader's word or the default can decide.
+        (inputs.counter == Counter::Bootloader).then(|| State {
+            order: Vec::new(),
+            left: Default::default(),
+        })
+    }) else {
         let slot = if usable(inputs.default_slot) {
             inputs.default_slot
         } else {
@@ -239,22 +256,30 @@ pub fn decide(inputs: &Inputs) -> Result<Outcome, String> {
             out.state = changed(inputs.state, Some(choice.state));
         }
         Counter::Bootloader => {
-            let named = match inputs.bootloader_slot {
+            let named = match inputs.hint {
                 None => {
-                    out.errors
-                        .push("the bootloader named no slot on the cmdline".into());
+                    let message = "the bootloader named no slot (no slot source spoke)";
+                    if state_known {
+                        out.errors.push(message.into());
+                    } else {
+                        out.notes.push(message.into());
+                    }
                     None
                 }
-                Some(raw) => match inputs.names.slot(raw) {
-                    Some(slot) => Some(slot),
-                    None => {
-                        out.errors
-                            .push(format!("the bootloader named an unknown slot {raw:?}"));
-                        None
-                    }
-                },
+                Some(Hint { slot: None, source }) => {
+                    out.errors
+                        .push(format!("ignoring {source}: it names no slot"));
+                    None
+                }
+                Some(Hint {
+                    slot: Some(slot),
+                    source,
+                }) => {
+                    out.notes.push(format!("{source} names slot {slot}"));
+                    Some(*slot)
+                }
             };
-            let refused = named.filter(|s| !st.order.contains(inputs.names.of(*s)));
+            let refused = named.filter(|s| state_known && !st.order.contains(inputs.names.of(*s)));
             if let Some(slot) = refused {
                 out.errors.push(format!(
                     "the bootloader booted slot {slot}, which the boot state marks bad; refusing it"
@@ -275,11 +300,17 @@ pub fn decide(inputs: &Inputs) -> Result<Outcome, String> {
                 });
             let source = if Some(slot) == named {
                 Source::Bootloader
-            } else {
+            } else if named.is_some() || !inputs.failed.is_empty() {
                 Source::Fallback
+            } else if state_known {
+                Source::Counters
+            } else {
+                Source::Default
             };
             out.decision = Decision { slot, source };
-            out.state = changed(inputs.state, Some(st));
+            if state_known {
+                out.state = changed(inputs.state, Some(st));
+            }
         }
     }
     Ok(out)
@@ -325,11 +356,15 @@ mod tests {
     ) -> Result<Outcome, String> {
         let names = names();
         let config = bootstate::Config::default();
+        let hint = bl.map(|raw| Hint {
+            slot: names.slot(raw),
+            source: format!("rauc.slot={raw:?}"),
+        });
         decide(&Inputs {
             override_slot,
             default_slot: Slot::A,
             counter,
-            bootloader_slot: bl,
+            hint: hint.as_ref(),
             state,
             names: &names,
             config: &config,
@@ -564,6 +599,31 @@ mod tests {
         )
         .unwrap();
         assert!(out.errors[0].contains("\"Z\""));
+    }
+
+    #[test]
+    fn without_a_store_the_hint_decides() {
+        let out = run(Counter::Bootloader, None, None, Some("B"), &[]).unwrap();
+        assert_eq!(
+            out.decision,
+            Decision {
+                slot: Slot::B,
+                source: Source::Bootloader
+            }
+        );
+        assert_eq!(out.state, None);
+        let out = run(Counter::Bootloader, None, None, None, &[]).unwrap();
+        assert_eq!(
+            out.decision,
+            Decision {
+                slot: Slot::A,
+                source: Source::Default
+            }
+        );
+        assert!(out.errors.is_empty());
+        // counter = init ignores the bootloader: slotinit counts, it decides.
+        let out = run(Counter::Init, Some(&st("A B", 3, 3)), None, Some("B"), &[]).unwrap();
+        assert_eq!(out.decision.slot, Slot::A);
     }
 
     #[test]

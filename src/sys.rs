@@ -8,7 +8,7 @@ use nix::errno::Errno;
 use nix::fcntl::{openat, renameat, OFlag};
 use nix::mount::MsFlags;
 use nix::sys::stat::{fchmod, fstat, mkdirat, Mode, SFlag};
-use nix::unistd::{fchown, fsync, Gid};
+use nix::unistd::{fchown, fsync, Gid, Uid};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -28,15 +28,9 @@ pub trait Sys {
     /// is an error.
     fn mkdir(&mut self, path: &Path, mode: u32) -> io::Result<()>;
     /// Creates the directory `path` beneath `root` (and its parents, 0755) without
-    /// following symlinks. Only directories it creates get `mode` and `gid`;
+    /// following symlinks. Only directories it creates get `mode` and `owner`;
     /// returns whether it created the last one.
-    fn dir_beneath(
-        &mut self,
-        root: &Path,
-        path: &str,
-        mode: u32,
-        gid: Option<u32>,
-    ) -> io::Result<bool>;
+    fn dir_beneath(&mut self, root: &Path, path: &str, mode: u32, owner: Ids) -> io::Result<bool>;
     /// Bind mounts `path` beneath `root` onto `target`, never following symlinks.
     fn bind_beneath(&mut self, root: &Path, path: &str, target: &Path) -> io::Result<()>;
     /// Reads a regular file beneath `root` (at most `limit` bytes); None if absent.
@@ -52,6 +46,13 @@ pub trait Sys {
     fn read_file(&mut self, path: &Path) -> io::Result<Option<Vec<u8>>>;
     /// Bytes for a new machine-id; must not block boot waiting for entropy.
     fn random(&mut self) -> io::Result<[u8; 16]>;
+}
+
+/// Owner of a created directory; None keeps root.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ids {
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
 }
 
 /// The real kernel.
@@ -107,12 +108,7 @@ fn open_dir_in(dir: &OwnedFd, name: &str) -> io::Result<OwnedFd> {
 
 /// Walks `dirs` beneath `root`, creating what is missing; the last component
 /// gets `mode`/`gid` if created. Returns the last directory and whether it was created.
-fn walk_create(
-    root: &Path,
-    dirs: &[&str],
-    mode: u32,
-    gid: Option<u32>,
-) -> io::Result<(OwnedFd, bool)> {
+fn walk_create(root: &Path, dirs: &[&str], mode: u32, owner: Ids) -> io::Result<(OwnedFd, bool)> {
     let mut fd = open_root(root)?;
     let mut created = false;
     for (i, name) in dirs.iter().enumerate() {
@@ -133,7 +129,13 @@ fn walk_create(
         if created {
             // mkdir honours the umask and drops setgid/sticky on some kernels: set
             // the documented mode and owner explicitly.
-            fchown(&next, None, gid.filter(|_| last).map(Gid::from_raw)).map_err(nix_err)?;
+            let ids = if last { owner } else { Ids::default() };
+            fchown(
+                &next,
+                ids.uid.map(Uid::from_raw),
+                ids.gid.map(Gid::from_raw),
+            )
+            .map_err(nix_err)?;
             fchmod(&next, Mode::from_bits_truncate(want)).map_err(nix_err)?;
         }
         fd = next;
@@ -187,15 +189,9 @@ impl Sys for Real {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
     }
 
-    fn dir_beneath(
-        &mut self,
-        root: &Path,
-        path: &str,
-        mode: u32,
-        gid: Option<u32>,
-    ) -> io::Result<bool> {
+    fn dir_beneath(&mut self, root: &Path, path: &str, mode: u32, owner: Ids) -> io::Result<bool> {
         let dirs = components(path)?;
-        walk_create(root, &dirs, mode, gid).map(|(_, created)| created)
+        walk_create(root, &dirs, mode, owner).map(|(_, created)| created)
     }
 
     fn bind_beneath(&mut self, root: &Path, path: &str, target: &Path) -> io::Result<()> {
@@ -346,10 +342,10 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let mut sys = Real;
         assert!(sys
-            .dir_beneath(root.path(), "x/y/tmp", 0o1777, None)
+            .dir_beneath(root.path(), "x/y/tmp", 0o1777, Ids::default())
             .unwrap());
         assert!(!sys
-            .dir_beneath(root.path(), "x/y/tmp", 0o1777, None)
+            .dir_beneath(root.path(), "x/y/tmp", 0o1777, Ids::default())
             .unwrap());
         let meta = std::fs::metadata(root.path().join("x/y/tmp")).unwrap();
         assert_eq!(meta.permissions().mode() & 0o7777, 0o1777);
@@ -364,7 +360,7 @@ mod tests {
         std::os::unix::fs::symlink(outside.path(), root.path().join("home")).unwrap();
         let mut sys = Real;
         let err = sys
-            .dir_beneath(root.path(), "home/user", 0o755, None)
+            .dir_beneath(root.path(), "home/user", 0o755, Ids::default())
             .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
         assert!(!outside.path().join("user").exists());

@@ -70,7 +70,7 @@ pub struct WaitResult {
     pub timed_out: bool,
 }
 
-/// Waits until every partition of the layout is present, or until a system
+/// Waits until every member of the layout is present, or until a system
 /// partition is present and the block layer stayed quiet for `settle` (what is
 /// missing then is absent), or until `timeout`.
 pub fn wait_for_partitions(
@@ -79,13 +79,19 @@ pub fn wait_for_partitions(
     names: &Partitions,
     timeout: Duration,
     settle: Duration,
+    gpt_dev: Option<&Path>,
 ) -> WaitResult {
     let deadline = Instant::now() + timeout;
+    let mut gpt_cache = std::collections::HashMap::new();
     loop {
-        let partitions = devices::list_partitions(sys).unwrap_or_else(|e| {
+        let mut partitions = devices::list_partitions(sys).unwrap_or_else(|e| {
             log::warn!("cannot list {}/class/block: {e}", sys.display());
             Vec::new()
         });
+        // PARTUUIDs are not in uevents: read them from the GPTs when needed.
+        if let Some(dev) = gpt_dev {
+            devices::read_uuids(&mut partitions, dev, &mut gpt_cache);
+        }
         if devices::all_present(&partitions, names) {
             return WaitResult {
                 partitions,

@@ -168,3 +168,79 @@ fn check_config_names_line_and_column() {
     assert!(msg.contains("bad.toml:2:11"), "{msg}");
     assert!(msg.contains("unknown variant `uboot`"), "{msg}");
 }
+
+/// Each shipped profile passes check-config, and a broken copy of each is caught
+/// with a message that says where and what.
+#[test]
+fn check_config_on_every_profile() {
+    let dir = tempfile::tempdir().unwrap();
+    let configs = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+    // (profile, text replaced, replacement, what the message must say)
+    let broken: &[(&str, &str, &str, &[&str])] = &[
+        (
+            "rpi-ab-userdata.toml",
+            "default_slot = \"a\"",
+            "default_slot = \"c\"",
+            &[
+                ":8:16:",
+                "[boot] default_slot: unknown variant `c`, expected `a` or `b`",
+            ],
+        ),
+        (
+            "mapio.toml",
+            "system_b = { number = 3 }",
+            "system_b = { number = 2 }",
+            &["partitions.system_b: partition 2 is already partitions.system_a"],
+        ),
+        (
+            "generic-ab.toml",
+            "size = \"64m\"",
+            "size = 64",
+            &[
+                ":28:8:",
+                "[overlay] size: invalid type: integer `64`, expected a string",
+            ],
+        ),
+        (
+            "stm32mp.toml",
+            "counter = \"bootloader\"",
+            "countr = \"bootloader\"",
+            &[":25:1:", "[bootstate] countr: unknown field `countr`"],
+        ),
+        (
+            "mapio.toml",
+            "counter = \"bootloader\"",
+            "counter = \"uboot\"",
+            &["unknown variant `uboot`, expected `init` or `bootloader`"],
+        ),
+    ];
+    for (profile, old, new, needles) in broken {
+        let text = std::fs::read_to_string(configs.join(profile)).unwrap();
+        let good = dir.path().join(profile);
+        std::fs::write(&good, &text).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_slotinit"))
+            .arg("check-config")
+            .arg(&good)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{profile}: {}", text_of(&out));
+        assert!(text.contains(old), "{profile} lost {old:?}");
+        let bad = dir.path().join(format!("broken-{profile}"));
+        std::fs::write(&bad, text.replacen(old, new, 1)).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_slotinit"))
+            .arg("check-config")
+            .arg(&bad)
+            .output()
+            .unwrap();
+        let msg = text_of(&out);
+        assert_eq!(out.status.code(), Some(1), "{profile}: {msg}");
+        assert!(msg.contains(&bad.display().to_string()), "{msg}");
+        for needle in *needles {
+            assert!(msg.contains(needle), "{profile}: {needle:?} not in {msg}");
+        }
+    }
+}
+
+fn text_of(out: &Output) -> String {
+    text(out)
+}

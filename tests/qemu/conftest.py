@@ -20,11 +20,12 @@ def disk(tmp_path):
 @pytest.fixture(scope="session")
 def initramfs_with_config(tmp_path_factory):
     """Builds an initramfs like the default one but with another config text."""
-    def build(name, text):
+    def build(name, text, modules=None):
         d = tmp_path_factory.mktemp(name)
         (d / "slotinit.toml").write_text(text)
         out = d / "initramfs.img"
-        subprocess.run([str(REPO / "initramfs/build"),
+        extra = ["--modules", modules] if modules else []
+        subprocess.run([str(REPO / "initramfs/build"), *extra,
                         "--init", str(REPO / "target/aarch64-unknown-linux-gnu/release/slotinit"),
                         "--config", str(d / "slotinit.toml"),
                         "--kernel-dir", str(REPO / ".cache/kernel"),

@@ -129,7 +129,10 @@ def test_missing_system_is_fatal_and_reboots(tmp_path, initramfs_with_config):
     b = boot(disk, initrd=initrd, timeout=90)
     assert not b.reported
     log = "\n".join(b.slotinit_log())
-    assert 'fatal: the system partition "system_a" of slot a was not found' in log, log
+    # Slot a is tried, then slot b in the same boot; both missing is fatal.
+    assert 'slot a: its system partition PARTNAME="system_a" was not found' in log, log
+    assert 'slot b: its system partition PARTNAME="system_b" was not found' in log, log
+    assert "fatal: both slots failed in this boot" in log, log
     assert "rebooting in 0 s" in log
     assert "Kernel panic" not in b.console
     assert b.rc == 0  # the guest rebooted; -no-reboot turns that into QEMU's exit

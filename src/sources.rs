@@ -1,0 +1,275 @@
+//! Slot sources: what the bootloader says it booted. Each source is asked in the
+//! configured order (default: `rauc.slot=`, `root=`, `androidboot.slot_suffix=`,
+//! the Raspberry Pi firmware's device-tree partition); the first that speaks
+//! gives the hint. Pure: the cmdline, the partitions and the device-tree value
+//! come in as values.
+
+use crate::cmdline::Cmdline;
+use crate::config::PartRef;
+use crate::devices::{matches, Resolved};
+use crate::slot::{Bootnames, Hint, Slot};
+use serde::{Deserialize, Serialize};
+
+/// The device-tree property the Raspberry Pi firmware fills with the partition
+/// number it booted from (u32, big-endian).
+pub const DT_PARTITION: &str = "/proc/device-tree/chosen/bootloader/partition";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SourceKind {
+    /// `rauc.slot=<bootname>` (the key is `bootstate.cmdline_key`).
+    Rauc,
+    /// `root=PARTLABEL=...`, `root=PARTUUID=...` or `root=/dev/...`.
+    Root,
+    /// `androidboot.slot_suffix=_a|_b`.
+    Android,
+    /// The firmware's boot partition in the device tree.
+    Devicetree,
+}
+
+pub const DEFAULT_ORDER: [SourceKind; 4] = [
+    SourceKind::Rauc,
+    SourceKind::Root,
+    SourceKind::Android,
+    SourceKind::Devicetree,
+];
+
+/// Everything the sources read.
+pub struct Facts<'a> {
+    pub cmdline: &'a Cmdline,
+    pub rauc_key: &'a str,
+    pub names: &'a Bootnames,
+    pub resolved: &'a Resolved,
+    /// `chosen/bootloader/partition`, if the device tree has it.
+    pub dt_partition: Option<u32>,
+}
+
+/// Asks the sources in order; returns the first hint and a line per source asked.
+pub fn find(order: &[SourceKind], facts: &Facts) -> (Option<Hint>, Vec<String>) {
+    let mut log = Vec::new();
+    for kind in order {
+        match ask(*kind, facts) {
+            Some(hint) => {
+                log.push(format!("slot source {kind:?}: {}", describe(&hint)));
+                return (Some(hint), log);
+            }
+            None => log.push(format!("slot source {kind:?}: silent")),
+        }
+    }
+    (None, log)
+}
+
+fn describe(hint: &Hint) -> String {
+    match hint.slot {
+        Some(slot) => format!("{} -> slot {slot}", hint.source),
+        None => format!("{} names no slot of this layout", hint.source),
+    }
+}
+
+fn ask(kind: SourceKind, f: &Facts) -> Option<Hint> {
+    match kind {
+        SourceKind::Rauc => {
+            let raw = f.cmdline.get(f.rauc_key)?;
+            Some(Hint {
+                slot: f.names.slot(raw),
+                source: format!("{}={raw:?}", f.rauc_key),
+            })
+        }
+        SourceKind::Root => {
+            let raw = f.cmdline.get("root")?;
+            let r = if let Some(label) = raw.strip_prefix("PARTLABEL=") {
+                PartRef::Name(label.to_string())
+            } else if let Some(uuid) = raw.strip_prefix("PARTUUID=") {
+                PartRef::Uuid(uuid.to_ascii_lowercase())
+            } else if raw.starts_with("/dev/") {
+                PartRef::Device(raw.to_string())
+            } else {
+                // UUID=, LABEL=: filesystem ids, identical on both slots.
+                return Some(Hint {
+                    slot: None,
+                    source: format!(
+                        "root={raw} (only PARTLABEL=, PARTUUID= or /dev/ tell slots apart)"
+                    ),
+                });
+            };
+            let slot = Slot::ALL
+                .into_iter()
+                .find(|s| f.resolved.system(*s).is_some_and(|p| matches(&r, p)));
+            Some(Hint {
+                slot,
+                source: format!("root={raw}"),
+            })
+        }
+        SourceKind::Android => {
+            let raw = f.cmdline.get("androidboot.slot_suffix")?;
+            let slot = match raw {
+                "_a" => Some(Slot::A),
+                "_b" => Some(Slot::B),
+                _ => None,
+            };
+            Some(Hint {
+                slot,
+                source: format!("androidboot.slot_suffix={raw}"),
+            })
+        }
+        SourceKind::Devicetree => {
+            let number = f.dt_partition?;
+            // The firmware names the partition it loaded the kernel from: a boot
+            // partition, or a system partition on layouts that boot from it.
+            let slot = Slot::ALL.into_iter().find(|s| {
+                f.resolved.boot(*s).is_some_and(|p| p.number == number)
+                    && f.resolved
+                        .boot(s.other())
+                        .is_none_or(|p| p.number != number)
+            });
+            let slot = slot.or_else(|| {
+                Slot::ALL
+                    .into_iter()
+                    .find(|s| f.resolved.system(*s).is_some_and(|p| p.number == number))
+            });
+            Some(Hint {
+                slot,
+                source: format!("device-tree boot partition {number}"),
+            })
+        }
+    }
+}
+
+/// The device tree's u32 cell, big-endian.
+pub fn parse_dt_u32(bytes: &[u8]) -> Option<u32> {
+    let cell: [u8; 4] = bytes.get(..4)?.try_into().ok()?;
+    Some(u32::from_be_bytes(cell))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bootstate::Bootname;
+    use crate::devices::Partition;
+
+    fn resolved() -> Resolved {
+        let p = |dev: &str, n: u32, name: &str, uuid: &str| {
+            Some(Partition {
+                dev: dev.into(),
+                disk: "vda".into(),
+                number: n,
+                name: Some(name.into()),
+                uuid: Some(uuid.into()),
+            })
+        };
+        Resolved {
+            boot_a: p("vda2", 2, "boot_a", "00000000-0000-0000-0000-000000000002"),
+            boot_b: p("vda3", 3, "boot_b", "00000000-0000-0000-0000-000000000003"),
+            system_a: p(
+                "vda4",
+                4,
+                "system_a",
+                "00000000-0000-0000-0000-000000000004",
+            ),
+            system_b: p(
+                "vda5",
+                5,
+                "system_b",
+                "00000000-0000-0000-0000-0000000000ab",
+            ),
+            ..Resolved::default()
+        }
+    }
+
+    fn names() -> Bootnames {
+        Bootnames {
+            a: Bootname::new("A").unwrap(),
+            b: Bootname::new("B").unwrap(),
+        }
+    }
+
+    fn hint(cmdline: &str, dt: Option<u32>) -> Option<Hint> {
+        let c = Cmdline::parse(cmdline.as_bytes());
+        let r = resolved();
+        let n = names();
+        let facts = Facts {
+            cmdline: &c,
+            rauc_key: "rauc.slot",
+            names: &n,
+            resolved: &r,
+            dt_partition: dt,
+        };
+        find(&DEFAULT_ORDER, &facts).0
+    }
+
+    #[test]
+    fn each_source_alone() {
+        let cases: &[(&str, Option<u32>, Option<Slot>)] = &[
+            ("rauc.slot=B", None, Some(Slot::B)),
+            ("rauc.slot=A", None, Some(Slot::A)),
+            ("rauc.slot=C", None, None),
+            ("root=PARTLABEL=system_b", None, Some(Slot::B)),
+            (
+                "root=PARTUUID=00000000-0000-0000-0000-0000000000AB",
+                None,
+                Some(Slot::B),
+            ),
+            ("root=/dev/vda4", None, Some(Slot::A)),
+            ("root=/dev/vda9", None, None),
+            ("root=UUID=1234", None, None),
+            ("androidboot.slot_suffix=_b", None, Some(Slot::B)),
+            ("androidboot.slot_suffix=b", None, None),
+            ("", Some(3), Some(Slot::B)),
+            ("", Some(2), Some(Slot::A)),
+            ("", Some(5), Some(Slot::B)),
+            ("", Some(9), None),
+        ];
+        for (cmdline, dt, slot) in cases {
+            let h = hint(cmdline, *dt).unwrap_or_else(|| panic!("{cmdline}: silent"));
+            assert_eq!(h.slot, *slot, "{cmdline} {dt:?}: {}", h.source);
+        }
+    }
+
+    #[test]
+    fn silence_and_precedence() {
+        assert_eq!(
+            hint("console=ttyAMA0 root=", None).map(|h| h.slot),
+            Some(None)
+        );
+        assert_eq!(hint("console=ttyAMA0", None), None);
+        // rauc.slot= comes first, then root=, android, the device tree.
+        let h = hint("root=PARTLABEL=system_a rauc.slot=B", Some(2)).unwrap();
+        assert_eq!(
+            (h.slot, h.source.as_str()),
+            (Some(Slot::B), "rauc.slot=\"B\"")
+        );
+        let h = hint("androidboot.slot_suffix=_b root=/dev/vda4", None).unwrap();
+        assert_eq!(h.slot, Some(Slot::A));
+    }
+
+    #[test]
+    fn configured_order_is_followed() {
+        let c = Cmdline::parse(b"rauc.slot=A androidboot.slot_suffix=_b");
+        let (r, n) = (resolved(), names());
+        let facts = Facts {
+            cmdline: &c,
+            rauc_key: "rauc.slot",
+            names: &n,
+            resolved: &r,
+            dt_partition: None,
+        };
+        let (h, log) = find(&[SourceKind::Android, SourceKind::Rauc], &facts);
+        assert_eq!(h.unwrap().slot, Some(Slot::B));
+        assert_eq!(log.len(), 1);
+        let (h, log) = find(&[SourceKind::Devicetree, SourceKind::Rauc], &facts);
+        assert_eq!(h.unwrap().slot, Some(Slot::A));
+        assert_eq!(
+            log,
+            vec![
+                "slot source Devicetree: silent",
+                "slot source Rauc: rauc.slot=\"A\" -> slot a"
+            ]
+        );
+    }
+
+    #[test]
+    fn dt_cell() {
+        assert_eq!(parse_dt_u32(&[0, 0, 0, 3]), Some(3));
+        assert_eq!(parse_dt_u32(&[0, 0, 3]), None);
+    }
+}
