@@ -182,6 +182,9 @@ pub fn run() -> ! {
     handoff.init = Some(init.clone());
     let total = timer.total_us();
     handoff.timings_us.push(("total".into(), total));
+    handoff.vmhwm_kb = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| crate::handoff::parse_vmhwm_kb(&s));
     write_handoff(&handoff);
     log::info!("switching to {init} after {total} us");
     let Err(e) = switch_root::switch_root(&roots.sysroot, &init);

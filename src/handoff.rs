@@ -40,6 +40,8 @@ pub struct Handoff {
     pub timings_us: Vec<(String, u64)>,
     /// The init that was exec'd.
     pub init: Option<String>,
+    /// slotinit's peak resident memory (VmHWM) just before the handoff, KiB.
+    pub vmhwm_kb: Option<u64>,
 }
 
 impl Handoff {
@@ -70,10 +72,28 @@ impl Handoff {
     }
 }
 
+/// VmHWM from /proc/self/status text.
+pub fn parse_vmhwm_kb(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::slot::Source;
+
+    #[test]
+    fn vmhwm() {
+        let status = "Name:\tslotinit\nVmPeak:\t   3000 kB\nVmHWM:\t    1234 kB\n";
+        assert_eq!(parse_vmhwm_kb(status), Some(1234));
+        assert_eq!(parse_vmhwm_kb("Name: x\n"), None);
+    }
 
     #[test]
     fn round_trip() {
