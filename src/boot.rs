@@ -167,7 +167,13 @@ pub fn run() -> ! {
             Err(cause) => {
                 log::error!("slot {slot}: {cause}");
                 handoff.errors.push(format!("slot {slot}: {cause}"));
-                unmount_beneath(&roots.sysroot, true);
+                // What the root plan mounted: the sysroot and, for overlays,
+                // the lower system and the tmpfs uppers under /run.
+                unmount_beneath(&[
+                    &roots.sysroot,
+                    &roots.run_dir.join("lower"),
+                    &roots.run_dir.join("overlay"),
+                ]);
                 failed.push((slot, cause));
             }
         }
@@ -222,8 +228,10 @@ fn mount_root(
     Ok(())
 }
 
-/// Mounts the persistent partition with its binds and machine-id; one that
-/// cannot be used degrades to tmpfs and a transient machine-id.
+/// Mounts the persistent partition with its binds and machine-id. A partition
+/// that is missing, does not mount or comes up read-only degrades to tmpfs and a
+/// transient machine-id; a single directory or bind that fails (a planted
+/// symlink, a full disk) gets a tmpfs in its place and the rest goes on.
 fn mount_persistent(
     config: &Config,
     roots: &Roots,
@@ -234,59 +242,120 @@ fn mount_persistent(
     let mut sys = Real;
     let slot_dir = devices::slot_dir(resolved, active);
     handoff.slot_dir = Some(slot_dir.clone());
-    let persistent = match &resolved.persistent {
+    let root = plan::in_sysroot(&roots.sysroot, &config.persistent.mountpoint);
+    let degrade = |cause: String, seed: Option<&Path>, handoff: &mut Handoff| {
+        let message =
+            format!("{cause}; booting with tmpfs in its place and a transient machine-id");
+        log::error!("{message}");
+        handoff.errors.push(message);
+        handoff.persistent_degraded = true;
+        let steps = plan::fallback_plan(config, roots, &slot_dir, seed);
+        let (outcome, failed) =
+            executor::run_each(&mut Real, &roots.sysroot, &steps, |_| Vec::new());
+        for (_, e) in failed {
+            // Even this failing leaves a bootable, read-only system.
+            let message = format!("fallback: {}", error_chain(&e));
+            log::error!("{message}");
+            handoff.errors.push(message);
+        }
+        record_mounts(handoff, &steps);
+        outcome
+    };
+    let outcome = match &resolved.persistent {
+        None => degrade(
+            format!(
+                "no persistent partition {}",
+                config.partitions.reference("persistent")
+            ),
+            None,
+            handoff,
+        ),
         Some(part) => {
             let steps = plan::persistent_plan(config, roots, part, &slot_dir);
-            match executor::run(&mut sys, &roots.sysroot, &steps) {
-                Ok(outcome) => {
-                    record_mounts(handoff, &steps);
-                    Ok(outcome)
-                }
-                Err(e) => {
-                    // Undo what the failed plan mounted (binds, then the partition)
-                    // so the fallback starts from a clean tree.
-                    unmount_beneath(&roots.sysroot, false);
-                    Err(format!(
+            let (mount, rest) = steps.split_at(1);
+            match executor::run(&mut sys, &roots.sysroot, mount) {
+                Err(e) => degrade(
+                    format!(
                         "persistent partition {}: {}",
                         part.node().display(),
                         error_chain(&e)
-                    ))
+                    ),
+                    None,
+                    handoff,
+                ),
+                Ok(_) if is_read_only(&root) => {
+                    // errors=remount-ro, or a read-only feature: keep it mounted
+                    // for rescue, keep the machine-id it holds, write elsewhere.
+                    record_mounts(handoff, mount);
+                    degrade(
+                        format!(
+                            "persistent partition {} is read-only",
+                            part.node().display()
+                        ),
+                        Some(&root),
+                        handoff,
+                    )
                 }
-            }
-        }
-        None => Err(format!(
-            "no persistent partition {}",
-            config.partitions.reference("persistent")
-        )),
-    };
-    let outcome = match persistent {
-        Ok(outcome) => outcome,
-        Err(cause) => {
-            let message = format!("{cause}; booting with /var on tmpfs and a transient machine-id");
-            log::error!("{message}");
-            handoff.errors.push(message);
-            handoff.persistent_degraded = true;
-            let steps = plan::fallback_plan(config, roots, &slot_dir);
-            match executor::run(&mut sys, &roots.sysroot, &steps) {
-                Ok(outcome) => {
-                    record_mounts(handoff, &steps);
+                Ok(_) => {
+                    record_mounts(handoff, mount);
+                    let mut replaced = Vec::new();
+                    let (mut outcome, failed) =
+                        executor::run_each(&mut sys, &roots.sysroot, rest, |step| match step {
+                            Step::BindBeneath { target, .. } => {
+                                let steps = plan::bind_fallback(config, roots, &slot_dir, target);
+                                replaced.extend(steps.clone());
+                                steps
+                            }
+                            _ => Vec::new(),
+                        });
+                    let failed_steps: Vec<Step> = failed.iter().map(|(s, _)| s.clone()).collect();
+                    record_mounts(
+                        handoff,
+                        &rest
+                            .iter()
+                            .chain(&replaced)
+                            .filter(|s| !failed_steps.contains(s))
+                            .cloned()
+                            .collect::<Vec<_>>(),
+                    );
+                    for (step, e) in failed {
+                        let message = format!("persistent: {}", error_chain(&e));
+                        log::error!("{message}");
+                        handoff.errors.push(message);
+                        match step {
+                            Step::BindBeneath { target, .. } => {
+                                handoff
+                                    .warnings
+                                    .push(format!("{} is a tmpfs this boot", target.display()));
+                            }
+                            Step::MachineId { .. } => {
+                                let steps = plan::transient_machine_id(config, roots, Some(&root));
+                                match executor::run(&mut sys, &roots.sysroot, &steps) {
+                                    Ok(o) => outcome.machine_id = o.machine_id,
+                                    Err(e) => handoff
+                                        .errors
+                                        .push(format!("machine-id: {}", error_chain(&e))),
+                                }
+                                handoff.persistent_degraded = true;
+                            }
+                            _ => {}
+                        }
+                    }
                     outcome
-                }
-                Err(e) => {
-                    // Even this failing leaves a bootable, read-only system.
-                    let message = format!("fallback mounts: {}", error_chain(&e));
-                    log::error!("{message}");
-                    handoff.errors.push(message);
-                    Default::default()
                 }
             }
         }
     };
     match outcome.machine_id {
         Some(MachineIdOutcome::Kept(id)) => {
-            log::info!("machine-id {id} (kept)");
+            let source = if handoff.persistent_degraded {
+                "persistent-copy"
+            } else {
+                "persistent"
+            };
+            log::info!("machine-id {id} (kept, {source})");
             handoff.machine_id = Some(id);
-            handoff.machine_id_source = Some("persistent".into());
+            handoff.machine_id_source = Some(source.into());
         }
         Some(MachineIdOutcome::Generated { id, replaced }) => {
             let source = if handoff.persistent_degraded {
@@ -300,6 +369,12 @@ fn mount_persistent(
         }
         None => {}
     }
+}
+
+/// True when the filesystem at `path` is mounted read-only.
+fn is_read_only(path: &Path) -> bool {
+    nix::sys::statvfs::statvfs(path)
+        .is_ok_and(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
 }
 
 /// Opens the boot-state store; a store that cannot be opened is logged and the
@@ -469,15 +544,15 @@ fn needs_uuids(config: &Config, cmdline: &Cmdline) -> bool {
             .is_some_and(|r| r.starts_with("PARTUUID="))
 }
 
-/// Unmounts everything below `root` (deepest first), and `root` itself if asked.
-fn unmount_beneath(root: &Path, including_root: bool) {
+/// Unmounts everything at or below any of `roots`, deepest (latest) first.
+fn unmount_beneath(roots: &[&Path]) {
     let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
         return;
     };
     let mut points: Vec<&str> = text
         .lines()
         .filter_map(|l| l.split(' ').nth(4))
-        .filter(|p| Path::new(p).starts_with(root) && (including_root || Path::new(p) != root))
+        .filter(|p| roots.iter().any(|r| Path::new(p).starts_with(r)))
         .collect();
     points.reverse();
     for p in points {

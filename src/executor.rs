@@ -67,6 +67,32 @@ pub fn run<S: Sys>(sys: &mut S, sysroot: &Path, steps: &[Step]) -> Result<Outcom
     Ok(outcome)
 }
 
+/// Runs every step, going on after a failure; returns the failures with the
+/// steps that failed, for the caller to put a fallback in their place.
+///
+/// `replace` gives the steps to run at once in place of a failed one (a tmpfs
+/// for a bind, so that later steps nested in it still find their directories).
+pub fn run_each<S: Sys>(
+    sys: &mut S,
+    sysroot: &Path,
+    steps: &[Step],
+    mut replace: impl FnMut(&Step) -> Vec<Step>,
+) -> (Outcome, Vec<(Step, StepError)>) {
+    let mut outcome = Outcome::default();
+    let mut failed = Vec::new();
+    for step in steps {
+        if let Err(e) = run_step(sys, sysroot, step, &mut outcome) {
+            for r in replace(step) {
+                if let Err(e) = run_step(sys, sysroot, &r, &mut outcome) {
+                    failed.push((r, e));
+                }
+            }
+            failed.push((step.clone(), e));
+        }
+    }
+    (outcome, failed)
+}
+
 fn run_step<S: Sys>(
     sys: &mut S,
     sysroot: &Path,
@@ -157,7 +183,7 @@ fn machine_id_step<S: Sys>(
 ) -> Result<MachineIdOutcome, StepError> {
     let (root, path) = match store {
         MachineIdStore::Persistent { root, path } => (root.clone(), path.clone()),
-        MachineIdStore::Transient { path } => {
+        MachineIdStore::Transient { path, .. } => {
             let parent = path.parent().unwrap_or(Path::new("/")).to_path_buf();
             let name = path
                 .file_name()
@@ -170,8 +196,16 @@ fn machine_id_step<S: Sys>(
         store: root.join(&path),
         error,
     };
-    if let MachineIdStore::Transient { .. } = store {
+    let mut seeded = None;
+    if let MachineIdStore::Transient { seed, .. } = store {
         sys.mkdir(&root, 0o755).map_err(err)?;
+        if let Some((seed_root, seed_path)) = seed {
+            seeded = sys
+                .read_beneath(seed_root, seed_path, 128)
+                .ok()
+                .flatten()
+                .and_then(|bytes| machine_id::parse(&bytes));
+        }
     }
     let current = match sys.read_beneath(&root, &path, 128) {
         Ok(Some(bytes)) => match machine_id::parse(&bytes) {
@@ -183,9 +217,14 @@ fn machine_id_step<S: Sys>(
         // new id replaces a symlink itself; a directory makes the write fail below.
         Err(e) => Err(format!("unusable ({e})")),
     };
-    let outcome = match current {
-        Ok(id) => MachineIdOutcome::Kept(id),
-        Err(replaced) => {
+    let outcome = match (current, seeded) {
+        (Ok(id), _) => MachineIdOutcome::Kept(id),
+        (Err(_), Some(id)) => {
+            sys.write_beneath(&root, &path, format!("{id}\n").as_bytes(), 0o444)
+                .map_err(err)?;
+            MachineIdOutcome::Kept(id)
+        }
+        (Err(replaced), None) => {
             let id = machine_id::from_random(sys.random().map_err(err)?);
             if let Some(dir) = Path::new(&path)
                 .parent()
@@ -455,7 +494,7 @@ mod tests {
         let out = run(
             &mut sys,
             &roots.sysroot,
-            &fallback_plan(&config, &roots, "system_a"),
+            &fallback_plan(&config, &roots, "system_a", None),
         )
         .unwrap();
         assert!(matches!(
@@ -474,6 +513,51 @@ mod tests {
             sys.calls.last().unwrap(),
             "bind /run/slotinit/machine-id /sysroot/etc/machine-id"
         );
+    }
+
+    #[test]
+    fn transient_id_copies_a_valid_seed() {
+        let mut sys = Fake::default();
+        sys.files.insert(
+            "/p/common/etc/machine-id".into(),
+            format!("{ID}\n").into_bytes(),
+        );
+        let step = Step::MachineId {
+            store: MachineIdStore::Transient {
+                path: "/run/slotinit/machine-id".into(),
+                seed: Some(("/p".into(), "common/etc/machine-id".into())),
+            },
+            target: "/sysroot/etc/machine-id".into(),
+        };
+        let out = run(&mut sys, Path::new("/sysroot"), &[step]).unwrap();
+        assert_eq!(out.machine_id, Some(MachineIdOutcome::Kept(ID.into())));
+        assert_eq!(
+            sys.files[Path::new("/run/slotinit/machine-id")],
+            format!("{ID}\n").into_bytes()
+        );
+        assert!(
+            !sys.calls.iter().any(|c| c.starts_with("write /p")),
+            "the seed is only read"
+        );
+    }
+
+    #[test]
+    fn run_each_goes_on_after_a_failure() {
+        let config = Config::default();
+        let roots = Roots::default();
+        let mut sys = Fake {
+            fail: vec!["dir /sysroot/persistent/home".into()],
+            ..Fake::default()
+        };
+        let steps = persistent_plan(&config, &roots, &part("vda6"), "system_a");
+        let (out, failed) = run_each(&mut sys, &roots.sysroot, &steps, |_| Vec::new());
+        assert_eq!(failed.len(), 1);
+        assert!(matches!(&failed[0].0, Step::DirBeneath { path, .. } if path == "home"));
+        assert!(sys
+            .calls
+            .iter()
+            .any(|c| c == "bind /sysroot/persistent/log/journal /sysroot/var/log/journal"));
+        assert!(out.machine_id.is_some(), "later steps still ran");
     }
 
     #[test]

@@ -50,8 +50,13 @@ pub enum Step {
 pub enum MachineIdStore {
     /// On the persistent partition: the id every slot and every boot shares.
     Persistent { root: PathBuf, path: String },
-    /// Only for this boot (persistent partition unusable), under /run.
-    Transient { path: PathBuf },
+    /// Only for this boot (persistent partition unusable), under /run; the id is
+    /// taken from `seed` (a read-only persistent partition) when it holds one,
+    /// so the system keeps its identity.
+    Transient {
+        path: PathBuf,
+        seed: Option<(PathBuf, String)>,
+    },
 }
 
 /// Where the pieces go: the new root and where transient state lives.
@@ -244,8 +249,14 @@ pub fn persistent_plan(
 
 /// Without a usable persistent partition the system still boots: every bind
 /// target gets a tmpfs (nested targets become directories in it), directories keep
-/// their documented modes, and the machine-id lives under /run for this boot only.
-pub fn fallback_plan(config: &Config, roots: &Roots, slot_dir: &str) -> Vec<Step> {
+/// their documented modes, and the machine-id lives under /run for this boot only
+/// (copied from `seed`, a read-only persistent root, when it has a valid one).
+pub fn fallback_plan(
+    config: &Config,
+    roots: &Roots,
+    slot_dir: &str,
+    seed: Option<&Path>,
+) -> Vec<Step> {
     let p = &config.persistent;
     let mut steps = Vec::new();
     let mut tmpfs_roots: Vec<&str> = Vec::new();
@@ -262,21 +273,7 @@ pub fn fallback_plan(config: &Config, roots: &Roots, slot_dir: &str) -> Vec<Step
             });
         }
     }
-    // The persistent tree's directories, mapped through the binds to where they
-    // appear in the system; in order, so parents come first.
-    for dir in &p.dirs {
-        let path = expand_slot(&dir.path, slot_dir);
-        for bind in &p.binds {
-            let source = expand_slot(&bind.source, slot_dir);
-            if let Some(rest) = strip_beneath(&path, &source) {
-                let target = format!("{}/{}", bind.target.trim_end_matches('/'), rest);
-                steps.push(Step::Mkdir {
-                    path: in_sysroot(&roots.sysroot, target.trim_end_matches('/')),
-                    mode: dir.mode,
-                });
-            }
-        }
-    }
+    steps.extend(mapped_dirs(config, roots, slot_dir, "/"));
     // Overlays meant for the persistent partition keep working, on tmpfs.
     let first = config.overlay.len();
     for (i, o) in config.overlay.iter().enumerate() {
@@ -289,11 +286,70 @@ pub fn fallback_plan(config: &Config, roots: &Roots, slot_dir: &str) -> Vec<Step
         steps.push(Step::MachineId {
             store: MachineIdStore::Transient {
                 path: roots.run_dir.join("machine-id"),
+                seed: seed.map(|root| (root.to_path_buf(), p.machine_id.clone())),
             },
             target: in_sysroot(&roots.sysroot, "/etc/machine-id"),
         });
     }
     steps
+}
+
+/// The persistent tree's directories, mapped through the binds to where they
+/// appear in the system, those beneath `under`; in order, so parents come first.
+fn mapped_dirs(config: &Config, roots: &Roots, slot_dir: &str, under: &str) -> Vec<Step> {
+    let p = &config.persistent;
+    let mut steps = Vec::new();
+    for dir in &p.dirs {
+        let path = expand_slot(&dir.path, slot_dir);
+        for bind in &p.binds {
+            let source = expand_slot(&bind.source, slot_dir);
+            if let Some(rest) = strip_beneath(&path, &source) {
+                let target = format!("{}/{}", bind.target.trim_end_matches('/'), rest);
+                let target = target.trim_end_matches('/');
+                if under == "/" || is_beneath(target, under) {
+                    steps.push(Step::Mkdir {
+                        path: in_sysroot(&roots.sysroot, target),
+                        mode: dir.mode,
+                    });
+                }
+            }
+        }
+    }
+    // Mount points of later binds nested in it.
+    for bind in &p.binds {
+        if under != "/" && bind.target != under && is_beneath(&bind.target, under) {
+            steps.push(Step::Mkdir {
+                path: in_sysroot(&roots.sysroot, &bind.target),
+                mode: 0o755,
+            });
+        }
+    }
+    steps
+}
+
+/// What replaces a bind that could not be made (a planted symlink, a full
+/// disk): a tmpfs on its target with the directories the system expects there.
+pub fn bind_fallback(config: &Config, roots: &Roots, slot_dir: &str, target: &Path) -> Vec<Step> {
+    let mut steps = vec![Step::Mount {
+        source: "tmpfs".into(),
+        target: target.to_path_buf(),
+        fstype: "tmpfs".into(),
+        readonly: false,
+        options: "mode=0755,nosuid,nodev".into(),
+    }];
+    if let Ok(rel) = target.strip_prefix(&roots.sysroot) {
+        let under = format!("/{}", rel.display());
+        steps.extend(mapped_dirs(config, roots, slot_dir, &under));
+    }
+    steps
+}
+
+/// Just the machine-id of the fallback: transient, copied from `seed` if valid.
+pub fn transient_machine_id(config: &Config, roots: &Roots, seed: Option<&Path>) -> Vec<Step> {
+    fallback_plan(config, roots, "", seed)
+        .into_iter()
+        .filter(|s| matches!(s, Step::MachineId { .. }))
+        .collect()
 }
 
 /// `a/b/c` beneath `a/b` -> `c`; `a/b` beneath `a/b` -> ``.
@@ -415,7 +471,7 @@ mod tests {
 
     #[test]
     fn fallback_puts_tmpfs_under_the_binds() {
-        let plan = fallback_plan(&Config::default(), &Roots::default(), "system_a");
+        let plan = fallback_plan(&Config::default(), &Roots::default(), "system_a", None);
         let mounts: Vec<&Path> = plan
             .iter()
             .filter_map(|s| match s {
@@ -524,7 +580,7 @@ mod tests {
                     .into(),
         }));
         // Without the persistent partition, that overlay still comes up on tmpfs.
-        let fb = fallback_plan(&c, &roots, "system_b");
+        let fb = fallback_plan(&c, &roots, "system_b", None);
         assert!(fb
             .iter()
             .any(|s| matches!(s, Step::Mount { fstype, target, .. }
@@ -563,6 +619,35 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn a_failed_var_bind_gets_tmpfs_with_its_tree() {
+        let roots = Roots::default();
+        let steps = bind_fallback(
+            &Config::default(),
+            &roots,
+            "system_a",
+            Path::new("/sysroot/var"),
+        );
+        assert!(matches!(&steps[0], Step::Mount { fstype, target, .. }
+            if fstype == "tmpfs" && target == Path::new("/sysroot/var")));
+        let dirs: Vec<(&Path, u32)> = steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Mkdir { path, mode } => Some((path.as_path(), *mode)),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            dirs.contains(&(Path::new("/sysroot/var/tmp"), 0o1777)),
+            "{dirs:?}"
+        );
+        // The journal's mount point, so its own bind can still be made.
+        assert!(dirs
+            .iter()
+            .any(|(p, _)| *p == Path::new("/sysroot/var/log/journal")));
+        assert!(!dirs.iter().any(|(p, _)| p.starts_with("/sysroot/home")));
     }
 
     #[test]
