@@ -270,6 +270,16 @@ fn mount_persistent(
             None,
             handoff,
         ),
+        Some(part) if config.persistent.fsck && !check_persistent(config, part, handoff) => {
+            degrade(
+                format!(
+                    "persistent partition {}: the filesystem check could not repair it",
+                    part.node().display()
+                ),
+                None,
+                handoff,
+            )
+        }
         Some(part) => {
             let steps = plan::persistent_plan(config, roots, part, &slot_dir);
             let (mount, rest) = steps.split_at(1);
@@ -368,6 +378,61 @@ fn mount_persistent(
             handoff.machine_id_source = Some(format!("generated-{source}"));
         }
         None => {}
+    }
+}
+
+/// Runs `e2fsck -p` on the persistent partition, as rpi-image-gen's hooks do.
+/// False when the filesystem must not be mounted (errors left, or the check
+/// could not run on it); a missing checker is an error but not a reason to stop.
+fn check_persistent(
+    config: &Config,
+    part: &crate::devices::Partition,
+    handoff: &mut Handoff,
+) -> bool {
+    let tool = &config.persistent.fsck_path;
+    log::debug!("exec {tool} -p {}", part.node().display());
+    let status = std::process::Command::new(tool)
+        .arg("-p")
+        .arg(part.node())
+        .stdin(std::process::Stdio::null())
+        .status();
+    let (ok, text) = match status {
+        Err(e) => (
+            true,
+            format!("{tool} could not run: {e}; mounting unchecked"),
+        ),
+        Ok(s) => match s.code() {
+            Some(code) => {
+                let verdict = fsck_verdict(code);
+                (
+                    code < 4,
+                    format!(
+                        "{tool} -p {}: exit {code} ({verdict})",
+                        part.node().display()
+                    ),
+                )
+            }
+            None => (false, format!("{tool} killed by a signal")),
+        },
+    };
+    if ok {
+        log::info!("{text}");
+    } else {
+        log::error!("{text}");
+    }
+    handoff.fsck = Some(text);
+    ok
+}
+
+/// What an e2fsck exit code means (e2fsck(8): bits).
+pub fn fsck_verdict(code: i32) -> &'static str {
+    match code {
+        0 => "clean",
+        1 => "errors corrected",
+        2 | 3 => "errors corrected, reboot advised",
+        c if c & 4 != 0 => "errors left uncorrected",
+        c if c & 8 != 0 => "operational error",
+        _ => "failed",
     }
 }
 

@@ -232,8 +232,13 @@ pub struct PersistentConfig {
     pub options: String,
     /// Where the persistent partition appears in the booted system.
     pub mountpoint: String,
-    /// The machine-id kept across slots, relative to the persistent root.
+    /// The machine-id kept across slots, relative to the persistent root
+    /// ("" leaves /etc/machine-id to the system).
     pub machine_id: String,
+    /// Check the filesystem (`e2fsck -p`) before mounting it; the initramfs
+    /// must carry `fsck_path` (initramfs/build --file).
+    pub fsck: bool,
+    pub fsck_path: String,
     /// Directories created (if missing) on the persistent partition, in order.
     #[serde(rename = "dir")]
     pub dirs: Vec<DirSpec>,
@@ -441,6 +446,8 @@ impl Default for PersistentConfig {
             options: "noatime,lazytime,commit=60,errors=remount-ro".into(),
             mountpoint: "/persistent".into(),
             machine_id: "common/etc/machine-id".into(),
+            fsck: false,
+            fsck_path: "/sbin/e2fsck".into(),
             dirs: vec![
                 dir("slots", 0o755, None),
                 dir("slots/{slot}", 0o755, None),

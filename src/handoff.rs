@@ -31,6 +31,8 @@ pub struct Handoff {
     /// The machine-id the system sees and where it came from.
     pub machine_id: Option<String>,
     pub machine_id_source: Option<String>,
+    /// The persistent partition's filesystem check, when configured.
+    pub fsck: Option<String>,
     /// True when the persistent partition could not be used (tmpfs /var).
     pub persistent_degraded: bool,
     /// Every error and warning of this boot, in order.

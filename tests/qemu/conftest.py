@@ -20,11 +20,13 @@ def disk(tmp_path):
 @pytest.fixture(scope="session")
 def initramfs_with_config(tmp_path_factory):
     """Builds an initramfs like the default one but with another config text."""
-    def build(name, text, modules=None):
+    def build(name, text, modules=None, files=()):
         d = tmp_path_factory.mktemp(name)
         (d / "slotinit.toml").write_text(text)
         out = d / "initramfs.img"
         extra = ["--modules", modules] if modules else []
+        for f in files:
+            extra += ["--file", f]
         subprocess.run([str(REPO / "initramfs/build"), *extra,
                         "--init", str(REPO / "target/aarch64-unknown-linux-gnu/release/slotinit"),
                         "--config", str(d / "slotinit.toml"),

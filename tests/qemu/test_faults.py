@@ -165,3 +165,39 @@ def test_hostile_cmdline(disk):
     # The last complete slotinit.slot= wins; a bare key is not a value.
     assert b.fields["slot-name"] == "system_a"
     assert NO_PANIC not in b.console
+
+
+def test_fsck_before_mount(tmp_path, initramfs_with_config):
+    """persistent.fsck: e2fsck -p from e2fsck-static:arm64 in the initramfs."""
+    config = (REPO / "configs/rpi-ab-userdata.toml").read_text().replace(
+        "fsck = false", "fsck = true")
+    initrd = initramfs_with_config("fsck", config,
+                                   files=[f"{REPO}/.cache/e2fsck/e2fsck:/sbin/e2fsck"])
+    disk = mkdisk(tmp_path / "disk.img")
+    # Marked not clean: the check runs fully, finds nothing to fix, mounts.
+    part = tmp_path / "persistent.img"
+    off, size = part_offset(disk, 6), 64 << 20
+    with open(disk, "rb") as f:
+        f.seek(off)
+        part.write_bytes(f.read(size))
+    subprocess.run(["debugfs", "-w", "-R", "ssv state 0", str(part)], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with open(disk, "r+b") as f:
+        f.seek(off)
+        f.write(part.read_bytes())
+    b = boot(disk, initrd=initrd)
+    h = b.handoff()
+    assert h["fsck"].startswith("/sbin/e2fsck -p /dev/vda6: exit "), h["fsck"]
+    assert "exit 0 " in h["fsck"] or "exit 1 " in h["fsck"], h["fsck"]
+    assert h["persistent_degraded"] is False
+    assert b.mount("/var").root == "/slots/system_a/var"
+    # Beyond repair (no superblock): not mounted, tmpfs in its place.
+    with open(disk, "r+b") as f:
+        f.seek(off)
+        f.write(b"\0" * (4 << 20))
+    b = boot(disk, initrd=initrd)
+    h = b.handoff()
+    assert "exit 8 (operational error)" in h["fsck"], h["fsck"]
+    assert h["persistent_degraded"] is True
+    assert b.mount("/var").fstype == "tmpfs"
+    assert NO_PANIC not in b.console
