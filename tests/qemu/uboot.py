@@ -1,0 +1,170 @@
+"""Boot test disks through Debian's U-Boot (qemu/uboot-run) and read what happened.
+
+The chain: U-Boot's distro boot runs uboot/boot.cmd (boot.scr on bootconfig),
+which counts the attempt in bootconfig:/uboot.env and boots the slot's
+Image.gz + initramfs.img with rauc.slot=A|B; slotinit (counter = "bootloader")
+follows. The console is parsed with guest.py's report parser; on top of that
+every console line carries the host time since QEMU started, so a boot can be
+split into U-Boot, kernel and init phases.
+"""
+import os
+import random
+import re
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from guest import REPO, Boot, parse_report
+
+SLOTINIT = REPO / "target/aarch64-unknown-linux-gnu/release/slotinit"
+UBOOT_OUT = REPO / "out/uboot"
+CONFIG = REPO / "configs/uboot-rauc.toml"
+# The system's view of the boot state: bootconfig mounted here by the
+# test.d/uboot-* scripts (fw_printenv would need the same line).
+GUEST_FW_ENV = "/run/bootconfig/uboot.env 0x0 0x4000\n"
+# Debian's firmware waits 2 s for a key before autoboot; the tests boot a copy
+# patched to bootdelay=0 (qemu/uboot-run --bootdelay) unless this says "stock".
+BOOTDELAY = os.environ.get("SLOTINIT_UBOOT_BOOTDELAY", "0")
+
+# Console milestones, in boot order: name -> regex on a console line.
+MILESTONES = [
+    ("uboot", r"^U-Boot 20\d\d"),
+    ("autoboot", r"Hit any key to stop autoboot"),
+    ("script", r"^## Executing script"),
+    ("picked", r"^bootstate: booting slot"),
+    ("written", r"^\d+ bytes written"),
+    ("kernel", r"^Starting kernel"),
+    ("run_init", r"Run /init as init process"),
+    ("switch", r"slotinit: switching to "),
+    ("report", r"^=== SLOTINIT-REPORT BEGIN"),
+]
+
+
+@dataclass
+class UBoot(Boot):
+    """A Boot whose console went through U-Boot; `times` are host seconds since QEMU started."""
+    lines: list = field(default_factory=list)   # (seconds, line)
+    times: dict = field(default_factory=dict)
+    wall: float = 0.0
+    killed_at: float = None
+
+    def bootstate(self):
+        """boot.cmd's own lines ("bootstate: ..."), in order."""
+        return [l for _, l in self.lines if l.startswith("bootstate: ")]
+
+    def picked(self):
+        """The slot U-Boot booted ("A"/"B"), None if it did not get that far, per run."""
+        return [m.group(1) for l in self.bootstate()
+                if (m := re.match(r"bootstate: booting slot (\w+)", l))]
+
+    @property
+    def reset(self):
+        return any(re.match(r"^resetting \.\.\.", l) for _, l in self.lines)
+
+
+def build_uboot(out=UBOOT_OUT):
+    subprocess.run([str(REPO / "uboot/build"), "--out", str(out)], check=True,
+                   stdout=subprocess.DEVNULL)
+    return Path(out)
+
+
+def build_initramfs(out):
+    """The initramfs of the chain: configs/uboot-rauc.toml, busybox for the emergency shell."""
+    subprocess.run([str(REPO / "initramfs/build"), "--init", str(SLOTINIT),
+                    "--config", str(CONFIG), "--kernel-dir", str(REPO / ".cache/kernel"),
+                    "--busybox", str(REPO / ".cache/busybox/busybox"), "--out", str(out)],
+                   check=True, stdout=subprocess.DEVNULL)
+    return Path(out)
+
+
+def build_roots(base):
+    """Both system trees: tests/guest/mkroot (busybox, report-init, /usr/bin/slotinit,
+    /test.d) plus /etc/fw_env.config for the system's view of uboot.env."""
+    roots = {}
+    for slot in ("a", "b"):
+        d = Path(base) / f"system_{slot}"
+        subprocess.run([str(REPO / "tests/guest/mkroot"), str(d), f"system_{slot}"], check=True)
+        (d / "etc/fw_env.config").write_text(GUEST_FW_ENV)
+        roots[slot] = d
+    return roots
+
+
+def mkdisk(path, initramfs, roots, *args, no_env=False):
+    cmd = [str(REPO / "uboot/mkdisk"), "--out", str(path), "--initramfs", str(initramfs)]
+    if no_env:
+        cmd.append("--no-env")
+    cmd += ["--", "--system-a", str(roots["a"]), "--system-b", str(roots["b"]), *map(str, args)]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    return Path(path)
+
+
+def boot(disk, timeout=120, resets=0, kill=None, log=None, bootdelay=BOOTDELAY):
+    """Boots `disk` through U-Boot with qemu/uboot-run; returns a UBoot.
+
+    `bootdelay`: a digit for qemu/uboot-run --bootdelay, or "stock" for Debian's
+    unpatched u-boot.bin (2 s autoboot delay).
+
+    `kill`: (console regex, delay in s): SIGKILL the whole QEMU process group
+    `delay` seconds after the first line matching the regex, as a power cut.
+    """
+    cmd = [str(REPO / "qemu/uboot-run"), "--disk", str(disk), "--timeout", str(timeout),
+           "--resets", str(resets)]
+    if bootdelay != "stock":
+        cmd += ["--bootdelay", str(bootdelay)]
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    lines, partial, killed = [], b"", {}
+    timer = None
+
+    def cut():
+        killed["at"] = time.monotonic() - t0
+        os.killpg(proc.pid, signal.SIGKILL)
+
+    while True:
+        chunk = proc.stdout.read1(4096)
+        if not chunk:
+            break
+        now = time.monotonic() - t0
+        partial += chunk
+        *done, partial = partial.split(b"\n")
+        for raw in done:
+            line = raw.decode("utf-8", "replace").rstrip("\r")
+            lines.append((now, line))
+            if kill and timer is None and re.search(kill[0], line):
+                timer = threading.Timer(kill[1], cut)
+                timer.start()
+    if partial:
+        lines.append((time.monotonic() - t0, partial.decode("utf-8", "replace")))
+    proc.wait(timeout=30)
+    if timer:
+        timer.cancel()
+    wall = time.monotonic() - t0
+    console = "\n".join(l for _, l in lines) + "\n"
+    if log:
+        Path(log).write_text(console)
+    sections, fields, test_run = parse_report(console)
+    times = {}
+    for name, pattern in MILESTONES:
+        for t, l in lines:
+            if re.search(pattern, l):
+                times[name] = round(t, 3)
+                break
+    return UBoot(console, proc.returncode, sections, fields, test_run, lines=lines,
+                 times=times, wall=round(wall, 3), killed_at=killed.get("at"))
+
+
+def set_env(disk, *assignments):
+    """fw_setenv on the disk's uboot.env (tests/guest/set-env), e.g. "BOOT_ORDER=B A"."""
+    subprocess.run([str(REPO / "tests/guest/set-env"), str(disk), *assignments], check=True,
+                   stdout=subprocess.DEVNULL)
+
+
+def seeded_delays(count, low, high, stream):
+    """`count` delays in [low, high] s from SLOTINIT_SEED (default 1); `stream` names an
+    independent sequence of that seed."""
+    rng = random.Random(f"{os.environ.get('SLOTINIT_SEED', '1')}:{stream}")
+    return [round(rng.uniform(low, high), 3) for _ in range(count)]
