@@ -271,13 +271,10 @@ pub fn decide(inputs: &Inputs) -> Result<Outcome, String> {
                         .push(format!("ignoring {source}: it names no slot"));
                     None
                 }
+                // The slot sources already logged what they found.
                 Some(Hint {
-                    slot: Some(slot),
-                    source,
-                }) => {
-                    out.notes.push(format!("{source} names slot {slot}"));
-                    Some(*slot)
-                }
+                    slot: Some(slot), ..
+                }) => Some(*slot),
             };
             let refused = named.filter(|s| state_known && !st.order.contains(inputs.names.of(*s)));
             if let Some(slot) = refused {
