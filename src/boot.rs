@@ -191,6 +191,11 @@ pub fn run() -> ! {
     handoff.vmhwm_kb = std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| crate::handoff::parse_vmhwm_kb(&s));
+    if let Ok(usage) = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF) {
+        let us = |t: nix::sys::time::TimeVal| (t.tv_sec() as u64) * 1_000_000 + t.tv_usec() as u64;
+        handoff.cpu_user_us = Some(us(usage.user_time()));
+        handoff.cpu_sys_us = Some(us(usage.system_time()));
+    }
     write_handoff(&handoff);
     log::info!("switching to {init} after {total} us");
     let Err(e) = switch_root::switch_root(&roots.sysroot, &init);

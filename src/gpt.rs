@@ -75,7 +75,10 @@ pub fn parse_header(block: &[u8]) -> Result<Header, GptError> {
         entry_size: le32(block, 84),
         entries_crc: le32(block, 88),
     };
-    if header.entry_size < 128 || header.count > 4096 {
+    // Only 128-byte entries, as the kernel's is_gpt_valid() (block/partitions/efi.c)
+    // insists: the kernel makes no partitions of other tables anyway, and a
+    // corrupt size would have read() allocate up to 4096 * 4 GiB.
+    if header.entry_size != 128 || header.count > 4096 {
         return Err(GptError::Malformed("entry size or count"));
     }
     Ok(header)
@@ -128,7 +131,12 @@ pub fn read(disk: &Path, sector: u64) -> Result<Vec<Entry>, String> {
         .map_err(|e| fail("read header", &e))?;
     let header = parse_header(&block).map_err(|e| fail("GPT", &e))?;
     let mut array = vec![0u8; header.count as usize * header.entry_size as usize];
-    f.seek(SeekFrom::Start(header.entries_lba * sector))
+    // A corrupt LBA must not wrap around (or panic in a debug build).
+    let start = header
+        .entries_lba
+        .checked_mul(sector)
+        .ok_or_else(|| fail("GPT", &GptError::Malformed("entry array lba out of range")))?;
+    f.seek(SeekFrom::Start(start))
         .and_then(|_| f.read_exact(&mut array))
         .map_err(|e| fail("read entries", &e))?;
     parse_entries(&header, &array).map_err(|e| fail("GPT", &e))
@@ -192,6 +200,56 @@ mod tests {
         array[200] ^= 1;
         assert_eq!(parse_entries(&h, &array), Err(GptError::EntriesCrc));
         assert!(parse_entries(&h, &array[..100]).is_err());
+    }
+
+    /// The fixture's header with `edit` applied and its CRC made right again.
+    fn edited_header(data: &[u8], edit: impl Fn(&mut [u8])) -> Vec<u8> {
+        let mut header = data[512..1024].to_vec();
+        edit(&mut header);
+        header[16..20].fill(0);
+        let crc = crc32fast::hash(&header[..92]);
+        header[16..20].copy_from_slice(&crc.to_le_bytes());
+        header
+    }
+
+    /// Found by the `gpt` fuzz target: an entry-array LBA whose byte offset
+    /// does not fit a u64 overflowed in `read`.
+    #[test]
+    fn entries_lba_beyond_u64_is_an_error() {
+        let mut data = fixture();
+        let header = edited_header(&data, |h| {
+            h[72..80].copy_from_slice(&(u64::MAX / 2).to_le_bytes())
+        });
+        data[512..1024].copy_from_slice(&header);
+        assert!(parse_header(&header).is_ok());
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("disk");
+        std::fs::write(&img, &data).unwrap();
+        let err = read(&img, 512).unwrap_err();
+        assert!(err.contains("entry array lba out of range"), "{err}");
+    }
+
+    /// Found by the `gpt` fuzz target: a huge entry size made `read` allocate
+    /// count * size bytes (178 GB here), which aborts a PID 1.
+    #[test]
+    fn entry_size_other_than_128_is_malformed() {
+        let mut data = fixture();
+        for size in [0x5300_0001u32, 256, 127] {
+            let header = edited_header(&data, |h| h[84..88].copy_from_slice(&size.to_le_bytes()));
+            assert_eq!(
+                parse_header(&header),
+                Err(GptError::Malformed("entry size or count")),
+                "{size}"
+            );
+        }
+        let header = edited_header(&data, |h| {
+            h[84..88].copy_from_slice(&0x5300_0001u32.to_le_bytes())
+        });
+        data[512..1024].copy_from_slice(&header);
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("disk");
+        std::fs::write(&img, &data).unwrap();
+        assert!(read(&img, 512).is_err());
     }
 
     #[test]

@@ -44,6 +44,10 @@ pub struct Handoff {
     pub init: Option<String>,
     /// slotinit's peak resident memory (VmHWM) just before the handoff, KiB.
     pub vmhwm_kb: Option<u64>,
+    /// CPU time slotinit spent itself (user) and in the kernel on its behalf
+    /// (system, module loading and mounts included), microseconds.
+    pub cpu_user_us: Option<u64>,
+    pub cpu_sys_us: Option<u64>,
 }
 
 impl Handoff {

@@ -296,3 +296,27 @@ def test_power_cuts_during_uboot_keep_the_next_boot_working(udisk, tmp_path):
     for o in outcomes:
         print("  cut {:>3} s after /{}/: env {}, next boot {}".format(o[1], o[0], o[2], o[3]))
     record("uboot_power_cuts_tried", count)
+
+
+def test_power_cuts_during_mark_good_keep_the_next_boot_working(udisk, tmp_path):
+    """QEMU SIGKILLed at seeded moments while the trial's health check runs
+    `slotinit mark-good` (0-1.5 s after the report, which mark-good follows):
+    the next boot U-Boot makes reads a valid env (committed or not) and boots."""
+    count = int(os.environ.get("SLOTINIT_UBOOT_POWERCUTS", "5"))
+    delays = seeded_delays(count, 0.0, 1.5, "mark-good")
+    outcomes = []
+    for i in range(count):
+        set_env(udisk, "BOOT_ORDER=B A", "BOOT_A_LEFT=3", "BOOT_B_LEFT=3",
+                "extra_bootargs=test.run=uboot-mark-good")
+        cut = boot(udisk, kill=(r"=== SLOTINIT-REPORT END ===", delays[i]), timeout=60)
+        assert cut.killed_at is not None, f"cut {i} never reached the report"
+        after_cut = state(udisk, tmp_path)
+        assert after_cut is not None, f"cut {i} at {delays[i]} s: no valid env"
+        fsck_bootconfig(udisk, tmp_path)
+        committed = after_cut["BOOT_B_LEFT"] == "3"
+        assert after_cut["BOOT_B_LEFT"] in ("2", "3"), after_cut
+        b = boot(udisk)
+        assert_booted(b, "B")
+        outcomes.append((delays[i], "committed" if committed else "not committed"))
+    print(f"mark-good power cuts tried: {count}: {outcomes}")
+    record("uboot_mark_good_power_cuts_tried", count)
