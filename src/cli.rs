@@ -21,6 +21,8 @@ pub const USAGE: &str = "usage: slotinit [--config FILE] [--handoff FILE] <comma
   mark-bad [SLOT]          attempts 0 and out of BOOT_ORDER (default: booted slot)
   mark-active SLOT         first in BOOT_ORDER with boot-attempts-primary attempts
   check-config FILE        validate a config as the init would
+  udev-links DEVNAME [--handoff FILE] [--sys DIR]
+                           the /dev/disk/by-slot names of a partition (for the udev rule)
   --force                  (mark-*) write a fresh state over a store whose copies are all corrupt
 exit codes: 0 ok, 1 error, 2 usage, 3 boot state corrupt or invalid, 4 store locked
 (run as PID 1, slotinit boots the system)";
@@ -45,6 +47,9 @@ fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
 }
 
 pub fn main(args: Vec<String>) -> ExitCode {
+    if args.first().is_some_and(|a| a == "udev-links") {
+        return crate::udevlinks::udev_main(args.into_iter().skip(1).collect());
+    }
     let mut opts = Options {
         config: None,
         handoff: PathBuf::from(HANDOFF_PATH),
@@ -105,12 +110,25 @@ fn check_config(file: &str) -> ExitCode {
 }
 
 /// The config the init used (/run/slotinit), else the system's, else defaults.
+/// The init's copy is read leniently: it may come from a newer release.
 fn load_config(opts: &Options) -> Result<Config, String> {
-    let path = match &opts.config {
-        Some(p) => p.clone(),
-        None if Path::new(RUN_CONFIG).exists() => PathBuf::from(RUN_CONFIG),
-        None => PathBuf::from(CONFIG_PATH),
-    };
+    if opts.config.is_none() {
+        if let Ok(text) = std::fs::read_to_string(RUN_CONFIG) {
+            let (config, dropped) =
+                Config::parse_lenient(&text, RUN_CONFIG).map_err(|e| error_chain(&e))?;
+            if !dropped.is_empty() {
+                eprintln!(
+                    "slotinit: {RUN_CONFIG}: ignoring keys this release does not know: {}",
+                    dropped.join(", ")
+                );
+            }
+            return Ok(config);
+        }
+    }
+    let path = opts
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(CONFIG_PATH));
     Config::load(&path).map_err(|e| error_chain(&e))
 }
 

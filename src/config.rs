@@ -524,6 +524,32 @@ impl Config {
         Ok(config)
     }
 
+    /// For the booted system's subcommands reading the config the init used: an
+    /// initramfs newer than the slot's binary may use keys this binary does not
+    /// know. Those keys are dropped (and named) instead of failing the health
+    /// check's `mark-good`; everything else is checked as usual.
+    pub fn parse_lenient(text: &str, path: &str) -> Result<(Config, Vec<String>), ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.into(),
+            message,
+        };
+        let mut table: toml::Table = match toml::from_str(text) {
+            Ok(t) => t,
+            Err(_) => return Config::parse(text, path).map(|c| (c, Vec::new())),
+        };
+        let reference = toml::Value::try_from(Config::default())
+            .map_err(|e| invalid(format!("internal: {e}")))?;
+        let mut dropped = Vec::new();
+        if let toml::Value::Table(reference) = reference {
+            prune(&mut table, &reference, "", &mut dropped);
+        }
+        let config: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| invalid(e.message().to_string()))?;
+        config.validate().map_err(invalid)?;
+        Ok((config, dropped))
+    }
+
     /// Reads `path`; a missing file is the defaults, as an initramfs may ship none.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         match std::fs::read_to_string(path) {
@@ -682,6 +708,34 @@ impl BootStateConfig {
             return Err("bootstate: attempts must be at least 1".into());
         }
         Ok(())
+    }
+}
+
+/// Removes the keys of `table` that `reference` (the defaults, as TOML) does not
+/// have, recursing into tables and arrays of tables.
+fn prune(table: &mut toml::Table, reference: &toml::Table, at: &str, dropped: &mut Vec<String>) {
+    table.retain(|key, _| {
+        let known = reference.contains_key(key);
+        if !known {
+            dropped.push(format!("{at}{key}"));
+        }
+        known
+    });
+    for (key, value) in table.iter_mut() {
+        let path = format!("{at}{key}.");
+        match (value, reference.get(key)) {
+            (toml::Value::Table(t), Some(toml::Value::Table(r))) => prune(t, r, &path, dropped),
+            (toml::Value::Array(items), Some(toml::Value::Array(r))) => {
+                if let Some(toml::Value::Table(shape)) = r.first() {
+                    for item in items.iter_mut() {
+                        if let toml::Value::Table(t) = item {
+                            prune(t, shape, &path, dropped);
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
     }
 }
 
@@ -848,6 +902,23 @@ mod tests {
                 "{text}"
             );
         }
+    }
+
+    #[test]
+    fn lenient_parse_drops_keys_of_a_newer_release() {
+        let text = "[boot]\nfuture_key = 1\ndefault_slot = \"b\"\n[future_table]\nx = 1\n\
+                    [bootstate]\nattempts = 5\nfuture = true\n";
+        assert!(Config::parse(text, "t").is_err());
+        let (c, mut dropped) = Config::parse_lenient(text, "t").unwrap();
+        dropped.sort();
+        assert_eq!(c.boot.default_slot, Slot::B);
+        assert_eq!(c.bootstate.attempts, 5);
+        assert_eq!(
+            dropped,
+            vec!["boot.future_key", "bootstate.future", "future_table"]
+        );
+        // A wrong type is still an error.
+        assert!(Config::parse_lenient("[bootstate]\nattempts = \"x\"\n", "t").is_err());
     }
 
     #[test]
