@@ -179,10 +179,16 @@ pub fn judge(loaded: &LoadedEnv, config: &BootStateConfig) -> Contents {
         Err(e) => return Contents::Unusable(format!("config: {e}")),
     };
     match (&loaded.env, &loaded.health) {
+        // Nothing was ever stored: every copy missing, or left empty by a
+        // power cut while it was being created. Writing destroys nothing.
         (None, Health::AllCorrupt { faults })
-            if faults
-                .iter()
-                .all(|f| matches!(f, envstore::CopyFault::Missing { .. })) =>
+            if faults.iter().all(|f| {
+                matches!(
+                    f,
+                    envstore::CopyFault::Missing { .. }
+                        | envstore::CopyFault::Truncated { got: 0, .. }
+                )
+            }) =>
         {
             Contents::Fresh
         }
@@ -230,6 +236,9 @@ impl Store {
         self.loaded = envstore::store(&self.location, &env, &self.loaded, mode)
             .map_err(CommitError::Store)?;
         self.contents = Contents::State(state.clone());
+        // A pair with one copy still missing (a fresh store) gets it now, so
+        // fw_printenv and U-Boot, which want both, read it from the first boot.
+        self.repair().map_err(CommitError::Store)?;
         Ok(())
     }
 

@@ -314,7 +314,7 @@ impl Default for BootStateConfig {
             commit: Commit::Userspace,
             partition: "bootconfig".into(),
             fstype: "vfat".into(),
-            files: vec!["uboot.env".into()],
+            files: vec!["uboot.env".into(), "uboot-redund.env".into()],
             size: 0x4000,
             raw_offsets: Vec::new(),
             fw_env: Vec::new(),

@@ -10,17 +10,18 @@
 //!   back to the untouched one.
 //! - Single copy in a file that holds just the env: a temp file in the same
 //!   directory is written and fsynced, renamed over the env, and the directory
-//!   fsynced. On ext4 and similar that rename is atomic. On vfat (where the
-//!   env usually lives) Linux reuses the target's directory entry for the new
-//!   data (`vfat_rename`: `fat_attach(old_inode, new_i_pos)`), so the entry
-//!   flips in one sector write. But FAT has no journal: freeing the old
-//!   clusters and removing the temp entry are separate writes that only the
-//!   final directory fsync orders, and a power cut in between can leave the
-//!   entry on clusters already marked free, or clusters cross-linked, until
-//!   fsck runs. It is still far better than rewriting the file in place,
-//!   which loses the env on any torn write; a board that must survive power
-//!   cuts during the commit needs a redundant pair. The temp name
-//!   (`.NAME.slotinit-tmp`) needs long names, i.e. vfat, not msdos.
+//!   fsynced. On ext4 and similar that rename is atomic. Not on vfat (where
+//!   the env usually lives): FAT has no journal, and freeing the old file's
+//!   clusters, moving the directory entry and dropping the temp entry are
+//!   separate writes in no fixed order; the power-cut campaign
+//!   (tests/qemu/powercut.py) left directory entries on freed clusters within
+//!   a dozen cuts. So on FAT an existing full-size env file is overwritten in
+//!   place, on its own clusters: no FAT or directory change, and only a torn
+//!   write of the data itself (one 16 KiB request) can hurt it. A missing file
+//!   is still created through a temp file and a rename (no target to free).
+//!   A device that must survive power cuts during every commit needs a
+//!   redundant pair, the default. The temp name (`.NAME.slotinit-tmp`) needs
+//!   long names, i.e. vfat, not msdos.
 //! - Single copy on a block device (or inside a larger file): written in place
 //!   and synced. This cannot be power-safe: a torn write leaves a bad CRC and
 //!   U-Boot falls back to its built-in default env.
@@ -675,6 +676,7 @@ pub fn store(
         && now
             .first()
             .is_none_or(|raw| holds_only_env(raw, location.size))
+        && !(on_fat(&copy.path) && now.first().is_some_and(|raw| is_full(raw, location.size)))
     {
         replace_file(&copy.path, &block)?;
         (block.len() as u64, 0)
@@ -712,6 +714,19 @@ fn target_of(previous: &LoadedEnv) -> (CopyIndex, Header) {
             (CopyIndex::First, Header::Redundant { flags })
         }
     }
+}
+
+/// True when `path` lies on a FAT filesystem (vfat/msdos), where a rename over
+/// an existing file is not crash-safe (see the module docs).
+fn on_fat(path: &Path) -> bool {
+    const MSDOS_SUPER_MAGIC: i64 = 0x4d44;
+    nix::sys::statfs::statfs(&parent_dir(path))
+        .is_ok_and(|s| s.filesystem_type().0 as i64 == MSDOS_SUPER_MAGIC)
+}
+
+/// The copy is there at its full size (so an in-place write keeps its clusters).
+fn is_full(raw: &Raw, size: usize) -> bool {
+    matches!(raw, Raw::Bytes { len, .. } if *len == size as u64)
 }
 
 /// A single-copy file may be replaced whole only when it is nothing but the

@@ -182,10 +182,16 @@ def fat_put(disk, src, name, part=1):
                     str(src), f"::{name}"], env=env, check=True)
 
 
-def read_env(disk, tmp, files=("uboot.env",), size=0x4000):
+PAIR = ("uboot.env", "uboot-redund.env")
+
+
+def read_env(disk, tmp, files=None, size=0x4000):
     """The boot-state env on the disk as fw_printenv (libubootenv) reads it:
-    a dict, or None when fw_printenv rejects it (no valid copy)."""
+    a dict, or None when fw_printenv rejects it (no valid copy). `files`
+    defaults to the redundant pair when the disk has its second file."""
     tmp = Path(tmp)
+    if files is None:
+        files = PAIR if fat_get(disk, PAIR[1], tmp / "probe-redund.env") else PAIR[:1]
     lines = []
     for f in files:
         local = tmp / f"read-{f}"

@@ -66,7 +66,7 @@ def test_unmountable_slot_falls_back_in_the_same_boot(tmp_path):
     with open(disk, "r+b") as f:  # wipe system_b's superblock region
         f.seek(part_offset(disk, 5))
         f.write(b"\0" * (1 << 20))
-    subprocess.run([str(REPO / "tests/guest/set-env"), str(disk), "BOOT_ORDER=B A",
+    subprocess.run([str(REPO / "tests/guest/set-env"), "--pair", str(disk), "BOOT_ORDER=B A",
                     "BOOT_A_LEFT=3", "BOOT_B_LEFT=3"], check=True)
     b = boot(disk, append="test.run=status")
     assert b.fields["slot-name"] == "system_a", b.console[-3000:]
