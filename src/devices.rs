@@ -251,21 +251,23 @@ pub fn list_partitions(sys: &Path) -> std::io::Result<Vec<Partition>> {
     Ok(found)
 }
 
+/// Partitions for the stage tests: qemu/mkdisk's layout, as the kernel names it.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub mod fixtures {
+    use super::Partition;
 
-    fn part(dev: &str, disk: &str, number: u32, name: &str) -> Partition {
+    pub fn part(dev: &str, disk: &str, number: u32, name: Option<&str>) -> Partition {
         Partition {
             dev: dev.into(),
             disk: disk.into(),
             number,
-            name: Some(name.into()),
+            name: name.map(str::to_string),
             uuid: None,
         }
     }
 
-    fn rpi_disk(disk: &str) -> Vec<Partition> {
+    /// rpi-image-gen's gpt/ab_userdata on `disk`: `<disk>1` .. `<disk>6`.
+    pub fn rpi_disk(disk: &str) -> Vec<Partition> {
         [
             "bootconfig",
             "boot_a",
@@ -276,8 +278,18 @@ mod tests {
         ]
         .iter()
         .enumerate()
-        .map(|(i, n)| part(&format!("{disk}{}", i + 1), disk, i as u32 + 1, n))
+        .map(|(i, n)| part(&format!("{disk}{}", i + 1), disk, i as u32 + 1, Some(n)))
         .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::rpi_disk;
+    use super::*;
+
+    fn part(dev: &str, disk: &str, number: u32, name: &str) -> Partition {
+        fixtures::part(dev, disk, number, Some(name))
     }
 
     #[test]

@@ -366,13 +366,7 @@ mod tests {
     use crate::plan::{fallback_plan, persistent_plan, root_plan, Roots};
 
     fn part(dev: &str) -> Partition {
-        Partition {
-            dev: dev.into(),
-            disk: "vda".into(),
-            number: 1,
-            name: None,
-            uuid: None,
-        }
+        crate::devices::fixtures::part(dev, "vda", 1, None)
     }
 
     const ID: &str = "0123456789abcdef0123456789abcdef";

@@ -371,13 +371,7 @@ mod tests {
     use super::*;
 
     fn part(dev: &str) -> Partition {
-        Partition {
-            dev: dev.into(),
-            disk: "vda".into(),
-            number: 1,
-            name: None,
-            uuid: None,
-        }
+        crate::devices::fixtures::part(dev, "vda", 1, None)
     }
 
     #[test]

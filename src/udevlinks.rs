@@ -168,18 +168,7 @@ mod tests {
 
     /// The record of a boot of `slot` from qemu/mkdisk's layout (vda1..vda6).
     fn booted(slot: Option<Slot>) -> Handoff {
-        let found: Vec<Partition> = [
-            "bootconfig",
-            "boot_a",
-            "boot_b",
-            "system_a",
-            "system_b",
-            "persistent",
-        ]
-        .iter()
-        .enumerate()
-        .map(|(i, n)| part(&format!("vda{}", i + 1), i as u32 + 1, n))
-        .collect();
+        let found = crate::devices::fixtures::rpi_disk("vda");
         let mut h = Handoff::new();
         h.slot = slot;
         h.devices = devices::resolve(&found, &Partitions::default());
