@@ -719,9 +719,8 @@ fn target_of(previous: &LoadedEnv) -> (CopyIndex, Header) {
 /// True when `path` lies on a FAT filesystem (vfat/msdos), where a rename over
 /// an existing file is not crash-safe (see the module docs).
 fn on_fat(path: &Path) -> bool {
-    const MSDOS_SUPER_MAGIC: i64 = 0x4d44;
     nix::sys::statfs::statfs(&parent_dir(path))
-        .is_ok_and(|s| s.filesystem_type().0 as i64 == MSDOS_SUPER_MAGIC)
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::MSDOS_SUPER_MAGIC)
 }
 
 /// The copy is there at its full size (so an in-place write keeps its clusters).
