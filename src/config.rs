@@ -537,7 +537,7 @@ impl Config {
             Ok(t) => t,
             Err(_) => return Config::parse(text, path).map(|c| (c, Vec::new())),
         };
-        let reference = toml::Value::try_from(Config::default())
+        let reference = toml::Value::try_from(Config::exemplar())
             .map_err(|e| invalid(format!("internal: {e}")))?;
         let mut dropped = Vec::new();
         if let toml::Value::Table(reference) = reference {
@@ -548,6 +548,29 @@ impl Config {
             .map_err(|e: toml::de::Error| invalid(e.message().to_string()))?;
         config.validate().map_err(invalid)?;
         Ok((config, dropped))
+    }
+
+    /// A config with every optional field set and every list holding one entry:
+    /// as TOML it shows every key this release knows (None fields are not
+    /// serialized at all), which is what the lenient parse keeps.
+    fn exemplar() -> Config {
+        let mut c = Config::default();
+        let some = || Some(String::new());
+        for d in &mut c.persistent.dirs {
+            (d.group, d.owner) = (some(), some());
+        }
+        for b in &mut c.persistent.binds {
+            (b.group, b.owner) = (some(), some());
+        }
+        c.overlay = vec![OverlaySpec {
+            target: "/".into(),
+            upper: Upper::Tmpfs,
+            size: default_overlay_size(),
+            path: some(),
+        }];
+        c.bootstate.raw_offsets = vec![0];
+        c.bootstate.fw_env = vec![String::new()];
+        c
     }
 
     /// Reads `path`; a missing file is the defaults, as an initramfs may ship none.
@@ -916,6 +939,20 @@ mod tests {
         assert_eq!(
             dropped,
             vec!["boot.future_key", "bootstate.future", "future_table"]
+        );
+        // Every key this release knows is kept, optional ones and list items too.
+        let full = "[persistent]\nmachine_id = \"\"\n\
+                    dir = [{ path = \"x\", mode = 0o700, group = \"g\", owner = \"o\" }]\n\
+                    bind = [{ source = \"x\", target = \"/x\", create = false, mode = 0o700, owner = \"o\", group = \"g\" }]\n\
+                    [[overlay]]\ntarget = \"/srv\"\nupper = \"persistent\"\npath = \"o/{slot}\"\nsize = \"1m\"\n\
+                    [bootstate]\nraw_offsets = [0, 16384]\n";
+        let (c, dropped) = Config::parse_lenient(full, "t").unwrap();
+        assert_eq!(dropped, Vec::<String>::new());
+        assert_eq!(c, Config::parse(full, "t").unwrap());
+        let shipped = include_str!("../configs/rpi-ab-userdata.toml");
+        assert_eq!(
+            Config::parse_lenient(shipped, "t").unwrap().1,
+            Vec::<String>::new()
         );
         // A wrong type is still an error.
         assert!(Config::parse_lenient("[bootstate]\nattempts = \"x\"\n", "t").is_err());
