@@ -1,0 +1,103 @@
+//! Replays saved fuzz inputs (`tests/fixtures/fuzz/<target>/*`) and the
+//! checked-in fixtures the fuzzers are seeded from through the fuzz targets'
+//! own checks, so a crash once found stays fixed under a plain `cargo test`.
+
+// The checks panic on purpose when a property fails; they use no unwrap on
+// runtime data of slotinit itself.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../fuzz/src/checks.rs"]
+mod checks;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+type Check = fn(&[u8]);
+
+const TARGETS: [(&str, Check); 7] = [
+    ("envblock", checks::envblock),
+    ("cmdline", checks::cmdline),
+    ("config", checks::config),
+    ("gpt", checks::gpt),
+    ("uevent", checks::uevent),
+    ("fwenv", checks::fwenv),
+    ("bootstate", checks::bootstate),
+];
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = match fs::read_dir(dir) {
+        Ok(entries) => entries.map(|e| e.unwrap().path()).collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => panic!("{}: {e}", dir.display()),
+    };
+    files.retain(|p| p.is_file());
+    files.sort();
+    files
+}
+
+/// Runs `check` on every file; the files whose checks panicked.
+fn replay(check: Check, inputs: &[PathBuf]) -> Vec<String> {
+    let mut failed = Vec::new();
+    for path in inputs {
+        let data = fs::read(path).unwrap();
+        if std::panic::catch_unwind(|| check(&data)).is_err() {
+            failed.push(path.display().to_string());
+        }
+    }
+    failed
+}
+
+#[test]
+fn saved_fuzz_inputs() {
+    let dir = root().join("tests/fixtures/fuzz");
+    for entry in fs::read_dir(&dir).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        let known = TARGETS.iter().any(|(t, _)| *t == name) || name == "README.md";
+        assert!(known, "tests/fixtures/fuzz/{name} is no fuzz target");
+    }
+    let failed: Vec<String> = TARGETS
+        .iter()
+        .flat_map(|(target, check)| replay(*check, &files(&dir.join(target))))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "inputs failing their checks: {failed:#?}"
+    );
+}
+
+/// The seeds `fuzz/run` starts from must pass too, or every run starts red.
+#[test]
+fn seed_fixtures() {
+    let env = files(&root().join("tests/fixtures/env"));
+    let blocks: Vec<PathBuf> = env
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "env"))
+        .cloned()
+        .collect();
+    assert!(!blocks.is_empty());
+    let mut failed = replay(checks::envblock, &blocks);
+    for block in &blocks {
+        let data = fs::read(block).unwrap();
+        // The data areas of single and redundant copies.
+        for area in [&data[4..], &data[5..]] {
+            if std::panic::catch_unwind(|| checks::bootstate(area)).is_err() {
+                failed.push(format!("{} as bootstate data", block.display()));
+            }
+        }
+    }
+    failed.extend(replay(
+        checks::gpt,
+        &[root().join("tests/fixtures/gpt/rpi.gpt")],
+    ));
+    let configs = files(&root().join("configs"));
+    assert!(!configs.is_empty());
+    failed.extend(replay(checks::config, &configs));
+    assert!(
+        failed.is_empty(),
+        "fixtures failing their checks: {failed:#?}"
+    );
+}
