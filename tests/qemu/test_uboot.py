@@ -40,7 +40,7 @@ def state(disk, tmp):
 
 
 def fsck_bootconfig_report(disk, tmp):
-    """What `fsck.vfat -n` says of the bootconfig partition."""
+    """`fsck.vfat -n` of the bootconfig partition: (exit code, what it said)."""
     info = subprocess.run(["sgdisk", "-i", "1", str(disk)], check=True, stdout=subprocess.PIPE,
                           text=True).stdout
     sectors = int(re.search(r"Partition size: (\d+) sectors", info).group(1))
@@ -48,22 +48,15 @@ def fsck_bootconfig_report(disk, tmp):
     with open(disk, "rb") as f:
         f.seek(part_offset(disk, 1))
         part.write_bytes(f.read(sectors * 512))
-    return subprocess.run(["fsck.vfat", "-n", str(part)], stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True).stdout
+    r = subprocess.run(["fsck.vfat", "-n", str(part)], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, text=True)
+    return r.returncode, r.stdout
 
 
 def fsck_bootconfig(disk, tmp):
     """fsck.vfat -n of the bootconfig partition: U-Boot's fatwrite left a consistent FAT."""
-    info = subprocess.run(["sgdisk", "-i", "1", str(disk)], check=True, stdout=subprocess.PIPE,
-                          text=True).stdout
-    sectors = int(re.search(r"Partition size: (\d+) sectors", info).group(1))
-    part = tmp / "bootconfig.img"
-    with open(disk, "rb") as f:
-        f.seek(part_offset(disk, 1))
-        part.write_bytes(f.read(sectors * 512))
-    fsck = subprocess.run(["fsck.vfat", "-n", str(part)], stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True)
-    assert fsck.returncode == 0, fsck.stdout
+    code, report = fsck_bootconfig_report(disk, tmp)
+    assert code == 0, report
 
 
 def assert_booted(b, slot):
@@ -328,7 +321,7 @@ def test_power_cuts_during_mark_good_keep_the_next_boot_working(udisk, tmp_path)
         assert after_cut is not None, f"cut {i} at {delays[i]} s: no valid env"
         # Cut while Linux had the FAT mounted: its dirty bit may be set (the
         # kernel clears it at the next mount); anything else is damage.
-        report = fsck_bootconfig_report(udisk, tmp_path)
+        _, report = fsck_bootconfig_report(udisk, tmp_path)
         findings = [l for l in report.splitlines()[1:] if l.strip() and not l.lstrip().startswith(
             ("Dirty bit", "Automatically removing", "Leaving filesystem", str(tmp_path)))]
         assert not findings, report
