@@ -8,9 +8,15 @@ import zlib
 from powercut import campaign
 from guest import REPO, boot, json_after, mkdisk, part_offset, fat_get, fat_put, read_env
 
-REDUNDANT = """[bootstate]
-files = ["uboot.env", "uboot-redund.env"]
-"""
+# The default store: the redundant pair.
+PAIR_FILES = ("uboot.env", "uboot-redund.env")
+
+
+def pair_after_two_boots(disk):
+    """Two boots of a fresh disk: both copies of the pair written, A_LEFT at 1."""
+    for _ in range(2):
+        boot(disk)
+    return PAIR_FILES
 
 
 def status_of(b):
@@ -80,19 +86,15 @@ def test_unmountable_slot_falls_back_in_the_same_boot(tmp_path):
     assert "/dev/vda5" in s["last_fallback"]
 
 
-def test_one_copy_corrupt_is_read_from_the_other_and_repaired(disk, tmp_path,
-                                                               initramfs_with_config):
-    """Scenario 4, with a redundant pair of env files."""
-    initrd = initramfs_with_config("redundant", REDUNDANT)
-    files = ("uboot.env", "uboot-redund.env")
-    for _ in range(2):
-        boot(disk, initrd=initrd)
+def test_one_copy_corrupt_is_read_from_the_other_and_repaired(disk, tmp_path):
+    """Scenario 4, with the redundant pair of env files (the default)."""
+    files = pair_after_two_boots(disk)
     env = read_env(disk, tmp_path, files)
     assert (env["BOOT_A_LEFT"], env["BOOT_ORDER"]) == ("1", "A B")
     # Corrupt the copy holding the newest state: the older one is used.
     newest = max(files, key=lambda f: flags_of(disk, tmp_path, f))
     flip_byte(disk, tmp_path, newest)
-    b = boot(disk, initrd=initrd, append="test.run=status")
+    b = boot(disk, append="test.run=status")
     h = b.handoff()
     assert b.fields["slot-name"] == "system_a"
     # The older copy said A_LEFT=2: this boot took it to 1 and rewrote the bad copy.
@@ -105,17 +107,13 @@ def test_one_copy_corrupt_is_read_from_the_other_and_repaired(disk, tmp_path,
     assert "unusable" in log and newest in log, log
 
 
-def test_both_copies_corrupt_boot_default_and_write_nothing(disk, tmp_path,
-                                                            initramfs_with_config):
+def test_both_copies_corrupt_boot_default_and_write_nothing(disk, tmp_path):
     """Scenario 5."""
-    initrd = initramfs_with_config("redundant", REDUNDANT)
-    files = ("uboot.env", "uboot-redund.env")
-    for _ in range(2):
-        boot(disk, initrd=initrd)
+    files = pair_after_two_boots(disk)
     for f in files:
         flip_byte(disk, tmp_path, f)
     before = {f: fat_bytes(disk, tmp_path, f) for f in files}
-    b = boot(disk, initrd=initrd, append="test.run=status")
+    b = boot(disk, append="test.run=status")
     assert b.fields["slot-name"] == "system_a"
     assert b.handoff()["decision"]["source"] == "default"
     assert {f: fat_bytes(disk, tmp_path, f) for f in files} == before, "nothing written back"
