@@ -84,12 +84,16 @@ pub fn run() -> ! {
             }
             config
         }
-        Err(e) => {
-            let message = format!("config: {}; using the built-in defaults", error_chain(&e));
-            log::error!("{message}");
-            handoff.errors.push(message);
-            Config::default()
-        }
+        // Fail closed: the built-in defaults would unlock what a production
+        // config locks (`allow_override`, who counts), so an invalid config
+        // boots nothing. initramfs/build refuses such a config; only a damaged
+        // or tampered initramfs gets here. The reboot delay is the default's.
+        Err(e) => fatal(
+            &format!("config: {}; refusing to boot with it", error_chain(&e)),
+            &args,
+            &Config::default(),
+            &mut handoff,
+        ),
     };
     timer.stage(&mut handoff, "setup");
 

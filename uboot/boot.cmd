@@ -9,14 +9,18 @@
 #   BOOT_ORDER      bootnames, most preferred first ("A B" or "B A")
 #   BOOT_A_LEFT     attempts left for slot A, hex without 0x
 #   BOOT_B_LEFT     same for slot B
-#   extra_bootargs  optional, appended to the kernel cmdline (tests use it)
 # It lives in uboot.env on the bootconfig partition: one copy of the U-Boot
 # env block (little-endian CRC-32, then key=value\0...\0, padded to 0x4000),
 # the file fw_printenv reads with the fw_env.config line
 # "/path/to/uboot.env 0x0 0x4000" and slotinit rewrites on mark-good,
-# mark-bad and mark-active. Only the four variables above are imported and
+# mark-bad and mark-active. Only the three variables above are imported and
 # written back; anything else in the file is ignored and dropped on the next
 # write here.
+#
+# Nothing from the env reaches the kernel cmdline: the env is not
+# authenticated, and a second rauc.slot= after ours would overrule the
+# counters. (The tests build a variant with a hook, tests/qemu/uboot.py; it is
+# not this script.)
 #
 # Each boot: load the state (missing or bad CRC: the defaults A B, 3 and 3),
 # take the first slot of BOOT_ORDER with attempts left, count the attempt,
@@ -31,7 +35,7 @@ test -n "${devnum}" || setenv devnum 0
 setenv bs_config_part 1
 setenv bs_file uboot.env
 setenv bs_size 0x4000
-setenv bs_vars "BOOT_ORDER BOOT_A_LEFT BOOT_B_LEFT extra_bootargs"
+setenv bs_vars "BOOT_ORDER BOOT_A_LEFT BOOT_B_LEFT"
 # Scratch for the env block: pxefile_addr_r (1 MiB above the script at
 # scriptaddr, below the kernel at kernel_addr_r) is unused by this flow.
 setenv bs_addr ${pxefile_addr_r}
@@ -94,7 +98,7 @@ run bs_save || echo "bootstate: WARNING: could not write ${bs_file}"
 
 # 3. Boot. Image (uncompressed) or Image.gz; booti recognises the compression
 # and unpacks through kernel_comp_addr_r (64 MiB above the initramfs).
-setenv bootargs "console=ttyAMA0 panic=-1 rauc.slot=${bs_slot} ${extra_bootargs}"
+setenv bootargs "console=ttyAMA0 panic=-1 rauc.slot=${bs_slot}"
 setexpr kernel_comp_addr_r ${ramdisk_addr_r} + 0x4000000
 setenv bs_kernel Image.gz
 if test -e ${devtype} ${devnum}:${bs_boot_part} Image; then

@@ -1,6 +1,11 @@
 """Issue 2: boot slot A (or B) of an rpi-image-gen gpt/ab_userdata disk end to end."""
 import re
-from guest import boot, mkdisk, record
+import subprocess
+from pathlib import Path
+
+from guest import INITRD, REPO, boot, mkdisk, record
+
+SLOTINIT = REPO / "target/aarch64-unknown-linux-gnu/release/slotinit"
 
 # qemu/mkdisk's partition order: bootconfig boot_a boot_b system_a system_b persistent.
 DEV = {"bootconfig": "/dev/vda1", "boot_a": "/dev/vda2", "boot_b": "/dev/vda3",
@@ -113,12 +118,51 @@ def test_no_persistent_partition_still_boots(tmp_path):
     assert b.links()["persistent"] is None
 
 
-def test_invalid_config_is_reported_and_defaults_used(disk, initramfs_with_config):
-    initrd = initramfs_with_config("badconfig", "[boot]\ndefault_slot = \"b\"\ntimeout = 5\n")
-    b = boot(disk, initrd=initrd)
-    h = assert_booted(b, "a")  # the defaults, not the half-read config
-    err = [e for e in h["errors"] if e.startswith("config:")]
-    assert err and "/etc/slotinit.toml:3:1" in err[0] and "timeout" in err[0], h["errors"]
+def append_cpio(initrd, dest, files):
+    """`initrd` followed by an uncompressed newc archive holding `files`
+    ({path in the initramfs: text}): the kernel unpacks both, the later entry
+    wins. It stands for a damaged or tampered initramfs, which initramfs/build
+    itself never makes (it refuses a config check-config rejects)."""
+    root = Path(dest).with_suffix(".root")
+    for name, text in files.items():
+        f = root / name.lstrip("/")
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text(text)
+    names = "\n".join(str(f.relative_to(root)) for f in sorted(root.rglob("*"))) + "\n"
+    extra = subprocess.run(["cpio", "-o", "-H", "newc", "--quiet"], cwd=root, input=names.encode(),
+                           stdout=subprocess.PIPE, check=True).stdout
+    # The kernel's lz4 decoder reads to the end of its input: append to the
+    # unpacked archive instead.
+    base = subprocess.run(["lz4", "-dc", str(initrd)], stdout=subprocess.PIPE, check=True).stdout
+    Path(dest).write_bytes(base + extra)
+    return Path(dest)
+
+
+def test_invalid_config_fails_closed(disk, tmp_path):
+    """Issue 11 A9: the defaults would unlock what the config locked
+    (allow_override, who counts): an invalid config boots nothing, says why and
+    reboots; slotinit.slot= does not get a slot booted either."""
+    initrd = append_cpio(INITRD, tmp_path / "badconfig.img", {
+        "etc/slotinit.toml": "[boot]\nallow_override = false\ntimeout = 5\n"})
+    b = boot(disk, initrd=initrd, append="slotinit.slot=b", timeout=90)
+    assert not b.reported, "a slot booted with an invalid config"
+    log = "\n".join(b.slotinit_log())
+    assert re.search(r"fatal: config: /etc/slotinit.toml:3:1: .*timeout.*refusing to boot", log), log
+    assert "rebooting in 10 s" in log, log
+    assert "Kernel panic" not in b.console
+    assert b.rc == 0  # the guest rebooted; -no-reboot turns that into QEMU's exit
+
+
+def test_build_refuses_a_config_check_config_rejects(tmp_path):
+    """Issue 11 A9: initramfs/build runs the init's own check-config first."""
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[boot]\ntimeout = 5\n")
+    r = subprocess.run([str(REPO / "initramfs/build"), "--init", str(SLOTINIT),
+                        "--config", str(bad), "--out", str(tmp_path / "x.img")],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert r.returncode != 0
+    assert "rejected by check-config" in r.stdout and "timeout" in r.stdout, r.stdout
+    assert not (tmp_path / "x.img").exists()
 
 
 def test_missing_system_is_fatal_and_reboots(tmp_path, initramfs_with_config):

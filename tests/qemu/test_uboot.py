@@ -11,8 +11,8 @@ import subprocess
 
 import pytest
 from guest import REPO, fat_get, fat_put, json_after, part_offset, read_env, record
-from uboot import (boot, build_initramfs, build_roots, build_uboot, mkdisk, seeded_delays,
-                   set_env)
+from uboot import (UBOOT_OUT, boot, build_initramfs, build_roots, build_uboot, mkdisk,
+                   seeded_delays, set_env)
 
 DEFAULTS = {"BOOT_ORDER": "A B", "BOOT_A_LEFT": "3", "BOOT_B_LEFT": "3"}
 
@@ -118,8 +118,24 @@ def test_env_written_by_uboot_is_what_fw_printenv_and_mkenvimage_make(udisk, tmp
     end = data.index(b"\0\0", 4)
     assert data[4:end + 1] == b"BOOT_A_LEFT=2\0BOOT_B_LEFT=3\0BOOT_ORDER=A B\0"  # sorted
     assert set(data[end + 2:]) == {0}
-    fresh = (REPO / "out/uboot/uboot.env").read_bytes()
+    fresh = (UBOOT_OUT / "uboot.env").read_bytes()
     assert fresh[-1] == 0xff
+
+
+def test_shipped_script_puts_nothing_from_the_env_on_the_cmdline(chain, tmp_path):
+    """Issue 11 A8: the env is not authenticated. With the script integrators ship
+    (uboot/boot.cmd as is), an `extra_bootargs=rauc.slot=B` planted in uboot.env
+    reaches neither the cmdline nor the decision: U-Boot counts A, A boots."""
+    shipped = build_uboot(tmp_path / "shipped", shipped=True)
+    assert b"extra_bootargs" not in (shipped / "boot.scr").read_bytes()
+    disk = mkdisk(tmp_path / "shipped.img", chain["initramfs"], chain["roots"], uboot=shipped)
+    set_env(disk, "extra_bootargs=rauc.slot=B slotinit.slot=b")
+    b = boot(disk)
+    assert_booted(b, "A")
+    words = b.fields["cmdline"].split()
+    assert "rauc.slot=B" not in words and "slotinit.slot=b" not in words, words
+    assert state(disk, tmp_path) == {"BOOT_ORDER": "A B", "BOOT_A_LEFT": "2",
+                                     "BOOT_B_LEFT": "3"}
 
 
 # --- b. good update ------------------------------------------------------------

@@ -20,7 +20,10 @@ from pathlib import Path
 from guest import REPO, Boot, parse_report
 
 SLOTINIT = REPO / "target/aarch64-unknown-linux-gnu/release/slotinit"
-UBOOT_OUT = REPO / "out/uboot"
+# The tests' boot.scr (with the test hook below) lives apart from out/uboot,
+# which holds what uboot/build makes of the shipped script (qemu/demo --uboot).
+UBOOT_OUT = REPO / "out/uboot-test"
+SHIPPED_OUT = REPO / "out/uboot"
 CONFIG = REPO / "configs/uboot-rauc.toml"
 # The system's view of the boot state: bootconfig mounted here by the
 # test.d/uboot-* scripts (fw_printenv would need the same line).
@@ -65,10 +68,39 @@ class UBoot(Boot):
         return any(re.match(r"^resetting \.\.\.", l) for _, l in self.lines)
 
 
-def build_uboot(out=UBOOT_OUT):
-    subprocess.run([str(REPO / "uboot/build"), "--out", str(out)], check=True,
-                   stdout=subprocess.DEVNULL)
-    return Path(out)
+# The tests' hook, kept out of the script integrators ship: import
+# `extra_bootargs` from uboot.env and put it on the cmdline *before* rauc.slot=,
+# so a test passes `test.run=NAME` and can never overrule the slot.
+TEST_HOOK = [
+    ('setenv bs_vars "BOOT_ORDER BOOT_A_LEFT BOOT_B_LEFT"',
+     'setenv bs_vars "BOOT_ORDER BOOT_A_LEFT BOOT_B_LEFT extra_bootargs"'),
+    ('setenv bootargs "console=ttyAMA0 panic=-1 rauc.slot=${bs_slot}"',
+     'setenv bootargs "console=ttyAMA0 panic=-1 ${extra_bootargs} rauc.slot=${bs_slot}"'),
+]
+
+
+def hooked_script(dest):
+    """uboot/boot.cmd with TEST_HOOK applied; each line must match exactly once,
+    so a change to the shipped script cannot silently drop the hook."""
+    text = (REPO / "uboot/boot.cmd").read_text()
+    for old, new in TEST_HOOK:
+        if text.count(old) != 1:
+            raise RuntimeError(f"uboot/boot.cmd: test hook anchor not found once: {old}")
+        text = text.replace(old, new)
+    Path(dest).write_text(text)
+    return Path(dest)
+
+
+def build_uboot(out=UBOOT_OUT, shipped=False):
+    """boot.scr, uboot.env and Image.gz into `out`: the tests' variant of the
+    script, or with `shipped` exactly uboot/boot.cmd."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cmd = [str(REPO / "uboot/build"), "--out", str(out)]
+    if not shipped:
+        cmd += ["--script", str(hooked_script(out / "boot-test.cmd"))]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    return out
 
 
 def build_initramfs(out):
@@ -92,8 +124,9 @@ def build_roots(base):
     return roots
 
 
-def mkdisk(path, initramfs, roots, *args, no_env=False):
-    cmd = [str(REPO / "uboot/mkdisk"), "--out", str(path), "--initramfs", str(initramfs)]
+def mkdisk(path, initramfs, roots, *args, no_env=False, uboot=UBOOT_OUT):
+    cmd = [str(REPO / "uboot/mkdisk"), "--out", str(path), "--initramfs", str(initramfs),
+           "--uboot", str(uboot)]
     if no_env:
         cmd.append("--no-env")
     cmd += ["--", "--system-a", str(roots["a"]), "--system-b", str(roots["b"]), *map(str, args)]
