@@ -834,7 +834,9 @@ mod tests {
         std::fs::write(&file, &block).unwrap();
         let mut config = Config::default();
         config.bootstate.fw_env = vec![format!("{} 0x0 0x4000", file.display())];
-        let store = bootenv::open(&config.bootstate, None, dir).unwrap().unwrap();
+        let store = bootenv::open(&config.bootstate, None, dir)
+            .unwrap()
+            .unwrap();
         let kept = dir.join("kept");
         std::fs::rename(&sub, &kept).unwrap();
         std::fs::write(&sub, b"not a directory").unwrap();

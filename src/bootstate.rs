@@ -395,7 +395,11 @@ pub fn choose_and_decrement(state: &State, config: &Config) -> Result<Choice, Bo
     let mut next = State::initial(config);
     // Names of other tools (RAUC's recovery `R`) survive the reset.
     next.order.extend(state.unknown(config));
-    let slot = config.slots.first().cloned().ok_or(BootStateError::NoSlots)?;
+    let slot = config
+        .slots
+        .first()
+        .cloned()
+        .ok_or(BootStateError::NoSlots)?;
     // The reset plus this boot are what the script's reset-and-reboot amounts
     // to, so this boot uses one of the fresh attempts.
     next.left
@@ -473,10 +477,11 @@ pub fn mark_active(
     Ok(marked(state, slot, next))
 }
 
-/// Whether the boot script would boot `slot` when it comes to it: in the
-/// order (an empty order being the configured one) with attempts left.
-pub fn is_bootable(state: &State, slot: &Bootname, config: &Config) -> bool {
-    state.bootable(config).contains(slot)
+/// RAUC's "good" test (`r_uboot_get_state` in `src/bootloaders/uboot.c`): in
+/// the order and attempts left. What the boot script would boot is
+/// [`State::bootable`], which also reads an empty order as the default one.
+pub fn is_bootable(state: &State, slot: &Bootname) -> bool {
+    state.order.contains(slot) && state.left(slot) > 0
 }
 
 /// Writes `BOOT_ORDER` and every `BOOT_<slot>_LEFT`; other variables stay untouched.
@@ -943,19 +948,24 @@ mod tests {
     fn bootable() {
         let cfg = Config::default();
         let s = state("B", &[("A", 3), ("B", 2)]);
-        assert!(is_bootable(&s, &b("B"), &cfg));
-        assert!(!is_bootable(&s, &b("A"), &cfg), "not in order");
+        assert!(is_bootable(&s, &b("B")));
+        assert!(!is_bootable(&s, &b("A")), "not in order");
+        assert_eq!(s.bootable(&cfg), vec![b("B")]);
         let s = state("A B", &[("A", 0), ("B", 2)]);
-        assert!(!is_bootable(&s, &b("A"), &cfg), "no attempts left");
-        assert!(!is_bootable(&s, &b("C"), &cfg));
+        assert!(!is_bootable(&s, &b("A")), "no attempts left");
+        assert!(!is_bootable(&s, &b("C")));
+        assert_eq!(s.bootable(&cfg), vec![b("B")]);
         let s = state("", &[("A", 0), ("B", 2)]);
-        assert!(is_bootable(&s, &b("B"), &cfg), "empty order: the default");
+        assert_eq!(s.bootable(&cfg), vec![b("B")], "empty order: the default");
     }
 
     #[test]
     fn marks_keep_unknown_names_and_drop_every_repeat() {
         let s = state("R B A B", &[("A", 3), ("B", 3)]);
-        assert_eq!(mark_bad(&s, &b("B")).unwrap().state.order, vec![b("R"), b("A")]);
+        assert_eq!(
+            mark_bad(&s, &b("B")).unwrap().state.order,
+            vec![b("R"), b("A")]
+        );
         assert_eq!(
             mark_active(&s, &b("A"), 3).unwrap().state.order,
             vec![b("A"), b("R"), b("B"), b("B")]

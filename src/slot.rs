@@ -350,7 +350,12 @@ pub fn decide(inputs: &Inputs) -> Result<Outcome, String> {
 ///
 /// Without such a slot (no other bootable slot, or nothing stored yet) the
 /// chosen slot boots uncounted, since a boot beats none; the error says so.
-pub fn uncounted(inputs: &Inputs, outcome: &Outcome, on_disk: Option<&State>, why: &str) -> Outcome {
+pub fn uncounted(
+    inputs: &Inputs,
+    outcome: &Outcome,
+    on_disk: Option<&State>,
+    why: &str,
+) -> Outcome {
     let chosen = outcome.decision.slot;
     let usable = |slot: Slot| slot != chosen && !inputs.failed.iter().any(|(s, _)| *s == slot);
     let committed = on_disk.and_then(|st| {
@@ -731,7 +736,14 @@ mod tests {
 
     #[test]
     fn bootloader_counter_follows_the_walk_without_a_hint() {
-        let out = run(Counter::Bootloader, Some(&st("R B A", 3, 3)), None, None, &[]).unwrap();
+        let out = run(
+            Counter::Bootloader,
+            Some(&st("R B A", 3, 3)),
+            None,
+            None,
+            &[],
+        )
+        .unwrap();
         assert_eq!(out.decision.slot, Slot::B);
         // A lowercase word is no bootname to the script, though a person may type it.
         let out = run(Counter::Bootloader, Some(&st("b A", 3, 3)), None, None, &[]).unwrap();
@@ -792,7 +804,8 @@ mod tests {
 
     #[test]
     fn uncountable_boot_without_another_bootable_slot_boots_uncounted() {
-        let cases: Vec<(Option<State>, State, Vec<(Slot, String)>, Slot)> = vec![
+        type Case = (Option<State>, State, Vec<(Slot, String)>, Slot);
+        let cases: Vec<Case> = vec![
             // The other slot used up its attempts, or left the order.
             (Some(st("B A", 0, 2)), st("B A", 0, 2), vec![], Slot::B),
             (Some(st("B", 3, 2)), st("B", 3, 2), vec![], Slot::B),
@@ -833,7 +846,14 @@ mod tests {
         )
         .unwrap();
         assert!(out.state.is_some() && !out.counted);
-        let out = run(Counter::Init, Some(&st("A B", 3, 3)), Some(Slot::B), None, &[]).unwrap();
+        let out = run(
+            Counter::Init,
+            Some(&st("A B", 3, 3)),
+            Some(Slot::B),
+            None,
+            &[],
+        )
+        .unwrap();
         assert!(!out.counted);
         let out = run(Counter::Init, None, None, None, &[]).unwrap();
         assert!(!out.counted);
