@@ -383,6 +383,11 @@ pub fn choose_and_decrement(state: &State, config: &Config) -> Result<Choice, Bo
         }
         let mut next = state.clone();
         next.left.insert(slot.clone(), left_before - 1);
+        if next.order.is_empty() {
+            // What the script saves after its `setenv BOOT_ORDER "A B"`; an
+            // empty order would leave RAUC without a primary slot.
+            next.order = config.slots.clone();
+        }
         return Ok(Choice {
             slot,
             state: next,
@@ -776,7 +781,7 @@ mod tests {
                 what: "empty order is the default order: the counters decide",
                 before: state("", &[("A", 0), ("B", 3)]),
                 slot: "B",
-                after: state("", &[("A", 0), ("B", 2)]),
+                after: state("A B", &[("A", 0), ("B", 2)]),
                 how: Chosen::Attempt {
                     left_before: 3,
                     skipped: vec![b("A")],

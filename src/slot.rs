@@ -225,6 +225,18 @@ pub fn decide(inputs: &Inputs) -> Result<Outcome, String> {
             // A slot that used up its attempts leaves BOOT_ORDER, so the record
             // says it was given up (RAUC's script only skips it), unless it is
             // the last one: then the reset below gives every slot a new chance.
+            if st.order.is_empty() {
+                // The script's `setenv BOOT_ORDER "A B"`. Only a slot that
+                // failed in this boot empties the order here (reading makes an
+                // empty one the default), and that slot stays out.
+                st.order = inputs
+                    .config
+                    .slots
+                    .iter()
+                    .filter(|n| inputs.names.exact(n).is_none_or(usable))
+                    .cloned()
+                    .collect();
+            }
             let walk = st.walk(inputs.config);
             let bootable = walk.iter().filter(|s| st.left(s) > 0).count();
             if bootable > 0 {
@@ -605,6 +617,18 @@ mod tests {
     }
 
     #[test]
+    fn failed_last_slot_of_the_order_never_leaves_it_empty() {
+        let failed = [(Slot::A, "no init".to_string())];
+        let out = run(Counter::Init, Some(&st("A", 3, 3)), None, None, &failed).unwrap();
+        assert_eq!(out.decision.slot, Slot::B);
+        assert_eq!(out.state, Some(st("B", 0, 2)));
+        assert_eq!(
+            out.fallback.as_deref(),
+            Some("slot a failed to boot: no init")
+        );
+    }
+
+    #[test]
     fn failed_slot_after_a_reset_is_not_chosen_again() {
         let failed = [(Slot::A, "no init".to_string())];
         let out = run(Counter::Init, Some(&st("A B", 0, 0)), None, None, &failed).unwrap();
@@ -720,7 +744,7 @@ mod tests {
             (
                 st("", 0, 3),
                 Slot::B,
-                Some(st("", 0, 2)),
+                Some(st("B", 0, 2)),
                 Some("slot A used up its boot attempts"),
             ),
             (st("R", 3, 3), Slot::A, Some(st("A B R", 2, 3)), None),
