@@ -394,7 +394,8 @@ fn status(opts: &Options) -> ExitCode {
     if corrupt {
         ExitCode::from(EXIT_CORRUPT)
     } else if let Some(e) = unreadable {
-        fail(EXIT_ERROR, format!("the boot state cannot be read: {e}"))
+        let why = e.strip_prefix("boot state: ").unwrap_or(e);
+        fail(EXIT_ERROR, format!("the boot state cannot be read: {why}"))
     } else {
         ExitCode::SUCCESS
     }
