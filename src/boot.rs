@@ -497,6 +497,12 @@ fn decide(
     let names = bootenv::bootnames(bs).map_err(|e| format!("bootstate config: {e}"))?;
     let rauc = bootenv::rauc_config(bs).map_err(|e| format!("bootstate config: {e}"))?;
     let state = store.as_deref().and_then(|s| s.state(bs));
+    // What the medium holds now: the fallback if this boot's count cannot be
+    // written. A fresh store holds nothing.
+    let on_disk = store.as_deref().and_then(|s| match &s.contents {
+        bootenv::Contents::State(st) => Some(st.clone()),
+        _ => None,
+    });
     // Without a store there is nothing to count: the bootloader's word decides.
     let counter = match bs.backend {
         crate::config::Backend::None => Counter::Bootloader,
@@ -530,7 +536,7 @@ fn decide(
         }
         other => other,
     };
-    let outcome = slot::decide(&Inputs {
+    let inputs = Inputs {
         override_slot,
         default_slot: config.boot.default_slot,
         counter,
@@ -539,7 +545,8 @@ fn decide(
         names: &names,
         config: &rauc,
         failed,
-    })?;
+    };
+    let mut outcome = slot::decide(&inputs)?;
     for note in &outcome.notes {
         log::info!("{note}");
     }
@@ -547,8 +554,6 @@ fn decide(
         log::error!("{error}");
         handoff.errors.push(error.clone());
     }
-    let decision = outcome.decision.clone();
-    log::info!("slot {} ({:?})", decision.slot, decision.source);
     if let Some(store) = store {
         let written = match &outcome.state {
             Some(new) => store
@@ -557,17 +562,36 @@ fn decide(
                 .map_err(|e| error_chain(&e)),
             None => store.repair().map_err(|e| error_chain(&e)),
         };
+        // Store::commit takes the new state as its contents once it is on the
+        // medium; what fails after that (repairing the other copy) loses no count.
+        let durable = |store: &Store| {
+            matches!((&outcome.state, &store.contents),
+                (Some(new), bootenv::Contents::State(now)) if new == now)
+        };
         match written {
             Ok(true) => log::info!("boot state committed: {}", store.loaded.health),
             Ok(false) => {}
+            Err(e) if outcome.counted && !durable(store) => {
+                outcome = slot::uncounted(&inputs, &outcome, on_disk.as_ref(), &e);
+                for error in &outcome.errors {
+                    log::error!("{error}");
+                    handoff.errors.push(error.clone());
+                }
+            }
             Err(e) => {
-                let message = format!("boot state not written: {e}");
+                let message = if durable(store) {
+                    format!("boot state committed, but {e}")
+                } else {
+                    format!("boot state not written: {e}")
+                };
                 log::error!("{message}");
                 handoff.errors.push(message);
             }
         }
         handoff.bootstate = Some(store.record());
     }
+    let decision = outcome.decision.clone();
+    log::info!("slot {} ({:?})", decision.slot, decision.source);
     if outcome.fallback.is_some() {
         handoff.fallback = outcome.fallback;
     }
@@ -794,4 +818,95 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envblock::{self, Env, Header};
+    use std::path::PathBuf;
+
+    /// A store holding `pairs` in `dir/sub/uboot.env`, opened, whose every
+    /// later write fails: `dir/sub` is then a regular file (ENOTDIR), which
+    /// stops root too, unlike a chmod.
+    fn failing_store(dir: &Path, pairs: &[(&str, &str)]) -> (Config, Store, PathBuf) {
+        let sub = dir.join("sub");
+        std::fs::create_dir(&sub).unwrap();
+        let file = sub.join("uboot.env");
+        let env = Env::from_pairs(pairs.iter().copied()).unwrap();
+        let block = envblock::serialize(&env, 0x4000, Header::Single).unwrap();
+        std::fs::write(&file, &block).unwrap();
+        let mut config = Config::default();
+        config.bootstate.fw_env = vec![format!("{} 0x0 0x4000", file.display())];
+        let store = bootenv::open(&config.bootstate, None, dir)
+            .unwrap()
+            .unwrap();
+        let kept = dir.join("kept");
+        std::fs::rename(&sub, &kept).unwrap();
+        std::fs::write(&sub, b"not a directory").unwrap();
+        (config, store, kept.join("uboot.env"))
+    }
+
+    fn decide_with(config: &Config, store: &mut Store) -> (Result<Slot, String>, Handoff) {
+        let cmdline = Cmdline::parse(b"");
+        let args = BootArgs::from_cmdline(&cmdline);
+        let mut handoff = Handoff::new();
+        let slot = decide(
+            config,
+            &args,
+            &cmdline,
+            &Resolved::default(),
+            Some(store),
+            &[],
+            &mut handoff,
+        );
+        (slot, handoff)
+    }
+
+    #[test]
+    fn trial_whose_count_cannot_be_written_does_not_boot() {
+        let dir = tempfile::tempdir().unwrap();
+        let pairs = [
+            ("bootcmd", "run distro_bootcmd"),
+            ("BOOT_ORDER", "B A"),
+            ("BOOT_A_LEFT", "3"),
+            ("BOOT_B_LEFT", "2"),
+        ];
+        let (config, mut store, kept) = failing_store(dir.path(), &pairs);
+        let before = std::fs::read(&kept).unwrap();
+        let (slot, handoff) = decide_with(&config, &mut store);
+        assert_eq!(slot, Ok(Slot::A), "{:?}", handoff.errors);
+        assert_eq!(
+            handoff.decision.as_ref().map(|d| d.source),
+            Some(slot::Source::Fallback)
+        );
+        assert!(
+            handoff
+                .errors
+                .iter()
+                .any(|e| e.contains("slot b would boot uncounted")),
+            "{:?}",
+            handoff.errors
+        );
+        assert!(handoff.fallback.is_some());
+        assert_eq!(std::fs::read(&kept).unwrap(), before);
+    }
+
+    #[test]
+    fn uncountable_boot_without_another_slot_boots_loudly() {
+        let dir = tempfile::tempdir().unwrap();
+        let pairs = [
+            ("BOOT_ORDER", "B"),
+            ("BOOT_A_LEFT", "0"),
+            ("BOOT_B_LEFT", "3"),
+        ];
+        let (config, mut store, _) = failing_store(dir.path(), &pairs);
+        let (slot, handoff) = decide_with(&config, &mut store);
+        assert_eq!(slot, Ok(Slot::B));
+        assert!(
+            handoff.errors.iter().any(|e| e.contains("UNCOUNTED")),
+            "{:?}",
+            handoff.errors
+        );
+    }
 }

@@ -8,6 +8,15 @@
 //!   so a written `0x` would break it). Reading accepts a `0x` prefix and
 //!   either case, as RAUC's `g_ascii_strtoull(.., 16)` does; writing is always
 //!   lowercase hex without prefix, as RAUC's `"%x"`.
+//! - Reading follows the script's prologue and loop: an empty or missing
+//!   `BOOT_ORDER` is the default order (`test -n "${BOOT_ORDER}" || setenv
+//!   BOOT_ORDER "A B"`), a missing or empty `BOOT_<name>_LEFT` is `attempts`
+//!   (`test -n "${BOOT_A_LEFT}" || setenv BOOT_A_LEFT 3`), a name no slot has
+//!   (RAUC's recovery `R`) matches no `elif` branch and is skipped, and a name
+//!   listed twice was already decided at its first place. Unknown names and
+//!   repeats are kept in [`State::order`] and written back as they were, as
+//!   RAUC's `r_uboot_set_state`/`r_uboot_set_primary` (`src/bootloaders/uboot.c`)
+//!   keep every word they do not move.
 //! - The boot pick: the first slot in `BOOT_ORDER` with attempts left is
 //!   decremented and booted. When none is left the script resets every
 //!   counter and resets the board; slotinit cannot reboot into a fresh pick,
@@ -16,7 +25,7 @@
 //!   [`Chosen::Exhausted`]. Unlike `contrib/uboot.sh`, which keeps
 //!   `BOOT_ORDER` as it was, the reset also restores the configured order so
 //!   that a slot marked bad earlier gets its chance again when nothing else
-//!   boots.
+//!   boots; names of no configured slot stay after it.
 //! - `mark-good` sets the slot's counter and leaves `BOOT_ORDER` alone;
 //!   `mark-bad` zeroes it and removes the slot from the order; `mark-active`
 //!   moves the slot to the front and sets its counter.
@@ -51,10 +60,6 @@ pub enum BootStateError {
         #[source]
         source: ParseIntError,
     },
-    #[error("variable {variable} names slot {name:?}, which is not configured")]
-    UnknownSlot { variable: String, name: String },
-    #[error("variable {variable} lists slot {name:?} twice")]
-    DuplicateSlot { variable: String, name: String },
     #[error("invalid bootname {name:?}: {reason}")]
     InvalidBootname { name: String, reason: &'static str },
     #[error("no slots configured")]
@@ -168,8 +173,11 @@ impl Default for Config {
 
 /// The boot state: the order and every configured slot's attempts left.
 ///
-/// `left` holds slots that are not in `order` too: a slot marked bad keeps
-/// its `BOOT_<name>_LEFT=0`.
+/// `order` is `BOOT_ORDER` word by word, as written: names of no configured
+/// slot and repeated names included, so that writing it back keeps them; use
+/// [`State::walk`] for the slots the boot script would try. `left` holds
+/// slots that are not in `order` too: a slot marked bad keeps its
+/// `BOOT_<name>_LEFT=0`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct State {
     pub order: Vec<Bootname>,
@@ -189,32 +197,87 @@ impl State {
         }
     }
 
-    /// Reads `BOOT_ORDER` and `BOOT_<slot>_LEFT` of every configured slot.
+    /// Reads `BOOT_ORDER` and `BOOT_<slot>_LEFT` of every configured slot the
+    /// way RAUC's `contrib/uboot.sh` does (see the module docs): an empty or
+    /// missing order is the configured order, a missing or empty counter is
+    /// `attempts`, unknown and repeated names are kept. Fails with
+    /// [`BootStateError::MissingVariable`] for `BOOT_ORDER` when not one of the
+    /// variables is set (an env RAUC never wrote), and on a counter that is
+    /// not hex.
     pub fn read(env: &Env, config: &Config) -> Result<Self, BootStateError> {
-        let order_text = read_str(env, BOOT_ORDER)?;
-        let mut order: Vec<Bootname> = Vec::new();
-        for word in order_text.split_ascii_whitespace() {
-            let Some(slot) = config.slots.iter().find(|s| s.as_str() == word) else {
-                return Err(BootStateError::UnknownSlot {
-                    variable: BOOT_ORDER.into(),
-                    name: word.into(),
-                });
-            };
-            if order.contains(slot) {
-                return Err(BootStateError::DuplicateSlot {
-                    variable: BOOT_ORDER.into(),
-                    name: word.into(),
-                });
-            }
-            order.push(slot.clone());
-        }
+        let mut any = env.get(BOOT_ORDER).is_some();
+        let order_text = match env.get(BOOT_ORDER) {
+            Some(_) => read_str(env, BOOT_ORDER)?,
+            None => "",
+        };
         let mut left = BTreeMap::new();
         for slot in &config.slots {
             let variable = slot.left_variable();
-            let value = read_str(env, &variable)?;
-            left.insert(slot.clone(), parse_counter(&variable, value)?);
+            let count = match env.get(&variable) {
+                None => config.attempts,
+                Some(_) => {
+                    any = true;
+                    let value = read_str(env, &variable)?;
+                    if value.trim_ascii().is_empty() {
+                        config.attempts
+                    } else {
+                        parse_counter(&variable, value)?
+                    }
+                }
+            };
+            left.insert(slot.clone(), count);
+        }
+        if !any {
+            return Err(BootStateError::MissingVariable {
+                variable: BOOT_ORDER.into(),
+            });
+        }
+        // Any word is kept as it is (a bootname of another tool may use
+        // characters a configured one may not); it only has to round-trip.
+        let mut order: Vec<Bootname> = order_text
+            .split_ascii_whitespace()
+            .map(|w| Bootname(w.to_owned()))
+            .collect();
+        if order.is_empty() {
+            // The script's `setenv BOOT_ORDER "A B"`, saved by its next saveenv.
+            order = config.slots.clone();
         }
         Ok(Self { order, left })
+    }
+
+    /// The configured slots of the order as the boot script tries them: each
+    /// once, at its first place; unknown names skipped; an empty order is the
+    /// configured one.
+    pub fn walk(&self, config: &Config) -> Vec<Bootname> {
+        if self.order.is_empty() {
+            return config.slots.clone();
+        }
+        let mut walk: Vec<Bootname> = Vec::new();
+        for name in &self.order {
+            if config.slots.contains(name) && !walk.contains(name) {
+                walk.push(name.clone());
+            }
+        }
+        walk
+    }
+
+    /// The slots of [`State::walk`] with attempts left, in that order.
+    pub fn bootable(&self, config: &Config) -> Vec<Bootname> {
+        self.walk(config)
+            .into_iter()
+            .filter(|s| self.left(s) > 0)
+            .collect()
+    }
+
+    /// The words of the order that name no configured slot, each once.
+    fn unknown(&self, config: &Config) -> Vec<Bootname> {
+        let mut unknown: Vec<Bootname> = Vec::new();
+        for name in &self.order {
+            if !config.slots.contains(name) && !unknown.contains(name) {
+                unknown.push(name.clone());
+            }
+        }
+        unknown
     }
 
     /// Attempts left for `slot` (0 for a slot the state does not know).
@@ -312,16 +375,21 @@ impl fmt::Display for Choice {
 /// The bootloader script's pick, done by the initramfs (`counter = "init"`).
 pub fn choose_and_decrement(state: &State, config: &Config) -> Result<Choice, BootStateError> {
     let mut skipped = Vec::new();
-    for slot in &state.order {
-        let left_before = state.left(slot);
+    for slot in state.walk(config) {
+        let left_before = state.left(&slot);
         if left_before == 0 {
-            skipped.push(slot.clone());
+            skipped.push(slot);
             continue;
         }
         let mut next = state.clone();
         next.left.insert(slot.clone(), left_before - 1);
+        if next.order.is_empty() {
+            // What the script saves after its `setenv BOOT_ORDER "A B"`; an
+            // empty order would leave RAUC without a primary slot.
+            next.order = config.slots.clone();
+        }
         return Ok(Choice {
-            slot: slot.clone(),
+            slot,
             state: next,
             how: Chosen::Attempt {
                 left_before,
@@ -330,7 +398,13 @@ pub fn choose_and_decrement(state: &State, config: &Config) -> Result<Choice, Bo
         });
     }
     let mut next = State::initial(config);
-    let slot = next.order.first().cloned().ok_or(BootStateError::NoSlots)?;
+    // Names of other tools (RAUC's recovery `R`) survive the reset.
+    next.order.extend(state.unknown(config));
+    let slot = config
+        .slots
+        .first()
+        .cloned()
+        .ok_or(BootStateError::NoSlots)?;
     // The reset plus this boot are what the script's reset-and-reboot amounts
     // to, so this boot uses one of the fresh attempts.
     next.left
@@ -384,7 +458,8 @@ pub fn mark_good(state: &State, slot: &Bootname, attempts: u32) -> Result<Marked
     Ok(marked(state, slot, next))
 }
 
-/// RAUC `mark-bad`: counter 0 and out of the order.
+/// RAUC `mark-bad`: counter 0 and out of the order (every place it has;
+/// other words stay, as in `r_uboot_set_state`).
 pub fn mark_bad(state: &State, slot: &Bootname) -> Result<Marked, BootStateError> {
     state.require(slot)?;
     let mut next = state.clone();
@@ -407,7 +482,9 @@ pub fn mark_active(
     Ok(marked(state, slot, next))
 }
 
-/// RAUC's "good" test: in the order and attempts left.
+/// RAUC's "good" test (`r_uboot_get_state` in `src/bootloaders/uboot.c`): in
+/// the order and attempts left. What the boot script would boot is
+/// [`State::bootable`], which also reads an empty order as the default one.
 pub fn is_bootable(state: &State, slot: &Bootname) -> bool {
     state.order.contains(slot) && state.left(slot) > 0
 }
@@ -520,18 +597,78 @@ mod tests {
                 ],
                 state("B A", &[("A", 10), ("B", 255)]),
             ),
+            // rauc writes an empty order when it marks the last slot bad; the
+            // script reads it as the default order and lets the counters decide.
             (
                 &[
                     ("BOOT_ORDER", ""),
                     ("BOOT_A_LEFT", "0"),
-                    ("BOOT_B_LEFT", "0"),
+                    ("BOOT_B_LEFT", "2"),
                 ],
-                state("", &[("A", 0), ("B", 0)]),
+                state("A B", &[("A", 0), ("B", 2)]),
+            ),
+            (
+                &[("BOOT_A_LEFT", "1"), ("BOOT_B_LEFT", "0")],
+                state("A B", &[("A", 1), ("B", 0)]),
+            ),
+            // RAUC's recovery slot and a repeated name are kept as written.
+            (
+                &[
+                    ("BOOT_ORDER", "B R A B"),
+                    ("BOOT_A_LEFT", "3"),
+                    ("BOOT_B_LEFT", "1"),
+                ],
+                state("B R A B", &[("A", 3), ("B", 1)]),
+            ),
+            // rauc 1.8's mark-active on a fresh env: only BOOT_B_LEFT.
+            (
+                &[("BOOT_ORDER", "B"), ("BOOT_B_LEFT", "3")],
+                state("B", &[("A", 3), ("B", 3)]),
+            ),
+            (
+                &[
+                    ("BOOT_ORDER", "A B"),
+                    ("BOOT_A_LEFT", " "),
+                    ("BOOT_B_LEFT", "1"),
+                ],
+                state("A B", &[("A", 3), ("B", 1)]),
             ),
         ];
         for (pairs, want) in cases {
             assert_eq!(State::read(&env(pairs), &cfg).unwrap(), *want, "{pairs:?}");
         }
+    }
+
+    /// Words that are not valid configured bootnames still round-trip.
+    #[test]
+    fn read_keeps_any_word_of_the_order() {
+        let cfg = Config::default();
+        let e = env(&[("BOOT_ORDER", "A rescue=1 Ä B"), ("BOOT_A_LEFT", "3")]);
+        let s = State::read(&e, &cfg).unwrap();
+        assert_eq!(s.walk(&cfg), vec![b("A"), b("B")]);
+        let mut out = Env::new();
+        apply(&s, &mut out).unwrap();
+        assert_eq!(out.get("BOOT_ORDER"), Some("A rescue=1 Ä B".as_bytes()));
+    }
+
+    #[test]
+    fn walk_skips_unknown_and_repeated_names() {
+        let cfg = Config::default();
+        let cases: &[(&str, &[&str])] = &[
+            ("A B", &["A", "B"]),
+            ("R B", &["B"]),
+            ("B R A", &["B", "A"]),
+            ("A A B A", &["A", "B"]),
+            ("R", &[]),
+            ("", &["A", "B"]),
+        ];
+        for (order, want) in cases {
+            let s = state(order, &[("A", 3), ("B", 3)]);
+            let want: Vec<Bootname> = want.iter().map(|n| b(n)).collect();
+            assert_eq!(s.walk(&cfg), want, "{order:?}");
+        }
+        let s = state("B A B", &[("A", 2), ("B", 0)]);
+        assert_eq!(s.bootable(&cfg), vec![b("A")]);
     }
 
     #[test]
@@ -555,15 +692,11 @@ mod tests {
             e
         };
         let cases: Vec<(Env, &str)> = vec![
-            (with("BOOT_ORDER", None), "BOOT_ORDER"),
-            (with("BOOT_A_LEFT", None), "BOOT_A_LEFT"),
-            (with("BOOT_B_LEFT", Some("")), "BOOT_B_LEFT"),
+            (env(&[("bootcmd", "run x")]), "BOOT_ORDER"),
             (with("BOOT_B_LEFT", Some("three")), "BOOT_B_LEFT"),
             (with("BOOT_B_LEFT", Some("-1")), "BOOT_B_LEFT"),
             (with("BOOT_B_LEFT", Some("0x")), "BOOT_B_LEFT"),
             (with("BOOT_B_LEFT", Some("100000000")), "BOOT_B_LEFT"),
-            (with("BOOT_ORDER", Some("A C")), "BOOT_ORDER"),
-            (with("BOOT_ORDER", Some("A B A")), "BOOT_ORDER"),
         ];
         for (e, variable) in cases {
             let err = State::read(&e, &cfg).unwrap_err();
@@ -642,6 +775,43 @@ mod tests {
                 before: state("", &[("A", 0), ("B", 0)]),
                 slot: "A",
                 after: state("A B", &[("A", 2), ("B", 3)]),
+                how: Chosen::Exhausted { reset_to: 3 },
+            },
+            Case {
+                what: "empty order is the default order: the counters decide",
+                before: state("", &[("A", 0), ("B", 3)]),
+                slot: "B",
+                after: state("A B", &[("A", 0), ("B", 2)]),
+                how: Chosen::Attempt {
+                    left_before: 3,
+                    skipped: vec![b("A")],
+                },
+            },
+            Case {
+                what: "an unknown name is skipped and kept",
+                before: state("R B A", &[("A", 3), ("B", 3)]),
+                slot: "B",
+                after: state("R B A", &[("A", 3), ("B", 2)]),
+                how: Chosen::Attempt {
+                    left_before: 3,
+                    skipped: vec![],
+                },
+            },
+            Case {
+                what: "a repeated name counts at its first place",
+                before: state("A B A", &[("A", 0), ("B", 1)]),
+                slot: "B",
+                after: state("A B A", &[("A", 0), ("B", 0)]),
+                how: Chosen::Attempt {
+                    left_before: 1,
+                    skipped: vec![b("A")],
+                },
+            },
+            Case {
+                what: "the reset keeps unknown names after the configured order",
+                before: state("R B", &[("A", 0), ("B", 0)]),
+                slot: "A",
+                after: state("A B R", &[("A", 2), ("B", 3)]),
                 how: Chosen::Exhausted { reset_to: 3 },
             },
         ];
@@ -781,12 +951,30 @@ mod tests {
 
     #[test]
     fn bootable() {
+        let cfg = Config::default();
         let s = state("B", &[("A", 3), ("B", 2)]);
         assert!(is_bootable(&s, &b("B")));
         assert!(!is_bootable(&s, &b("A")), "not in order");
+        assert_eq!(s.bootable(&cfg), vec![b("B")]);
         let s = state("A B", &[("A", 0), ("B", 2)]);
         assert!(!is_bootable(&s, &b("A")), "no attempts left");
         assert!(!is_bootable(&s, &b("C")));
+        assert_eq!(s.bootable(&cfg), vec![b("B")]);
+        let s = state("", &[("A", 0), ("B", 2)]);
+        assert_eq!(s.bootable(&cfg), vec![b("B")], "empty order: the default");
+    }
+
+    #[test]
+    fn marks_keep_unknown_names_and_drop_every_repeat() {
+        let s = state("R B A B", &[("A", 3), ("B", 3)]);
+        assert_eq!(
+            mark_bad(&s, &b("B")).unwrap().state.order,
+            vec![b("R"), b("A")]
+        );
+        assert_eq!(
+            mark_active(&s, &b("A"), 3).unwrap().state.order,
+            vec![b("A"), b("R"), b("B"), b("B")]
+        );
     }
 
     #[test]

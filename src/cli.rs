@@ -6,7 +6,7 @@
 use crate::boot::{error_chain, RUN_CONFIG, STATE_MOUNT};
 use crate::bootenv::{self, Contents, Record, Store};
 use crate::bootstate::{self, Change, State};
-use crate::config::{Config, CONFIG_PATH};
+use crate::config::{Backend, Config, CONFIG_PATH};
 use crate::envstore::EnvStoreError;
 use crate::handoff::{Handoff, HANDOFF_PATH};
 use crate::slot::{Bootnames, Slot};
@@ -23,8 +23,11 @@ pub const USAGE: &str = "usage: slotinit [--config FILE] [--handoff FILE] <comma
   check-config FILE        validate a config as the init would
   udev-links DEVNAME [--handoff FILE] [--sys DIR]
                            the /dev/disk/by-slot names of a partition (for the udev rule)
-  --force                  (mark-*) write a fresh state over a store whose copies are all corrupt
-exit codes: 0 ok, 1 error, 2 usage, 3 boot state corrupt or invalid, 4 store locked
+  --force                  (mark-*) write a fresh state over a store whose copies are all corrupt;
+                           (mark-bad) mark it even if no slot would have attempts left
+exit codes: 0 ok, 1 error (status: the boot state cannot be read), 2 usage,
+  3 boot state corrupt or invalid, 4 store locked,
+  5 refused: the mark would leave no slot with attempts left (nothing written)
 (run as PID 1, slotinit boots the system)";
 
 /// Exit statuses scripts can tell apart.
@@ -32,6 +35,7 @@ const EXIT_ERROR: u8 = 1;
 const EXIT_USAGE: u8 = 2;
 const EXIT_CORRUPT: u8 = 3;
 const EXIT_LOCKED: u8 = 4;
+const EXIT_REFUSED: u8 = 5;
 
 struct Options {
     config: Option<PathBuf>,
@@ -253,11 +257,28 @@ fn mark_in(
             return Ok(format!("slot {slot} ({name}) already marked {verb}"));
         }
     }
-    if how == Mark::Bad && marked.state.order.is_empty() {
-        return Err((
-            EXIT_ERROR,
-            format!("refusing to mark slot {slot} bad: no other slot is in BOOT_ORDER"),
-        ));
+    // What boots next is what the boot script (or the init) makes of the
+    // state: with no slot it would boot, every counter is reset and a slot
+    // that was just marked bad boots again.
+    if how == Mark::Bad && marked.state.bootable(rauc).is_empty() {
+        let consequence = format!(
+            "the next boot finds no slot with attempts left, resets every counter \
+             and boots slot {} first",
+            rauc.slots.first().map_or("?", |s| s.as_str())
+        );
+        if !force {
+            return Err((
+                EXIT_REFUSED,
+                format!(
+                    "refusing to mark slot {slot} ({name}) bad: no other slot of BOOT_ORDER \
+                     \"{}\" would have attempts left ({}), so {consequence}; nothing written. \
+                     `--force` marks it anyway",
+                    order_text(&marked.state),
+                    left_text(&marked.state)
+                ),
+            ));
+        }
+        eprintln!("slotinit: --force: marking slot {slot} bad; {consequence}");
     }
     store.commit(&marked.state, None).map_err(|e| {
         let code = match &e {
@@ -356,23 +377,31 @@ fn status(opts: &Options) -> ExitCode {
             .map(|h| h.errors.clone())
             .unwrap_or_default(),
     };
+    // Backend "none" has no store to read: that is the config, not a fault.
+    let unreadable = status
+        .store_error
+        .as_ref()
+        .filter(|_| config.bootstate.backend != Backend::None);
     if opts.json {
         match serde_json::to_string_pretty(&status) {
             Ok(text) => println!("{text}"),
             Err(e) => return fail(EXIT_ERROR, e),
         }
     } else {
-        print_status(&status);
+        print_status(&status, unreadable.is_some());
     }
     let corrupt = status.store.as_ref().is_some_and(|r| r.error.is_some());
     if corrupt {
         ExitCode::from(EXIT_CORRUPT)
+    } else if let Some(e) = unreadable {
+        let why = e.strip_prefix("boot state: ").unwrap_or(e);
+        fail(EXIT_ERROR, format!("the boot state cannot be read: {why}"))
     } else {
         ExitCode::SUCCESS
     }
 }
 
-fn print_status(s: &Status) {
+fn print_status(s: &Status, unreadable: bool) {
     let slot = s
         .booted_slot
         .map_or("unknown".to_string(), |x| x.to_string());
@@ -397,7 +426,8 @@ fn print_status(s: &Status) {
         }
     }
     if let Some(e) = &s.store_error {
-        println!("boot state:    {e}");
+        let what = if unreadable { "UNREADABLE: " } else { "" };
+        println!("boot state:    {what}{e}");
     }
     if let Some(f) = &s.last_fallback {
         println!("last fallback: {f}");

@@ -63,6 +63,17 @@ impl Bootnames {
         }
     }
 
+    /// The slot whose bootname is exactly `name`, as the boot script compares.
+    pub fn exact(&self, name: &Bootname) -> Option<Slot> {
+        if *name == self.a {
+            Some(Slot::A)
+        } else if *name == self.b {
+            Some(Slot::B)
+        } else {
+            None
+        }
+    }
+
     /// The slot of a bootname, or of `a`/`b` typed by a person.
     pub fn slot(&self, name: &str) -> Option<Slot> {
         if name == self.a.as_str() {
@@ -130,6 +141,9 @@ pub struct Inputs<'a> {
 pub struct Outcome {
     pub decision: Decision,
     pub state: Option<State>,
+    /// True when `state` holds this boot's decrement of the chosen slot: if it
+    /// cannot be made durable, [`uncounted`] decides what boots instead.
+    pub counted: bool,
     /// Why a slot was given up, in words `status` shows on later boots.
     pub fallback: Option<String>,
     pub notes: Vec<String>,
@@ -145,6 +159,7 @@ pub fn decide(inputs: &Inputs) -> Result<Outcome, String> {
             source: Source::Default,
         },
         state: None,
+        counted: false,
         fallback: None,
         notes: Vec::new(),
         errors: Vec::new(),
@@ -210,9 +225,22 @@ pub fn decide(inputs: &Inputs) -> Result<Outcome, String> {
             // A slot that used up its attempts leaves BOOT_ORDER, so the record
             // says it was given up (RAUC's script only skips it), unless it is
             // the last one: then the reset below gives every slot a new chance.
-            let bootable = st.order.iter().filter(|s| st.left(s) > 0).count();
+            if st.order.is_empty() {
+                // The script's `setenv BOOT_ORDER "A B"`. Only a slot that
+                // failed in this boot empties the order here (reading makes an
+                // empty one the default), and that slot stays out.
+                st.order = inputs
+                    .config
+                    .slots
+                    .iter()
+                    .filter(|n| inputs.names.exact(n).is_none_or(usable))
+                    .cloned()
+                    .collect();
+            }
+            let walk = st.walk(inputs.config);
+            let bootable = walk.iter().filter(|s| st.left(s) > 0).count();
             if bootable > 0 {
-                for name in st.order.clone() {
+                for name in walk {
                     if st.left(&name) == 0 {
                         if let Ok(m) = bootstate::mark_bad(&st, &name) {
                             st = m.state;
@@ -254,6 +282,7 @@ pub fn decide(inputs: &Inputs) -> Result<Outcome, String> {
                 source: fallback_source(Source::Counters),
             };
             out.state = changed(inputs.state, Some(choice.state));
+            out.counted = out.state.is_some();
         }
         Counter::Bootloader => {
             let named = match inputs.hint {
@@ -276,7 +305,13 @@ pub fn decide(inputs: &Inputs) -> Result<Outcome, String> {
                     slot: Some(slot), ..
                 }) => Some(*slot),
             };
-            let refused = named.filter(|s| state_known && !st.order.contains(inputs.names.of(*s)));
+            // Without a store there is no order: the default slot follows.
+            let walk = if state_known {
+                st.walk(inputs.config)
+            } else {
+                Vec::new()
+            };
+            let refused = named.filter(|s| state_known && !walk.contains(inputs.names.of(*s)));
             if let Some(slot) = refused {
                 out.errors.push(format!(
                     "the bootloader booted slot {slot}, which the boot state marks bad; refusing it"
@@ -285,9 +320,8 @@ pub fn decide(inputs: &Inputs) -> Result<Outcome, String> {
             let slot = named
                 .filter(|s| usable(*s) && refused != Some(*s))
                 .or_else(|| {
-                    st.order
-                        .iter()
-                        .filter_map(|n| inputs.names.slot(n.as_str()))
+                    walk.iter()
+                        .filter_map(|n| inputs.names.exact(n))
                         .find(|s| usable(*s))
                 })
                 .unwrap_or(if usable(inputs.default_slot) {
@@ -311,6 +345,65 @@ pub fn decide(inputs: &Inputs) -> Result<Outcome, String> {
         }
     }
     Ok(out)
+}
+
+/// What boots when the state of a counted boot ([`Outcome::counted`]) could
+/// not be made durable (`why`): a read-only medium, a copy on a bad block.
+///
+/// Booting the chosen slot anyway would boot it uncounted, and a broken
+/// update would then be tried on every power-up. The state alone cannot tell
+/// a trial from a committed slot (mark-active and mark-good both write 3
+/// attempts with RAUC's defaults), so every counted boot is treated as a
+/// trial, and the last committed slot boots instead: the slot the unchanged
+/// state on the medium (`on_disk`) would boot if the chosen slot were skipped,
+/// that is the first other slot of its `BOOT_ORDER` walk with attempts left
+/// that has not failed in this boot. Nothing is written: the medium just
+/// refused, and the state on it already says what the next boot should try.
+///
+/// Without such a slot (no other bootable slot, or nothing stored yet) the
+/// chosen slot boots uncounted, since a boot beats none; the error says so.
+pub fn uncounted(
+    inputs: &Inputs,
+    outcome: &Outcome,
+    on_disk: Option<&State>,
+    why: &str,
+) -> Outcome {
+    let chosen = outcome.decision.slot;
+    let usable = |slot: Slot| slot != chosen && !inputs.failed.iter().any(|(s, _)| *s == slot);
+    let committed = on_disk.and_then(|st| {
+        st.bootable(inputs.config)
+            .iter()
+            .filter_map(|n| inputs.names.exact(n))
+            .find(|s| usable(*s))
+    });
+    let mut out = Outcome {
+        decision: outcome.decision.clone(),
+        state: None,
+        counted: false,
+        fallback: outcome.fallback.clone(),
+        notes: Vec::new(),
+        errors: Vec::new(),
+    };
+    match committed {
+        Some(slot) => {
+            out.errors.push(format!(
+                "boot state not written ({why}): slot {chosen} would boot uncounted, \
+                 so slot {slot} boots instead, the other bootable slot of the stored BOOT_ORDER"
+            ));
+            out.fallback = Some(format!(
+                "the attempt on slot {chosen} could not be counted ({why}); booted slot {slot}"
+            ));
+            out.decision = Decision {
+                slot,
+                source: Source::Fallback,
+            };
+        }
+        None => out.errors.push(format!(
+            "boot state not written ({why}): booting slot {chosen} UNCOUNTED, as no other \
+             slot of the stored BOOT_ORDER is bootable; if it fails, it is tried again on every boot"
+        )),
+    }
+    out
 }
 
 /// The new state if it differs from what was read.
@@ -524,6 +617,18 @@ mod tests {
     }
 
     #[test]
+    fn failed_last_slot_of_the_order_never_leaves_it_empty() {
+        let failed = [(Slot::A, "no init".to_string())];
+        let out = run(Counter::Init, Some(&st("A", 3, 3)), None, None, &failed).unwrap();
+        assert_eq!(out.decision.slot, Slot::B);
+        assert_eq!(out.state, Some(st("B", 0, 2)));
+        assert_eq!(
+            out.fallback.as_deref(),
+            Some("slot a failed to boot: no init")
+        );
+    }
+
+    #[test]
     fn failed_slot_after_a_reset_is_not_chosen_again() {
         let failed = [(Slot::A, "no init".to_string())];
         let out = run(Counter::Init, Some(&st("A B", 0, 0)), None, None, &failed).unwrap();
@@ -621,6 +726,161 @@ mod tests {
         // counter = init ignores the bootloader: slotinit counts, it decides.
         let out = run(Counter::Init, Some(&st("A B", 3, 3)), None, Some("B"), &[]).unwrap();
         assert_eq!(out.decision.slot, Slot::A);
+    }
+
+    /// RAUC-compatible orders: the recovery `R` and repeats are skipped and
+    /// kept; an empty order is the default one and the counters decide.
+    #[test]
+    fn init_counter_walks_the_order_as_the_script_does() {
+        let rows: Vec<(State, Slot, Option<State>, Option<&str>)> = vec![
+            (st("R B A", 3, 3), Slot::B, Some(st("R B A", 3, 2)), None),
+            (
+                st("R B A", 3, 0),
+                Slot::A,
+                Some(st("R A", 2, 0)),
+                Some("slot B used up its boot attempts"),
+            ),
+            (st("B B A", 3, 1), Slot::B, Some(st("B B A", 3, 0)), None),
+            (
+                st("", 0, 3),
+                Slot::B,
+                Some(st("B", 0, 2)),
+                Some("slot A used up its boot attempts"),
+            ),
+            (st("R", 3, 3), Slot::A, Some(st("A B R", 2, 3)), None),
+        ];
+        for (before, slot, after, fallback) in rows {
+            let out = run(Counter::Init, Some(&before), None, None, &[]).unwrap();
+            assert_eq!(out.decision.slot, slot, "{before:?}");
+            assert_eq!(out.state, after, "{before:?}");
+            assert_eq!(out.fallback.as_deref(), fallback, "{before:?}");
+            assert!(out.counted, "{before:?}");
+        }
+    }
+
+    #[test]
+    fn bootloader_counter_follows_the_walk_without_a_hint() {
+        let out = run(
+            Counter::Bootloader,
+            Some(&st("R B A", 3, 3)),
+            None,
+            None,
+            &[],
+        )
+        .unwrap();
+        assert_eq!(out.decision.slot, Slot::B);
+        // A lowercase word is no bootname to the script, though a person may type it.
+        let out = run(Counter::Bootloader, Some(&st("b A", 3, 3)), None, None, &[]).unwrap();
+        assert_eq!(out.decision.slot, Slot::A);
+        assert!(!out.counted);
+    }
+
+    /// decide, then the commit of its state fails: what boots instead.
+    fn not_durable(
+        on_disk: Option<&State>,
+        state: &State,
+        failed: &[(Slot, String)],
+    ) -> (Outcome, Outcome) {
+        let names = names();
+        let config = bootstate::Config::default();
+        let inputs = Inputs {
+            override_slot: None,
+            default_slot: Slot::A,
+            counter: Counter::Init,
+            hint: None,
+            state: Some(state),
+            names: &names,
+            config: &config,
+            failed,
+        };
+        let out = decide(&inputs).unwrap();
+        let instead = uncounted(&inputs, &out, on_disk, "cannot write /x");
+        (out, instead)
+    }
+
+    #[test]
+    fn uncountable_trial_boots_the_last_committed_slot() {
+        // B is on trial; A is the other bootable slot of the stored order.
+        let disk = st("B A", 3, 2);
+        let (out, instead) = not_durable(Some(&disk), &disk, &[]);
+        assert_eq!(out.decision.slot, Slot::B);
+        assert!(out.counted);
+        assert_eq!(
+            instead.decision,
+            Decision {
+                slot: Slot::A,
+                source: Source::Fallback
+            }
+        );
+        assert_eq!(instead.state, None, "nothing more is written");
+        assert!(
+            instead.errors[0].contains("cannot write /x")
+                && instead.errors[0].contains("slot b would boot uncounted"),
+            "{:?}",
+            instead.errors
+        );
+        assert!(instead.fallback.unwrap().contains("could not be counted"));
+        // An unknown name in the stored order is no slot to fall back to.
+        let disk = st("B R", 3, 2);
+        let (_, instead) = not_durable(Some(&disk), &disk, &[]);
+        assert_eq!(instead.decision.slot, Slot::B);
+    }
+
+    #[test]
+    fn uncountable_boot_without_another_bootable_slot_boots_uncounted() {
+        type Case = (Option<State>, State, Vec<(Slot, String)>, Slot);
+        let cases: Vec<Case> = vec![
+            // The other slot used up its attempts, or left the order.
+            (Some(st("B A", 0, 2)), st("B A", 0, 2), vec![], Slot::B),
+            (Some(st("B", 3, 2)), st("B", 3, 2), vec![], Slot::B),
+            // Nothing stored yet: no slot was ever committed.
+            (None, st("A B", 3, 3), vec![], Slot::A),
+            // The other slot failed to mount in this boot.
+            (
+                Some(st("B A", 3, 2)),
+                st("B A", 3, 2),
+                vec![(Slot::B, "no init".to_string())],
+                Slot::A,
+            ),
+            // All counters were reset: the stored state boots nothing.
+            (Some(st("A B", 0, 0)), st("A B", 0, 0), vec![], Slot::A),
+        ];
+        for (disk, state, failed, slot) in cases {
+            let (out, instead) = not_durable(disk.as_ref(), &state, &failed);
+            assert_eq!(out.decision.slot, slot, "{state:?}");
+            assert_eq!(instead.decision, out.decision, "{state:?}");
+            assert_eq!(instead.state, None);
+            assert!(
+                instead.errors[0].contains(&format!("booting slot {slot} UNCOUNTED")),
+                "{:?}",
+                instead.errors
+            );
+        }
+    }
+
+    #[test]
+    fn only_a_decrement_is_counted() {
+        let failed = [(Slot::B, "fsck".to_string())];
+        let out = run(
+            Counter::Bootloader,
+            Some(&st("B A", 3, 2)),
+            None,
+            Some("B"),
+            &failed,
+        )
+        .unwrap();
+        assert!(out.state.is_some() && !out.counted);
+        let out = run(
+            Counter::Init,
+            Some(&st("A B", 3, 3)),
+            Some(Slot::B),
+            None,
+            &[],
+        )
+        .unwrap();
+        assert!(!out.counted);
+        let out = run(Counter::Init, None, None, None, &[]).unwrap();
+        assert!(!out.counted);
     }
 
     #[test]

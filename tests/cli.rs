@@ -45,6 +45,18 @@ impl Device {
             .unwrap()
     }
 
+    /// `fw_setenv VAR VALUE`, or `fw_setenv VAR` (deletes it) for None.
+    fn setenv(&self, var: &str, value: Option<&str>) {
+        let status = Command::new("fw_setenv")
+            .arg("-c")
+            .arg(self.dir.path().join("fw_env.config"))
+            .arg(var)
+            .args(value)
+            .status()
+            .expect("fw_setenv missing: run tools/install-deps");
+        assert!(status.success(), "fw_setenv {var} {value:?}");
+    }
+
     fn printenv(&self, var: &str) -> String {
         let out = Command::new("fw_printenv")
             .arg("-c")
@@ -112,9 +124,108 @@ fn mark_bad_takes_the_slot_out_but_never_the_last() {
     assert_eq!(d.printenv("BOOT_ORDER"), "A");
     assert_eq!(d.printenv("BOOT_B_LEFT"), "0");
     let out = d.run(&["mark-bad"]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
     assert!(text(&out).contains("no other slot"), "{}", text(&out));
     assert_eq!(d.printenv("BOOT_ORDER"), "A");
+}
+
+/// The slots left in BOOT_ORDER have no attempts: marking the booted slot
+/// bad would make the next boot reset every counter and boot it again.
+#[test]
+fn mark_bad_refuses_when_no_slot_would_have_attempts_left() {
+    let d = Device::new();
+    d.booted("a");
+    assert!(d.run(&["mark-active", "a"]).status.success());
+    // B used up its attempts while U-Boot counted; it is still in the order.
+    d.setenv("BOOT_B_LEFT", Some("0"));
+    let out = d.run(&["mark-bad"]);
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
+    let msg = text(&out);
+    assert!(
+        msg.contains("refusing to mark slot a (A) bad") && msg.contains("nothing written"),
+        "{msg}"
+    );
+    assert_eq!(d.printenv("BOOT_ORDER"), "A B");
+    assert_eq!(d.printenv("BOOT_A_LEFT"), "3");
+    // The user insists.
+    let out = d.run(&["mark-bad", "--force"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("resets every counter"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(d.printenv("BOOT_ORDER"), "B");
+    assert_eq!(d.printenv("BOOT_A_LEFT"), "0");
+}
+
+/// An empty BOOT_ORDER is the default order to the boot script: marking one
+/// slot bad is fine while the other has attempts left.
+#[test]
+fn mark_bad_on_an_empty_order_follows_the_counters() {
+    let d = Device::new();
+    d.booted("b");
+    assert!(d.run(&["mark-active", "a"]).status.success());
+    d.setenv("BOOT_ORDER", Some(""));
+    let out = d.run(&["mark-bad", "a"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(d.printenv("BOOT_ORDER"), "B");
+    assert_eq!(d.printenv("BOOT_A_LEFT"), "0");
+}
+
+/// States RAUC and its U-Boot script accept are usable, and what slotinit
+/// does not know is written back untouched.
+#[test]
+fn rauc_written_states_are_usable() {
+    let d = Device::new();
+    d.booted("b");
+    assert!(d.run(&["mark-active", "a"]).status.success());
+    // rauc 1.8's mark-active B on a fresh env: BOOT_ORDER=B, only BOOT_B_LEFT;
+    // plus RAUC's recovery slot R, and a repeat.
+    d.setenv("BOOT_A_LEFT", None);
+    d.setenv("BOOT_ORDER", Some("B R B"));
+    d.setenv("BOOT_B_LEFT", Some("2"));
+    let out = d.run(&["status", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["store"]["error"], serde_json::Value::Null);
+    assert_eq!(status["store"]["order"], serde_json::json!(["B", "R", "B"]));
+    assert_eq!(status["boot"], "trial");
+    let out = d.run(&["mark-good"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(d.printenv("BOOT_B_LEFT"), "3");
+    assert_eq!(d.printenv("BOOT_ORDER"), "B R B", "unknown names kept");
+    // A missing counter is boot-attempts, as the script's `setenv BOOT_A_LEFT 3`.
+    assert_eq!(d.printenv("BOOT_A_LEFT"), "3");
+    let out = d.run(&["mark-active", "a"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(d.printenv("BOOT_ORDER"), "A B R B");
+}
+
+#[test]
+fn status_fails_when_the_boot_state_cannot_be_read() {
+    let d = Device::new();
+    d.booted("a");
+    // The env's directory is a regular file: the store cannot even be opened.
+    let blocker = d.dir.path().join("notadir");
+    std::fs::write(&blocker, b"x").unwrap();
+    let config = format!(
+        "[bootstate]\nfw_env = [\"{} 0x0 0x4000\"]\n",
+        blocker.join("uboot.env").display()
+    );
+    std::fs::write(d.dir.path().join("slotinit.toml"), config).unwrap();
+    for args in [&["status"][..], &["status", "--json"][..]] {
+        let out = d.run(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", text(&out));
+        assert!(
+            text(&out).contains("the boot state cannot be read"),
+            "{}",
+            text(&out)
+        );
+    }
+    let status: serde_json::Value =
+        serde_json::from_slice(&d.run(&["status", "--json"]).stdout).unwrap();
+    assert!(status["store_error"].as_str().unwrap().contains("notadir"));
 }
 
 #[test]

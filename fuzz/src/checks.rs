@@ -491,8 +491,13 @@ pub fn bootstate(data: &[u8]) {
             }
         };
         assert!(state.left.keys().eq(sorted(&config.slots).iter()));
-        for (i, slot) in state.order.iter().enumerate() {
-            assert!(config.slots.contains(slot) && !state.order[..i].contains(slot));
+        // Unknown and repeated names are kept; an empty order reads as the
+        // configured one; the walk has each configured slot at most once.
+        assert!(!state.order.is_empty());
+        let walk = state.walk(&config);
+        for (i, slot) in walk.iter().enumerate() {
+            assert!(config.slots.contains(slot) && !walk[..i].contains(slot));
+            assert!(state.order.contains(slot));
         }
 
         // Written back, over the same env or a fresh one, it reads the same;
@@ -552,18 +557,24 @@ fn check_choice(state: &State, config: &bootstate::Config) {
             assert!(*left_before > 0);
             assert_eq!(*left_before, state.left(&choice.slot));
             assert_eq!(choice.state.left(&choice.slot), left_before - 1);
-            let position = state.order.iter().position(|s| *s == choice.slot);
+            let walk = state.walk(config);
+            let position = walk.iter().position(|s| *s == choice.slot);
             let Some(position) = position else {
                 panic!("{} not in the order", choice.slot)
             };
-            assert_eq!(skipped[..], state.order[..position]);
+            assert_eq!(skipped[..], walk[..position]);
             assert!(skipped.iter().all(|s| state.left(s) == 0));
             assert_eq!(choice.state.order, state.order);
         }
         Chosen::Exhausted { reset_to } => {
             assert_eq!(*reset_to, config.attempts);
-            assert!(state.order.iter().all(|s| state.left(s) == 0));
-            assert_eq!(choice.state.order, config.slots);
+            assert!(state.walk(config).iter().all(|s| state.left(s) == 0));
+            // The configured order, then the unknown names that were there.
+            assert!(choice.state.order.starts_with(&config.slots));
+            let rest = &choice.state.order[config.slots.len()..];
+            assert!(rest
+                .iter()
+                .all(|s| !config.slots.contains(s) && state.order.contains(s)));
             assert_eq!(Some(&choice.slot), config.slots.first());
             assert_eq!(
                 choice.state.left(&choice.slot),
@@ -592,10 +603,8 @@ fn check_marks(state: &State, slot: &Bootname, config: &bootstate::Config) {
         .unwrap_or_else(|e| panic!("{e}"));
     changed(&active);
     assert_eq!(active.state.order.first(), Some(slot));
-    assert_eq!(
-        active.state.order.len(),
-        state.order.len() + usize::from(!state.order.contains(slot))
-    );
+    let places = state.order.iter().filter(|s| *s == slot).count();
+    assert_eq!(active.state.order.len(), state.order.len() - places + 1);
     assert_eq!(
         bootstate::is_bootable(&active.state, slot),
         config.attempts_primary > 0
