@@ -1,11 +1,23 @@
 //! The boot-state store as the init and the subcommands use it: find the
 //! environment (files on a layout partition, mounted here, or fw_env.config
 //! lines), read RAUC's state from it, and commit a new state durably.
+//!
+//! A partition this module mounts is mounted read-only, and remounted
+//! read-write only around a write: vfat sets its dirty bit in the boot sector
+//! on every read-write mount and clears it on the way back (fs/fat/inode.c
+//! `fat_set_state`), so a boot or `status` that writes nothing must not
+//! mount it writable (issue 11, B).
+//!
+//! A write never replaces the bootloader's own variables with nothing
+//! (issue 11, item 1): it starts from the current valid copy, else from
+//! `bootstate.base_env`, else (an env only slotinit uses,
+//! `bootstate.env_owner = "slotinit"`) from an empty env, and otherwise refuses.
 
 use crate::bootstate::{self, Bootname, State};
-use crate::config::{Backend, BootStateConfig};
+use crate::config::{Backend, BootStateConfig, EnvOwner};
 use crate::devices::{Partition, Resolved};
 
+use crate::envblock::{self, Env, Layout};
 use crate::envstore::{self, EnvLocation, EnvStoreError, Health, IfAllCorrupt, LoadedEnv};
 use crate::fwenv;
 use crate::slot::Bootnames;
@@ -33,8 +45,11 @@ pub struct Store {
     pub location: EnvLocation,
     pub loaded: LoadedEnv,
     pub contents: Contents,
-    /// The directory this store mounted its partition on, if it did.
+    /// The directory this store mounted its partition on (read-only), if it did.
     mounted: Option<PathBuf>,
+    /// What a write starts from when no copy is valid (see the module docs).
+    env_owner: EnvOwner,
+    base_env: Option<PathBuf>,
 }
 
 /// The store's state as recorded in the handoff and shown by `status`.
@@ -54,6 +69,34 @@ pub enum CommitError {
     State(#[source] bootstate::BootStateError),
     #[error("cannot write the boot state")]
     Store(#[source] EnvStoreError),
+    /// No valid copy and no base env, where U-Boot reads the env as its own.
+    #[error(
+        "refusing to write {location}: no valid copy holds U-Boot's own variables and \
+         bootstate.base_env is not set, so the env written would have no bootcmd and \
+         U-Boot would stop at its prompt; set bootstate.base_env to the board's default \
+         env (name=value lines, e.g. U-Boot's u-boot-initial-env), or \
+         bootstate.env_owner = \"slotinit\" if U-Boot does not read this env"
+    )]
+    NoBaseEnv { location: String },
+    #[error("cannot read bootstate.base_env {}", .path.display())]
+    ReadBaseEnv {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid bootstate.base_env {}", .path.display())]
+    ParseBaseEnv {
+        path: PathBuf,
+        #[source]
+        source: envblock::TextError,
+    },
+    #[error("cannot remount {} {}", .target.display(), if *.writable { "read-write" } else { "read-only" })]
+    Remount {
+        target: PathBuf,
+        writable: bool,
+        #[source]
+        source: nix::Error,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +112,15 @@ pub enum OpenError {
     },
     #[error("boot state: invalid fw_env lines")]
     FwEnv(#[source] fwenv::FwEnvError),
+    /// The medium holds the other env layout than the config names; nothing is written.
+    #[error("boot state: {} at offset {offset} holds a valid {found}, but the config names a {expected}; {fix}; nothing is written until then", .path.display())]
+    WrongLayout {
+        path: PathBuf,
+        offset: u64,
+        found: Layout,
+        expected: Layout,
+        fix: String,
+    },
     #[error("boot state")]
     Store(#[source] EnvStoreError),
 }
@@ -134,12 +186,16 @@ pub fn open(
         let already = is_mount_point(mount_dir);
         if !already {
             let _ = std::fs::create_dir_all(mount_dir);
-            log::debug!("mount {} on {}", part.node().display(), mount_dir.display());
+            log::debug!(
+                "mount {} on {} read-only",
+                part.node().display(),
+                mount_dir.display()
+            );
             nix::mount::mount(
                 Some(&part.node()),
                 mount_dir,
                 Some(config.fstype.as_str()),
-                MsFlags::MS_NOATIME | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                MOUNT_FLAGS | MsFlags::MS_RDONLY,
                 None::<&str>,
             )
             .map_err(|source| OpenError::Mount {
@@ -161,15 +217,77 @@ pub fn open(
             Ok(loaded) => loaded,
             Err(e) => {
                 unmount(mounted.as_deref());
-                return Err(OpenError::Store(e));
+                return Err(match e {
+                    EnvStoreError::WrongLayout {
+                        path,
+                        offset,
+                        found,
+                        expected,
+                    } => OpenError::WrongLayout {
+                        fix: layout_fix(config, mount_dir, &path, offset, found),
+                        path,
+                        offset,
+                        found,
+                        expected,
+                    },
+                    e => OpenError::Store(e),
+                });
             }
         },
         location,
         contents: Contents::Fresh,
         mounted,
+        env_owner: config.env_owner,
+        base_env: (!config.base_env.is_empty()).then(|| PathBuf::from(&config.base_env)),
     };
     store.contents = judge(&store.loaded, config);
     Ok(Some(store))
+}
+
+/// Flags of the boot-state mount; `MS_RDONLY` is added or removed around writes.
+const MOUNT_FLAGS: MsFlags = MsFlags::MS_NOATIME
+    .union(MsFlags::MS_NOSUID)
+    .union(MsFlags::MS_NODEV)
+    .union(MsFlags::MS_NOEXEC);
+
+/// The config change that makes the config describe what the medium holds
+/// (issue 11, item 15): `found` is the layout of the valid env at `path`.
+fn layout_fix(
+    config: &BootStateConfig,
+    mount_dir: &Path,
+    path: &Path,
+    offset: u64,
+    found: Layout,
+) -> String {
+    let file = path
+        .strip_prefix(mount_dir)
+        .unwrap_or(path)
+        .display()
+        .to_string();
+    match (found, config.fw_env.is_empty(), config.raw_offsets.is_empty()) {
+        (Layout::Single, false, _) => format!(
+            "keep only the bootstate.fw_env line of {} (offset {offset:#x}), as U-Boot keeps one copy",
+            path.display()
+        ),
+        (Layout::Redundant, false, _) => format!(
+            "add the second copy to bootstate.fw_env (U-Boot's CONFIG_ENV_OFFSET_REDUND), \
+             as {} is one copy of a redundant pair",
+            path.display()
+        ),
+        (Layout::Single, true, false) => format!(
+            "set bootstate.raw_offsets = [{offset:#x}] (one copy, as U-Boot keeps it)"
+        ),
+        (Layout::Redundant, true, false) => format!(
+            "set bootstate.raw_offsets = [{offset:#x}, <U-Boot's CONFIG_ENV_OFFSET_REDUND>]"
+        ),
+        (Layout::Single, true, true) => format!(
+            "set bootstate.files = [\"{file}\"] (U-Boot keeps a single copy: no CONFIG_ENV_REDUNDANT)"
+        ),
+        (Layout::Redundant, true, true) => format!(
+            "set bootstate.files = [\"{file}\", \"<U-Boot's CONFIG_ENV_FAT_FILE_REDUND>\"] \
+             (U-Boot keeps a redundant pair)"
+        ),
+    }
 }
 
 /// What a load means for the decision.
@@ -223,35 +341,107 @@ impl Store {
         if let Contents::Unusable(_) = self.contents {
             return Err(CommitError::Store(EnvStoreError::AllCorrupt));
         }
-        let mut env = self.loaded.env.clone().unwrap_or_default();
-        bootstate::apply(state, &mut env).map_err(CommitError::State)?;
-        if let Some(reason) = fallback {
-            let _ = env.set(FALLBACK_VAR, reason);
-        }
         // A fresh store has no copy to protect: every copy is missing.
         let mode = match self.contents {
             Contents::Fresh => IfAllCorrupt::Overwrite,
             _ => IfAllCorrupt::Refuse,
         };
-        self.loaded = envstore::store(&self.location, &env, &self.loaded, mode)
-            .map_err(CommitError::Store)?;
-        self.contents = Contents::State(state.clone());
-        // A pair with one copy still missing (a fresh store) gets it now, so
-        // fw_printenv and U-Boot, which want both, read it from the first boot.
-        self.repair().map_err(CommitError::Store)?;
+        self.write_state(state, fallback, mode)
+    }
+
+    /// `mark-active --force`: writes `state` even over an unusable store,
+    /// on top of the current valid copy if there is one (its variables kept,
+    /// RAUC's replaced), else on top of `bootstate.base_env`, else (only
+    /// where `bootstate.env_owner = "slotinit"`) alone; otherwise
+    /// [`CommitError::NoBaseEnv`] and nothing is written.
+    pub fn force_commit(&mut self, state: &State) -> Result<(), CommitError> {
+        self.write_state(state, None, IfAllCorrupt::Overwrite)
+    }
+
+    fn write_state(
+        &mut self,
+        state: &State,
+        fallback: Option<&str>,
+        mode: IfAllCorrupt,
+    ) -> Result<(), CommitError> {
+        let mut env = match &self.loaded.env {
+            Some(env) => env.clone(),
+            None => self.base()?,
+        };
+        bootstate::apply(state, &mut env).map_err(CommitError::State)?;
+        if let Some(reason) = fallback {
+            let _ = env.set(FALLBACK_VAR, reason);
+        }
+        self.writable(|store| {
+            store.loaded = envstore::store(&store.location, &env, &store.loaded, mode)
+                .map_err(CommitError::Store)?;
+            store.contents = Contents::State(state.clone());
+            // A pair with one copy still missing (a fresh store) gets it now, so
+            // fw_printenv and U-Boot, which want both, read it from the first boot.
+            store.repair_now()
+        })?;
         Ok(())
     }
 
+    /// What a write starts from when no copy is valid.
+    fn base(&self) -> Result<Env, CommitError> {
+        if let Some(path) = &self.base_env {
+            let text = std::fs::read(path).map_err(|source| CommitError::ReadBaseEnv {
+                path: path.clone(),
+                source,
+            })?;
+            return envblock::parse_text(&text).map_err(|source| CommitError::ParseBaseEnv {
+                path: path.clone(),
+                source,
+            });
+        }
+        match self.env_owner {
+            EnvOwner::Slotinit => Ok(Env::new()),
+            EnvOwner::Bootloader => Err(CommitError::NoBaseEnv {
+                location: self.record().location,
+            }),
+        }
+    }
+
     /// Rewrites the current env when one copy of a pair is corrupt.
-    pub fn repair(&mut self) -> Result<bool, EnvStoreError> {
-        if !matches!(self.loaded.health, Health::OneCorrupt { .. }) {
+    pub fn repair(&mut self) -> Result<bool, CommitError> {
+        if !self.needs_repair() {
             return Ok(false);
         }
-        let Some(env) = self.loaded.env.clone() else {
+        self.writable(Self::repair_now)
+    }
+
+    fn needs_repair(&self) -> bool {
+        matches!(self.loaded.health, Health::OneCorrupt { .. }) && self.loaded.env.is_some()
+    }
+
+    fn repair_now(&mut self) -> Result<bool, CommitError> {
+        let Some(env) = self.loaded.env.clone().filter(|_| self.needs_repair()) else {
             return Ok(false);
         };
-        self.loaded = envstore::store(&self.location, &env, &self.loaded, IfAllCorrupt::Refuse)?;
+        self.loaded = envstore::store(&self.location, &env, &self.loaded, IfAllCorrupt::Refuse)
+            .map_err(CommitError::Store)?;
         Ok(true)
+    }
+
+    /// Runs `write` with the partition this store mounted remounted
+    /// read-write, and remounts it read-only afterwards whatever happened.
+    fn writable<T>(
+        &mut self,
+        write: impl FnOnce(&mut Self) -> Result<T, CommitError>,
+    ) -> Result<T, CommitError> {
+        if let Some(dir) = self.mounted.clone() {
+            remount(&dir, true)?;
+            let result = write(self);
+            // The data is synced already; a failure here leaves the mount
+            // writable until close() unmounts it.
+            if let Err(e) = remount(&dir, false) {
+                log::warn!("{}", crate::boot::error_chain(&e));
+            }
+            result
+        } else {
+            write(self)
+        }
     }
 
     pub fn record(&self) -> Record {
@@ -266,6 +456,12 @@ impl Store {
             health: self.loaded.health.to_string(),
             ..Record::default()
         };
+        for anomaly in &self.loaded.anomalies {
+            // The current copy is used as U-Boot uses it; say what it skipped.
+            record
+                .health
+                .push_str(&format!("; current copy: {anomaly} (skipped)"));
+        }
         match &self.contents {
             Contents::State(s) => {
                 record.order = s.order.iter().map(|b| b.to_string()).collect();
@@ -287,6 +483,31 @@ impl Store {
     pub fn close(self) {
         unmount(self.mounted.as_deref());
     }
+}
+
+fn remount(dir: &Path, writable: bool) -> Result<(), CommitError> {
+    let flags = if writable {
+        MOUNT_FLAGS
+    } else {
+        MOUNT_FLAGS | MsFlags::MS_RDONLY
+    };
+    log::debug!(
+        "remount {} {}",
+        dir.display(),
+        if writable { "rw" } else { "ro" }
+    );
+    nix::mount::mount(
+        None::<&str>,
+        dir,
+        None::<&str>,
+        MsFlags::MS_REMOUNT | flags,
+        None::<&str>,
+    )
+    .map_err(|source| CommitError::Remount {
+        target: dir.to_path_buf(),
+        writable,
+        source,
+    })
 }
 
 fn unmount(dir: Option<&Path>) {
