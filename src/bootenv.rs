@@ -530,7 +530,6 @@ fn is_mount_point(dir: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::envblock::Env;
 
     fn config_for(path: &Path) -> BootStateConfig {
         BootStateConfig {
@@ -607,5 +606,334 @@ mod tests {
         std::fs::write(&file, &block).unwrap();
         let store = open(&config_for(&file), None, dir.path()).unwrap().unwrap();
         assert!(matches!(&store.contents, Contents::Unusable(e) if e.contains("BOOT_A_LEFT")));
+    }
+
+    fn write_single(path: &Path, env: &Env) {
+        let block =
+            crate::envblock::serialize(env, 0x4000, crate::envblock::Header::Single).unwrap();
+        std::fs::write(path, block).unwrap();
+    }
+
+    fn bootloader_config(path: &Path, base: Option<&Path>) -> BootStateConfig {
+        BootStateConfig {
+            env_owner: EnvOwner::Bootloader,
+            base_env: base.map(|b| b.display().to_string()).unwrap_or_default(),
+            ..config_for(path)
+        }
+    }
+
+    // Issue 11, item 1: before the fix a fresh store was written with only
+    // BOOT_*, and U-Boot, reading that env as its own, lost its bootcmd.
+    #[test]
+    fn fresh_bootloader_env_without_base_is_refused_and_not_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("uboot.env");
+        let config = bootloader_config(&file, None);
+        let mut store = open(&config, None, dir.path()).unwrap().unwrap();
+        assert_eq!(store.contents, Contents::Fresh);
+        let state = store.state(&config).unwrap();
+        let err = store.commit(&state, None).unwrap_err();
+        assert!(matches!(err, CommitError::NoBaseEnv { .. }), "{err}");
+        let text = err.to_string();
+        assert!(text.contains("bootstate.base_env"), "{text}");
+        assert!(text.contains(&file.display().to_string()), "{text}");
+        assert!(!file.exists(), "nothing may be written");
+    }
+
+    #[test]
+    fn fresh_bootloader_env_is_written_on_the_base_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("uboot.env");
+        let base = dir.path().join("u-boot-initial-env");
+        std::fs::write(
+            &base,
+            "# board defaults\nbootcmd=run distro_bootcmd\nbootdelay=2\nBOOT_ORDER=B A\n",
+        )
+        .unwrap();
+        let config = bootloader_config(&file, Some(&base));
+        let mut store = open(&config, None, dir.path()).unwrap().unwrap();
+        let state = store.state(&config).unwrap();
+        store.commit(&state, None).unwrap();
+        let env = open(&config, None, dir.path())
+            .unwrap()
+            .unwrap()
+            .loaded
+            .env
+            .unwrap();
+        assert_eq!(env.get("bootcmd"), Some(&b"run distro_bootcmd"[..]));
+        assert_eq!(env.get("bootdelay"), Some(&b"2"[..]));
+        // The counters are slotinit's, not the base env's.
+        assert_eq!(env.get("BOOT_ORDER"), Some(&b"A B"[..]));
+        assert_eq!(env.get("BOOT_A_LEFT"), Some(&b"3"[..]));
+    }
+
+    #[test]
+    fn invalid_base_env_is_an_error_and_nothing_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("uboot.env");
+        let base = dir.path().join("base.env");
+        std::fs::write(&base, "bootcmd=x\nnot a variable\n").unwrap();
+        let config = bootloader_config(&file, Some(&base));
+        let mut store = open(&config, None, dir.path()).unwrap().unwrap();
+        let state = store.state(&config).unwrap();
+        let err = store.commit(&state, None).unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                CommitError::ParseBaseEnv {
+                    source: envblock::TextError::MissingEquals { line: 2 },
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let missing = bootloader_config(&file, Some(&dir.path().join("nope")));
+        let mut store = open(&missing, None, dir.path()).unwrap().unwrap();
+        assert!(matches!(
+            store.commit(&state, None),
+            Err(CommitError::ReadBaseEnv { .. })
+        ));
+        assert!(!file.exists());
+    }
+
+    // Issue 11, item 1: `mark-active --force` over a corrupt store.
+    #[test]
+    fn force_commit_over_all_corrupt_needs_a_base_where_u_boot_owns_the_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("uboot.env");
+        std::fs::write(&file, vec![0x55u8; 0x4000]).unwrap();
+        let config = bootloader_config(&file, None);
+        let rauc = rauc_config(&config).unwrap();
+        let mut store = open(&config, None, dir.path()).unwrap().unwrap();
+        assert!(matches!(store.contents, Contents::Unusable(_)));
+        assert!(matches!(
+            store.force_commit(&State::initial(&rauc)),
+            Err(CommitError::NoBaseEnv { .. })
+        ));
+        assert_eq!(std::fs::read(&file).unwrap(), vec![0x55u8; 0x4000]);
+
+        let base = dir.path().join("base.env");
+        std::fs::write(&base, "bootcmd=run x\n").unwrap();
+        let config = bootloader_config(&file, Some(&base));
+        let mut store = open(&config, None, dir.path()).unwrap().unwrap();
+        store.force_commit(&State::initial(&rauc)).unwrap();
+        let store = open(&config, None, dir.path()).unwrap().unwrap();
+        assert_eq!(store.contents, Contents::State(State::initial(&rauc)));
+        let env = store.loaded.env.unwrap();
+        assert_eq!(env.get("bootcmd"), Some(&b"run x"[..]));
+
+        // Where the env is slotinit's own, the counters alone are fine.
+        std::fs::write(&file, vec![0x55u8; 0x4000]).unwrap();
+        let config = config_for(&file);
+        let mut store = open(&config, None, dir.path()).unwrap().unwrap();
+        store.force_commit(&State::initial(&rauc)).unwrap();
+        let env = open(&config, None, dir.path())
+            .unwrap()
+            .unwrap()
+            .loaded
+            .env
+            .unwrap();
+        assert_eq!(env.len(), 3, "{env}");
+    }
+
+    #[test]
+    fn force_commit_keeps_the_variables_of_a_valid_copy() {
+        // A valid env with an invalid counter is unusable; --force replaces
+        // RAUC's variables and keeps U-Boot's, even with no base env.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("uboot.env");
+        let env = Env::from_pairs([
+            ("BOOT_ORDER", "A B"),
+            ("BOOT_A_LEFT", "zz"),
+            ("bootcmd", "run y"),
+        ])
+        .unwrap();
+        write_single(&file, &env);
+        let config = bootloader_config(&file, None);
+        let rauc = rauc_config(&config).unwrap();
+        let mut store = open(&config, None, dir.path()).unwrap().unwrap();
+        assert!(matches!(store.contents, Contents::Unusable(_)));
+        store.force_commit(&State::initial(&rauc)).unwrap();
+        let store = open(&config, None, dir.path()).unwrap().unwrap();
+        assert_eq!(store.contents, Contents::State(State::initial(&rauc)));
+        assert_eq!(
+            store.loaded.env.unwrap().get("bootcmd"),
+            Some(&b"run y"[..])
+        );
+    }
+
+    // Issue 11, item 15: before the fix this was "crc mismatch" and counting stopped.
+    #[test]
+    fn single_copy_env_where_the_config_names_a_pair_says_what_to_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("uboot.env");
+        let b = dir.path().join("uboot-redund.env");
+        write_single(&a, &Env::from_pairs([("bootcmd", "run z")]).unwrap());
+        let before = std::fs::read(&a).unwrap();
+        let config = BootStateConfig {
+            fw_env: vec![
+                format!("{} 0x0 0x4000", a.display()),
+                format!("{} 0x0 0x4000", b.display()),
+            ],
+            ..BootStateConfig::default()
+        };
+        let err = open(&config, None, dir.path()).err().unwrap();
+        let text = crate::boot::error_chain(&err);
+        assert!(matches!(err, OpenError::WrongLayout { .. }), "{text}");
+        assert!(text.contains("single-copy env"), "{text}");
+        assert!(
+            text.contains("keep only the bootstate.fw_env line"),
+            "{text}"
+        );
+        assert_eq!(std::fs::read(&a).unwrap(), before);
+        assert!(!b.exists());
+
+        // The advice for each way of naming the env.
+        let files = BootStateConfig::default();
+        assert_eq!(
+            layout_fix(&files, dir.path(), &a, 0, Layout::Single),
+            "set bootstate.files = [\"uboot.env\"] (U-Boot keeps a single copy: no CONFIG_ENV_REDUNDANT)"
+        );
+        let raw = BootStateConfig {
+            raw_offsets: vec![0, 0x4000],
+            ..BootStateConfig::default()
+        };
+        assert!(layout_fix(&raw, dir.path(), &a, 0x4000, Layout::Single)
+            .contains("bootstate.raw_offsets = [0x4000]"));
+        let single = BootStateConfig {
+            files: vec!["uboot.env".into()],
+            ..BootStateConfig::default()
+        };
+        assert!(layout_fix(&single, dir.path(), &a, 0, Layout::Redundant)
+            .contains("bootstate.files = [\"uboot.env\", "));
+    }
+
+    // Issue 11, item 14 through the store: the newer copy with an entry
+    // slotinit's strict parser rejects is the current one, and nothing
+    // (repair included) overwrites it.
+    #[test]
+    fn crc_valid_newer_copy_with_junk_is_used_and_not_repaired() {
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/env");
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("redundant-1.env");
+        let b = dir.path().join("redundant-junk.env");
+        std::fs::copy(fixtures.join("redundant-1.env"), &a).unwrap();
+        std::fs::copy(fixtures.join("redundant-junk.env"), &b).unwrap();
+        let before = std::fs::read(&b).unwrap();
+        let config = BootStateConfig {
+            fw_env: vec![
+                format!("{} 0x0 0x4000", a.display()),
+                format!("{} 0x0 0x4000", b.display()),
+            ],
+            ..BootStateConfig::default()
+        };
+        let mut store = open(&config, None, dir.path()).unwrap().unwrap();
+        let Contents::State(state) = store.contents.clone() else {
+            panic!("{:?}", store.contents);
+        };
+        assert_eq!(
+            state.order.iter().map(|b| b.as_str()).collect::<Vec<_>>(),
+            ["B", "A"]
+        );
+        assert!(
+            store.record().health.contains("no '='"),
+            "{}",
+            store.record().health
+        );
+        assert!(!store.repair().unwrap());
+        store.commit(&state, None).unwrap();
+        assert_eq!(
+            std::fs::read(&b).unwrap(),
+            before,
+            "the current copy is kept"
+        );
+        assert_eq!(
+            std::fs::read(&a).unwrap()[4],
+            4,
+            "the older copy is written"
+        );
+    }
+
+    // Issue 11, item 17: check-config rejects absurd sizes and overlapping copies.
+    #[test]
+    fn config_rejects_absurd_sizes_and_overlapping_copies() {
+        let cases: &[(&str, &str)] = &[
+            ("size = 0x7fffffffffff", "bootstate.size"),
+            ("size = 0x100001", "bootstate.size"),
+            ("raw_offsets = [0, 0x2000]", "overlap"),
+            ("raw_offsets = [-16384, -20480]", "overlap"),
+            ("files = [\"uboot.env\", \"./UBOOT.ENV\"]", "both copies"),
+            (
+                "fw_env = [\"/dev/mmcblk0 0 0x4000\", \"/dev/mmcblk0 0x2000 0x4000\"]",
+                "overlaps",
+            ),
+            (
+                "fw_env = [\"/dev/mmcblk0 0 0x7fffffffffff\"]",
+                "larger than",
+            ),
+            ("base_env = \"relative.env\"", "bootstate.base_env"),
+            ("env_owner = \"uboot\"", "env_owner"),
+        ];
+        for (line, needle) in cases {
+            let text = format!("[bootstate]\n{line}\n");
+            let err = crate::config::Config::parse(&text, "t").unwrap_err();
+            let msg = crate::boot::error_chain(&err);
+            assert!(msg.contains(needle), "{line}: {msg}");
+        }
+        for line in [
+            "size = 0x100000",
+            "raw_offsets = [0, 0x4000]",
+            "raw_offsets = [-32768, -16384]",
+            "env_owner = \"bootloader\"\nbase_env = \"/etc/u-boot-initial-env\"",
+        ] {
+            let text = format!("[bootstate]\n{line}\n");
+            assert!(crate::config::Config::parse(&text, "t").is_ok(), "{line}");
+        }
+    }
+
+    // Issue 11, B: the partition is mounted read-only; read-write only while
+    // a commit writes. Before the fix it was mounted read-write on open, so a
+    // `status` or a bootloader-counted boot set and cleared the FAT dirty bit.
+    #[test]
+    fn partition_is_read_only_except_while_writing() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: mounting needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mnt = dir.path().join("bootstate");
+        // tmpfs ignores the device node; it stands in for the vfat partition.
+        let config = BootStateConfig {
+            fstype: "tmpfs".into(),
+            ..BootStateConfig::default()
+        };
+        let part = Partition {
+            dev: "slotinit-test".into(),
+            disk: "none".into(),
+            number: 1,
+            name: None,
+            uuid: None,
+        };
+        let read_only = |p: &Path| {
+            nix::sys::statvfs::statvfs(p)
+                .unwrap()
+                .flags()
+                .contains(nix::sys::statvfs::FsFlags::ST_RDONLY)
+        };
+        let mut store = open(&config, Some(&part), &mnt).unwrap().unwrap();
+        assert!(is_mount_point(&mnt));
+        assert!(read_only(&mnt), "opened read-write");
+        assert_eq!(store.contents, Contents::Fresh);
+        let state = store.state(&config).unwrap();
+        store.commit(&state, None).unwrap();
+        assert!(read_only(&mnt), "left read-write after the commit");
+        let loaded = envstore::load(&store.location).unwrap();
+        assert!(
+            matches!(loaded.health, Health::BothGood { .. }),
+            "{}",
+            loaded.health
+        );
+        store.close();
+        assert!(!is_mount_point(&mnt));
     }
 }
