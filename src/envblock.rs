@@ -825,4 +825,88 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn lenient_parse_does_what_the_bootloader_does() {
+        let cases: &[(&str, &[u8], Pairs, &[EnvError])] = &[
+            ("clean", b"a=1\0\0", &[("a", "1")], &[]),
+            (
+                "no '=': skipped",
+                b"a=1\0junk\0b=2\0\0",
+                &[("a", "1"), ("b", "2")],
+                &[EnvError::MissingEquals { offset: 4 }],
+            ),
+            (
+                "no '=': deletes an earlier entry (himport_r)",
+                b"a=1\0a\0\0",
+                &[],
+                &[EnvError::MissingEquals { offset: 4 }],
+            ),
+            (
+                "empty name skipped",
+                b"=v\0a=1\0\0",
+                &[("a", "1")],
+                &[EnvError::EmptyName { offset: 0 }],
+            ),
+            (
+                "no terminator: the data area ends the entry",
+                b"a=1\0b=2",
+                &[("a", "1"), ("b", "2")],
+                &[EnvError::Unterminated],
+            ),
+            (
+                "last entry ends at the last byte",
+                b"a=1\0",
+                &[("a", "1")],
+                &[EnvError::Unterminated],
+            ),
+            ("empty data area", b"", &[], &[EnvError::Unterminated]),
+        ];
+        for (what, data, want, anomalies) in cases {
+            let (got, found) = parse_data_lenient(data);
+            assert_eq!(got, env(want), "{what}");
+            assert_eq!(found, *anomalies, "{what}");
+            // Where the strict parser accepts, both agree.
+            if let Ok(strict) = parse_data(data) {
+                assert_eq!(strict, got, "{what}");
+                assert!(found.is_empty(), "{what}");
+            }
+        }
+    }
+
+    #[test]
+    fn text_form_is_mkenvimage_input() {
+        let text = b"# comment\n\nbootcmd=run a; run b\nmulti=one\\\ntwo\nempty=\nx=a=b\n";
+        let e = parse_text(text).unwrap();
+        assert_eq!(e.get("bootcmd"), Some(&b"run a; run b"[..]));
+        assert_eq!(e.get("multi"), Some(&b"one\ntwo"[..]));
+        assert_eq!(e.get("empty"), Some(&b""[..]));
+        assert_eq!(e.get("x"), Some(&b"a=b"[..]));
+        assert_eq!(e.len(), 4);
+        assert_eq!(
+            parse_text(b"a=1").unwrap(),
+            env(&[("a", "1")]),
+            "no final newline"
+        );
+        assert_eq!(
+            parse_text(b"a=1\n\nnot a variable\n"),
+            Err(TextError::MissingEquals { line: 3 })
+        );
+        assert!(matches!(
+            parse_text(b"=x\n"),
+            Err(TextError::Invalid { line: 1, .. })
+        ));
+        // The checked-in mkenvimage input reads as mkenvimage wrote it.
+        let txt = include_bytes!("../tests/fixtures/env/single.txt");
+        let img = include_bytes!("../tests/fixtures/env/single.env");
+        assert_eq!(parse_text(txt).unwrap(), parse_single(img).unwrap());
+    }
+
+    #[test]
+    fn layouts_name_their_header() {
+        assert_eq!(Layout::Single.other(), Layout::Redundant);
+        assert_eq!(Layout::Redundant.other(), Layout::Single);
+        assert!(Layout::Single.to_string().contains("data at byte 4"));
+        assert!(Layout::Redundant.to_string().contains("flags at byte 4"));
+    }
 }
