@@ -45,8 +45,12 @@ pub struct Store {
     pub location: EnvLocation,
     pub loaded: LoadedEnv,
     pub contents: Contents,
-    /// The directory this store mounted its partition on (read-only), if it did.
+    /// The directory this store mounted its partition on, if it did.
     mounted: Option<PathBuf>,
+    /// True when that mount is read-only and must be remounted read-write
+    /// around a write; false when the filesystem was mounted read-write
+    /// elsewhere already and this mount shares it read-write.
+    remount: bool,
     /// What a write starts from when no copy is valid (see the module docs).
     env_owner: EnvOwner,
     base_env: Option<PathBuf>,
@@ -174,6 +178,7 @@ pub fn open(
             files: config.files.join(", "),
         })
     };
+    let mut remount = false;
     let (location, mounted) = if !config.fw_env.is_empty() {
         let parsed = fwenv::parse(&config.fw_env.join("\n")).map_err(OpenError::FwEnv)?;
         (EnvLocation::from_fwenv(&parsed), None)
@@ -186,23 +191,7 @@ pub fn open(
         let already = is_mount_point(mount_dir);
         if !already {
             let _ = std::fs::create_dir_all(mount_dir);
-            log::debug!(
-                "mount {} on {} read-only",
-                part.node().display(),
-                mount_dir.display()
-            );
-            nix::mount::mount(
-                Some(&part.node()),
-                mount_dir,
-                Some(config.fstype.as_str()),
-                MOUNT_FLAGS | MsFlags::MS_RDONLY,
-                None::<&str>,
-            )
-            .map_err(|source| OpenError::Mount {
-                device: part.node(),
-                target: mount_dir.to_path_buf(),
-                source,
-            })?;
+            remount = mount_read_only(part, &config.fstype, mount_dir)?;
         }
         let files: Vec<PathBuf> = config.files.iter().map(|f| mount_dir.join(f)).collect();
         let location = match files.as_slice() {
@@ -237,6 +226,7 @@ pub fn open(
         location,
         contents: Contents::Fresh,
         mounted,
+        remount,
         env_owner: config.env_owner,
         base_env: (!config.base_env.is_empty()).then(|| PathBuf::from(&config.base_env)),
     };
@@ -249,6 +239,40 @@ const MOUNT_FLAGS: MsFlags = MsFlags::MS_NOATIME
     .union(MsFlags::MS_NOSUID)
     .union(MsFlags::MS_NODEV)
     .union(MsFlags::MS_NOEXEC);
+
+/// Mounts `part` read-only on `dir`; true if so. A filesystem mounted
+/// read-write elsewhere already (a booted system's /boot/firmware) cannot be
+/// mounted read-only (the kernel's get_tree_bdev: "would change RO state",
+/// EBUSY); it is dirty anyway, so it is shared read-write as before (false).
+fn mount_read_only(part: &Partition, fstype: &str, dir: &Path) -> Result<bool, OpenError> {
+    let mount = |flags: MsFlags| {
+        log::debug!(
+            "mount {} on {} ({})",
+            part.node().display(),
+            dir.display(),
+            if flags.contains(MsFlags::MS_RDONLY) {
+                "ro"
+            } else {
+                "rw"
+            }
+        );
+        nix::mount::mount(Some(&part.node()), dir, Some(fstype), flags, None::<&str>).map_err(
+            |source| OpenError::Mount {
+                device: part.node(),
+                target: dir.to_path_buf(),
+                source,
+            },
+        )
+    };
+    match mount(MOUNT_FLAGS | MsFlags::MS_RDONLY) {
+        Ok(()) => Ok(true),
+        Err(OpenError::Mount {
+            source: nix::Error::EBUSY,
+            ..
+        }) => mount(MOUNT_FLAGS).map(|()| false),
+        Err(e) => Err(e),
+    }
+}
 
 /// The config change that makes the config describe what the medium holds
 /// (issue 11, item 15): `found` is the layout of the valid env at `path`.
@@ -430,7 +454,7 @@ impl Store {
         &mut self,
         write: impl FnOnce(&mut Self) -> Result<T, CommitError>,
     ) -> Result<T, CommitError> {
-        if let Some(dir) = self.mounted.clone() {
+        if let Some(dir) = self.mounted.clone().filter(|_| self.remount) {
             remount(&dir, true)?;
             let result = write(self);
             // The data is synced already; a failure here leaves the mount
@@ -920,20 +944,120 @@ mod tests {
                 .flags()
                 .contains(nix::sys::statvfs::FsFlags::ST_RDONLY)
         };
-        let mut store = open(&config, Some(&part), &mnt).unwrap().unwrap();
-        assert!(is_mount_point(&mnt));
-        assert!(read_only(&mnt), "opened read-write");
-        assert_eq!(store.contents, Contents::Fresh);
-        let state = store.state(&config).unwrap();
-        store.commit(&state, None).unwrap();
-        assert!(read_only(&mnt), "left read-write after the commit");
-        let loaded = envstore::load(&store.location).unwrap();
-        assert!(
-            matches!(loaded.health, Health::BothGood { .. }),
-            "{}",
-            loaded.health
-        );
-        store.close();
-        assert!(!is_mount_point(&mnt));
+        let outcome = std::panic::catch_unwind(|| {
+            let mut store = open(&config, Some(&part), &mnt).unwrap().unwrap();
+            assert!(is_mount_point(&mnt));
+            assert!(read_only(&mnt), "opened read-write");
+            assert_eq!(store.contents, Contents::Fresh);
+            let state = store.state(&config).unwrap();
+            store.commit(&state, None).unwrap();
+            assert!(read_only(&mnt), "left read-write after the commit");
+            let loaded = envstore::load(&store.location).unwrap();
+            assert!(
+                matches!(loaded.health, Health::BothGood { .. }),
+                "{}",
+                loaded.health
+            );
+            store.close();
+            assert!(!is_mount_point(&mnt));
+        });
+        if outcome.is_err() {
+            let _ = nix::mount::umount(&mnt);
+        }
+        if let Err(panic) = outcome {
+            std::panic::resume_unwind(panic);
+        }
+    }
+
+    /// A loop device over an ext2 image, detached on drop.
+    struct Loop(String);
+
+    impl Loop {
+        fn new(image: &Path) -> Option<Self> {
+            let mkfs = std::process::Command::new("mkfs.ext2")
+                .args(["-q", "-F"])
+                .arg(image)
+                .status()
+                .ok()?;
+            let out = std::process::Command::new("losetup")
+                .args(["-f", "--show"])
+                .arg(image)
+                .output()
+                .ok()?;
+            let dev = String::from_utf8(out.stdout).ok()?.trim().to_owned();
+            (mkfs.success() && out.status.success() && !dev.is_empty()).then_some(Self(dev))
+        }
+    }
+
+    impl Drop for Loop {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("losetup")
+                .args(["-d", &self.0])
+                .status();
+        }
+    }
+
+    // The booted system may have the partition mounted read-write already
+    // (/boot/firmware); a read-only mount of it fails with EBUSY, so the store
+    // shares it read-write, never remounts it, and leaves the other mount alone.
+    #[test]
+    fn partition_mounted_read_write_elsewhere_is_shared() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: mounting needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("bootconfig.img");
+        std::fs::write(&image, vec![0u8; 4 << 20]).unwrap();
+        let Some(dev) = Loop::new(&image) else {
+            eprintln!("skipped: no mkfs.ext2 or loop device");
+            return;
+        };
+        let other = dir.path().join("firmware");
+        std::fs::create_dir(&other).unwrap();
+        let node = PathBuf::from(&dev.0);
+        nix::mount::mount(
+            Some(&node),
+            &other,
+            Some("ext2"),
+            MsFlags::empty(),
+            None::<&str>,
+        )
+        .unwrap();
+        let config = BootStateConfig {
+            fstype: "ext2".into(),
+            ..BootStateConfig::default()
+        };
+        let part = Partition {
+            dev: node.strip_prefix("/dev").unwrap().display().to_string(),
+            disk: "loop".into(),
+            number: 1,
+            name: None,
+            uuid: None,
+        };
+        let mnt = dir.path().join("bootstate");
+        let result = || {
+            let mut store = open(&config, Some(&part), &mnt).unwrap().unwrap();
+            assert!(is_mount_point(&mnt));
+            assert!(!store.remount);
+            let state = store.state(&config).unwrap();
+            store.commit(&state, None).unwrap();
+            store.close();
+            assert!(!is_mount_point(&mnt));
+            // Written through the shared filesystem, seen by the other mount.
+            assert!(other.join("uboot.env").exists());
+            assert!(other.join("uboot-redund.env").exists());
+            let rw = !nix::sys::statvfs::statvfs(&other)
+                .unwrap()
+                .flags()
+                .contains(nix::sys::statvfs::FsFlags::ST_RDONLY);
+            assert!(rw, "the other mount must stay read-write");
+        };
+        let outcome = std::panic::catch_unwind(result);
+        let _ = nix::mount::umount(&mnt);
+        nix::mount::umount(&other).unwrap();
+        if let Err(panic) = outcome {
+            std::panic::resume_unwind(panic);
+        }
     }
 }
