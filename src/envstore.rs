@@ -26,9 +26,26 @@
 //!   and synced. This cannot be power-safe: a torn write leaves a bad CRC and
 //!   U-Boot falls back to its built-in default env.
 //!
+//! Which copy is current is decided exactly as U-Boot (env/common.c
+//! `env_import_redund`) and libubootenv (src/uboot_env.c `libuboot_load`)
+//! decide it: a copy is valid when it was read whole and its CRC matches;
+//! of two valid copies the higher flags win, 0x00 beats 0xFF (wrap-around),
+//! equal flags pick the first. The entries play no part: a valid copy whose
+//! data area holds something slotinit's strict parser rejects is still the
+//! bootloader's env, read with [`envblock::parse_data_lenient`] and its
+//! oddities reported in [`LoadedEnv::anomalies`] (issue 11, item 14).
+//!
 //! Never write back what failed its checks: a load where every copy is
 //! corrupt yields no env ([`Health::AllCorrupt`]) and [`store`] refuses to
-//! write after it unless told [`IfAllCorrupt::Overwrite`].
+//! write after it unless told [`IfAllCorrupt::Overwrite`]. A copy that fails
+//! the configured layout's CRC but passes the other layout's (U-Boot's usual
+//! single-copy `uboot.env` where the config names a pair) makes [`load`] fail
+//! with [`EnvStoreError::WrongLayout`] when no copy is valid: the config is
+//! wrong, and no write may follow (issue 11, item 15).
+//!
+//! The env size is bounded ([`envblock::MIN_SIZE`]..=[`envblock::MAX_SIZE`])
+//! before anything is allocated, and two copies on one medium must not
+//! overlap once offsets from the end are resolved (issue 11, item 17).
 //!
 //! Writers exclude each other with `flock` (non-blocking; [`EnvStoreError::Locked`]):
 //! on the device for [`Medium::Device`], on the directory of the first copy
