@@ -481,10 +481,10 @@ impl Store {
             ..Record::default()
         };
         for anomaly in &self.loaded.anomalies {
-            // The current copy is used as U-Boot uses it; say what it skipped.
-            record
-                .health
-                .push_str(&format!("; current copy: {anomaly} (skipped)"));
+            // The current copy is used as U-Boot reads it; say what it held.
+            record.health.push_str(&format!(
+                "; current copy, read as U-Boot reads it: {anomaly}"
+            ));
         }
         match &self.contents {
             Contents::State(s) => {
