@@ -1,11 +1,23 @@
 //! The boot-state store as the init and the subcommands use it: find the
 //! environment (files on a layout partition, mounted here, or fw_env.config
 //! lines), read RAUC's state from it, and commit a new state durably.
+//!
+//! A partition this module mounts is mounted read-only, and remounted
+//! read-write only around a write: vfat sets its dirty bit in the boot sector
+//! on every read-write mount and clears it on the way back (fs/fat/inode.c
+//! `fat_set_state`), so a boot or `status` that writes nothing must not
+//! mount it writable (issue 11, B).
+//!
+//! A write never replaces the bootloader's own variables with nothing
+//! (issue 11, item 1): it starts from the current valid copy, else from
+//! `bootstate.base_env`, else (an env only slotinit uses,
+//! `bootstate.env_owner = "slotinit"`) from an empty env, and otherwise refuses.
 
 use crate::bootstate::{self, Bootname, State};
-use crate::config::{Backend, BootStateConfig};
+use crate::config::{Backend, BootStateConfig, EnvOwner};
 use crate::devices::{Partition, Resolved};
 
+use crate::envblock::{self, Env, Layout};
 use crate::envstore::{self, EnvLocation, EnvStoreError, Health, IfAllCorrupt, LoadedEnv};
 use crate::fwenv;
 use crate::slot::Bootnames;
@@ -35,6 +47,13 @@ pub struct Store {
     pub contents: Contents,
     /// The directory this store mounted its partition on, if it did.
     mounted: Option<PathBuf>,
+    /// True when that mount is read-only and must be remounted read-write
+    /// around a write; false when the filesystem was mounted read-write
+    /// elsewhere already and this mount shares it read-write.
+    remount: bool,
+    /// What a write starts from when no copy is valid (see the module docs).
+    env_owner: EnvOwner,
+    base_env: Option<PathBuf>,
 }
 
 /// The store's state as recorded in the handoff and shown by `status`.
@@ -54,6 +73,34 @@ pub enum CommitError {
     State(#[source] bootstate::BootStateError),
     #[error("cannot write the boot state")]
     Store(#[source] EnvStoreError),
+    /// No valid copy and no base env, where U-Boot reads the env as its own.
+    #[error(
+        "refusing to write {location}: no valid copy holds U-Boot's own variables and \
+         bootstate.base_env is not set, so the env written would have no bootcmd and \
+         U-Boot would stop at its prompt; set bootstate.base_env to the board's default \
+         env (name=value lines, e.g. U-Boot's u-boot-initial-env), or \
+         bootstate.env_owner = \"slotinit\" if U-Boot does not read this env"
+    )]
+    NoBaseEnv { location: String },
+    #[error("cannot read bootstate.base_env {}", .path.display())]
+    ReadBaseEnv {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid bootstate.base_env {}", .path.display())]
+    ParseBaseEnv {
+        path: PathBuf,
+        #[source]
+        source: envblock::TextError,
+    },
+    #[error("cannot remount {} {}", .target.display(), if *.writable { "read-write" } else { "read-only" })]
+    Remount {
+        target: PathBuf,
+        writable: bool,
+        #[source]
+        source: nix::Error,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +116,15 @@ pub enum OpenError {
     },
     #[error("boot state: invalid fw_env lines")]
     FwEnv(#[source] fwenv::FwEnvError),
+    /// The medium holds the other env layout than the config names; nothing is written.
+    #[error("boot state: {} at offset {offset} holds a valid {found}, but the config names a {expected}; {fix}; nothing is written until then", .path.display())]
+    WrongLayout {
+        path: PathBuf,
+        offset: u64,
+        found: Layout,
+        expected: Layout,
+        fix: String,
+    },
     #[error("boot state")]
     Store(#[source] EnvStoreError),
 }
@@ -122,6 +178,7 @@ pub fn open(
             files: config.files.join(", "),
         })
     };
+    let mut remount = false;
     let (location, mounted) = if !config.fw_env.is_empty() {
         let parsed = fwenv::parse(&config.fw_env.join("\n")).map_err(OpenError::FwEnv)?;
         (EnvLocation::from_fwenv(&parsed), None)
@@ -134,19 +191,7 @@ pub fn open(
         let already = is_mount_point(mount_dir);
         if !already {
             let _ = std::fs::create_dir_all(mount_dir);
-            log::debug!("mount {} on {}", part.node().display(), mount_dir.display());
-            nix::mount::mount(
-                Some(&part.node()),
-                mount_dir,
-                Some(config.fstype.as_str()),
-                MsFlags::MS_NOATIME | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-                None::<&str>,
-            )
-            .map_err(|source| OpenError::Mount {
-                device: part.node(),
-                target: mount_dir.to_path_buf(),
-                source,
-            })?;
+            remount = mount_read_only(part, &config.fstype, mount_dir)?;
         }
         let files: Vec<PathBuf> = config.files.iter().map(|f| mount_dir.join(f)).collect();
         let location = match files.as_slice() {
@@ -161,15 +206,112 @@ pub fn open(
             Ok(loaded) => loaded,
             Err(e) => {
                 unmount(mounted.as_deref());
-                return Err(OpenError::Store(e));
+                return Err(match e {
+                    EnvStoreError::WrongLayout {
+                        path,
+                        offset,
+                        found,
+                        expected,
+                    } => OpenError::WrongLayout {
+                        fix: layout_fix(config, mount_dir, &path, offset, found),
+                        path,
+                        offset,
+                        found,
+                        expected,
+                    },
+                    e => OpenError::Store(e),
+                });
             }
         },
         location,
         contents: Contents::Fresh,
         mounted,
+        remount,
+        env_owner: config.env_owner,
+        base_env: (!config.base_env.is_empty()).then(|| PathBuf::from(&config.base_env)),
     };
     store.contents = judge(&store.loaded, config);
     Ok(Some(store))
+}
+
+/// Flags of the boot-state mount; `MS_RDONLY` is added or removed around writes.
+const MOUNT_FLAGS: MsFlags = MsFlags::MS_NOATIME
+    .union(MsFlags::MS_NOSUID)
+    .union(MsFlags::MS_NODEV)
+    .union(MsFlags::MS_NOEXEC);
+
+/// Mounts `part` read-only on `dir`; true if so. A filesystem mounted
+/// read-write elsewhere already (a booted system's /boot/firmware) cannot be
+/// mounted read-only (the kernel's get_tree_bdev: "would change RO state",
+/// EBUSY); it is dirty anyway, so it is shared read-write as before (false).
+fn mount_read_only(part: &Partition, fstype: &str, dir: &Path) -> Result<bool, OpenError> {
+    let mount = |flags: MsFlags| {
+        log::debug!(
+            "mount {} on {} ({})",
+            part.node().display(),
+            dir.display(),
+            if flags.contains(MsFlags::MS_RDONLY) {
+                "ro"
+            } else {
+                "rw"
+            }
+        );
+        nix::mount::mount(Some(&part.node()), dir, Some(fstype), flags, None::<&str>).map_err(
+            |source| OpenError::Mount {
+                device: part.node(),
+                target: dir.to_path_buf(),
+                source,
+            },
+        )
+    };
+    match mount(MOUNT_FLAGS | MsFlags::MS_RDONLY) {
+        Ok(()) => Ok(true),
+        Err(OpenError::Mount {
+            source: nix::Error::EBUSY,
+            ..
+        }) => mount(MOUNT_FLAGS).map(|()| false),
+        Err(e) => Err(e),
+    }
+}
+
+/// The config change that makes the config describe what the medium holds
+/// (issue 11, item 15): `found` is the layout of the valid env at `path`.
+fn layout_fix(
+    config: &BootStateConfig,
+    mount_dir: &Path,
+    path: &Path,
+    offset: u64,
+    found: Layout,
+) -> String {
+    let file = path
+        .strip_prefix(mount_dir)
+        .unwrap_or(path)
+        .display()
+        .to_string();
+    match (found, config.fw_env.is_empty(), config.raw_offsets.is_empty()) {
+        (Layout::Single, false, _) => format!(
+            "keep only the bootstate.fw_env line of {} (offset {offset:#x}), as U-Boot keeps one copy",
+            path.display()
+        ),
+        (Layout::Redundant, false, _) => format!(
+            "add the second copy to bootstate.fw_env (U-Boot's CONFIG_ENV_OFFSET_REDUND), \
+             as {} is one copy of a redundant pair",
+            path.display()
+        ),
+        (Layout::Single, true, false) => format!(
+            "set bootstate.raw_offsets = [{offset:#x}] (one copy, as U-Boot keeps it)"
+        ),
+        (Layout::Redundant, true, false) => format!(
+            "set bootstate.raw_offsets = [{offset:#x}, <U-Boot's CONFIG_ENV_OFFSET_REDUND>]"
+        ),
+        (Layout::Single, true, true) => format!(
+            "set bootstate.files = [\"{file}\"] (U-Boot keeps a single copy: no CONFIG_ENV_REDUNDANT)"
+        ),
+        (Layout::Redundant, true, true) => format!(
+            "set bootstate.files = [\"{file}\", \"<U-Boot's CONFIG_ENV_FAT_FILE_REDUND>\"] \
+             (U-Boot keeps a redundant pair)"
+        ),
+    }
 }
 
 /// What a load means for the decision.
@@ -223,35 +365,107 @@ impl Store {
         if let Contents::Unusable(_) = self.contents {
             return Err(CommitError::Store(EnvStoreError::AllCorrupt));
         }
-        let mut env = self.loaded.env.clone().unwrap_or_default();
-        bootstate::apply(state, &mut env).map_err(CommitError::State)?;
-        if let Some(reason) = fallback {
-            let _ = env.set(FALLBACK_VAR, reason);
-        }
         // A fresh store has no copy to protect: every copy is missing.
         let mode = match self.contents {
             Contents::Fresh => IfAllCorrupt::Overwrite,
             _ => IfAllCorrupt::Refuse,
         };
-        self.loaded = envstore::store(&self.location, &env, &self.loaded, mode)
-            .map_err(CommitError::Store)?;
-        self.contents = Contents::State(state.clone());
-        // A pair with one copy still missing (a fresh store) gets it now, so
-        // fw_printenv and U-Boot, which want both, read it from the first boot.
-        self.repair().map_err(CommitError::Store)?;
+        self.write_state(state, fallback, mode)
+    }
+
+    /// `mark-active --force`: writes `state` even over an unusable store,
+    /// on top of the current valid copy if there is one (its variables kept,
+    /// RAUC's replaced), else on top of `bootstate.base_env`, else (only
+    /// where `bootstate.env_owner = "slotinit"`) alone; otherwise
+    /// [`CommitError::NoBaseEnv`] and nothing is written.
+    pub fn force_commit(&mut self, state: &State) -> Result<(), CommitError> {
+        self.write_state(state, None, IfAllCorrupt::Overwrite)
+    }
+
+    fn write_state(
+        &mut self,
+        state: &State,
+        fallback: Option<&str>,
+        mode: IfAllCorrupt,
+    ) -> Result<(), CommitError> {
+        let mut env = match &self.loaded.env {
+            Some(env) => env.clone(),
+            None => self.base()?,
+        };
+        bootstate::apply(state, &mut env).map_err(CommitError::State)?;
+        if let Some(reason) = fallback {
+            let _ = env.set(FALLBACK_VAR, reason);
+        }
+        self.writable(|store| {
+            store.loaded = envstore::store(&store.location, &env, &store.loaded, mode)
+                .map_err(CommitError::Store)?;
+            store.contents = Contents::State(state.clone());
+            // A pair with one copy still missing (a fresh store) gets it now, so
+            // fw_printenv and U-Boot, which want both, read it from the first boot.
+            store.repair_now()
+        })?;
         Ok(())
     }
 
+    /// What a write starts from when no copy is valid.
+    fn base(&self) -> Result<Env, CommitError> {
+        if let Some(path) = &self.base_env {
+            let text = std::fs::read(path).map_err(|source| CommitError::ReadBaseEnv {
+                path: path.clone(),
+                source,
+            })?;
+            return envblock::parse_text(&text).map_err(|source| CommitError::ParseBaseEnv {
+                path: path.clone(),
+                source,
+            });
+        }
+        match self.env_owner {
+            EnvOwner::Slotinit => Ok(Env::new()),
+            EnvOwner::Bootloader => Err(CommitError::NoBaseEnv {
+                location: self.record().location,
+            }),
+        }
+    }
+
     /// Rewrites the current env when one copy of a pair is corrupt.
-    pub fn repair(&mut self) -> Result<bool, EnvStoreError> {
-        if !matches!(self.loaded.health, Health::OneCorrupt { .. }) {
+    pub fn repair(&mut self) -> Result<bool, CommitError> {
+        if !self.needs_repair() {
             return Ok(false);
         }
-        let Some(env) = self.loaded.env.clone() else {
+        self.writable(Self::repair_now)
+    }
+
+    fn needs_repair(&self) -> bool {
+        matches!(self.loaded.health, Health::OneCorrupt { .. }) && self.loaded.env.is_some()
+    }
+
+    fn repair_now(&mut self) -> Result<bool, CommitError> {
+        let Some(env) = self.loaded.env.clone().filter(|_| self.needs_repair()) else {
             return Ok(false);
         };
-        self.loaded = envstore::store(&self.location, &env, &self.loaded, IfAllCorrupt::Refuse)?;
+        self.loaded = envstore::store(&self.location, &env, &self.loaded, IfAllCorrupt::Refuse)
+            .map_err(CommitError::Store)?;
         Ok(true)
+    }
+
+    /// Runs `write` with the partition this store mounted remounted
+    /// read-write, and remounts it read-only afterwards whatever happened.
+    fn writable<T>(
+        &mut self,
+        write: impl FnOnce(&mut Self) -> Result<T, CommitError>,
+    ) -> Result<T, CommitError> {
+        if let Some(dir) = self.mounted.clone().filter(|_| self.remount) {
+            remount(&dir, true)?;
+            let result = write(self);
+            // The data is synced already; a failure here leaves the mount
+            // writable until close() unmounts it.
+            if let Err(e) = remount(&dir, false) {
+                log::warn!("{}", crate::boot::error_chain(&e));
+            }
+            result
+        } else {
+            write(self)
+        }
     }
 
     pub fn record(&self) -> Record {
@@ -266,6 +480,12 @@ impl Store {
             health: self.loaded.health.to_string(),
             ..Record::default()
         };
+        for anomaly in &self.loaded.anomalies {
+            // The current copy is used as U-Boot reads it; say what it held.
+            record.health.push_str(&format!(
+                "; current copy, read as U-Boot reads it: {anomaly}"
+            ));
+        }
         match &self.contents {
             Contents::State(s) => {
                 record.order = s.order.iter().map(|b| b.to_string()).collect();
@@ -289,6 +509,31 @@ impl Store {
     }
 }
 
+fn remount(dir: &Path, writable: bool) -> Result<(), CommitError> {
+    let flags = if writable {
+        MOUNT_FLAGS
+    } else {
+        MOUNT_FLAGS | MsFlags::MS_RDONLY
+    };
+    log::debug!(
+        "remount {} {}",
+        dir.display(),
+        if writable { "rw" } else { "ro" }
+    );
+    nix::mount::mount(
+        None::<&str>,
+        dir,
+        None::<&str>,
+        MsFlags::MS_REMOUNT | flags,
+        None::<&str>,
+    )
+    .map_err(|source| CommitError::Remount {
+        target: dir.to_path_buf(),
+        writable,
+        source,
+    })
+}
+
 fn unmount(dir: Option<&Path>) {
     if let Some(dir) = dir {
         log::debug!("umount {}", dir.display());
@@ -309,7 +554,6 @@ fn is_mount_point(dir: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::envblock::Env;
 
     fn config_for(path: &Path) -> BootStateConfig {
         BootStateConfig {
@@ -386,5 +630,434 @@ mod tests {
         std::fs::write(&file, &block).unwrap();
         let store = open(&config_for(&file), None, dir.path()).unwrap().unwrap();
         assert!(matches!(&store.contents, Contents::Unusable(e) if e.contains("BOOT_A_LEFT")));
+    }
+
+    fn write_single(path: &Path, env: &Env) {
+        let block =
+            crate::envblock::serialize(env, 0x4000, crate::envblock::Header::Single).unwrap();
+        std::fs::write(path, block).unwrap();
+    }
+
+    fn bootloader_config(path: &Path, base: Option<&Path>) -> BootStateConfig {
+        BootStateConfig {
+            env_owner: EnvOwner::Bootloader,
+            base_env: base.map(|b| b.display().to_string()).unwrap_or_default(),
+            ..config_for(path)
+        }
+    }
+
+    // Issue 11, item 1: before the fix a fresh store was written with only
+    // BOOT_*, and U-Boot, reading that env as its own, lost its bootcmd.
+    #[test]
+    fn fresh_bootloader_env_without_base_is_refused_and_not_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("uboot.env");
+        let config = bootloader_config(&file, None);
+        let mut store = open(&config, None, dir.path()).unwrap().unwrap();
+        assert_eq!(store.contents, Contents::Fresh);
+        let state = store.state(&config).unwrap();
+        let err = store.commit(&state, None).unwrap_err();
+        assert!(matches!(err, CommitError::NoBaseEnv { .. }), "{err}");
+        let text = err.to_string();
+        assert!(text.contains("bootstate.base_env"), "{text}");
+        assert!(text.contains(&file.display().to_string()), "{text}");
+        assert!(!file.exists(), "nothing may be written");
+    }
+
+    #[test]
+    fn fresh_bootloader_env_is_written_on_the_base_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("uboot.env");
+        let base = dir.path().join("u-boot-initial-env");
+        std::fs::write(
+            &base,
+            "# board defaults\nbootcmd=run distro_bootcmd\nbootdelay=2\nBOOT_ORDER=B A\n",
+        )
+        .unwrap();
+        let config = bootloader_config(&file, Some(&base));
+        let mut store = open(&config, None, dir.path()).unwrap().unwrap();
+        let state = store.state(&config).unwrap();
+        store.commit(&state, None).unwrap();
+        let env = open(&config, None, dir.path())
+            .unwrap()
+            .unwrap()
+            .loaded
+            .env
+            .unwrap();
+        assert_eq!(env.get("bootcmd"), Some(&b"run distro_bootcmd"[..]));
+        assert_eq!(env.get("bootdelay"), Some(&b"2"[..]));
+        // The counters are slotinit's, not the base env's.
+        assert_eq!(env.get("BOOT_ORDER"), Some(&b"A B"[..]));
+        assert_eq!(env.get("BOOT_A_LEFT"), Some(&b"3"[..]));
+    }
+
+    #[test]
+    fn invalid_base_env_is_an_error_and_nothing_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("uboot.env");
+        let base = dir.path().join("base.env");
+        std::fs::write(&base, "bootcmd=x\nnot a variable\n").unwrap();
+        let config = bootloader_config(&file, Some(&base));
+        let mut store = open(&config, None, dir.path()).unwrap().unwrap();
+        let state = store.state(&config).unwrap();
+        let err = store.commit(&state, None).unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                CommitError::ParseBaseEnv {
+                    source: envblock::TextError::MissingEquals { line: 2 },
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let missing = bootloader_config(&file, Some(&dir.path().join("nope")));
+        let mut store = open(&missing, None, dir.path()).unwrap().unwrap();
+        assert!(matches!(
+            store.commit(&state, None),
+            Err(CommitError::ReadBaseEnv { .. })
+        ));
+        assert!(!file.exists());
+    }
+
+    // Issue 11, item 1: `mark-active --force` over a corrupt store.
+    #[test]
+    fn force_commit_over_all_corrupt_needs_a_base_where_u_boot_owns_the_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("uboot.env");
+        std::fs::write(&file, vec![0x55u8; 0x4000]).unwrap();
+        let config = bootloader_config(&file, None);
+        let rauc = rauc_config(&config).unwrap();
+        let mut store = open(&config, None, dir.path()).unwrap().unwrap();
+        assert!(matches!(store.contents, Contents::Unusable(_)));
+        assert!(matches!(
+            store.force_commit(&State::initial(&rauc)),
+            Err(CommitError::NoBaseEnv { .. })
+        ));
+        assert_eq!(std::fs::read(&file).unwrap(), vec![0x55u8; 0x4000]);
+
+        let base = dir.path().join("base.env");
+        std::fs::write(&base, "bootcmd=run x\n").unwrap();
+        let config = bootloader_config(&file, Some(&base));
+        let mut store = open(&config, None, dir.path()).unwrap().unwrap();
+        store.force_commit(&State::initial(&rauc)).unwrap();
+        let store = open(&config, None, dir.path()).unwrap().unwrap();
+        assert_eq!(store.contents, Contents::State(State::initial(&rauc)));
+        let env = store.loaded.env.unwrap();
+        assert_eq!(env.get("bootcmd"), Some(&b"run x"[..]));
+
+        // Where the env is slotinit's own, the counters alone are fine.
+        std::fs::write(&file, vec![0x55u8; 0x4000]).unwrap();
+        let config = config_for(&file);
+        let mut store = open(&config, None, dir.path()).unwrap().unwrap();
+        store.force_commit(&State::initial(&rauc)).unwrap();
+        let env = open(&config, None, dir.path())
+            .unwrap()
+            .unwrap()
+            .loaded
+            .env
+            .unwrap();
+        assert_eq!(env.len(), 3, "{env}");
+    }
+
+    #[test]
+    fn force_commit_keeps_the_variables_of_a_valid_copy() {
+        // A valid env with an invalid counter is unusable; --force replaces
+        // RAUC's variables and keeps U-Boot's, even with no base env.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("uboot.env");
+        let env = Env::from_pairs([
+            ("BOOT_ORDER", "A B"),
+            ("BOOT_A_LEFT", "zz"),
+            ("bootcmd", "run y"),
+        ])
+        .unwrap();
+        write_single(&file, &env);
+        let config = bootloader_config(&file, None);
+        let rauc = rauc_config(&config).unwrap();
+        let mut store = open(&config, None, dir.path()).unwrap().unwrap();
+        assert!(matches!(store.contents, Contents::Unusable(_)));
+        store.force_commit(&State::initial(&rauc)).unwrap();
+        let store = open(&config, None, dir.path()).unwrap().unwrap();
+        assert_eq!(store.contents, Contents::State(State::initial(&rauc)));
+        assert_eq!(
+            store.loaded.env.unwrap().get("bootcmd"),
+            Some(&b"run y"[..])
+        );
+    }
+
+    // Issue 11, item 15: before the fix this was "crc mismatch" and counting stopped.
+    #[test]
+    fn single_copy_env_where_the_config_names_a_pair_says_what_to_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("uboot.env");
+        let b = dir.path().join("uboot-redund.env");
+        write_single(&a, &Env::from_pairs([("bootcmd", "run z")]).unwrap());
+        let before = std::fs::read(&a).unwrap();
+        let config = BootStateConfig {
+            fw_env: vec![
+                format!("{} 0x0 0x4000", a.display()),
+                format!("{} 0x0 0x4000", b.display()),
+            ],
+            ..BootStateConfig::default()
+        };
+        let err = open(&config, None, dir.path()).err().unwrap();
+        let text = crate::boot::error_chain(&err);
+        assert!(matches!(err, OpenError::WrongLayout { .. }), "{text}");
+        assert!(text.contains("single-copy env"), "{text}");
+        assert!(
+            text.contains("keep only the bootstate.fw_env line"),
+            "{text}"
+        );
+        assert_eq!(std::fs::read(&a).unwrap(), before);
+        assert!(!b.exists());
+
+        // The advice for each way of naming the env.
+        let files = BootStateConfig::default();
+        assert_eq!(
+            layout_fix(&files, dir.path(), &a, 0, Layout::Single),
+            "set bootstate.files = [\"uboot.env\"] (U-Boot keeps a single copy: no CONFIG_ENV_REDUNDANT)"
+        );
+        let raw = BootStateConfig {
+            raw_offsets: vec![0, 0x4000],
+            ..BootStateConfig::default()
+        };
+        assert!(layout_fix(&raw, dir.path(), &a, 0x4000, Layout::Single)
+            .contains("bootstate.raw_offsets = [0x4000]"));
+        let single = BootStateConfig {
+            files: vec!["uboot.env".into()],
+            ..BootStateConfig::default()
+        };
+        assert!(layout_fix(&single, dir.path(), &a, 0, Layout::Redundant)
+            .contains("bootstate.files = [\"uboot.env\", "));
+    }
+
+    // Issue 11, item 14 through the store: the newer copy with an entry
+    // slotinit's strict parser rejects is the current one, and nothing
+    // (repair included) overwrites it.
+    #[test]
+    fn crc_valid_newer_copy_with_junk_is_used_and_not_repaired() {
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/env");
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("redundant-1.env");
+        let b = dir.path().join("redundant-junk.env");
+        std::fs::copy(fixtures.join("redundant-1.env"), &a).unwrap();
+        std::fs::copy(fixtures.join("redundant-junk.env"), &b).unwrap();
+        let before = std::fs::read(&b).unwrap();
+        let config = BootStateConfig {
+            fw_env: vec![
+                format!("{} 0x0 0x4000", a.display()),
+                format!("{} 0x0 0x4000", b.display()),
+            ],
+            ..BootStateConfig::default()
+        };
+        let mut store = open(&config, None, dir.path()).unwrap().unwrap();
+        let Contents::State(state) = store.contents.clone() else {
+            panic!("{:?}", store.contents);
+        };
+        assert_eq!(
+            state.order.iter().map(|b| b.as_str()).collect::<Vec<_>>(),
+            ["B", "A"]
+        );
+        assert!(
+            store.record().health.contains("no '='"),
+            "{}",
+            store.record().health
+        );
+        assert!(!store.repair().unwrap());
+        store.commit(&state, None).unwrap();
+        assert_eq!(
+            std::fs::read(&b).unwrap(),
+            before,
+            "the current copy is kept"
+        );
+        assert_eq!(
+            std::fs::read(&a).unwrap()[4],
+            4,
+            "the older copy is written"
+        );
+    }
+
+    // Issue 11, item 17: check-config rejects absurd sizes and overlapping copies.
+    #[test]
+    fn config_rejects_absurd_sizes_and_overlapping_copies() {
+        let cases: &[(&str, &str)] = &[
+            ("size = 0x7fffffffffff", "bootstate.size"),
+            ("size = 0x100001", "bootstate.size"),
+            ("raw_offsets = [0, 0x2000]", "overlap"),
+            ("raw_offsets = [-16384, -20480]", "overlap"),
+            ("files = [\"uboot.env\", \"./UBOOT.ENV\"]", "both copies"),
+            (
+                "fw_env = [\"/dev/mmcblk0 0 0x4000\", \"/dev/mmcblk0 0x2000 0x4000\"]",
+                "overlaps",
+            ),
+            (
+                "fw_env = [\"/dev/mmcblk0 0 0x7fffffffffff\"]",
+                "larger than",
+            ),
+            ("base_env = \"relative.env\"", "bootstate.base_env"),
+            ("env_owner = \"uboot\"", "env_owner"),
+        ];
+        for (line, needle) in cases {
+            let text = format!("[bootstate]\n{line}\n");
+            let err = crate::config::Config::parse(&text, "t").unwrap_err();
+            let msg = crate::boot::error_chain(&err);
+            assert!(msg.contains(needle), "{line}: {msg}");
+        }
+        for line in [
+            "size = 0x100000",
+            "raw_offsets = [0, 0x4000]",
+            "raw_offsets = [-32768, -16384]",
+            "env_owner = \"bootloader\"\nbase_env = \"/etc/u-boot-initial-env\"",
+        ] {
+            let text = format!("[bootstate]\n{line}\n");
+            assert!(crate::config::Config::parse(&text, "t").is_ok(), "{line}");
+        }
+    }
+
+    // Issue 11, B: the partition is mounted read-only; read-write only while
+    // a commit writes. Before the fix it was mounted read-write on open, so a
+    // `status` or a bootloader-counted boot set and cleared the FAT dirty bit.
+    #[test]
+    fn partition_is_read_only_except_while_writing() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: mounting needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mnt = dir.path().join("bootstate");
+        // tmpfs ignores the device node; it stands in for the vfat partition.
+        let config = BootStateConfig {
+            fstype: "tmpfs".into(),
+            ..BootStateConfig::default()
+        };
+        let part = Partition {
+            dev: "slotinit-test".into(),
+            disk: "none".into(),
+            number: 1,
+            name: None,
+            uuid: None,
+        };
+        let read_only = |p: &Path| {
+            nix::sys::statvfs::statvfs(p)
+                .unwrap()
+                .flags()
+                .contains(nix::sys::statvfs::FsFlags::ST_RDONLY)
+        };
+        let outcome = std::panic::catch_unwind(|| {
+            let mut store = open(&config, Some(&part), &mnt).unwrap().unwrap();
+            assert!(is_mount_point(&mnt));
+            assert!(read_only(&mnt), "opened read-write");
+            assert_eq!(store.contents, Contents::Fresh);
+            let state = store.state(&config).unwrap();
+            store.commit(&state, None).unwrap();
+            assert!(read_only(&mnt), "left read-write after the commit");
+            let loaded = envstore::load(&store.location).unwrap();
+            assert!(
+                matches!(loaded.health, Health::BothGood { .. }),
+                "{}",
+                loaded.health
+            );
+            store.close();
+            assert!(!is_mount_point(&mnt));
+        });
+        if outcome.is_err() {
+            let _ = nix::mount::umount(&mnt);
+        }
+        if let Err(panic) = outcome {
+            std::panic::resume_unwind(panic);
+        }
+    }
+
+    /// A loop device over an ext2 image, detached on drop.
+    struct Loop(String);
+
+    impl Loop {
+        fn new(image: &Path) -> Option<Self> {
+            let mkfs = std::process::Command::new("mkfs.ext2")
+                .args(["-q", "-F"])
+                .arg(image)
+                .status()
+                .ok()?;
+            let out = std::process::Command::new("losetup")
+                .args(["-f", "--show"])
+                .arg(image)
+                .output()
+                .ok()?;
+            let dev = String::from_utf8(out.stdout).ok()?.trim().to_owned();
+            (mkfs.success() && out.status.success() && !dev.is_empty()).then_some(Self(dev))
+        }
+    }
+
+    impl Drop for Loop {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("losetup")
+                .args(["-d", &self.0])
+                .status();
+        }
+    }
+
+    // The booted system may have the partition mounted read-write already
+    // (/boot/firmware); a read-only mount of it fails with EBUSY, so the store
+    // shares it read-write, never remounts it, and leaves the other mount alone.
+    #[test]
+    fn partition_mounted_read_write_elsewhere_is_shared() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: mounting needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("bootconfig.img");
+        std::fs::write(&image, vec![0u8; 4 << 20]).unwrap();
+        let Some(dev) = Loop::new(&image) else {
+            eprintln!("skipped: no mkfs.ext2 or loop device");
+            return;
+        };
+        let other = dir.path().join("firmware");
+        std::fs::create_dir(&other).unwrap();
+        let node = PathBuf::from(&dev.0);
+        nix::mount::mount(
+            Some(&node),
+            &other,
+            Some("ext2"),
+            MsFlags::empty(),
+            None::<&str>,
+        )
+        .unwrap();
+        let config = BootStateConfig {
+            fstype: "ext2".into(),
+            ..BootStateConfig::default()
+        };
+        let part = Partition {
+            dev: node.strip_prefix("/dev").unwrap().display().to_string(),
+            disk: "loop".into(),
+            number: 1,
+            name: None,
+            uuid: None,
+        };
+        let mnt = dir.path().join("bootstate");
+        let result = || {
+            let mut store = open(&config, Some(&part), &mnt).unwrap().unwrap();
+            assert!(is_mount_point(&mnt));
+            assert!(!store.remount);
+            let state = store.state(&config).unwrap();
+            store.commit(&state, None).unwrap();
+            store.close();
+            assert!(!is_mount_point(&mnt));
+            // Written through the shared filesystem, seen by the other mount.
+            assert!(other.join("uboot.env").exists());
+            assert!(other.join("uboot-redund.env").exists());
+            let rw = !nix::sys::statvfs::statvfs(&other)
+                .unwrap()
+                .flags()
+                .contains(nix::sys::statvfs::FsFlags::ST_RDONLY);
+            assert!(rw, "the other mount must stay read-write");
+        };
+        let outcome = std::panic::catch_unwind(result);
+        let _ = nix::mount::umount(&mnt);
+        nix::mount::umount(&other).unwrap();
+        if let Err(panic) = outcome {
+            std::panic::resume_unwind(panic);
+        }
     }
 }

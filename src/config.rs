@@ -275,6 +275,29 @@ pub struct BootStateConfig {
     pub attempts_primary: u32,
     /// The cmdline key the bootloader names the slot with (counter = "bootloader").
     pub cmdline_key: String,
+    /// Whose env this is: "bootloader" (U-Boot reads it as its own env, with
+    /// `bootcmd` and the rest) or "slotinit" (a file only the counters live in).
+    pub env_owner: EnvOwner,
+    /// An absolute path (read in the root slotinit runs in: the initramfs at
+    /// boot, the system for the subcommands) to the board's default env as
+    /// `name=value` lines, the format of `mkenvimage` input and U-Boot's
+    /// `u-boot-initial-env`. Written under the counters when no valid copy
+    /// exists. "" for none.
+    pub base_env: String,
+}
+
+/// Whose env the store holds, which decides what a write may start from when
+/// no copy is valid (issue 11, item 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EnvOwner {
+    /// U-Boot's own env: an env holding only the counters would leave U-Boot
+    /// without `bootcmd`, so slotinit writes on top of the last valid copy or
+    /// `base_env`, and otherwise refuses.
+    Bootloader,
+    /// A file of its own (the default rpi profile, uboot/boot.cmd): the
+    /// counters alone are a complete env.
+    Slotinit,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -323,6 +346,9 @@ impl Default for BootStateConfig {
             attempts: 3,
             attempts_primary: 3,
             cmdline_key: "rauc.slot".into(),
+            // The default profile's uboot.env holds only the counters.
+            env_owner: EnvOwner::Slotinit,
+            base_env: String::new(),
         }
     }
 }
@@ -711,12 +737,43 @@ impl BootStateConfig {
             for f in &self.files {
                 check_relative("bootstate.files", f)?;
             }
+            // FAT names are case-insensitive; "./a" is "a".
+            let norm = |f: &str| f.trim_start_matches("./").to_ascii_lowercase();
+            if let [a, b] = self.files.as_slice() {
+                if self.raw_offsets.is_empty() && norm(a) == norm(b) {
+                    return Err(format!(
+                        "bootstate.files: both copies of the pair are {a:?}; a redundant pair needs two files"
+                    ));
+                }
+            }
+            if let [a, b] = self.raw_offsets.as_slice() {
+                if crate::fwenv::overlaps(*a, *b, self.size) {
+                    return Err(format!(
+                        "bootstate.raw_offsets: copies at {a:#x} and {b:#x} overlap ({:#x} bytes each)",
+                        self.size
+                    ));
+                }
+            }
         } else {
             crate::fwenv::parse(&self.fw_env.join("\n"))
                 .map_err(|e| format!("bootstate.fw_env: {}", crate::boot::error_chain(&e)))?;
         }
-        if self.size < 16 {
+        if self.size < crate::envblock::MIN_SIZE {
             return Err(format!("bootstate.size: {} bytes is too small", self.size));
+        }
+        // PID 1 allocates the size: an absurd one would abort the boot.
+        if self.size > crate::envblock::MAX_SIZE {
+            return Err(format!(
+                "bootstate.size: {:#x} bytes is larger than {:#x} (U-Boot's CONFIG_ENV_SIZE is usually 0x2000 to 0x20000)",
+                self.size,
+                crate::envblock::MAX_SIZE
+            ));
+        }
+        if !self.base_env.is_empty() && !self.base_env.starts_with('/') {
+            return Err(format!(
+                "bootstate.base_env: {:?} must be an absolute path",
+                self.base_env
+            ));
         }
         for (key, name) in [
             ("bootname_a", &self.bootname_a),

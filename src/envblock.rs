@@ -26,11 +26,12 @@
 //!   `himport_r` (`hsearch_r(ENV_ENTER)` replaces) and libubootenv.
 //! - `name=` (empty value) is kept as an empty value, as libubootenv does;
 //!   U-Boot would treat it as "delete" on import.
-//! - An entry without `=` is rejected ([`EnvError::MissingEquals`]). U-Boot's
-//!   `himport_r` treats it as "delete this variable" and libubootenv skips it;
-//!   no tool writes such an entry, so seeing one means the block is not what
-//!   it claims to be and slotinit refuses to build state on it.
-//! - An empty name (`=value`) is rejected, as U-Boot's `himport_r` does.
+//! - An entry without `=` is rejected by the strict [`parse_data`]
+//!   ([`EnvError::MissingEquals`]); an empty name (`=value`) too. No tool
+//!   writes such an entry. But a copy whose CRC is valid is the bootloader's
+//!   env whatever it holds, so the store reads CRC-valid copies with
+//!   [`parse_data_lenient`], which does what U-Boot and libubootenv do with
+//!   them and reports each as an anomaly.
 //! - Bytes are kept as bytes: a value that is not UTF-8 survives a rewrite.
 
 use std::collections::BTreeMap;
@@ -41,6 +42,16 @@ pub const CRC_LEN: usize = 4;
 
 /// What [`serialize`] fills the unused data area with (see the module docs).
 pub const PAD_BYTE: u8 = 0x00;
+
+/// The largest env size slotinit reads or writes (1 MiB). U-Boot's
+/// `CONFIG_ENV_SIZE` is typically 8 to 128 KiB (256 KiB on some boards); a
+/// larger size is a config mistake, and allocating it in PID 1 could abort the
+/// boot (issue 11, item 17).
+pub const MAX_SIZE: usize = 1 << 20;
+
+/// The smallest env size: the header of a redundant copy and one empty entry,
+/// with room for a few variables.
+pub const MIN_SIZE: usize = 16;
 
 /// Errors of decoding or encoding one environment block.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -200,6 +211,25 @@ impl Layout {
             Self::Redundant => CRC_LEN + 1,
         }
     }
+
+    /// The other layout: a block written for one fails the CRC of the other.
+    pub const fn other(self) -> Self {
+        match self {
+            Self::Single => Self::Redundant,
+            Self::Redundant => Self::Single,
+        }
+    }
+}
+
+impl fmt::Display for Layout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Single => f.write_str("single-copy env (CRC at byte 0, data at byte 4)"),
+            Self::Redundant => f.write_str(
+                "copy of a redundant pair (CRC at byte 0, flags at byte 4, data at byte 5)",
+            ),
+        }
+    }
 }
 
 /// The header [`serialize`] writes: no flags, or the flags byte of a redundant copy.
@@ -288,6 +318,116 @@ pub fn parse_data(data: &[u8]) -> Result<Env, EnvError> {
             .insert(entry[..eq].to_vec(), entry[eq + 1..].to_vec());
         offset += len + 1;
     }
+}
+
+/// Parses the data area the way the bootloader reads it, never failing: what
+/// [`parse_data`] rejects is skipped and returned as an anomaly.
+///
+/// The store uses this for a copy whose CRC is valid, because U-Boot and
+/// libubootenv pick the current copy on the CRC and flags alone and then use
+/// its variables whatever else the data area holds (issue 11, item 14):
+///
+/// - an entry without `=` deletes that name, as U-Boot's `himport_r`
+///   (lib/hashtable.c, "deal with "name" and "name=" entries (delete var)")
+///   does; libubootenv's `libuboot_load` (src/uboot_env.c) skips it, which
+///   only differs when the same name was set earlier in the block;
+/// - an empty name (`=value`) is skipped, as libubootenv does (its
+///   `__libuboot_set_env` refuses an empty name). U-Boot's `himport_r` fails
+///   the whole import on it ("unable to use an empty key") and boots its
+///   built-in default env, so a rewrite without that entry restores the
+///   stored variables for U-Boot too;
+/// - a data area without the closing empty entry ends at its last byte, as
+///   in `himport_r`, which stops at the env size.
+pub fn parse_data_lenient(data: &[u8]) -> (Env, Vec<EnvError>) {
+    let mut env = Env::new();
+    let mut anomalies = Vec::new();
+    let mut offset = 0;
+    while offset < data.len() {
+        let rest = &data[offset..];
+        let len = match rest.iter().position(|&b| b == 0) {
+            Some(0) => return (env, anomalies),
+            Some(len) => len,
+            None => {
+                anomalies.push(EnvError::Unterminated);
+                rest.len()
+            }
+        };
+        let entry = &rest[..len];
+        match entry.iter().position(|&b| b == b'=') {
+            None => {
+                anomalies.push(EnvError::MissingEquals { offset });
+                env.vars.remove(entry);
+            }
+            Some(0) => anomalies.push(EnvError::EmptyName { offset }),
+            Some(eq) => {
+                env.vars
+                    .insert(entry[..eq].to_vec(), entry[eq + 1..].to_vec());
+            }
+        }
+        offset += len + 1;
+    }
+    if !anomalies.contains(&EnvError::Unterminated) {
+        anomalies.push(EnvError::Unterminated);
+    }
+    (env, anomalies)
+}
+
+/// Errors of the text form of an env (`name=value` lines); `line` is 1-based.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TextError {
+    #[error("line {line}: no '=' (expected name=value)")]
+    MissingEquals { line: usize },
+    #[error("line {line}: invalid variable")]
+    Invalid {
+        line: usize,
+        #[source]
+        source: EnvError,
+    },
+}
+
+/// Parses an env in the text form `mkenvimage` takes (and U-Boot's
+/// `u-boot-initial-env` holds): one `name=value` per line, empty lines and
+/// lines starting with `#` skipped, a line ending in `\` continued on the
+/// next with the newline kept in the value (tools/mkenvimage.c). Stricter
+/// than mkenvimage, which copies any line: a line without `=` or with an
+/// empty name is an error here, since U-Boot would drop it or fail the
+/// whole import (`himport_r`).
+pub fn parse_text(text: &[u8]) -> Result<Env, TextError> {
+    let mut env = Env::new();
+    let mut add = |entry: &[u8], line: usize| -> Result<(), TextError> {
+        let eq = entry
+            .iter()
+            .position(|&b| b == b'=')
+            .ok_or(TextError::MissingEquals { line })?;
+        env.set_bytes(&entry[..eq], &entry[eq + 1..])
+            .map(drop)
+            .map_err(|source| TextError::Invalid { line, source })
+    };
+    let mut entry: Vec<u8> = Vec::new();
+    let mut first_line = 0;
+    for (index, line) in text.split(|&b| b == b'\n').enumerate() {
+        if entry.is_empty() {
+            if line.is_empty() || line.starts_with(b"#") {
+                continue;
+            }
+            first_line = index + 1;
+        }
+        match line.strip_suffix(b"\\") {
+            Some(continued) => {
+                entry.extend_from_slice(continued);
+                entry.push(b'\n');
+            }
+            None => {
+                entry.extend_from_slice(line);
+                add(&std::mem::take(&mut entry), first_line)?;
+            }
+        }
+    }
+    // A last line ending in a backslash: mkenvimage keeps the newline.
+    if !entry.is_empty() {
+        add(&entry, first_line)?;
+    }
+    Ok(env)
 }
 
 /// Decodes a single-copy block (no flags byte).
@@ -684,5 +824,89 @@ mod tests {
                 Ok(CopyIndex::First)
             );
         }
+    }
+
+    #[test]
+    fn lenient_parse_does_what_the_bootloader_does() {
+        let cases: &[(&str, &[u8], Pairs, &[EnvError])] = &[
+            ("clean", b"a=1\0\0", &[("a", "1")], &[]),
+            (
+                "no '=': skipped",
+                b"a=1\0junk\0b=2\0\0",
+                &[("a", "1"), ("b", "2")],
+                &[EnvError::MissingEquals { offset: 4 }],
+            ),
+            (
+                "no '=': deletes an earlier entry (himport_r)",
+                b"a=1\0a\0\0",
+                &[],
+                &[EnvError::MissingEquals { offset: 4 }],
+            ),
+            (
+                "empty name skipped",
+                b"=v\0a=1\0\0",
+                &[("a", "1")],
+                &[EnvError::EmptyName { offset: 0 }],
+            ),
+            (
+                "no terminator: the data area ends the entry",
+                b"a=1\0b=2",
+                &[("a", "1"), ("b", "2")],
+                &[EnvError::Unterminated],
+            ),
+            (
+                "last entry ends at the last byte",
+                b"a=1\0",
+                &[("a", "1")],
+                &[EnvError::Unterminated],
+            ),
+            ("empty data area", b"", &[], &[EnvError::Unterminated]),
+        ];
+        for (what, data, want, anomalies) in cases {
+            let (got, found) = parse_data_lenient(data);
+            assert_eq!(got, env(want), "{what}");
+            assert_eq!(found, *anomalies, "{what}");
+            // Where the strict parser accepts, both agree.
+            if let Ok(strict) = parse_data(data) {
+                assert_eq!(strict, got, "{what}");
+                assert!(found.is_empty(), "{what}");
+            }
+        }
+    }
+
+    #[test]
+    fn text_form_is_mkenvimage_input() {
+        let text = b"# comment\n\nbootcmd=run a; run b\nmulti=one\\\ntwo\nempty=\nx=a=b\n";
+        let e = parse_text(text).unwrap();
+        assert_eq!(e.get("bootcmd"), Some(&b"run a; run b"[..]));
+        assert_eq!(e.get("multi"), Some(&b"one\ntwo"[..]));
+        assert_eq!(e.get("empty"), Some(&b""[..]));
+        assert_eq!(e.get("x"), Some(&b"a=b"[..]));
+        assert_eq!(e.len(), 4);
+        assert_eq!(
+            parse_text(b"a=1").unwrap(),
+            env(&[("a", "1")]),
+            "no final newline"
+        );
+        assert_eq!(
+            parse_text(b"a=1\n\nnot a variable\n"),
+            Err(TextError::MissingEquals { line: 3 })
+        );
+        assert!(matches!(
+            parse_text(b"=x\n"),
+            Err(TextError::Invalid { line: 1, .. })
+        ));
+        // The checked-in mkenvimage input reads as mkenvimage wrote it.
+        let txt = include_bytes!("../tests/fixtures/env/single.txt");
+        let img = include_bytes!("../tests/fixtures/env/single.env");
+        assert_eq!(parse_text(txt).unwrap(), parse_single(img).unwrap());
+    }
+
+    #[test]
+    fn layouts_name_their_header() {
+        assert_eq!(Layout::Single.other(), Layout::Redundant);
+        assert_eq!(Layout::Redundant.other(), Layout::Single);
+        assert!(Layout::Single.to_string().contains("data at byte 4"));
+        assert!(Layout::Redundant.to_string().contains("flags at byte 4"));
     }
 }

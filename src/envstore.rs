@@ -26,9 +26,26 @@
 //!   and synced. This cannot be power-safe: a torn write leaves a bad CRC and
 //!   U-Boot falls back to its built-in default env.
 //!
+//! Which copy is current is decided exactly as U-Boot (env/common.c
+//! `env_import_redund`) and libubootenv (src/uboot_env.c `libuboot_load`)
+//! decide it: a copy is valid when it was read whole and its CRC matches;
+//! of two valid copies the higher flags win, 0x00 beats 0xFF (wrap-around),
+//! equal flags pick the first. The entries play no part: a valid copy whose
+//! data area holds something slotinit's strict parser rejects is still the
+//! bootloader's env, read with [`envblock::parse_data_lenient`] and its
+//! oddities reported in [`LoadedEnv::anomalies`] (issue 11, item 14).
+//!
 //! Never write back what failed its checks: a load where every copy is
 //! corrupt yields no env ([`Health::AllCorrupt`]) and [`store`] refuses to
-//! write after it unless told [`IfAllCorrupt::Overwrite`].
+//! write after it unless told [`IfAllCorrupt::Overwrite`]. A copy that fails
+//! the configured layout's CRC but passes the other layout's (U-Boot's usual
+//! single-copy `uboot.env` where the config names a pair) makes [`load`] fail
+//! with [`EnvStoreError::WrongLayout`] when no copy is valid: the config is
+//! wrong, and no write may follow (issue 11, item 15).
+//!
+//! The env size is bounded ([`envblock::MIN_SIZE`]..=[`envblock::MAX_SIZE`])
+//! before anything is allocated, and two copies on one medium must not
+//! overlap once offsets from the end are resolved (issue 11, item 17).
 //!
 //! Writers exclude each other with `flock` (non-blocking; [`EnvStoreError::Locked`]):
 //! on the device for [`Medium::Device`], on the directory of the first copy
@@ -119,6 +136,29 @@ pub enum EnvStoreError {
     AllCorrupt,
     #[error("the location differs from the one the environment was loaded from")]
     LocationMismatch,
+    #[error(
+        "environment size {size:#x} is outside {min:#x}..={max:#x} bytes",
+        min = envblock::MIN_SIZE,
+        max = envblock::MAX_SIZE
+    )]
+    InvalidSize { size: usize },
+    #[error("the two copies overlap in {}: offsets {first} and {second}, {size:#x} bytes each", .path.display())]
+    Overlap {
+        path: PathBuf,
+        first: u64,
+        second: u64,
+        size: usize,
+    },
+    /// No copy is valid as the layout configured, and `path` holds a valid
+    /// env of the other layout: the config does not describe the medium.
+    /// Nothing may be written (it would destroy the bootloader's env).
+    #[error("{} at offset {offset} holds a valid {found}, not the {expected} the config names", .path.display())]
+    WrongLayout {
+        path: PathBuf,
+        offset: u64,
+        found: Layout,
+        expected: Layout,
+    },
     #[error("cannot encode the environment for {}", .path.display())]
     Encode {
         path: PathBuf,
@@ -322,6 +362,14 @@ pub enum CopyFault {
         #[source]
         source: EnvError,
     },
+    /// The CRC fails for the configured layout but matches the other one.
+    #[error("{} at offset {offset} holds a {found}, not the {expected} the config names", .path.display())]
+    OtherLayout {
+        path: PathBuf,
+        offset: u64,
+        found: Layout,
+        expected: Layout,
+    },
 }
 
 /// The verdict of a [`load`].
@@ -396,6 +444,8 @@ enum Raw {
 struct Judged {
     crc_flags: Option<u8>,
     verdict: Result<Env, CopyFault>,
+    /// What [`envblock::parse_data_lenient`] skipped in a CRC-valid copy.
+    anomalies: Vec<EnvError>,
 }
 
 /// The result of [`load`]: the env (absent when every copy is corrupt), the
@@ -406,6 +456,9 @@ pub struct LoadedEnv {
     /// `None` exactly when `health` is [`Health::AllCorrupt`].
     pub env: Option<Env>,
     pub health: Health,
+    /// Entries of the current copy that the bootloader skips or treats as
+    /// deletions (see [`envblock::parse_data_lenient`]); empty normally.
+    pub anomalies: Vec<EnvError>,
     location: EnvLocation,
     raws: Vec<Raw>,
     crc_flags: Vec<Option<u8>>,
@@ -439,17 +492,66 @@ pub enum IfAllCorrupt {
 /// I/O errors other than a missing file are errors: they say nothing about
 /// what is on the medium, and treating them as corruption could lead a caller
 /// to overwrite a good env.
+///
+/// A medium where no copy is valid as configured but one holds a valid env of
+/// the other layout (a single-copy `uboot.env` where the config names a pair,
+/// or the reverse) is [`EnvStoreError::WrongLayout`]: that env is the
+/// bootloader's, and the config must change before anything is written.
 pub fn load(location: &EnvLocation) -> Result<LoadedEnv, EnvStoreError> {
     let raws = read_all(location)?;
-    Ok(judge(location, raws))
+    let loaded = judge(location, raws);
+    if let Health::AllCorrupt { faults } = &loaded.health {
+        if let Some(CopyFault::OtherLayout {
+            path,
+            offset,
+            found,
+            expected,
+        }) = faults
+            .iter()
+            .find(|f| matches!(f, CopyFault::OtherLayout { .. }))
+        {
+            return Err(EnvStoreError::WrongLayout {
+                path: path.clone(),
+                offset: *offset,
+                found: *found,
+                expected: *expected,
+            });
+        }
+    }
+    Ok(loaded)
+}
+
+/// Refuses a size no bootloader uses before anything is allocated for it.
+fn check_size(size: usize) -> Result<(), EnvStoreError> {
+    if (envblock::MIN_SIZE..=envblock::MAX_SIZE).contains(&size) {
+        Ok(())
+    } else {
+        Err(EnvStoreError::InvalidSize { size })
+    }
 }
 
 fn read_all(location: &EnvLocation) -> Result<Vec<Raw>, EnvStoreError> {
-    location
+    check_size(location.size)?;
+    let raws = location
         .copies()
         .into_iter()
         .map(|(_, copy)| read_copy(location.medium, copy, location.size))
-        .collect()
+        .collect::<Result<Vec<Raw>, EnvStoreError>>()?;
+    // Offsets from the end are only known now, with the medium's length;
+    // writing one copy must never touch the other.
+    if let (Some(second), [Raw::Bytes { offset: a, .. }, Raw::Bytes { offset: b, .. }]) =
+        (&location.second, raws.as_slice())
+    {
+        if second.path == location.first.path && a.abs_diff(*b) < location.size as u64 {
+            return Err(EnvStoreError::Overlap {
+                path: second.path.clone(),
+                first: *a,
+                second: *b,
+                size: location.size,
+            });
+        }
+    }
+    Ok(raws)
 }
 
 fn judge(location: &EnvLocation, raws: Vec<Raw>) -> LoadedEnv {
@@ -460,8 +562,14 @@ fn judge(location: &EnvLocation, raws: Vec<Raw>) -> LoadedEnv {
         .zip(&raws)
         .map(|((_, copy), raw)| judge_copy(copy, raw, location.size, layout))
         .collect();
-    let (crc_flags, verdicts): (Vec<Option<u8>>, Vec<Result<Env, CopyFault>>) =
-        judged.into_iter().map(|j| (j.crc_flags, j.verdict)).unzip();
+    let mut anomalies: Vec<Vec<EnvError>> = Vec::new();
+    let (crc_flags, verdicts): (Vec<Option<u8>>, Vec<Result<Env, CopyFault>>) = judged
+        .into_iter()
+        .map(|j| {
+            anomalies.push(j.anomalies);
+            (j.crc_flags, j.verdict)
+        })
+        .unzip();
     let (env, health) = match layout {
         Layout::Single => match verdicts.into_iter().next() {
             Some(Ok(env)) => (Some(env), Health::SingleGood),
@@ -475,9 +583,17 @@ fn judge(location: &EnvLocation, raws: Vec<Raw>) -> LoadedEnv {
         },
         Layout::Redundant => redundant_health(verdicts, &crc_flags),
     };
+    let current = match &health {
+        Health::SingleGood => Some(CopyIndex::First),
+        Health::BothGood { current } | Health::OneCorrupt { current, .. } => Some(*current),
+        Health::AllCorrupt { .. } => None,
+    };
     LoadedEnv {
         env,
         health,
+        anomalies: current
+            .and_then(|c| anomalies.into_iter().nth(c.index()))
+            .unwrap_or_default(),
         location: location.clone(),
         raws,
         crc_flags,
@@ -488,13 +604,13 @@ fn redundant_health(
     verdicts: Vec<Result<Env, CopyFault>>,
     crc_flags: &[Option<u8>],
 ) -> (Option<Env>, Health) {
-    // Only copies whose entries parse compete: a CRC-valid copy that slotinit
-    // cannot read counts as corrupt, so the next store overwrites it first.
-    let usable = |i: usize| {
-        let parsed = verdicts.get(i).is_some_and(Result::is_ok);
-        crc_flags.get(i).copied().flatten().filter(|_| parsed)
-    };
-    let Ok(current) = envblock::select_current(usable(0), usable(1)) else {
+    // Every copy whose CRC is valid competes by its flags alone, whatever its
+    // entries hold: U-Boot's env_import_redund (env/common.c) compares only
+    // the CRCs and then the flags, and libubootenv's libuboot_load
+    // (src/uboot_env.c) likewise; neither looks at the entries before
+    // choosing. A valid copy therefore always has an env (the lenient parse).
+    let flags = |i: usize| crc_flags.get(i).copied().flatten();
+    let Ok(current) = envblock::select_current(flags(0), flags(1)) else {
         let faults = verdicts.into_iter().filter_map(Result::err).collect();
         return (None, Health::AllCorrupt { faults });
     };
@@ -520,6 +636,7 @@ fn judge_copy(copy: &CopyLocation, raw: &Raw, size: usize, layout: Layout) -> Ju
         Raw::Missing => {
             return Judged {
                 crc_flags: None,
+                anomalies: Vec::new(),
                 verdict: Err(CopyFault::Missing {
                     path: copy.path.clone(),
                 }),
@@ -530,6 +647,7 @@ fn judge_copy(copy: &CopyLocation, raw: &Raw, size: usize, layout: Layout) -> Ju
     if bytes.len() < size {
         return Judged {
             crc_flags: None,
+            anomalies: Vec::new(),
             verdict: Err(CopyFault::Truncated {
                 path: copy.path.clone(),
                 offset,
@@ -544,14 +662,33 @@ fn judge_copy(copy: &CopyLocation, raw: &Raw, size: usize, layout: Layout) -> Ju
         source,
     };
     match envblock::verify(bytes, layout) {
+        // The CRC of the other layout would match: U-Boot built for that
+        // layout reads this block as its env (issue 11, item 15).
+        Err(EnvError::CrcMismatch { .. }) if envblock::verify(bytes, layout.other()).is_ok() => {
+            Judged {
+                crc_flags: None,
+                anomalies: Vec::new(),
+                verdict: Err(CopyFault::OtherLayout {
+                    path: copy.path.clone(),
+                    offset,
+                    found: layout.other(),
+                    expected: layout,
+                }),
+            }
+        }
         Err(e) => Judged {
             crc_flags: None,
+            anomalies: Vec::new(),
             verdict: Err(invalid(e)),
         },
-        Ok(verified) => Judged {
-            crc_flags: verified.flags,
-            verdict: envblock::parse_data(verified.data).map_err(invalid),
-        },
+        Ok(verified) => {
+            let (env, anomalies) = envblock::parse_data_lenient(verified.data);
+            Judged {
+                crc_flags: verified.flags,
+                verdict: Ok(env),
+                anomalies,
+            }
+        }
     }
 }
 
@@ -646,6 +783,7 @@ pub fn store(
     if previous.is_all_corrupt() && if_all_corrupt == IfAllCorrupt::Refuse {
         return Err(EnvStoreError::AllCorrupt);
     }
+    check_size(location.size)?;
     let (target, header) = target_of(previous);
     let copy = location.copy(target);
     // Encode before touching anything, so an oversized env changes nothing.
@@ -706,9 +844,8 @@ fn target_of(previous: &LoadedEnv) -> (CopyIndex, Header) {
             let flags = flags_of(*current).map_or(1, envblock::next_flags);
             (current.other(), Header::Redundant { flags })
         }
-        // Nothing is current. The second copy may still pass its CRC with
-        // entries slotinit rejects; U-Boot would prefer it unless the new
-        // first copy's flags beat it, so count on from its flags.
+        // Nothing is current: no copy passes its CRC, so the first copy
+        // written (flags 1) is the only valid one and wins.
         Health::SingleGood | Health::AllCorrupt { .. } => {
             let flags = flags_of(CopyIndex::Second).map_or(1, envblock::next_flags);
             (CopyIndex::First, Header::Redundant { flags })
@@ -891,6 +1028,8 @@ mod tests {
     use std::fs;
 
     const SIZE: usize = 0x400;
+
+    type Pairs = &'static [(&'static str, &'static str)];
 
     fn env(pairs: &[(&str, &str)]) -> Env {
         Env::from_pairs(pairs.iter().copied()).unwrap()
@@ -1154,27 +1293,6 @@ mod tests {
                 CopyIndex::First,
                 |f| matches!(f, CopyFault::Truncated { got: 10, .. }),
             ),
-            (
-                "crc-valid but malformed entries",
-                {
-                    let mut raw = vec![0u8; SIZE];
-                    raw[4] = 9;
-                    raw[5..11].copy_from_slice(b"junk\0\0");
-                    let crc = crc32fast::hash(&raw[5..]);
-                    raw[..4].copy_from_slice(&crc.to_le_bytes());
-                    pair(Some(raw), Some(redundant_block(&good, 3)))
-                },
-                CopyIndex::First,
-                |f| {
-                    matches!(
-                        f,
-                        CopyFault::Invalid {
-                            source: EnvError::MissingEquals { .. },
-                            ..
-                        }
-                    )
-                },
-            ),
         ];
         for (what, p, corrupt_copy, check) in cases {
             let loaded = load(&p.loc).unwrap();
@@ -1254,29 +1372,234 @@ mod tests {
         assert_eq!(flags_at(&p.a, 0), 1);
     }
 
-    #[test]
-    fn overwrite_beats_a_crc_valid_copy_slotinit_rejects() {
-        // U-Boot would pick a CRC-valid copy; the new one must win over it.
+    /// A redundant copy with a valid CRC whose data area holds `data`.
+    fn raw_redundant(flags: u8, data: &[u8]) -> Vec<u8> {
         let mut raw = vec![0u8; SIZE];
-        raw[4] = 0xFF;
-        raw[5..11].copy_from_slice(b"junk\0\0");
+        raw[4] = flags;
+        raw[5..5 + data.len()].copy_from_slice(data);
         let crc = crc32fast::hash(&raw[5..]);
         raw[..4].copy_from_slice(&crc.to_le_bytes());
-        let p = pair(Some(vec![0; SIZE]), Some(raw));
-        let loaded = load(&p.loc).unwrap();
-        assert!(loaded.is_all_corrupt());
-        store(
-            &p.loc,
-            &env(&[("k", "v")]),
-            &loaded,
-            IfAllCorrupt::Overwrite,
-        )
-        .unwrap();
-        assert_eq!(flags_at(&p.a, 0), 0x00);
-        assert_eq!(
-            envblock::select_current(Some(0x00), Some(0xFF)),
-            Ok(CopyIndex::First)
+        raw
+    }
+
+    // Issue 11, item 14: a CRC-valid copy competes by its flags whatever its
+    // entries hold, as in U-Boot's env_import_redund and libubootenv's
+    // libuboot_load. Before the fix the newer copy below counted as corrupt,
+    // the older one was used, and the next store overwrote the newer one.
+    #[test]
+    fn crc_valid_copy_with_malformed_entries_competes_by_flags() {
+        let older = env(&[("v", "older")]);
+        let cases: &[(&str, &[u8], Pairs, EnvError)] = &[
+            (
+                "entry without =",
+                b"v=newer\0junk\0\0",
+                &[("v", "newer")],
+                EnvError::MissingEquals { offset: 8 },
+            ),
+            (
+                "entry without = deletes the name, as himport_r does",
+                b"v=newer\0w=1\0v\0\0",
+                &[("w", "1")],
+                EnvError::MissingEquals { offset: 12 },
+            ),
+            (
+                "empty name skipped",
+                b"=x\0v=newer\0\0",
+                &[("v", "newer")],
+                EnvError::EmptyName { offset: 0 },
+            ),
+            (
+                "odd bytes kept",
+                b"v=\xff\xfe\0junk\0\0",
+                &[],
+                EnvError::MissingEquals { offset: 5 },
+            ),
+        ];
+        for (what, data, want, anomaly) in cases {
+            let p = pair(
+                Some(raw_redundant(9, data)),
+                Some(redundant_block(&older, 3)),
+            );
+            let before_first = fs::read(&p.a).unwrap();
+            let loaded = load(&p.loc).unwrap();
+            assert_eq!(
+                loaded.health,
+                Health::BothGood {
+                    current: CopyIndex::First
+                },
+                "{what}"
+            );
+            let mut want_env = env(want);
+            if *what == "odd bytes kept" {
+                want_env.set_bytes(b"v", b"\xff\xfe").unwrap();
+            }
+            assert_eq!(loaded.env.as_ref(), Some(&want_env), "{what}");
+            assert_eq!(loaded.anomalies, vec![anomaly.clone()], "{what}");
+            assert_eq!(loaded.current_flags(), Some(9), "{what}");
+            // The next store goes to the other (older) copy, never over the current one.
+            let stored = store(&p.loc, &want_env, &loaded, IfAllCorrupt::Refuse).unwrap();
+            assert_eq!(fs::read(&p.a).unwrap(), before_first, "{what}");
+            assert_eq!(flags_at(&p.b, 0), 10, "{what}");
+            assert_eq!(
+                stored.health,
+                Health::BothGood {
+                    current: CopyIndex::Second
+                },
+                "{what}"
+            );
+        }
+    }
+
+    #[test]
+    fn equal_flags_pick_the_first_copy_even_if_malformed() {
+        // U-Boot: "flags are equal - almost impossible" -> ENV_VALID (first);
+        // libubootenv: current = 1 only if flags[1] > flags[0].
+        let p = pair(
+            Some(raw_redundant(5, b"junk\0v=first\0\0")),
+            Some(redundant_block(&env(&[("v", "second")]), 5)),
         );
+        let loaded = load(&p.loc).unwrap();
+        assert_eq!(
+            loaded.health,
+            Health::BothGood {
+                current: CopyIndex::First
+            }
+        );
+        assert_eq!(loaded.env, Some(env(&[("v", "first")])));
+    }
+
+    #[test]
+    fn unterminated_crc_valid_single_copy_is_read_to_its_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("uboot.env");
+        let mut raw = vec![b'x'; SIZE];
+        raw[4..8].copy_from_slice(b"a=1\0");
+        raw[8..10].copy_from_slice(b"b=");
+        let crc = crc32fast::hash(&raw[4..]);
+        raw[..4].copy_from_slice(&crc.to_le_bytes());
+        fs::write(&path, &raw).unwrap();
+        let loaded = load(&EnvLocation::single_file(&path, SIZE)).unwrap();
+        assert_eq!(loaded.health, Health::SingleGood);
+        let e = loaded.env.unwrap();
+        assert_eq!(e.get("a"), Some(&b"1"[..]));
+        assert_eq!(e.get("b").map(<[u8]>::len), Some(SIZE - 10));
+        assert_eq!(loaded.anomalies, vec![EnvError::Unterminated]);
+    }
+
+    #[test]
+    fn crc_valid_copy_with_only_malformed_entries_is_current() {
+        // Before the fix: all corrupt, and only IfAllCorrupt::Overwrite wrote.
+        let p = pair(Some(vec![0; SIZE]), Some(raw_redundant(0xFF, b"junk\0\0")));
+        let loaded = load(&p.loc).unwrap();
+        assert!(matches!(
+            loaded.health,
+            Health::OneCorrupt {
+                current: CopyIndex::Second,
+                corrupt: CopyIndex::First,
+                ..
+            }
+        ));
+        assert_eq!(loaded.env, Some(Env::new()));
+        store(&p.loc, &env(&[("k", "v")]), &loaded, IfAllCorrupt::Refuse).unwrap();
+        // 0xFF + 1 wraps to 0x00, which beats 0xFF in U-Boot's rule.
+        assert_eq!(flags_at(&p.a, 0), 0x00);
+        assert_eq!(load(&p.loc).unwrap().env, Some(env(&[("k", "v")])));
+    }
+
+    // Issue 11, item 15: a single-copy env where the config names a pair (and
+    // the reverse) is a distinct error, and nothing can be written.
+    #[test]
+    fn other_layout_is_a_distinct_error() {
+        let e = env(&[("bootcmd", "run x")]);
+        let single = envblock::serialize(&e, SIZE, Header::Single).unwrap();
+        for (what, p) in [
+            ("second missing", pair(Some(single.clone()), None)),
+            ("second empty", pair(Some(single.clone()), Some(Vec::new()))),
+            (
+                "second zeroed",
+                pair(Some(single.clone()), Some(vec![0; SIZE])),
+            ),
+            (
+                "single copy in the second file",
+                pair(None, Some(single.clone())),
+            ),
+        ] {
+            let err = load(&p.loc).unwrap_err();
+            assert!(
+                matches!(
+                    &err,
+                    EnvStoreError::WrongLayout {
+                        found: Layout::Single,
+                        expected: Layout::Redundant,
+                        offset: 0,
+                        ..
+                    }
+                ),
+                "{what}: {err}"
+            );
+            assert!(err.to_string().contains("single-copy env"), "{what}: {err}");
+        }
+        // A redundant copy where the config names a single copy.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("uboot.env");
+        fs::write(&path, redundant_block(&e, 1)).unwrap();
+        let err = load(&EnvLocation::single_file(&path, SIZE)).unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                EnvStoreError::WrongLayout {
+                    found: Layout::Redundant,
+                    expected: Layout::Single,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        // One valid copy of the pair: the layout is right, the other copy is
+        // just stale (U-Boot's next saveenv rewrites it too).
+        let p = pair(Some(single), Some(redundant_block(&e, 1)));
+        let loaded = load(&p.loc).unwrap();
+        assert!(
+            matches!(
+                &loaded.health,
+                Health::OneCorrupt {
+                    fault: CopyFault::OtherLayout { .. },
+                    ..
+                }
+            ),
+            "{:?}",
+            loaded.health
+        );
+    }
+
+    // Issue 11, item 17: an absurd size is refused before any allocation.
+    #[test]
+    fn absurd_size_is_refused_before_allocating() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("uboot.env");
+        fs::write(&path, [0u8; 64]).unwrap();
+        for size in [0x7fff_ffff_ffff, envblock::MAX_SIZE + 1, 4] {
+            let loc = EnvLocation::single_file(&path, size);
+            assert!(
+                matches!(load(&loc), Err(EnvStoreError::InvalidSize { size: s }) if s == size),
+                "{size:#x}"
+            );
+        }
+    }
+
+    #[test]
+    fn copies_overlapping_once_resolved_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("disk.img");
+        fs::write(&path, vec![0u8; 3 * SIZE / 2]).unwrap();
+        // 0 and -SIZE on a device of 1.5 * SIZE: the copies share SIZE / 2 bytes.
+        let loc = EnvLocation::device(&path, 0, Some(-(SIZE as i64)), SIZE);
+        assert!(matches!(
+            load(&loc),
+            Err(EnvStoreError::Overlap { first: 0, .. })
+        ));
+        fs::write(&path, vec![0u8; 2 * SIZE]).unwrap();
+        assert!(load(&loc).is_ok());
     }
 
     #[test]

@@ -36,6 +36,17 @@ pub enum FwEnvError {
     ExtraField { line: usize, text: String },
     #[error("line {line}: environment size is zero")]
     ZeroSize { line: usize },
+    #[error(
+        "line {line}: environment size {size:#x} is larger than {max:#x} bytes",
+        max = crate::envblock::MAX_SIZE
+    )]
+    TooLarge { line: usize, size: usize },
+    #[error("line {line}: this copy overlaps the copy of line {first} on {}", .device.display())]
+    Overlap {
+        line: usize,
+        first: usize,
+        device: PathBuf,
+    },
     #[error("line {line}: a third environment copy is not supported (at most two lines)")]
     TooManyEntries { line: usize },
     #[error("line {line}: size {size:#x} differs from the first copy's {first:#x}")]
@@ -122,6 +133,10 @@ pub fn parse(text: &str) -> Result<FwEnvConfig, FwEnvError> {
         if size == 0 {
             return Err(FwEnvError::ZeroSize { line });
         }
+        // An absurd size would be allocated by PID 1 (issue 11, item 17).
+        if size > crate::envblock::MAX_SIZE {
+            return Err(FwEnvError::TooLarge { line, size });
+        }
         let sector_size = fields
             .next()
             .map(|t| parse_hex(t, line, "sector size"))
@@ -148,6 +163,16 @@ pub fn parse(text: &str) -> Result<FwEnvConfig, FwEnvError> {
                     first: first.size,
                 });
             }
+            // Writing one copy of a pair must never touch the other: that is
+            // what makes the pair survive a torn write. libubootenv does not
+            // check this; a pair that overlaps loses both copies at once.
+            if first.device.as_os_str() == device && overlaps(first.offset, offset, size) {
+                return Err(FwEnvError::Overlap {
+                    line,
+                    first: first.line,
+                    device: first.device.clone(),
+                });
+            }
         }
         entries.push(FwEnvEntry {
             device: PathBuf::from(device),
@@ -164,6 +189,13 @@ pub fn parse(text: &str) -> Result<FwEnvConfig, FwEnvError> {
         (Some(a), None) => Ok(FwEnvConfig::Single(a)),
         (Some(a), Some(b)) => Ok(FwEnvConfig::Redundant(a, b)),
     }
+}
+
+/// True when two copies of `size` bytes at these offsets surely share a byte.
+/// Offsets of opposite signs depend on the device's length and are checked
+/// when the store reads them.
+pub fn overlaps(a: i64, b: i64, size: usize) -> bool {
+    (a < 0) == (b < 0) && a.abs_diff(b) < size as u64
 }
 
 /// `%lx`/`%zx`: hex digits with an optional `0x`/`0X`.
@@ -387,6 +419,48 @@ mod tests {
                 matches!(e, FwEnvError::ExtraField { line: 1, .. })
             }),
             ("/d 0 0", |e| matches!(e, FwEnvError::ZeroSize { line: 1 })),
+            ("/d 0 0x7fffffffffff", |e| {
+                matches!(
+                    e,
+                    FwEnvError::TooLarge {
+                        line: 1,
+                        size: 0x7fff_ffff_ffff
+                    }
+                )
+            }),
+            ("/d 0 100001", |e| {
+                matches!(e, FwEnvError::TooLarge { line: 1, .. })
+            }),
+            ("/d 0 4000\n/d 0x3fff 4000", |e| {
+                matches!(
+                    e,
+                    FwEnvError::Overlap {
+                        line: 2,
+                        first: 1,
+                        ..
+                    }
+                )
+            }),
+            ("/d -0x4000 4000\n/d -0x4001 4000", |e| {
+                matches!(
+                    e,
+                    FwEnvError::Overlap {
+                        line: 2,
+                        first: 1,
+                        ..
+                    }
+                )
+            }),
+            ("/d 0x4000 4000\n/d 0x4000 4000", |e| {
+                matches!(
+                    e,
+                    FwEnvError::Overlap {
+                        line: 2,
+                        first: 1,
+                        ..
+                    }
+                )
+            }),
             ("/a 0 10\n/b 0 10\n\n/c 0 10", |e| {
                 matches!(e, FwEnvError::TooManyEntries { line: 4 })
             }),
@@ -408,6 +482,24 @@ mod tests {
             assert!(check(&err), "{text:?} gave {err:?}");
             assert!(err.to_string().starts_with("line ") || matches!(err, FwEnvError::NoEntries));
         }
+    }
+
+    #[test]
+    fn copies_that_do_not_overlap_are_accepted() {
+        for text in [
+            "/d 0 4000\n/d 0x4000 4000",
+            "/d 0x4000 4000\n/d 0 4000",
+            "/d -0x8000 4000\n/d -0x4000 4000",
+            // Opposite signs depend on the device length: checked at load.
+            "/d 0 4000\n/d -0x4000 4000",
+            "/a 0 4000\n/b 0 4000",
+            "/d 0 100000",
+        ] {
+            assert!(parse(text).is_ok(), "{text}");
+        }
+        assert!(overlaps(0, 0x3FFF, 0x4000));
+        assert!(!overlaps(0, 0x4000, 0x4000));
+        assert!(!overlaps(0, -0x4000, 0x4000));
     }
 
     #[test]

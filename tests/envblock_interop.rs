@@ -460,3 +460,89 @@ fn checked_in_fixtures_agree_with_fw_printenv() {
     let loaded = envstore::load(&single.location()).unwrap();
     assert_eq!(loaded.env.unwrap(), single.printenv());
 }
+
+/// Issue 11, item 14: which copy is current depends only on the CRCs and the
+/// flags (U-Boot env/common.c `env_import_redund`, libubootenv
+/// src/uboot_env.c `libuboot_load`), even when the newer copy holds an entry
+/// without '=' that slotinit's strict parser rejects. For every flags pair,
+/// slotinit must read the env `fw_printenv` prints, and a store must go to
+/// the other copy.
+#[test]
+fn copy_selection_with_junk_agrees_with_fw_printenv() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/env");
+    let cases: &[(u8, u8, CopyIndex)] = &[
+        (2, 3, CopyIndex::Second),
+        (3, 2, CopyIndex::First),
+        (5, 5, CopyIndex::First),
+        (0xFF, 0x00, CopyIndex::Second),
+        (0x00, 0xFF, CopyIndex::First),
+        (0xFE, 0x00, CopyIndex::First),
+        (0x01, 0xFF, CopyIndex::Second),
+    ];
+    for &(first, second, want) in cases {
+        for junk_in in [CopyIndex::First, CopyIndex::Second] {
+            let s = Setup::new(2);
+            let (junk, plain) = match junk_in {
+                CopyIndex::First => (&s.files[0], &s.files[1]),
+                CopyIndex::Second => (&s.files[1], &s.files[0]),
+            };
+            fs::copy(fixtures.join("redundant-junk.env"), junk).unwrap();
+            fs::copy(fixtures.join("redundant-1.env"), plain).unwrap();
+            set_flags(&s.files[0], first);
+            set_flags(&s.files[1], second);
+            let what = format!("flags {first:#x}/{second:#x}, junk in the {junk_in}");
+            let loaded = envstore::load(&s.location()).unwrap();
+            assert_eq!(loaded.health, Health::BothGood { current: want }, "{what}");
+            let printed = s.printenv();
+            assert_eq!(loaded.env.as_ref(), Some(&printed), "{what}");
+            assert_eq!(
+                !loaded.anomalies.is_empty(),
+                want == junk_in,
+                "{what}: {:?}",
+                loaded.anomalies
+            );
+
+            let before = fs::read(&s.files[want.index()]).unwrap();
+            let mut e = printed.clone();
+            e.set("written", "by slotinit").unwrap();
+            envstore::store(&s.location(), &e, &loaded, IfAllCorrupt::Refuse).unwrap();
+            assert_eq!(
+                fs::read(&s.files[want.index()]).unwrap(),
+                before,
+                "{what}: the current copy was overwritten"
+            );
+            assert_eq!(s.printenv(), e, "{what}");
+        }
+    }
+}
+
+/// Issue 11, item 15: U-Boot's usual single-copy uboot.env where the config
+/// names a redundant pair. libubootenv with a one-line config reads it; slotinit
+/// with a pair must refuse with the layout error, and write nothing.
+#[test]
+fn single_copy_env_in_a_pair_config_is_refused() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/env");
+    let single = Setup::new(1);
+    fs::copy(fixtures.join("single.env"), &single.files[0]).unwrap();
+    let printed = single.printenv();
+    assert_eq!(printed.get("bootcmd"), Some(&b"run distro_bootcmd"[..]));
+
+    let pair = Setup::new(2);
+    fs::copy(fixtures.join("single.env"), &pair.files[0]).unwrap();
+    fs::write(&pair.files[1], vec![0u8; SIZE]).unwrap();
+    let before = pair.bytes();
+    let err = envstore::load(&pair.location()).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            EnvStoreError::WrongLayout {
+                found: envblock::Layout::Single,
+                expected: envblock::Layout::Redundant,
+                path,
+                ..
+            } if *path == pair.files[0]
+        ),
+        "{err}"
+    );
+    assert_eq!(pair.bytes(), before);
+}
