@@ -221,12 +221,12 @@ fn mark_in(
     force: bool,
 ) -> Result<String, (u8, String)> {
     let bs = &config.bootstate;
+    let overwrite = matches!(store.contents, Contents::Unusable(_)) && force;
     let state = match (&store.contents, force) {
         (Contents::State(s), _) => s.clone(),
         (Contents::Fresh, _) => State::initial(rauc),
         (Contents::Unusable(why), true) => {
             eprintln!("slotinit: overwriting the unusable boot state ({why}) as --force asks");
-            store.contents = Contents::Fresh;
             State::initial(rauc)
         }
         (Contents::Unusable(why), false) => {
@@ -253,7 +253,7 @@ fn mark_in(
         Mark::Active => "active",
     };
     if let Change::Unchanged = marked.change {
-        if !matches!(store.contents, Contents::Fresh) {
+        if !overwrite && !matches!(store.contents, Contents::Fresh) {
             return Ok(format!("slot {slot} ({name}) already marked {verb}"));
         }
     }
@@ -280,7 +280,14 @@ fn mark_in(
         }
         eprintln!("slotinit: --force: marking slot {slot} bad; {consequence}");
     }
-    store.commit(&marked.state, None).map_err(|e| {
+    // Over an unusable store, on top of the bootloader's own variables (the
+    // last valid copy or bootstate.base_env), never in their place.
+    let written = if overwrite {
+        store.force_commit(&marked.state)
+    } else {
+        store.commit(&marked.state, None)
+    };
+    written.map_err(|e| {
         let code = match &e {
             bootenv::CommitError::Store(EnvStoreError::Locked { .. }) => EXIT_LOCKED,
             bootenv::CommitError::Store(EnvStoreError::AllCorrupt) => EXIT_CORRUPT,
