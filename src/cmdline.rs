@@ -72,7 +72,11 @@ fn next_arg(s: &[u8], start: usize) -> (Token, usize) {
     if quoted && i > 0 && s[end - 1] == b'"' {
         cut = end - 1;
     }
-    let param_end = if equals != 0 { a + equals } else { end.min(cut) };
+    let param_end = if equals != 0 {
+        a + equals
+    } else {
+        end.min(cut)
+    };
     let value = value.map(|v| v.start.min(cut)..cut.max(v.start.min(cut)));
     let mut next = if end < s.len() { end + 1 } else { end };
     while s.get(next).is_some_and(|b| is_kernel_space(*b)) {
@@ -109,7 +113,8 @@ impl Cmdline {
             Some(nul) => &text[..nul],
             None => text,
         };
-        let lossy = |r: &std::ops::Range<usize>| String::from_utf8_lossy(&text[r.clone()]).into_owned();
+        let lossy =
+            |r: &std::ops::Range<usize>| String::from_utf8_lossy(&text[r.clone()]).into_owned();
         let mut pos = 0;
         while text.get(pos).is_some_and(|b| is_kernel_space(*b)) {
             pos += 1;
@@ -410,7 +415,10 @@ mod tests {
             (b"\"\"", vec![p("", None)]),
             (b"\"", vec![p("", None)]),
             // 0xA0 is whitespace in the kernel's _ctype table; VT and FF too.
-            (b"a\xa0b\x0bc\x0cd", vec![p("a", None), p("b", None), p("c", None), p("d", None)]),
+            (
+                b"a\xa0b\x0bc\x0cd",
+                vec![p("a", None), p("b", None), p("c", None), p("d", None)],
+            ),
             // ... but U+0085 and U+2003 are not (Rust's is_whitespace says they are).
             (
                 "a\u{85}b c\u{2003}d".as_bytes(),
@@ -484,7 +492,10 @@ mod tests {
             // A bare `init` is no init= and goes to init.
             (b"init", &["init"]),
             (b"kexec BOOT_IMAGE=/vmlinuz single", &["single"]),
-            (b"single -- a=1 \"b c\" x.y", &["single", "a=1", "b c", "x.y"]),
+            (
+                b"single -- a=1 \"b c\" x.y",
+                &["single", "a=1", "b c", "x.y"],
+            ),
             (b"-- -- s", &[]),
         ];
         for (text, want) in cases {
@@ -493,7 +504,10 @@ mod tests {
             assert_eq!(BootArgs::from_cmdline(&c).init_argv, *want);
         }
         let many = "w ".repeat(40);
-        assert_eq!(Cmdline::parse(many.as_bytes()).init_argv().len(), MAX_INIT_ARGS);
+        assert_eq!(
+            Cmdline::parse(many.as_bytes()).init_argv().len(),
+            MAX_INIT_ARGS
+        );
     }
 
     #[test]

@@ -122,7 +122,10 @@ mod tests {
     #[test]
     fn module_names_from_paths() {
         let cases = [
-            ("/lib/modules/v/kernel/drivers/usb/storage/usb-storage.ko", Some("usb_storage")),
+            (
+                "/lib/modules/v/kernel/drivers/usb/storage/usb-storage.ko",
+                Some("usb_storage"),
+            ),
             ("/lib/modules/v/virtio_blk.ko.xz", Some("virtio_blk")),
             ("/lib/modules/v/ext4.ko.zst", Some("ext4")),
             ("/lib/modules/v/.ko", None),
