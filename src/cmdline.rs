@@ -176,6 +176,15 @@ impl Cmdline {
         self.params.iter().map(|(k, v)| (k.as_str(), v.as_deref()))
     }
 
+    /// `gpt` on the cmdline: the kernel then reads a disk's alternate GPT when
+    /// the primary is invalid. block/partitions/efi.c registers
+    /// `__setup("gpt", force_gpt_fn)`, and `obsolete_checksetup()` (init/main.c)
+    /// matches a `__setup` name as a prefix while `force_gpt_fn` ignores the
+    /// rest: every parameter starting with `gpt` sets it.
+    pub fn force_gpt(&self) -> bool {
+        self.params.iter().any(|(k, _)| k.starts_with("gpt"))
+    }
+
     /// The words after `--`, which the kernel hands to init as they are.
     pub fn init_args(&self) -> &[String] {
         &self.init_args
@@ -508,6 +517,20 @@ mod tests {
             Cmdline::parse(many.as_bytes()).init_argv().len(),
             MAX_INIT_ARGS
         );
+    }
+
+    #[test]
+    fn force_gpt_is_any_gpt_prefix() {
+        for (text, want) in [
+            (&b"root=/dev/vda2 gpt"[..], true),
+            (b"gpt=0", true),
+            (b"gptx", true),
+            (b"xgpt", false),
+            (b"-- gpt", false),
+            (b"", false),
+        ] {
+            assert_eq!(Cmdline::parse(text).force_gpt(), want, "{text:?}");
+        }
     }
 
     #[test]

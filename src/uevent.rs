@@ -2,7 +2,7 @@
 //! every event triggers a fresh read of sysfs, which is the authority on what exists.
 
 use crate::config::Partitions;
-use crate::devices::{self, Partition};
+use crate::devices::{self, BootDiskHint, Partition};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{
     bind, recv, socket, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType,
@@ -70,9 +70,23 @@ pub struct WaitResult {
     pub timed_out: bool,
 }
 
+/// What the wait looks for.
+pub struct Lookup<'a> {
+    pub names: &'a Partitions,
+    /// Which disk bare partition numbers are on ([`devices::boot_disk`]).
+    pub hint: &'a BootDiskHint,
+    /// Where the disks' nodes are, when PARTUUIDs must be read from their GPTs.
+    pub gpt_dev: Option<&'a Path>,
+    /// `gpt` on the kernel cmdline ([`crate::cmdline::Cmdline::force_gpt`]): the
+    /// kernel then uses the alternate GPT when the primary is invalid.
+    pub force_gpt: bool,
+}
+
 /// Waits until every member of the layout is present, or until a system
 /// partition is present and the block layer stayed quiet for `settle` (what is
-/// missing then is absent), or until `timeout`.
+/// missing then is absent), or until `timeout`. Bare partition numbers count
+/// only on no particular disk and the primary GPT only: [`wait_for`] takes the
+/// boot disk and `gpt` into account.
 pub fn wait_for_partitions(
     listener: &Listener,
     sys: &Path,
@@ -81,6 +95,27 @@ pub fn wait_for_partitions(
     settle: Duration,
     gpt_dev: Option<&Path>,
 ) -> WaitResult {
+    let hint = BootDiskHint::default();
+    let lookup = Lookup {
+        names,
+        hint: &hint,
+        gpt_dev,
+        force_gpt: false,
+    };
+    wait_for(listener, sys, &lookup, timeout, settle)
+}
+
+/// Waits until every member of the layout is present (bare numbers on the boot
+/// disk), or until a system partition is present and the block layer stayed
+/// quiet for `settle` (what is missing then is absent), or until `timeout`.
+pub fn wait_for(
+    listener: &Listener,
+    sys: &Path,
+    lookup: &Lookup,
+    timeout: Duration,
+    settle: Duration,
+) -> WaitResult {
+    let names = lookup.names;
     let deadline = Instant::now() + timeout;
     let mut gpt_cache = std::collections::HashMap::new();
     loop {
@@ -89,10 +124,10 @@ pub fn wait_for_partitions(
             Vec::new()
         });
         // PARTUUIDs are not in uevents: read them from the GPTs when needed.
-        if let Some(dev) = gpt_dev {
-            devices::read_uuids(&mut partitions, dev, &mut gpt_cache);
+        if let Some(dev) = lookup.gpt_dev {
+            devices::read_uuids(&mut partitions, dev, lookup.force_gpt, &mut gpt_cache);
         }
-        if devices::all_present(&partitions, names) {
+        if devices::all_present_with(&partitions, names, lookup.hint) {
             return WaitResult {
                 partitions,
                 complete: true,
@@ -108,7 +143,7 @@ pub fn wait_for_partitions(
             };
         }
         let left = deadline - now;
-        let found_system = devices::any_system_present(&partitions, names);
+        let found_system = devices::any_system_present_with(&partitions, names, lookup.hint);
         let wait = if found_system { settle.min(left) } else { left };
         if !listener.wait(wait) && found_system {
             return WaitResult {
