@@ -387,7 +387,9 @@ impl BootArgs {
 mod tests {
     use super::*;
 
-    fn split(text: &[u8]) -> Vec<(String, Option<String>)> {
+    type Params = Vec<(String, Option<String>)>;
+
+    fn split(text: &[u8]) -> Params {
         Cmdline::parse(text)
             .params()
             .map(|(k, v)| (k.to_string(), v.map(str::to_string)))
@@ -399,7 +401,7 @@ mod tests {
     #[test]
     fn tokenizes_like_next_arg() {
         let p = |k: &str, v: Option<&str>| (k.to_string(), v.map(str::to_string));
-        let cases: &[(&[u8], Vec<(String, Option<String>)>)] = &[
+        let cases: &[(&[u8], Params)] = &[
             (b"a b=c", vec![p("a", None), p("b", Some("c"))]),
             (b"x=1=2", vec![p("x", Some("1=2"))]),
             // A quote opening the token is dropped, as is the one closing it.
