@@ -743,6 +743,51 @@ mod tests {
         assert_eq!(r.boot_disk.as_deref(), Some("mmcblk0"));
     }
 
+    /// The disk image of tests/fixtures/gpt/corrupt-primary.gpt at `path`.
+    fn write_corrupt_primary_disk(path: &Path) {
+        let stored = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/gpt/corrupt-primary.gpt"
+        ))
+        .unwrap();
+        let mut disk = vec![0u8; 8192 * 512];
+        disk[..34 * 512].copy_from_slice(&stored[..34 * 512]);
+        let tail = disk.len() - 33 * 512;
+        disk[tail..].copy_from_slice(&stored[34 * 512..]);
+        std::fs::write(path, disk).unwrap();
+    }
+
+    /// With a corrupt primary GPT and `gpt` on the cmdline the kernel made the
+    /// partitions from the alternate table: their PARTUUIDs are read from it.
+    #[test]
+    fn partuuids_from_the_alternate_gpt() {
+        let dev = tempfile::tempdir().unwrap();
+        // A disk name no host has, so the sector size defaults to 512.
+        let disk = "slotinit-test-vdz";
+        write_corrupt_primary_disk(&dev.path().join(disk));
+        let fresh = || -> Vec<Partition> {
+            (1..=3)
+                .map(|n| fixtures::part(&format!("{disk}{n}"), disk, n, None))
+                .collect()
+        };
+        let want: Vec<String> = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/gpt/corrupt-primary.partuuids"
+        ))
+        .unwrap()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+        let mut found = fresh();
+        read_uuids(&mut found, dev.path(), true, &mut Default::default());
+        let got: Vec<String> = found.iter().filter_map(|p| p.uuid.clone()).collect();
+        assert_eq!(got, want);
+        // Without `gpt` the kernel reads no table of this disk, nor does slotinit.
+        let mut found = fresh();
+        read_uuids(&mut found, dev.path(), false, &mut Default::default());
+        assert!(found.iter().all(|p| p.uuid.is_none()));
+    }
+
     #[test]
     fn hint_from_cmdline_and_config() {
         let mut config = Config::default();

@@ -154,3 +154,98 @@ pub fn wait_for(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sysfs tree with `disk` holding partitions 1..=n (no names).
+    fn add_disk(sys: &Path, disk: &str, sep: &str, n: u32) {
+        let dir = sys.join("devices/platform").join(disk);
+        let class = sys.join("class/block");
+        std::fs::create_dir_all(&class).unwrap();
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("uevent"),
+            format!("DEVNAME={disk}\nDEVTYPE=disk\n"),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(&dir, class.join(disk)).unwrap();
+        for i in 1..=n {
+            let part = format!("{disk}{sep}{i}");
+            std::fs::create_dir_all(dir.join(&part)).unwrap();
+            std::fs::write(
+                dir.join(&part).join("uevent"),
+                format!("DEVNAME={part}\nDEVTYPE=partition\nPARTN={i}\n"),
+            )
+            .unwrap();
+            std::os::unix::fs::symlink(dir.join(&part), class.join(&part)).unwrap();
+        }
+    }
+
+    fn mapio() -> Partitions {
+        crate::config::Config::parse(include_str!("../configs/mapio.toml"), "mapio.toml")
+            .unwrap()
+            .partitions
+    }
+
+    /// MAPIO's members by number with a USB stick of two partitions: the wait
+    /// completes on the eMMC alone and every member resolves there.
+    #[test]
+    fn second_disk_does_not_confuse_the_wait() {
+        let sys = tempfile::tempdir().unwrap();
+        add_disk(sys.path(), "mmcblk0", "p", 4);
+        add_disk(sys.path(), "sda", "", 2);
+        let names = mapio();
+        let hint = BootDiskHint::default();
+        let lookup = Lookup {
+            names: &names,
+            hint: &hint,
+            gpt_dev: None,
+            force_gpt: false,
+        };
+        let listener = Listener { fd: None };
+        let waited = wait_for(
+            &listener,
+            sys.path(),
+            &lookup,
+            Duration::from_millis(200),
+            Duration::from_millis(10),
+        );
+        assert!(waited.complete && !waited.timed_out);
+        let r = devices::resolve_with(&waited.partitions, &names, &hint);
+        assert_eq!(r.system_a.map(|p| p.dev).as_deref(), Some("mmcblk0p2"));
+        assert_eq!(r.system_b.map(|p| p.dev).as_deref(), Some("mmcblk0p3"));
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+    }
+
+    /// root= names a disk that is not there: the wait does not settle on the
+    /// disk that is, and ends at the timeout with nothing resolved.
+    #[test]
+    fn wait_holds_out_for_the_disk_root_names() {
+        let sys = tempfile::tempdir().unwrap();
+        add_disk(sys.path(), "sda", "", 4);
+        let names = mapio();
+        let hint = BootDiskHint {
+            root: Some("/dev/mmcblk0p2".into()),
+            ..BootDiskHint::default()
+        };
+        let lookup = Lookup {
+            names: &names,
+            hint: &hint,
+            gpt_dev: None,
+            force_gpt: false,
+        };
+        let waited = wait_for(
+            &Listener { fd: None },
+            sys.path(),
+            &lookup,
+            Duration::from_millis(120),
+            Duration::from_millis(10),
+        );
+        assert!(!waited.complete && waited.timed_out);
+        let r = devices::resolve_with(&waited.partitions, &names, &hint);
+        assert_eq!(r.system_a, None);
+        assert_eq!(r.system_b, None);
+    }
+}
