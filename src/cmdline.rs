@@ -249,10 +249,14 @@ impl Cmdline {
     }
 }
 
-/// The no-value parameters every kernel slotinit targets consumes itself
-/// (`__setup("ro")`, `early_param("quiet")`, `core_param(initcall_debug)`, ...),
-/// so they never reach init's argv. Config-dependent handlers are not listed.
-pub const CONSUMED: [&str; 12] = [
+/// Bare words every kernel slotinit targets consumes itself, so they never
+/// reach init's argv: `__setup("ro")`, `__setup("rw")`, `__setup("rootwait")`
+/// (init/do_mounts.c), `__setup("noinitrd")`, `early_param("quiet")`,
+/// `early_param("debug")`, `core_param(initcall_debug)` (init/main.c),
+/// `early_param("nosmp")` (kernel/smp.c), `early_param("earlycon")`,
+/// `__setup("norandmaps")` (mm/memory.c). Handlers that depend on the kernel's
+/// config or architecture (`nomodeset`, x86's `earlyprintk`) are not listed.
+pub const CONSUMED: [&str; 10] = [
     "ro",
     "rw",
     "quiet",
@@ -261,9 +265,7 @@ pub const CONSUMED: [&str; 12] = [
     "noinitrd",
     "nosmp",
     "earlycon",
-    "earlyprintk",
     "initcall_debug",
-    "nomodeset",
     "norandmaps",
 ];
 
