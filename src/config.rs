@@ -647,6 +647,8 @@ impl Config {
                 self.boot.init
             ));
         }
+        self.boot.validate_times()?;
+        check_system_options(&self.system.options)?;
         if !self.persistent.mountpoint.starts_with('/') {
             return Err(format!(
                 "persistent.mountpoint: {:?} must be an absolute path",
@@ -817,6 +819,60 @@ fn prune(table: &mut toml::Table, reference: &toml::Table, at: &str, dropped: &m
             _ => {}
         }
     }
+}
+
+/// Bounds on the waits: outside them PID 1 either races the disk driver (and
+/// every boot fails) or waits forever and never reaches its reboot.
+pub const DEVICE_TIMEOUT_MS: std::ops::RangeInclusive<u64> = 100..=600_000;
+/// The longest pause before the reboot after a fatal error.
+pub const MAX_REBOOT_DELAY_S: u64 = 3_600;
+
+impl BootConfig {
+    fn validate_times(&self) -> Result<(), String> {
+        if !DEVICE_TIMEOUT_MS.contains(&self.device_timeout_ms) {
+            return Err(format!(
+                "boot.device_timeout_ms: {} is outside {}..={}: too short races the disk \
+                 driver, too long never reaches the reboot",
+                self.device_timeout_ms,
+                DEVICE_TIMEOUT_MS.start(),
+                DEVICE_TIMEOUT_MS.end()
+            ));
+        }
+        if self.settle_ms > self.device_timeout_ms {
+            return Err(format!(
+                "boot.settle_ms: {} is longer than boot.device_timeout_ms ({})",
+                self.settle_ms, self.device_timeout_ms
+            ));
+        }
+        if self.reboot_delay_s > MAX_REBOOT_DELAY_S {
+            return Err(format!(
+                "boot.reboot_delay_s: {} s is more than {MAX_REBOOT_DELAY_S} s: a failed boot \
+                 would hang instead of rebooting",
+                self.reboot_delay_s
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The system is always mounted read-only (the slot must stay as it was
+/// installed and verified): no option may turn that off, and an option the
+/// kernel cannot parse fails every mount of both slots.
+fn check_system_options(options: &str) -> Result<(), String> {
+    for opt in options.split(',') {
+        if opt.trim().eq_ignore_ascii_case("rw") {
+            return Err(format!(
+                "system.options: {opt:?} would mount the system writable; it is always \
+                 mounted read-only (use an [[overlay]] for writable paths)"
+            ));
+        }
+        if opt.contains(char::is_whitespace) {
+            return Err(format!(
+                "system.options: {opt:?} has whitespace; options are separated by commas only"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Paths on the persistent partition stay beneath it.
@@ -1019,6 +1075,58 @@ mod tests {
     fn line_column_counts_from_one() {
         assert_eq!(line_column("ab\ncd", 0), (1, 1));
         assert_eq!(line_column("ab\ncd", 4), (2, 2));
+    }
+
+    /// `rw` in system.options was accepted and made the system writable.
+    #[test]
+    fn system_options_cannot_make_the_system_writable() {
+        for options in ["rw", "noatime,rw", "RW", " rw", "ro,rw", "noatime, ro"] {
+            let text = format!("[system]\noptions = {options:?}\n");
+            match Config::parse(&text, "t") {
+                Err(ConfigError::Invalid { message, .. }) => {
+                    assert!(
+                        message.starts_with("system.options: "),
+                        "{options}: {message}"
+                    )
+                }
+                other => panic!("{options:?}: {other:?}"),
+            }
+        }
+        for options in ["", "ro", "noatime,errors=remount-ro", "defaults,noload"] {
+            let text = format!("[system]\noptions = {options:?}\n");
+            assert!(Config::parse(&text, "t").is_ok(), "{options}");
+        }
+    }
+
+    /// Waits that would make PID 1 race the disk or never reboot.
+    #[test]
+    fn waits_are_bounded() {
+        let bad = [
+            "device_timeout_ms = 0",
+            "device_timeout_ms = 99",
+            "device_timeout_ms = 600001",
+            "device_timeout_ms = 2000\nsettle_ms = 2001",
+            "reboot_delay_s = 3601",
+            "reboot_delay_s = 18446744073709551615",
+        ];
+        for line in bad {
+            let text = format!("[boot]\n{line}\n");
+            match Config::parse(&text, "t") {
+                Err(ConfigError::Invalid { message, .. }) => {
+                    assert!(message.starts_with("boot."), "{line}: {message}")
+                }
+                other => panic!("{line}: {other:?}"),
+            }
+        }
+        for line in [
+            "device_timeout_ms = 100\nsettle_ms = 100",
+            "device_timeout_ms = 600000",
+            "reboot_delay_s = 0",
+            "reboot_delay_s = 3600",
+        ] {
+            let text = format!("[boot]\n{line}\n");
+            assert!(Config::parse(&text, "t").is_ok(), "{line}");
+        }
     }
 
     #[test]

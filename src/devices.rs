@@ -1,9 +1,11 @@
 //! Device resolution: the partitions the kernel announced, matched against the
 //! layout's names. Pure matching over a list; a thin reader builds the list from sysfs.
 
-use crate::config::{PartRef, Partitions};
+use crate::cmdline::Cmdline;
+use crate::config::{Config, PartRef, Partitions};
 use crate::slot::Slot;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 /// One partition as the kernel describes it in sysfs (`uevent`).
@@ -66,6 +68,9 @@ pub struct Resolved {
     pub boot_b: Option<Partition>,
     pub bootconfig: Option<Partition>,
     pub persistent: Option<Partition>,
+    /// The disk bare partition numbers were taken from, and what named it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub boot_disk: Option<String>,
     /// Members that could not be resolved and why (missing, ambiguous).
     pub problems: Vec<String>,
 }
@@ -102,31 +107,254 @@ pub fn matches(r: &PartRef, part: &Partition) -> bool {
     }
 }
 
+/// What tells which disk the system booted from. A bare partition number in
+/// the layout (`{ number = 2 }`, as MAPIO's config has) means a partition of
+/// that disk, never of any disk: a second disk with a partition 2 must not
+/// make the member ambiguous, nor be taken for it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BootDiskHint {
+    /// `root=` as the bootloader passed it (`PARTUUID=`, `PARTLABEL=`, `/dev/`),
+    /// unless it was given twice with different values.
+    pub root: Option<String>,
+    /// The devices the config's `bootstate.fw_env` lines name: the bootloader's
+    /// env lives on the disk it booted from.
+    pub env_devices: Vec<String>,
+}
+
+impl BootDiskHint {
+    pub fn new(cmdline: &Cmdline, config: &Config) -> Self {
+        let root = match crate::cmdline::conflict(cmdline, "root") {
+            Some(_) => None,
+            None => cmdline.get("root").map(str::to_string),
+        };
+        let env_devices = config
+            .bootstate
+            .fw_env
+            .iter()
+            .filter_map(|line| line.split('#').next()?.split_whitespace().next())
+            .map(str::to_string)
+            .collect();
+        BootDiskHint { root, env_devices }
+    }
+}
+
+/// Which disk bare partition numbers refer to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BootDisk {
+    /// The disk (`mmcblk0`) and what named it.
+    Known { disk: String, why: String },
+    /// The bootloader named a partition that is not (yet) there: bare numbers
+    /// wait for it rather than resolve on another disk.
+    Pending(String),
+    /// Nothing names it.
+    Unknown,
+}
+
+/// The partition reference a `root=` value makes, if it tells partitions apart.
+fn root_ref(root: &str) -> Option<PartRef> {
+    if let Some(label) = root.strip_prefix("PARTLABEL=") {
+        Some(PartRef::Name(label.to_string()))
+    } else if let Some(uuid) = root.strip_prefix("PARTUUID=") {
+        Some(PartRef::Uuid(uuid.to_ascii_lowercase()))
+    } else if root.starts_with("/dev/") {
+        Some(PartRef::Device(root.to_string()))
+    } else {
+        None
+    }
+}
+
+/// The disks holding a partition `r` names, or (for a `/dev/` path naming a
+/// whole disk, or an eMMC boot area `mmcblkNbootM`) the disk itself.
+fn disks_named(found: &[Partition], r: &PartRef) -> BTreeSet<String> {
+    let mut disks: BTreeSet<String> = found
+        .iter()
+        .filter(|p| matches(r, p))
+        .map(|p| p.disk.clone())
+        .collect();
+    if let PartRef::Device(d) = r {
+        let name = d.trim_start_matches("/dev/");
+        let whole = match name
+            .strip_prefix("mmcblk")
+            .and_then(|n| n.split_once("boot"))
+        {
+            Some((unit, area)) if !unit.is_empty() && area.chars().all(|c| c.is_ascii_digit()) => {
+                format!("mmcblk{unit}")
+            }
+            _ => name.to_string(),
+        };
+        disks.extend(
+            found
+                .iter()
+                .filter(|p| p.disk == whole)
+                .map(|p| p.disk.clone()),
+        );
+    }
+    disks
+}
+
+/// The boot disk, from the first of these that names exactly one disk:
+/// 1. the bootloader's `root=` (the disk of the partition it names; if that
+///    partition is not there, the disk is [`BootDisk::Pending`]);
+/// 2. the `bootstate.fw_env` devices;
+/// 3. the members the config names other than by a bare number, when all that
+///    were found are on one disk;
+/// 4. the one disk holding every bare-numbered member, when only one does.
+///
+/// The device tree's boot partition is a number, not a disk, and says nothing here.
+pub fn boot_disk(found: &[Partition], names: &Partitions, hint: &BootDiskHint) -> BootDisk {
+    if let Some((root, r)) = hint
+        .root
+        .as_deref()
+        .and_then(|root| Some((root, root_ref(root)?)))
+    {
+        let disks = disks_named(found, &r);
+        let mut it = disks.iter();
+        match (it.next(), it.next()) {
+            (Some(disk), None) => {
+                return BootDisk::Known {
+                    disk: disk.clone(),
+                    why: format!("root={root} is on it"),
+                }
+            }
+            (None, _) => return BootDisk::Pending(format!("root={root} names no partition found")),
+            // A PARTLABEL on two disks names neither.
+            (Some(_), Some(_)) => {}
+        }
+    }
+    let env: BTreeSet<String> = hint
+        .env_devices
+        .iter()
+        .filter(|d| d.starts_with("/dev/"))
+        .flat_map(|d| disks_named(found, &PartRef::Device(d.clone())))
+        .collect();
+    if env.len() == 1 {
+        if let Some(disk) = env.into_iter().next() {
+            return BootDisk::Known {
+                disk,
+                why: "bootstate.fw_env names it".into(),
+            };
+        }
+    }
+    let refs = names.refs();
+    let mut named = BTreeSet::new();
+    let mut by = Vec::new();
+    for (role, r) in &refs {
+        if matches!(r, PartRef::Absent | PartRef::Number { disk: None, .. }) {
+            continue;
+        }
+        let disks = disks_named(found, r);
+        if disks.len() == 1 {
+            named.extend(disks);
+            by.push(*role);
+        }
+    }
+    if named.len() == 1 {
+        if let Some(disk) = named.into_iter().next() {
+            return BootDisk::Known {
+                disk,
+                why: format!("partitions.{} is on it", by.join(", partitions.")),
+            };
+        }
+    }
+    let numbers: BTreeSet<u32> = refs
+        .iter()
+        .filter_map(|(_, r)| match r {
+            PartRef::Number { disk: None, number } => Some(*number),
+            _ => None,
+        })
+        .collect();
+    if numbers.is_empty() {
+        return BootDisk::Unknown;
+    }
+    let disks: BTreeSet<&str> = found.iter().map(|p| p.disk.as_str()).collect();
+    let holding: Vec<&str> = disks
+        .into_iter()
+        .filter(|d| {
+            numbers
+                .iter()
+                .all(|n| found.iter().any(|p| p.disk == *d && p.number == *n))
+        })
+        .collect();
+    match holding.as_slice() {
+        [disk] => BootDisk::Known {
+            disk: disk.to_string(),
+            why: format!(
+                "the only disk with partitions {}",
+                numbers
+                    .iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        },
+        _ => BootDisk::Unknown,
+    }
+}
+
+/// The partitions `r` may mean: a bare number only on the boot disk when it is
+/// known, none while the disk the bootloader named is missing.
+fn candidates<'a>(found: &'a [Partition], r: &PartRef, boot: &BootDisk) -> Vec<&'a Partition> {
+    match (r, boot) {
+        (PartRef::Number { disk: None, number }, BootDisk::Known { disk, .. }) => found
+            .iter()
+            .filter(|p| p.disk == *disk && p.number == *number)
+            .collect(),
+        (PartRef::Number { disk: None, .. }, BootDisk::Pending(_)) => Vec::new(),
+        _ => found.iter().filter(|p| matches(r, p)).collect(),
+    }
+}
+
 /// Matches the layout's members against the partitions found. A reference that
 /// fits two partitions (a name on two disks) is not guessed at: the member stays
 /// unresolved and both devices are named in the problem. An absent member (not
-/// in this layout) is no problem.
+/// in this layout) is no problem. Bare partition numbers are taken from no
+/// boot disk: see [`resolve_with`].
 pub fn resolve(found: &[Partition], names: &Partitions) -> Resolved {
+    resolve_with(found, names, &BootDiskHint::default())
+}
+
+/// [`resolve`], with bare partition numbers on the boot disk ([`boot_disk`]).
+pub fn resolve_with(found: &[Partition], names: &Partitions, hint: &BootDiskHint) -> Resolved {
+    let boot = boot_disk(found, names, hint);
     let mut problems = Vec::new();
     let mut find = |role: &str| -> Option<Partition> {
         let r = names.reference(role);
         if r == PartRef::Absent {
             return None;
         }
-        let matching: Vec<&Partition> = found.iter().filter(|p| matches(&r, p)).collect();
-        match matching.as_slice() {
-            [] => {
+        let bare = matches!(r, PartRef::Number { disk: None, .. });
+        let matching = candidates(found, &r, &boot);
+        match (matching.as_slice(), &boot) {
+            ([], BootDisk::Pending(why)) if bare => {
+                problems.push(format!(
+                    "{r} ({role}) is on the boot disk, which is not there: {why}"
+                ));
+                None
+            }
+            ([], BootDisk::Known { disk, why }) if bare => {
+                problems.push(format!(
+                    "{r} ({role}) is not on the boot disk {disk} ({why})"
+                ));
+                None
+            }
+            ([], _) => {
                 problems.push(format!("no partition {r} ({role})"));
                 None
             }
-            [one] => Some((*one).clone()),
-            many => {
+            ([one], _) => Some((*one).clone()),
+            (many, _) => {
                 let devs: Vec<String> = many
                     .iter()
                     .map(|p| p.node().display().to_string())
                     .collect();
+                let why = if bare {
+                    "; nothing names the boot disk (root=PARTUUID=..., or \
+                     { disk = \"...\", number = N } in the config)"
+                } else {
+                    ""
+                };
                 problems.push(format!(
-                    "{r} ({role}) is ambiguous: {}; refusing to guess",
+                    "{r} ({role}) is ambiguous: {}{why}; refusing to guess",
                     devs.join(" and ")
                 ));
                 None
@@ -140,25 +368,45 @@ pub fn resolve(found: &[Partition], names: &Partitions) -> Resolved {
         boot_b: find("boot_b"),
         bootconfig: find("bootconfig"),
         persistent: find("persistent"),
+        boot_disk: match &boot {
+            BootDisk::Known { disk, .. } => Some(disk.clone()),
+            _ => None,
+        },
         problems,
     }
 }
 
 /// True when every member of the layout is present.
 pub fn all_present(found: &[Partition], names: &Partitions) -> bool {
+    all_present_with(found, names, &BootDiskHint::default())
+}
+
+/// True when every member of the layout is present, bare numbers on the boot disk.
+pub fn all_present_with(found: &[Partition], names: &Partitions, hint: &BootDiskHint) -> bool {
+    let boot = boot_disk(found, names, hint);
     names
         .refs()
         .iter()
         .filter(|(_, r)| *r != PartRef::Absent)
-        .all(|(_, r)| found.iter().any(|p| matches(r, p)))
+        .all(|(_, r)| !candidates(found, r, &boot).is_empty())
 }
 
 /// True when any system partition is present: the disk is there, and what is
 /// still missing may never come.
 pub fn any_system_present(found: &[Partition], names: &Partitions) -> bool {
+    any_system_present_with(found, names, &BootDiskHint::default())
+}
+
+/// [`any_system_present`], bare numbers on the boot disk.
+pub fn any_system_present_with(
+    found: &[Partition],
+    names: &Partitions,
+    hint: &BootDiskHint,
+) -> bool {
+    let boot = boot_disk(found, names, hint);
     ["system_a", "system_b"]
         .iter()
-        .any(|role| found.iter().any(|p| matches(&names.reference(role), p)))
+        .any(|role| !candidates(found, &names.reference(role), &boot).is_empty())
 }
 
 /// The slot's directory on the persistent partition: its system partition's GPT
@@ -173,10 +421,13 @@ pub fn slot_dir(resolved: &Resolved, slot: Slot) -> String {
 }
 
 /// Fills in the PARTUUIDs of the partitions from their disks' GPTs (read once
-/// per disk; `cache` keeps what was read). Disks without a GPT keep None.
+/// per disk; `cache` keeps what was read). Disks without a GPT keep None. The
+/// table is the one the kernel used ([`crate::gpt::find_valid`]): the
+/// alternate when the primary is invalid and `force_gpt` (`gpt` on the cmdline).
 pub fn read_uuids(
     found: &mut [Partition],
     dev: &Path,
+    force_gpt: bool,
     cache: &mut std::collections::HashMap<String, Vec<crate::gpt::Entry>>,
 ) {
     for part in found.iter_mut() {
@@ -188,9 +439,15 @@ pub fn read_uuids(
             .ok()
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(512);
-            match crate::gpt::read(&dev.join(&part.disk), sector) {
-                Ok(entries) => {
-                    cache.insert(part.disk.clone(), entries);
+            match crate::gpt::read_as_kernel(&dev.join(&part.disk), sector, force_gpt) {
+                Ok(table) => {
+                    if table.which == crate::gpt::Which::Alternate {
+                        log::warn!(
+                            "{}: primary GPT is invalid, using the alternate, as the kernel does",
+                            part.disk
+                        );
+                    }
+                    cache.insert(part.disk.clone(), table.entries);
                 }
                 Err(e) => log::debug!("no PARTUUIDs for {}: {e}", part.disk),
             }
@@ -355,6 +612,193 @@ mod tests {
             "{}",
             r.problems[0]
         );
+    }
+
+    /// MAPIO's layout: members by bare number.
+    fn mapio() -> Partitions {
+        Config::parse(include_str!("../configs/mapio.toml"), "mapio.toml")
+            .unwrap()
+            .partitions
+    }
+
+    /// A disk with partitions 1..=n and no names (eMMC tables often carry none).
+    fn numbered(disk: &str, sep: &str, n: u32) -> Vec<Partition> {
+        (1..=n)
+            .map(|i| fixtures::part(&format!("{disk}{sep}{i}"), disk, i, None))
+            .collect()
+    }
+
+    fn devs(r: &Resolved) -> [Option<&str>; 4] {
+        [&r.bootconfig, &r.system_a, &r.system_b, &r.persistent]
+            .map(|p| p.as_ref().map(|p| p.dev.as_str()))
+    }
+
+    const EMMC: [Option<&str>; 4] = [
+        Some("mmcblk0p1"),
+        Some("mmcblk0p2"),
+        Some("mmcblk0p3"),
+        Some("mmcblk0p4"),
+    ];
+
+    /// A second disk with two partitions used to make partitions 1 and 2
+    /// ambiguous (system_a unresolved, B boots): bare numbers are the boot
+    /// disk's, the only disk holding all of 1-4 here.
+    #[test]
+    fn bare_numbers_are_on_the_boot_disk() {
+        let mut found = numbered("mmcblk0", "p", 4);
+        found.extend(numbered("sda", "", 2));
+        let none = BootDiskHint::default();
+        let r = resolve_with(&found, &mapio(), &none);
+        assert_eq!(devs(&r), EMMC, "{:?}", r.problems);
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+        assert_eq!(r.boot_disk.as_deref(), Some("mmcblk0"));
+        assert!(all_present_with(&found, &mapio(), &none));
+        // Whichever disk the kernel lists first.
+        found.reverse();
+        assert_eq!(devs(&resolve(&found, &mapio())), EMMC);
+    }
+
+    /// Two disks that both hold 1-4: the bootloader's root= names the disk;
+    /// without any word, nothing is picked and the problem says why.
+    #[test]
+    fn root_names_the_boot_disk_of_two_full_ones() {
+        let mut found = numbered("sda", "", 4);
+        found.extend(numbered("mmcblk0", "p", 4));
+        let r = resolve(&found, &mapio());
+        assert_eq!(devs(&r), [None; 4]);
+        assert_eq!(r.boot_disk, None);
+        assert!(
+            r.problems[0].contains("/dev/sda2 and /dev/mmcblk0p2")
+                && r.problems[0].contains("nothing names the boot disk"),
+            "{:?}",
+            r.problems
+        );
+        for root in ["/dev/mmcblk0p3", "/dev/mmcblk0"] {
+            let hint = BootDiskHint {
+                root: Some(root.into()),
+                ..BootDiskHint::default()
+            };
+            let r = resolve_with(&found, &mapio(), &hint);
+            assert_eq!(devs(&r), EMMC, "{root}: {:?}", r.problems);
+        }
+        // By PARTUUID, as U-Boot's ${uuid} gives it.
+        found[5].uuid = Some("11111111-2222-3333-4444-555555555555".into());
+        let hint = BootDiskHint {
+            root: Some("PARTUUID=11111111-2222-3333-4444-555555555555".into()),
+            ..BootDiskHint::default()
+        };
+        assert_eq!(devs(&resolve_with(&found, &mapio(), &hint)), EMMC);
+        // An eMMC boot area holding the env names its disk.
+        let hint = BootDiskHint {
+            env_devices: vec!["/dev/mmcblk0boot1".into()],
+            ..BootDiskHint::default()
+        };
+        assert_eq!(devs(&resolve_with(&found, &mapio(), &hint)), EMMC);
+    }
+
+    /// root= naming a partition that is not there yet: bare numbers wait for
+    /// it instead of resolving on the disk that is.
+    #[test]
+    fn missing_boot_disk_is_waited_for() {
+        let found = numbered("sda", "", 4);
+        let hint = BootDiskHint {
+            root: Some("/dev/mmcblk0p2".into()),
+            ..BootDiskHint::default()
+        };
+        assert!(!all_present_with(&found, &mapio(), &hint));
+        assert!(!any_system_present_with(&found, &mapio(), &hint));
+        let r = resolve_with(&found, &mapio(), &hint);
+        assert_eq!(devs(&r), [None; 4]);
+        assert!(
+            r.problems[0].contains("root=/dev/mmcblk0p2 names no partition found"),
+            "{:?}",
+            r.problems
+        );
+        // Once it is there, only it counts.
+        let mut found = found;
+        found.extend(numbered("mmcblk0", "p", 3));
+        assert!(!all_present_with(&found, &mapio(), &hint));
+        let r = resolve_with(&found, &mapio(), &hint);
+        assert_eq!(r.persistent, None);
+        assert_eq!(r.system_a.unwrap().dev, "mmcblk0p2");
+        assert!(
+            r.problems[0].contains("partition 4 (persistent) is not on the boot disk mmcblk0"),
+            "{:?}",
+            r.problems
+        );
+    }
+
+    /// A member named by GPT name puts the boot disk where it is; members
+    /// by number then come from that disk.
+    #[test]
+    fn named_member_names_the_boot_disk() {
+        let mut names = mapio();
+        names.system_a = crate::config::PartSpec::name("rootfs-a");
+        let mut found = numbered("sda", "", 4);
+        let mut emmc = numbered("mmcblk0", "p", 4);
+        emmc[1].name = Some("rootfs-a".into());
+        found.extend(emmc);
+        let r = resolve_with(&found, &names, &BootDiskHint::default());
+        assert_eq!(devs(&r), EMMC, "{:?}", r.problems);
+        assert_eq!(r.boot_disk.as_deref(), Some("mmcblk0"));
+    }
+
+    /// The disk image of tests/fixtures/gpt/corrupt-primary.gpt at `path`.
+    fn write_corrupt_primary_disk(path: &Path) {
+        let stored = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/gpt/corrupt-primary.gpt"
+        ))
+        .unwrap();
+        let mut disk = vec![0u8; 8192 * 512];
+        disk[..34 * 512].copy_from_slice(&stored[..34 * 512]);
+        let tail = disk.len() - 33 * 512;
+        disk[tail..].copy_from_slice(&stored[34 * 512..]);
+        std::fs::write(path, disk).unwrap();
+    }
+
+    /// With a corrupt primary GPT and `gpt` on the cmdline the kernel made the
+    /// partitions from the alternate table: their PARTUUIDs are read from it.
+    #[test]
+    fn partuuids_from_the_alternate_gpt() {
+        let dev = tempfile::tempdir().unwrap();
+        // A disk name no host has, so the sector size defaults to 512.
+        let disk = "slotinit-test-vdz";
+        write_corrupt_primary_disk(&dev.path().join(disk));
+        let fresh = || -> Vec<Partition> {
+            (1..=3)
+                .map(|n| fixtures::part(&format!("{disk}{n}"), disk, n, None))
+                .collect()
+        };
+        let want: Vec<String> = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/gpt/corrupt-primary.partuuids"
+        ))
+        .unwrap()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+        let mut found = fresh();
+        read_uuids(&mut found, dev.path(), true, &mut Default::default());
+        let got: Vec<String> = found.iter().filter_map(|p| p.uuid.clone()).collect();
+        assert_eq!(got, want);
+        // Without `gpt` the kernel reads no table of this disk, nor does slotinit.
+        let mut found = fresh();
+        read_uuids(&mut found, dev.path(), false, &mut Default::default());
+        assert!(found.iter().all(|p| p.uuid.is_none()));
+    }
+
+    #[test]
+    fn hint_from_cmdline_and_config() {
+        let mut config = Config::default();
+        config.bootstate.fw_env = vec!["# c".into(), "/dev/mmcblk0boot1 0x3e0000 0x20000".into()];
+        let c = Cmdline::parse(b"root=/dev/mmcblk0p2 ro");
+        let h = BootDiskHint::new(&c, &config);
+        assert_eq!(h.root.as_deref(), Some("/dev/mmcblk0p2"));
+        assert_eq!(h.env_devices, ["/dev/mmcblk0boot1"]);
+        // Two parties disagreeing on root= name no disk.
+        let c = Cmdline::parse(b"root=/dev/mmcblk0p2 root=/dev/sda2");
+        assert_eq!(BootDiskHint::new(&c, &config).root, None);
     }
 
     #[test]

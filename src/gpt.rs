@@ -1,6 +1,7 @@
 //! GPT reading: the unique partition GUIDs (PARTUUID) the kernel does not put in
 //! its uevents. Pure parsing of the header and entry array with their CRCs, and
-//! a thin reader of the primary table of a disk.
+//! [`find_valid`], which picks the table the kernel's partition scan picked:
+//! block/partitions/efi.c `find_valid_gpt()` and `is_gpt_valid()`.
 //!
 //! Hand-written rather than the `gpt` crate: slotinit needs only the entries'
 //! GUIDs and names of a table it never writes, and the parser stays a few dozen
@@ -32,11 +33,38 @@ pub enum GptError {
     Malformed(&'static str),
     #[error("GPT entry array CRC mismatch")]
     EntriesCrc,
+    #[error("no protective MBR (and no `gpt` on the kernel cmdline)")]
+    NoProtectiveMbr,
+    #[error("GPT header at LBA {at} names LBA {my_lba} as its own")]
+    MyLba { at: u64, my_lba: u64 },
+    #[error("GPT usable LBAs {first}..={last} are not within the disk's {last_lba}")]
+    UsableLbas {
+        first: u64,
+        last: u64,
+        last_lba: u64,
+    },
+    #[error("GPT {0} lies beyond the end of the disk")]
+    BeyondDisk(&'static str),
+    #[error("cannot read the disk: {0}")]
+    Io(String),
+    #[error("primary GPT: {primary}; {}", alternate.as_ref().map_or_else(
+        || "alternate GPT not read (the kernel reads it only with `gpt` on its cmdline)".to_string(),
+        |e| format!("alternate GPT: {e}")))]
+    NoValidTable {
+        primary: Box<GptError>,
+        alternate: Option<Box<GptError>>,
+    },
 }
 
 /// Where the entry array is, from a valid header (LBA 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
+    /// The LBA this header says it is at (`my_lba`).
+    pub my_lba: u64,
+    /// Where the other copy is (`alternate_lba`).
+    pub alternate_lba: u64,
+    pub first_usable_lba: u64,
+    pub last_usable_lba: u64,
     pub entries_lba: u64,
     pub count: u32,
     pub entry_size: u32,
@@ -70,6 +98,10 @@ pub fn parse_header(block: &[u8]) -> Result<Header, GptError> {
         return Err(GptError::HeaderCrc);
     }
     let header = Header {
+        my_lba: le64(block, 24),
+        alternate_lba: le64(block, 32),
+        first_usable_lba: le64(block, 40),
+        last_usable_lba: le64(block, 48),
         entries_lba: le64(block, 72),
         count: le32(block, 80),
         entry_size: le32(block, 84),
@@ -121,7 +153,158 @@ pub fn parse_entries(header: &Header, array: &[u8]) -> Result<Vec<Entry>, GptErr
     Ok(out)
 }
 
-/// Reads the primary GPT of a disk device (or image) with `sector`-byte blocks.
+/// Which copy of the table the entries came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Which {
+    Primary,
+    Alternate,
+}
+
+/// The table the kernel uses for a disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Table {
+    pub which: Which,
+    pub entries: Vec<Entry>,
+}
+
+const PRIMARY_LBA: u64 = 1;
+
+/// Reads `buf.len()` bytes at byte `offset`.
+fn read_at<D: Read + Seek>(dev: &mut D, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+    dev.seek(SeekFrom::Start(offset))?;
+    dev.read_exact(buf)
+}
+
+/// `is_pmbr_valid()`: the MBR signature and a record of type 0xEE starting at
+/// LBA 1 (a protective or a hybrid MBR; the size is only warned about).
+pub fn is_pmbr_valid(mbr: &[u8]) -> bool {
+    if mbr.len() < 512 || mbr[510..512] != [0x55, 0xaa] {
+        return false;
+    }
+    (0..4).any(|i| {
+        let record = &mbr[446 + 16 * i..446 + 16 * (i + 1)];
+        record[4] == 0xee && le32(record, 8) == 1
+    })
+}
+
+/// `is_gpt_valid()` at `lba`: header signature, size, CRC, `my_lba`, usable
+/// range within the disk, 128-byte entries, the entry array readable within
+/// the disk, not empty, and its CRC.
+fn is_gpt_valid<D: Read + Seek>(
+    dev: &mut D,
+    sector: u64,
+    lba: u64,
+    last_lba: u64,
+) -> Result<Vec<Entry>, GptError> {
+    // read_lba() reads nothing beyond the last LBA.
+    if lba > last_lba {
+        return Err(GptError::BeyondDisk("header"));
+    }
+    let io = |e: std::io::Error| GptError::Io(e.to_string());
+    let mut block = vec![0u8; sector as usize];
+    let offset = lba
+        .checked_mul(sector)
+        .ok_or(GptError::BeyondDisk("header"))?;
+    read_at(dev, offset, &mut block).map_err(io)?;
+    let header = parse_header(&block)?;
+    if header.my_lba != lba {
+        return Err(GptError::MyLba {
+            at: lba,
+            my_lba: header.my_lba,
+        });
+    }
+    let (first, last) = (header.first_usable_lba, header.last_usable_lba);
+    if first > last_lba || last > last_lba || last < first {
+        return Err(GptError::UsableLbas {
+            first,
+            last,
+            last_lba,
+        });
+    }
+    // alloc_read_gpt_entries(): an empty array is no table, and all of it must
+    // be read from within the disk.
+    let len = u64::from(header.count) * u64::from(header.entry_size);
+    if len == 0 {
+        return Err(GptError::Malformed("no partition entries"));
+    }
+    let start = header
+        .entries_lba
+        .checked_mul(sector)
+        .ok_or(GptError::BeyondDisk("entry array"))?;
+    let disk_end = (last_lba + 1).saturating_mul(sector);
+    if header.entries_lba > last_lba || start.saturating_add(len) > disk_end {
+        return Err(GptError::BeyondDisk("entry array"));
+    }
+    let mut array = vec![0u8; len as usize];
+    read_at(dev, start, &mut array).map_err(io)?;
+    parse_entries(&header, &array)
+}
+
+/// The table the kernel's partition scan uses, `find_valid_gpt()` of
+/// block/partitions/efi.c step by step: without `gpt` on the kernel cmdline
+/// (`force_gpt`) the MBR must be protective (or hybrid); the primary table at
+/// LBA 1 wins whenever it is valid; only with `force_gpt` is the alternate at
+/// the last LBA read when the primary is not. (Its last resort, a sector the
+/// block driver names via `alternative_gpt_sector`, exists for NVIDIA Tegra
+/// eMMC only and is not modelled.) `dev` is the whole disk, `sector` its
+/// logical block size.
+pub fn find_valid<D: Read + Seek>(
+    dev: &mut D,
+    sector: u64,
+    force_gpt: bool,
+) -> Result<Table, GptError> {
+    if !(512..=65536).contains(&sector) {
+        return Err(GptError::Malformed("logical block size"));
+    }
+    let bytes = dev
+        .seek(SeekFrom::End(0))
+        .map_err(|e| GptError::Io(e.to_string()))?;
+    // last_lba(): the disk's size in blocks, less one.
+    let last_lba = (bytes / sector)
+        .checked_sub(1)
+        .ok_or(GptError::BeyondDisk("header"))?;
+    if !force_gpt {
+        let mut mbr = [0u8; 512];
+        read_at(dev, 0, &mut mbr).map_err(|e| GptError::Io(e.to_string()))?;
+        if !is_pmbr_valid(&mbr) {
+            return Err(GptError::NoProtectiveMbr);
+        }
+    }
+    let primary = match is_gpt_valid(dev, sector, PRIMARY_LBA, last_lba) {
+        Ok(entries) => {
+            return Ok(Table {
+                which: Which::Primary,
+                entries,
+            })
+        }
+        Err(e) => e,
+    };
+    if !force_gpt {
+        return Err(GptError::NoValidTable {
+            primary: Box::new(primary),
+            alternate: None,
+        });
+    }
+    match is_gpt_valid(dev, sector, last_lba, last_lba) {
+        Ok(entries) => Ok(Table {
+            which: Which::Alternate,
+            entries,
+        }),
+        Err(alternate) => Err(GptError::NoValidTable {
+            primary: Box::new(primary),
+            alternate: Some(Box::new(alternate)),
+        }),
+    }
+}
+
+/// [`find_valid`] of a disk device (or image) with `sector`-byte blocks.
+pub fn read_as_kernel(disk: &Path, sector: u64, force_gpt: bool) -> Result<Table, String> {
+    let mut f = std::fs::File::open(disk).map_err(|e| format!("{}: open: {e}", disk.display()))?;
+    find_valid(&mut f, sector, force_gpt).map_err(|e| format!("{}: {e}", disk.display()))
+}
+
+/// Reads the primary GPT of a disk device (or image) with `sector`-byte blocks,
+/// with the parsers' checks only; the boot uses [`read_as_kernel`].
 pub fn read(disk: &Path, sector: u64) -> Result<Vec<Entry>, String> {
     let fail = |what: &str, e: &dyn std::fmt::Display| format!("{}: {what}: {e}", disk.display());
     let mut f = std::fs::File::open(disk).map_err(|e| fail("open", &e))?;
@@ -250,6 +433,145 @@ mod tests {
         let img = dir.path().join("disk");
         std::fs::write(&img, &data).unwrap();
         assert!(read(&img, 512).is_err());
+    }
+
+    /// tests/fixtures/gpt/corrupt-primary.gpt put back at both ends of its disk.
+    fn corrupt_primary_disk() -> Vec<u8> {
+        let stored = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/gpt/corrupt-primary.gpt"
+        ))
+        .unwrap();
+        assert_eq!(stored.len(), (34 + 33) * 512);
+        let mut disk = vec![0u8; 8192 * 512];
+        disk[..34 * 512].copy_from_slice(&stored[..34 * 512]);
+        let tail = disk.len() - 33 * 512;
+        disk[tail..].copy_from_slice(&stored[34 * 512..]);
+        disk
+    }
+
+    fn uuids(table: &Table) -> Vec<String> {
+        table.entries.iter().map(|e| e.uuid.clone()).collect()
+    }
+
+    fn oracle(name: &str) -> Vec<String> {
+        let path = format!("{}/tests/fixtures/gpt/{name}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(path).unwrap();
+        text.split_whitespace().map(str::to_string).collect()
+    }
+
+    /// A corrupt primary header: with `gpt` on the cmdline the kernel reads
+    /// the alternate at the last LBA, so slotinit reads the same PARTUUIDs;
+    /// without it the kernel makes no partitions of the disk and neither
+    /// table counts.
+    #[test]
+    fn corrupt_primary_uses_the_alternate_only_with_force_gpt() {
+        let disk = corrupt_primary_disk();
+        let table = find_valid(&mut std::io::Cursor::new(&disk), 512, true).unwrap();
+        assert_eq!(table.which, Which::Alternate);
+        assert_eq!(uuids(&table), oracle("corrupt-primary.partuuids"));
+        let names: Vec<&str> = table.entries.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["bootconfig", "system_a", "system_b"]);
+        match find_valid(&mut std::io::Cursor::new(&disk), 512, false) {
+            Err(GptError::NoValidTable {
+                primary,
+                alternate: None,
+            }) => assert_eq!(*primary, GptError::NoSignature),
+            other => panic!("{other:?}"),
+        }
+        // The same through a file, as the boot reads /dev/<disk>.
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("disk");
+        std::fs::write(&img, &disk).unwrap();
+        let table = read_as_kernel(&img, 512, true).unwrap();
+        assert_eq!(uuids(&table), oracle("corrupt-primary.partuuids"));
+        let err = read_as_kernel(&img, 512, false).unwrap_err();
+        assert!(err.contains("alternate GPT not read"), "{err}");
+    }
+
+    /// The primary with a bad CRC (instead of zeroed) falls back the same way;
+    /// a valid primary always wins, even over a valid alternate.
+    #[test]
+    fn valid_primary_wins_and_bad_crc_falls_back() {
+        let mut disk = corrupt_primary_disk();
+        // Rebuild a valid primary from the alternate, as sgdisk would.
+        let last = 8191usize;
+        let mut header = disk[last * 512..last * 512 + 512].to_vec();
+        header[24..32].copy_from_slice(&1u64.to_le_bytes());
+        header[32..40].copy_from_slice(&(last as u64).to_le_bytes());
+        header[72..80].copy_from_slice(&2u64.to_le_bytes());
+        header[16..20].fill(0);
+        let crc = crc32fast::hash(&header[..92]);
+        header[16..20].copy_from_slice(&crc.to_le_bytes());
+        disk[512..1024].copy_from_slice(&header);
+        let table = find_valid(&mut std::io::Cursor::new(&disk), 512, true).unwrap();
+        assert_eq!(table.which, Which::Primary);
+        assert_eq!(uuids(&table), oracle("corrupt-primary.partuuids"));
+        assert_eq!(
+            find_valid(&mut std::io::Cursor::new(&disk), 512, false)
+                .unwrap()
+                .which,
+            Which::Primary
+        );
+        disk[512 + 40] ^= 1;
+        let table = find_valid(&mut std::io::Cursor::new(&disk), 512, true).unwrap();
+        assert_eq!(table.which, Which::Alternate);
+        // Both copies bad: nothing, and both reasons named.
+        disk[last * 512 + 40] ^= 1;
+        let err = find_valid(&mut std::io::Cursor::new(&disk), 512, true).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "primary GPT: GPT header CRC mismatch; alternate GPT: GPT header CRC mismatch"
+        );
+    }
+
+    /// is_gpt_valid()'s checks beyond the CRCs: the header must name the LBA it
+    /// was read from, and its usable range must lie within the disk.
+    #[test]
+    fn header_must_sit_where_it_says() {
+        let mut disk = corrupt_primary_disk();
+        // The alternate's own header copied to LBA 1 keeps my_lba = 8191.
+        disk.copy_within(8191 * 512..8192 * 512, 512);
+        let err = find_valid(&mut std::io::Cursor::new(&disk), 512, false).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("GPT header at LBA 1 names LBA 8191 as its own"),
+            "{err}"
+        );
+        // A disk cut short: the alternate is not at the new last LBA, and the
+        // primary's usable range runs past the end.
+        let short = &disk[..4096 * 512];
+        let err = find_valid(&mut std::io::Cursor::new(short), 512, true).unwrap_err();
+        assert!(
+            err.to_string().contains("alternate GPT: no GPT signature"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn protective_mbr_is_required_without_force_gpt() {
+        let mut disk = corrupt_primary_disk();
+        assert!(is_pmbr_valid(&disk[..512]));
+        disk[446 + 4] = 0x83;
+        assert!(!is_pmbr_valid(&disk[..512]));
+        assert_eq!(
+            find_valid(&mut std::io::Cursor::new(&disk), 512, false),
+            Err(GptError::NoProtectiveMbr)
+        );
+        // With `gpt` the MBR is not looked at.
+        assert!(find_valid(&mut std::io::Cursor::new(&disk), 512, true).is_ok());
+        assert!(!is_pmbr_valid(&[0u8; 100]));
+    }
+
+    #[test]
+    fn tiny_or_odd_disks_are_errors() {
+        for (len, sector) in [(0usize, 512u64), (511, 512), (4096, 100), (4096, 1 << 20)] {
+            let disk = vec![0u8; len];
+            assert!(
+                find_valid(&mut std::io::Cursor::new(&disk), sector, true).is_err(),
+                "{len} {sector}"
+            );
+        }
     }
 
     #[test]

@@ -3,6 +3,11 @@
 //! the Raspberry Pi firmware's device-tree partition); the first that speaks
 //! gives the hint. Pure: the cmdline, the partitions and the device-tree value
 //! come in as values.
+//!
+//! A key given twice with different values (`uboot/boot.cmd` appending the
+//! env's `extra_bootargs` after its own `rauc.slot=`) is not taken from the
+//! later party: that source speaks, but names no slot, and the decision falls
+//! back to the boot state's order as if the bootloader had said nothing usable.
 
 use crate::cmdline::Cmdline;
 use crate::config::PartRef;
@@ -66,17 +71,49 @@ fn describe(hint: &Hint) -> String {
     }
 }
 
+/// The one value of `key`: Err(hint) naming every value when they differ.
+fn single<'a>(f: &Facts<'a>, key: &str) -> Result<Option<&'a str>, Hint> {
+    let values = f.cmdline.values(key);
+    match values.first() {
+        Some(first) if values.iter().any(|v| v != first) => {
+            let listed: Vec<String> = values.iter().map(|v| format!("{v:?}")).collect();
+            Err(Hint {
+                slot: None,
+                source: format!(
+                    "{key}= given {} times with different values ({}), a conflict",
+                    values.len(),
+                    listed.join(", ")
+                ),
+            })
+        }
+        first => Ok(first.copied()),
+    }
+}
+
 fn ask(kind: SourceKind, f: &Facts) -> Option<Hint> {
+    let key = match kind {
+        SourceKind::Rauc => f.rauc_key,
+        SourceKind::Root => "root",
+        SourceKind::Android => "androidboot.slot_suffix",
+        SourceKind::Devicetree => "",
+    };
+    let raw = match kind {
+        SourceKind::Devicetree => None,
+        _ => match single(f, key) {
+            Ok(raw) => raw,
+            Err(conflict) => return Some(conflict),
+        },
+    };
     match kind {
         SourceKind::Rauc => {
-            let raw = f.cmdline.get(f.rauc_key)?;
+            let raw = raw?;
             Some(Hint {
                 slot: f.names.slot(raw),
                 source: format!("{}={raw:?}", f.rauc_key),
             })
         }
         SourceKind::Root => {
-            let raw = f.cmdline.get("root")?;
+            let raw = raw?;
             let r = if let Some(label) = raw.strip_prefix("PARTLABEL=") {
                 PartRef::Name(label.to_string())
             } else if let Some(uuid) = raw.strip_prefix("PARTUUID=") {
@@ -101,7 +138,7 @@ fn ask(kind: SourceKind, f: &Facts) -> Option<Hint> {
             })
         }
         SourceKind::Android => {
-            let raw = f.cmdline.get("androidboot.slot_suffix")?;
+            let raw = raw?;
             let slot = match raw {
                 "_a" => Some(Slot::A),
                 "_b" => Some(Slot::B),
@@ -264,6 +301,38 @@ mod tests {
                 "slot source Devicetree: silent",
                 "slot source Rauc: rauc.slot=\"A\" -> slot a"
             ]
+        );
+    }
+
+    /// Two parties setting one key: the later one does not win; the source
+    /// speaks (the order stops there) but names no slot, and says why.
+    #[test]
+    fn conflicting_values_are_no_hint() {
+        let cases: &[(&str, &str)] = &[
+            ("rauc.slot=A rauc.slot=B", "rauc.slot= given 2 times"),
+            ("rauc.slot=A console=x rauc.slot=B", "(\"A\", \"B\")"),
+            ("root=/dev/vda4 root=/dev/vda5", "root= given 2 times"),
+            (
+                "androidboot.slot_suffix=_a androidboot.slot_suffix=_b",
+                "androidboot.slot_suffix= given 2 times",
+            ),
+        ];
+        for (cmdline, needle) in cases {
+            let h = hint(cmdline, Some(3)).unwrap_or_else(|| panic!("{cmdline}: silent"));
+            assert_eq!(h.slot, None, "{cmdline}");
+            assert!(h.source.contains(needle), "{cmdline}: {}", h.source);
+        }
+        // The same value twice is one word.
+        assert_eq!(
+            hint("rauc.slot=B rauc.slot=B", None).unwrap().slot,
+            Some(Slot::B)
+        );
+        // A conflict in a later source does not matter once an earlier one spoke.
+        assert_eq!(
+            hint("rauc.slot=A root=/dev/vda4 root=/dev/vda5", None)
+                .unwrap()
+                .slot,
+            Some(Slot::A)
         );
     }
 

@@ -2,7 +2,7 @@
 //! every event triggers a fresh read of sysfs, which is the authority on what exists.
 
 use crate::config::Partitions;
-use crate::devices::{self, Partition};
+use crate::devices::{self, BootDiskHint, Partition};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{
     bind, recv, socket, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType,
@@ -70,9 +70,23 @@ pub struct WaitResult {
     pub timed_out: bool,
 }
 
+/// What the wait looks for.
+pub struct Lookup<'a> {
+    pub names: &'a Partitions,
+    /// Which disk bare partition numbers are on ([`devices::boot_disk`]).
+    pub hint: &'a BootDiskHint,
+    /// Where the disks' nodes are, when PARTUUIDs must be read from their GPTs.
+    pub gpt_dev: Option<&'a Path>,
+    /// `gpt` on the kernel cmdline ([`crate::cmdline::Cmdline::force_gpt`]): the
+    /// kernel then uses the alternate GPT when the primary is invalid.
+    pub force_gpt: bool,
+}
+
 /// Waits until every member of the layout is present, or until a system
 /// partition is present and the block layer stayed quiet for `settle` (what is
-/// missing then is absent), or until `timeout`.
+/// missing then is absent), or until `timeout`. Bare partition numbers count
+/// only on no particular disk and the primary GPT only: [`wait_for`] takes the
+/// boot disk and `gpt` into account.
 pub fn wait_for_partitions(
     listener: &Listener,
     sys: &Path,
@@ -81,6 +95,27 @@ pub fn wait_for_partitions(
     settle: Duration,
     gpt_dev: Option<&Path>,
 ) -> WaitResult {
+    let hint = BootDiskHint::default();
+    let lookup = Lookup {
+        names,
+        hint: &hint,
+        gpt_dev,
+        force_gpt: false,
+    };
+    wait_for(listener, sys, &lookup, timeout, settle)
+}
+
+/// Waits until every member of the layout is present (bare numbers on the boot
+/// disk), or until a system partition is present and the block layer stayed
+/// quiet for `settle` (what is missing then is absent), or until `timeout`.
+pub fn wait_for(
+    listener: &Listener,
+    sys: &Path,
+    lookup: &Lookup,
+    timeout: Duration,
+    settle: Duration,
+) -> WaitResult {
+    let names = lookup.names;
     let deadline = Instant::now() + timeout;
     let mut gpt_cache = std::collections::HashMap::new();
     loop {
@@ -89,10 +124,10 @@ pub fn wait_for_partitions(
             Vec::new()
         });
         // PARTUUIDs are not in uevents: read them from the GPTs when needed.
-        if let Some(dev) = gpt_dev {
-            devices::read_uuids(&mut partitions, dev, &mut gpt_cache);
+        if let Some(dev) = lookup.gpt_dev {
+            devices::read_uuids(&mut partitions, dev, lookup.force_gpt, &mut gpt_cache);
         }
-        if devices::all_present(&partitions, names) {
+        if devices::all_present_with(&partitions, names, lookup.hint) {
             return WaitResult {
                 partitions,
                 complete: true,
@@ -108,7 +143,7 @@ pub fn wait_for_partitions(
             };
         }
         let left = deadline - now;
-        let found_system = devices::any_system_present(&partitions, names);
+        let found_system = devices::any_system_present_with(&partitions, names, lookup.hint);
         let wait = if found_system { settle.min(left) } else { left };
         if !listener.wait(wait) && found_system {
             return WaitResult {
@@ -117,5 +152,100 @@ pub fn wait_for_partitions(
                 timed_out: false,
             };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sysfs tree with `disk` holding partitions 1..=n (no names).
+    fn add_disk(sys: &Path, disk: &str, sep: &str, n: u32) {
+        let dir = sys.join("devices/platform").join(disk);
+        let class = sys.join("class/block");
+        std::fs::create_dir_all(&class).unwrap();
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("uevent"),
+            format!("DEVNAME={disk}\nDEVTYPE=disk\n"),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(&dir, class.join(disk)).unwrap();
+        for i in 1..=n {
+            let part = format!("{disk}{sep}{i}");
+            std::fs::create_dir_all(dir.join(&part)).unwrap();
+            std::fs::write(
+                dir.join(&part).join("uevent"),
+                format!("DEVNAME={part}\nDEVTYPE=partition\nPARTN={i}\n"),
+            )
+            .unwrap();
+            std::os::unix::fs::symlink(dir.join(&part), class.join(&part)).unwrap();
+        }
+    }
+
+    fn mapio() -> Partitions {
+        crate::config::Config::parse(include_str!("../configs/mapio.toml"), "mapio.toml")
+            .unwrap()
+            .partitions
+    }
+
+    /// MAPIO's members by number with a USB stick of two partitions: the wait
+    /// completes on the eMMC alone and every member resolves there.
+    #[test]
+    fn second_disk_does_not_confuse_the_wait() {
+        let sys = tempfile::tempdir().unwrap();
+        add_disk(sys.path(), "mmcblk0", "p", 4);
+        add_disk(sys.path(), "sda", "", 2);
+        let names = mapio();
+        let hint = BootDiskHint::default();
+        let lookup = Lookup {
+            names: &names,
+            hint: &hint,
+            gpt_dev: None,
+            force_gpt: false,
+        };
+        let listener = Listener { fd: None };
+        let waited = wait_for(
+            &listener,
+            sys.path(),
+            &lookup,
+            Duration::from_millis(200),
+            Duration::from_millis(10),
+        );
+        assert!(waited.complete && !waited.timed_out);
+        let r = devices::resolve_with(&waited.partitions, &names, &hint);
+        assert_eq!(r.system_a.map(|p| p.dev).as_deref(), Some("mmcblk0p2"));
+        assert_eq!(r.system_b.map(|p| p.dev).as_deref(), Some("mmcblk0p3"));
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+    }
+
+    /// root= names a disk that is not there: the wait does not settle on the
+    /// disk that is, and ends at the timeout with nothing resolved.
+    #[test]
+    fn wait_holds_out_for_the_disk_root_names() {
+        let sys = tempfile::tempdir().unwrap();
+        add_disk(sys.path(), "sda", "", 4);
+        let names = mapio();
+        let hint = BootDiskHint {
+            root: Some("/dev/mmcblk0p2".into()),
+            ..BootDiskHint::default()
+        };
+        let lookup = Lookup {
+            names: &names,
+            hint: &hint,
+            gpt_dev: None,
+            force_gpt: false,
+        };
+        let waited = wait_for(
+            &Listener { fd: None },
+            sys.path(),
+            &lookup,
+            Duration::from_millis(120),
+            Duration::from_millis(10),
+        );
+        assert!(!waited.complete && waited.timed_out);
+        let r = devices::resolve_with(&waited.partitions, &names, &hint);
+        assert_eq!(r.system_a, None);
+        assert_eq!(r.system_b, None);
     }
 }

@@ -91,7 +91,10 @@ fn seed_fixtures() {
     }
     failed.extend(replay(
         checks::gpt,
-        &[root().join("tests/fixtures/gpt/rpi.gpt")],
+        &[
+            root().join("tests/fixtures/gpt/rpi.gpt"),
+            root().join("tests/fixtures/gpt/corrupt-primary.gpt"),
+        ],
     ));
     let configs = files(&root().join("configs"));
     assert!(!configs.is_empty());
