@@ -61,7 +61,10 @@ pub fn run() -> ! {
     ensure_console();
     let cmdline_text = std::fs::read("/proc/cmdline").unwrap_or_default();
     let cmdline = Cmdline::parse(&cmdline_text);
-    let args = BootArgs::from_cmdline(&cmdline);
+    let mut args = BootArgs::from_cmdline(&cmdline);
+    // What the kernel really handed PID 1 (`single`, the words after `--`),
+    // for the system's init; BootArgs' own list is the model of it.
+    args.init_argv = crate::cmdline::kernel_init_argv(std::env::args_os());
     kmsg::init_kmsg(if args.debug {
         LevelFilter::Debug
     } else {
@@ -98,7 +101,7 @@ pub fn run() -> ! {
     timer.stage(&mut handoff, "setup");
 
     let listener = uevent::Listener::open();
-    let report = modules::load_all(Path::new(modules::LOAD_LIST));
+    let report = modules::load_all_with(Path::new(modules::LOAD_LIST), &cmdline.module_options());
     log::info!(
         "modules: {} loaded, {} already present, {} failed",
         report.loaded,
@@ -110,13 +113,19 @@ pub fn run() -> ! {
         .extend(report.failed.iter().map(|f| format!("module {f}")));
     timer.stage(&mut handoff, "modules");
 
-    let waited = uevent::wait_for_partitions(
+    // Bare partition numbers are on the disk the bootloader's word names.
+    let boot_disk = devices::BootDiskHint::new(&cmdline, &config);
+    let waited = uevent::wait_for(
         &listener,
         Path::new("/sys"),
-        &config.partitions,
+        &uevent::Lookup {
+            names: &config.partitions,
+            hint: &boot_disk,
+            gpt_dev: needs_uuids(&config, &cmdline).then_some(Path::new("/dev")),
+            force_gpt: cmdline.force_gpt(),
+        },
         Duration::from_millis(config.boot.device_timeout_ms),
         Duration::from_millis(config.boot.settle_ms),
-        needs_uuids(&config, &cmdline).then_some(Path::new("/dev")),
     );
     drop(listener);
     if waited.timed_out {
@@ -128,7 +137,7 @@ pub fn run() -> ! {
         log::error!("{message}");
         handoff.errors.push(message);
     }
-    let resolved = devices::resolve(&waited.partitions, &config.partitions);
+    let resolved = devices::resolve_with(&waited.partitions, &config.partitions, &boot_disk);
     for problem in &resolved.problems {
         log::warn!("{problem}");
         handoff.warnings.push(problem.clone());

@@ -50,11 +50,6 @@ pub fn params_for(module: &str, options: &[ModuleOption]) -> String {
         .join(" ")
 }
 
-/// Loads every module of the list in order, without cmdline options.
-pub fn load_all(list: &Path) -> LoadReport {
-    load_all_with(list, &[])
-}
-
 /// Loads every module of the list in order, each with its cmdline `options`
 /// ([`crate::cmdline::Cmdline::module_options`]). A failure is logged and the
 /// rest still load: a missing filesystem module must not stop the disk driver.

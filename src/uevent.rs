@@ -82,29 +82,6 @@ pub struct Lookup<'a> {
     pub force_gpt: bool,
 }
 
-/// Waits until every member of the layout is present, or until a system
-/// partition is present and the block layer stayed quiet for `settle` (what is
-/// missing then is absent), or until `timeout`. Bare partition numbers count
-/// only on no particular disk and the primary GPT only: [`wait_for`] takes the
-/// boot disk and `gpt` into account.
-pub fn wait_for_partitions(
-    listener: &Listener,
-    sys: &Path,
-    names: &Partitions,
-    timeout: Duration,
-    settle: Duration,
-    gpt_dev: Option<&Path>,
-) -> WaitResult {
-    let hint = BootDiskHint::default();
-    let lookup = Lookup {
-        names,
-        hint: &hint,
-        gpt_dev,
-        force_gpt: false,
-    };
-    wait_for(listener, sys, &lookup, timeout, settle)
-}
-
 /// Waits until every member of the layout is present (bare numbers on the boot
 /// disk), or until a system partition is present and the block layer stayed
 /// quiet for `settle` (what is missing then is absent), or until `timeout`.
