@@ -719,6 +719,44 @@ mod tests {
         }
     }
 
+    /// devices::slot_dir: its test lives here, beside the plan that uses it.
+    #[test]
+    fn slot_dirs_differ_whatever_the_names() {
+        use crate::devices::{fixtures, slot_dir, Resolved};
+        use crate::slot::Slot;
+        let with = |a: Option<&str>, b: Option<&str>| Resolved {
+            system_a: Some(fixtures::part("mmcblk0p2", "mmcblk0", 2, a)),
+            system_b: Some(fixtures::part("mmcblk0p3", "mmcblk0", 3, b)),
+            ..Resolved::default()
+        };
+        let cases: &[(Option<&str>, Option<&str>, &str, &str)] = &[
+            // rpi-image-gen: the lowercased PARTLABEL.
+            (Some("SYSTEM_A"), Some("system_b"), "system_a", "system_b"),
+            (Some("rootA"), Some("rootB"), "roota", "rootb"),
+            // One name twice (or twice up to case): the role names.
+            (Some("rootfs"), Some("rootfs"), "system_a", "system_b"),
+            (Some("RootFS"), Some("rootfs"), "system_a", "system_b"),
+            (Some(""), Some(""), "system_a", "system_b"),
+            (None, None, "system_a", "system_b"),
+            // A name that is the other slot's role name.
+            (Some("system_b"), None, "system_a", "system_b"),
+            (Some(".."), Some("."), "system_a", "system_b"),
+            (Some("a/b"), Some("x"), "system_a", "x"),
+        ];
+        for (a, b, want_a, want_b) in cases {
+            let r = with(*a, *b);
+            assert_eq!(
+                (slot_dir(&r, Slot::A), slot_dir(&r, Slot::B)),
+                (want_a.to_string(), want_b.to_string()),
+                "{a:?} {b:?}"
+            );
+        }
+        // The other slot's partition missing: its role name is what it would use.
+        let mut r = with(Some("rootfs"), None);
+        r.system_b = None;
+        assert_eq!(slot_dir(&r, Slot::A), "rootfs");
+    }
+
     #[test]
     fn beneath_is_by_component() {
         assert_eq!(strip_beneath("a/b/c", "a/b"), Some("c"));
