@@ -222,6 +222,18 @@ fn fd_path(fd: &impl AsRawFd) -> String {
     format!("/proc/self/fd/{}", fd.as_raw_fd())
 }
 
+/// Where to point mount(2) at what `fd` holds: its /proc magic link, or, without
+/// /proc, `checked` itself: the walk that opened `fd` found no symlink on it and
+/// nothing else runs in the initramfs to plant one since. A missing /proc must
+/// not make the system unmountable.
+fn mount_path(fd: &impl AsRawFd, checked: &Path) -> std::path::PathBuf {
+    if Path::new("/proc/self/fd").is_dir() {
+        fd_path(fd).into()
+    } else {
+        checked.to_path_buf()
+    }
+}
+
 /// Removes the name `tmp` in `dir`, whatever it is (a FIFO, a hard link to a file
 /// elsewhere, a symlink): only the name goes, nothing behind it is opened. A
 /// directory there is an error.
@@ -371,7 +383,8 @@ impl Sys for Real {
         let data = (!data.is_empty()).then_some(data);
         // Mounting on the magic link mounts on the inode the walk found.
         let at = open_target(target)?;
-        nix::mount::mount(Some(source), fd_path(&at).as_str(), fstype, flags, data).map_err(nix_err)
+        nix::mount::mount(Some(source), &mount_path(&at, target), fstype, flags, data)
+            .map_err(nix_err)
     }
 
     fn mkdir(&mut self, path: &Path, mode: u32) -> io::Result<()> {
@@ -408,16 +421,17 @@ impl Sys for Real {
         }
         // The fd pins the exact inode found without following links; the kernel's
         // magic link resolves to it, whatever the path now says.
-        let source = fd_path(&fd);
+        let source = mount_path(&fd, &root.join(path));
         let at = open_target(target)?;
         log::debug!(
-            "bind {}/{path} ({source}) on {}",
+            "bind {}/{path} ({}) on {}",
             root.display(),
+            source.display(),
             target.display()
         );
         nix::mount::mount(
-            Some(source.as_str()),
-            fd_path(&at).as_str(),
+            Some(&source),
+            &mount_path(&at, target),
             None::<&str>,
             MsFlags::MS_BIND,
             None::<&str>,
@@ -464,14 +478,33 @@ impl Sys for Real {
                 ))
             }
         }
-        // The magic link reopens exactly the inode checked above.
-        let fd = openat(
+        // The magic link reopens exactly the inode checked above; without /proc,
+        // the name is opened again and must still be that inode.
+        let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
+        let fd = match openat(
             nix::fcntl::AT_FDCWD,
             fd_path(&path_fd).as_str(),
-            OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
+            flags,
             Mode::empty(),
-        )
-        .map_err(nix_err)?;
+        ) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) => {
+                let fd = openat(&dir, *name, flags | OFlag::O_NOFOLLOW, Mode::empty())
+                    .map_err(nix_err)?;
+                let (was, is) = (
+                    fstat(&path_fd).map_err(nix_err)?,
+                    fstat(&fd).map_err(nix_err)?,
+                );
+                if (was.st_dev, was.st_ino) != (is.st_dev, is.st_ino) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "replaced while it was read",
+                    ));
+                }
+                fd
+            }
+            Err(e) => return Err(nix_err(e)),
+        };
         let mut data = Vec::new();
         std::fs::File::from(fd)
             .take(limit as u64)
