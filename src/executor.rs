@@ -40,7 +40,7 @@ pub enum StepError {
     },
     /// Not run: its path lies at or beneath `under`, a mount that failed with
     /// nothing in its place, so the path no longer means what the plan meant.
-    #[error("skipped {path}: it lies beneath {under}, which could not be mounted")]
+    #[error("skipped {path}: it lies at or beneath {under}, which could not be mounted")]
     Skipped { path: PathBuf, under: PathBuf },
 }
 
@@ -738,7 +738,7 @@ mod tests {
         assert_eq!(
             skipped,
             [
-                "skipped /sysroot/var/log/journal: it lies beneath /sysroot/var, \
+                "skipped /sysroot/var/log/journal: it lies at or beneath /sysroot/var, \
               which could not be mounted"
             ]
         );

@@ -76,6 +76,10 @@ pub fn resolve_in(root: &Path, path: &str) -> Option<PathBuf> {
                         return None;
                     }
                     let target = std::fs::read_link(&host).ok()?;
+                    // An empty target is ENOENT to the kernel (namei.c).
+                    if target.as_os_str().is_empty() {
+                        return None;
+                    }
                     if target.is_absolute() {
                         done.clear();
                     }
@@ -288,6 +292,7 @@ mod tests {
         symlink("../../../../../../usr/sbin/init", r.join("bin/deep")).unwrap();
         symlink("/usr/sbin/missing", r.join("bin/dangling")).unwrap();
         symlink("/bin/ping", r.join("bin/pong")).unwrap();
+        symlink("", r.join("bin/empty")).unwrap_or(());
         symlink("/bin/pong", r.join("bin/ping")).unwrap();
         std::fs::write(r.join("bin/file"), b"").unwrap();
         for ok in [
@@ -306,6 +311,7 @@ mod tests {
         for bad in [
             "/bin/dangling",
             "/bin/ping",
+            "/bin/empty/sbin/init",
             "/bin/file/x",
             "/sbin",
             "/usr/lib/systemd/missing",

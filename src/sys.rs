@@ -276,7 +276,7 @@ fn replace_file(
         None
     };
     clear_name(dir, tmp)?;
-    let file = match unnamed {
+    let mut file = match unnamed {
         Some(fd) => std::fs::File::from(fd),
         None => {
             let fd = openat(
@@ -302,7 +302,6 @@ fn replace_file(
         }
     };
     fchmod(&file, perm).map_err(nix_err)?;
-    let mut file = file;
     file.write_all(data)?;
     file.sync_all()?;
     if fstat(&file).map_err(nix_err)?.st_nlink == 0 {
