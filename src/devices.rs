@@ -411,13 +411,24 @@ pub fn any_system_present_with(
 
 /// The slot's directory on the persistent partition: its system partition's GPT
 /// name lowercased (`system_a`), as rpi-image-gen does; `system_<slot>` when the
-/// partition has no name.
+/// partition has no name usable as one path component (empty, `.`, `..`, a `/`).
+/// Two slots never share a directory, whatever their names: when both come out
+/// the same (members by number, as MAPIO's are, may carry one name twice), each
+/// slot takes its role name, `system_a` and `system_b`.
 pub fn slot_dir(resolved: &Resolved, slot: Slot) -> String {
-    resolved
-        .system(slot)
-        .and_then(|p| p.name.as_deref())
-        .filter(|n| !n.is_empty() && !n.contains('/'))
-        .map_or_else(|| format!("system_{slot}"), str::to_lowercase)
+    let candidate = |s: Slot| {
+        resolved
+            .system(s)
+            .and_then(|p| p.name.as_deref())
+            .filter(|n| !matches!(*n, "" | "." | "..") && !n.contains(['/', '\0']))
+            .map_or_else(|| format!("system_{s}"), str::to_lowercase)
+    };
+    let mine = candidate(slot);
+    if mine == candidate(slot.other()) {
+        format!("system_{slot}")
+    } else {
+        mine
+    }
 }
 
 /// Fills in the PARTUUIDs of the partitions from their disks' GPTs (read once

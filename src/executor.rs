@@ -38,6 +38,10 @@ pub enum StepError {
         #[source]
         error: io::Error,
     },
+    /// Not run: its path lies at or beneath `under`, a mount that failed with
+    /// nothing in its place, so the path no longer means what the plan meant.
+    #[error("skipped {path}: it lies at or beneath {under}, which could not be mounted")]
+    Skipped { path: PathBuf, under: PathBuf },
 }
 
 /// What the machine-id step did, for the log and the handoff.
@@ -71,7 +75,14 @@ pub fn run<S: Sys>(sys: &mut S, sysroot: &Path, steps: &[Step]) -> Result<Outcom
 /// steps that failed, for the caller to put a fallback in their place.
 ///
 /// `replace` gives the steps to run at once in place of a failed one (a tmpfs
-/// for a bind, so that later steps nested in it still find their directories).
+/// for a bind, so that later steps nested in it still find their directories);
+/// they run in order and stop at their first failure, as they build on each
+/// other. A mount or bind that failed with no replacement in its place leaves
+/// its target as whatever was beneath it: every later step at or beneath that
+/// target is skipped (and reported), not run in a tree the plan did not mean.
+/// Steps beneath a replacement that worked do run: a failed `/var` bind becomes
+/// a tmpfs with `/var/log/journal` in it, and the journal's own bind still
+/// brings the persistent journal there.
 pub fn run_each<S: Sys>(
     sys: &mut S,
     sysroot: &Path,
@@ -80,17 +91,48 @@ pub fn run_each<S: Sys>(
 ) -> (Outcome, Vec<(Step, StepError)>) {
     let mut outcome = Outcome::default();
     let mut failed = Vec::new();
+    let mut broken: Vec<PathBuf> = Vec::new();
     for step in steps {
+        let path = step_path(step);
+        if let Some(under) = path.and_then(|p| broken.iter().find(|b| p.starts_with(b))) {
+            let error = StepError::Skipped {
+                path: path.unwrap_or(under).to_path_buf(),
+                under: under.clone(),
+            };
+            log::warn!("{error}");
+            failed.push((step.clone(), error));
+            continue;
+        }
         if let Err(e) = run_step(sys, sysroot, step, &mut outcome) {
-            for r in replace(step) {
+            let replacement = replace(step);
+            let mut replaced = !replacement.is_empty();
+            for r in replacement {
                 if let Err(e) = run_step(sys, sysroot, &r, &mut outcome) {
                     failed.push((r, e));
+                    replaced = false;
+                    break;
+                }
+            }
+            if !replaced {
+                if let Step::Mount { target, .. } | Step::BindBeneath { target, .. } = step {
+                    broken.push(target.clone());
                 }
             }
             failed.push((step.clone(), e));
         }
     }
     (outcome, failed)
+}
+
+/// The path a step works on in the system's tree, if it has one.
+fn step_path(step: &Step) -> Option<&Path> {
+    match step {
+        Step::Mount { target, .. }
+        | Step::BindBeneath { target, .. }
+        | Step::MachineId { target, .. } => Some(target),
+        Step::Mkdir { path, .. } => Some(path),
+        Step::DirBeneath { .. } => None,
+    }
 }
 
 fn run_step<S: Sys>(
@@ -107,11 +149,11 @@ fn run_step<S: Sys>(
             readonly,
             options,
         } => {
-            let mut flags = MsFlags::empty();
+            let (mut flags, data) = split_options(MsFlags::empty(), options);
+            // A read-only step stays read-only whatever its options say ("rw").
             if *readonly {
                 flags |= MsFlags::MS_RDONLY;
             }
-            let (flags, data) = split_options(flags, options);
             sys.mount(source, target, fstype, flags, &data)
                 .map_err(|error| StepError::Mount {
                     source: source.clone(),
@@ -209,7 +251,20 @@ fn machine_id_step<S: Sys>(
     }
     let current = match sys.read_beneath(&root, &path, 128) {
         Ok(Some(bytes)) => match machine_id::parse(&bytes) {
-            Some(id) => Ok(id),
+            Some(id) => {
+                // Uppercase or a CRLF: the same id, rewritten the way systemd
+                // reads it (durably, before the bind), so the device keeps it.
+                if bytes != machine_id::file_bytes(&id) {
+                    log::info!(
+                        "machine-id {id} in {} normalised (was {:?})",
+                        root.join(&path).display(),
+                        String::from_utf8_lossy(&bytes)
+                    );
+                    sys.write_beneath(&root, &path, &machine_id::file_bytes(&id), 0o444)
+                        .map_err(err)?;
+                }
+                Ok(id)
+            }
             None => Err(format!("garbage ({} bytes)", bytes.len())),
         },
         Ok(None) => Err("absent".to_string()),
@@ -220,7 +275,7 @@ fn machine_id_step<S: Sys>(
     let outcome = match (current, seeded) {
         (Ok(id), _) => MachineIdOutcome::Kept(id),
         (Err(_), Some(id)) => {
-            sys.write_beneath(&root, &path, format!("{id}\n").as_bytes(), 0o444)
+            sys.write_beneath(&root, &path, &machine_id::file_bytes(&id), 0o444)
                 .map_err(err)?;
             MachineIdOutcome::Kept(id)
         }
@@ -233,7 +288,7 @@ fn machine_id_step<S: Sys>(
                 sys.dir_beneath(&root, &dir.to_string_lossy(), 0o755, Ids::default())
                     .map_err(err)?;
             }
-            sys.write_beneath(&root, &path, format!("{id}\n").as_bytes(), 0o444)
+            sys.write_beneath(&root, &path, &machine_id::file_bytes(&id), 0o444)
                 .map_err(err)?;
             MachineIdOutcome::Generated { id, replaced }
         }
@@ -255,8 +310,11 @@ pub fn split_options(mut flags: MsFlags, options: &str) -> (MsFlags, String) {
             "ro" => flags |= MsFlags::MS_RDONLY,
             "rw" => flags &= !MsFlags::MS_RDONLY,
             "nosuid" => flags |= MsFlags::MS_NOSUID,
+            "suid" => flags &= !MsFlags::MS_NOSUID,
             "nodev" => flags |= MsFlags::MS_NODEV,
+            "dev" => flags &= !MsFlags::MS_NODEV,
             "noexec" => flags |= MsFlags::MS_NOEXEC,
+            "exec" => flags &= !MsFlags::MS_NOEXEC,
             "noatime" => flags |= MsFlags::MS_NOATIME,
             "nodiratime" => flags |= MsFlags::MS_NODIRATIME,
             "relatime" => flags |= MsFlags::MS_RELATIME,
@@ -321,11 +379,17 @@ pub mod fake {
 
     impl Sys for Fake {
         fn mount(&mut self, s: &str, t: &Path, f: &str, fl: MsFlags, d: &str) -> io::Result<()> {
-            let ro = if fl.contains(MsFlags::MS_RDONLY) {
+            let mut ro = if fl.contains(MsFlags::MS_RDONLY) {
                 "ro"
             } else {
                 "rw"
-            };
+            }
+            .to_string();
+            for (flag, name) in [(MsFlags::MS_NOSUID, "nosuid"), (MsFlags::MS_NODEV, "nodev")] {
+                if fl.contains(flag) {
+                    ro = format!("{ro},{name}");
+                }
+            }
             self.record(format!("mount {s} {} {f} {ro} {d}", t.display()))
         }
         fn mkdir(&mut self, p: &Path, m: u32) -> io::Result<()> {
@@ -391,7 +455,7 @@ mod tests {
         let p = "/sysroot/persistent";
         let expect: Vec<String> = [
             "mount /dev/vda4 /sysroot ext4 ro ".to_string(),
-            format!("mount /dev/vda6 {p} ext4 rw commit=60,errors=remount-ro"),
+            format!("mount /dev/vda6 {p} ext4 rw,nosuid,nodev commit=60,errors=remount-ro"),
             format!("dir {p}/slots 755 None"),
             format!("dir {p}/slots/system_a 755 None"),
             format!("dir {p}/slots/system_a/var 755 None"),
@@ -495,8 +559,14 @@ mod tests {
             out.machine_id,
             Some(MachineIdOutcome::Generated { .. })
         ));
-        assert_eq!(sys.calls[0], "mount tmpfs /sysroot/var tmpfs rw mode=0755");
-        assert_eq!(sys.calls[1], "mount tmpfs /sysroot/home tmpfs rw mode=0755");
+        assert_eq!(
+            sys.calls[0],
+            "mount tmpfs /sysroot/var tmpfs rw,nosuid,nodev mode=0755"
+        );
+        assert_eq!(
+            sys.calls[1],
+            "mount tmpfs /sysroot/home tmpfs rw,nosuid,nodev mode=0755"
+        );
         assert!(sys
             .calls
             .contains(&"mkdir /sysroot/var/tmp 1777".to_string()));
@@ -552,6 +622,165 @@ mod tests {
             .iter()
             .any(|c| c == "bind /sysroot/persistent/log/journal /sysroot/var/log/journal"));
         assert!(out.machine_id.is_some(), "later steps still ran");
+    }
+
+    #[test]
+    fn the_system_mounts_read_only_even_with_rw() {
+        let config = Config::parse("[system]\noptions = \"rw,noatime\"\n", "t").unwrap();
+        let mut sys = Fake::default();
+        run(
+            &mut sys,
+            Path::new("/sysroot"),
+            &root_plan(&config, &Roots::default(), &part("vda4")),
+        )
+        .unwrap();
+        assert_eq!(sys.calls, ["mount /dev/vda4 /sysroot ext4 ro "]);
+        // The executor holds to `readonly` whatever the options say.
+        let step = Step::Mount {
+            source: "/dev/vda4".into(),
+            target: "/sysroot".into(),
+            fstype: "ext4".into(),
+            readonly: true,
+            options: "rw".into(),
+        };
+        let mut sys = Fake::default();
+        run(&mut sys, Path::new("/sysroot"), &[step]).unwrap();
+        assert_eq!(sys.calls, ["mount /dev/vda4 /sysroot ext4 ro "]);
+    }
+
+    #[test]
+    fn uppercase_or_crlf_machine_id_is_kept_and_normalised() {
+        let upper = ID.to_ascii_uppercase();
+        for stored in [
+            format!("{upper}\n"),
+            format!("{ID}\r\n"),
+            format!("{upper}\r\n"),
+            ID.to_string(),
+        ] {
+            let mut sys = Fake::default();
+            let file = PathBuf::from("/p/common/etc/machine-id");
+            sys.files.insert(file.clone(), stored.clone().into_bytes());
+            let step = Step::MachineId {
+                store: MachineIdStore::Persistent {
+                    root: "/p".into(),
+                    path: "common/etc/machine-id".into(),
+                },
+                target: "/sysroot/etc/machine-id".into(),
+            };
+            let out = run(&mut sys, Path::new("/sysroot"), &[step]).unwrap();
+            assert_eq!(
+                out.machine_id,
+                Some(MachineIdOutcome::Kept(ID.into())),
+                "{stored:?}"
+            );
+            assert_eq!(sys.files[&file], format!("{ID}\n").into_bytes());
+            assert_eq!(
+                sys.calls,
+                [
+                    "read /p/common/etc/machine-id",
+                    "write /p/common/etc/machine-id 444",
+                    "bind /p/common/etc/machine-id /sysroot/etc/machine-id",
+                ],
+                "rewritten before the bind"
+            );
+        }
+        // Already canonical: only read.
+        let mut sys = Fake::default();
+        sys.files.insert(
+            "/p/common/etc/machine-id".into(),
+            format!("{ID}\n").into_bytes(),
+        );
+        let step = Step::MachineId {
+            store: MachineIdStore::Persistent {
+                root: "/p".into(),
+                path: "common/etc/machine-id".into(),
+            },
+            target: "/sysroot/etc/machine-id".into(),
+        };
+        run(&mut sys, Path::new("/sysroot"), &[step]).unwrap();
+        assert!(!sys.calls.iter().any(|c| c.starts_with("write")));
+    }
+
+    #[test]
+    fn steps_beneath_a_failed_mount_are_skipped() {
+        let config = Config::default();
+        let roots = Roots::default();
+        let steps = persistent_plan(&config, &roots, &part("vda6"), "system_a");
+        let replace = |step: &Step| match step {
+            Step::BindBeneath { target, .. } => {
+                crate::plan::bind_fallback(&config, &roots, "system_a", target)
+            }
+            _ => Vec::new(),
+        };
+        // The /var bind fails and so does the tmpfs in its place: /sysroot/var is
+        // the system's own, and the journal bind beneath it is not made.
+        let mut sys = Fake {
+            fail: vec![
+                "bind /sysroot/persistent/slots/system_a/var".into(),
+                "mount tmpfs /sysroot/var ".into(),
+            ],
+            ..Fake::default()
+        };
+        let (_, failed) = run_each(&mut sys, &roots.sysroot, &steps[1..], replace);
+        assert!(
+            !sys.calls.iter().any(|c| c.contains("/sysroot/var/")),
+            "{:#?}",
+            sys.calls
+        );
+        assert!(sys
+            .calls
+            .contains(&"bind /sysroot/persistent/home /sysroot/home".to_string()));
+        let skipped: Vec<String> = failed
+            .iter()
+            .filter(|(_, e)| matches!(e, StepError::Skipped { .. }))
+            .map(|(_, e)| e.to_string())
+            .collect();
+        assert_eq!(
+            skipped,
+            [
+                "skipped /sysroot/var/log/journal: it lies at or beneath /sysroot/var, \
+              which could not be mounted"
+            ]
+        );
+        // The tmpfs in its place works: the journal is bound into it.
+        let mut sys = Fake {
+            fail: vec!["bind /sysroot/persistent/slots/system_a/var".into()],
+            ..Fake::default()
+        };
+        let (_, failed) = run_each(&mut sys, &roots.sysroot, &steps[1..], replace);
+        assert_eq!(failed.len(), 1, "{failed:?}");
+        let tmpfs = sys
+            .calls
+            .iter()
+            .position(|c| c.starts_with("mount tmpfs /sysroot/var "))
+            .unwrap();
+        let journal = sys
+            .calls
+            .iter()
+            .position(|c| c == "bind /sysroot/persistent/log/journal /sysroot/var/log/journal")
+            .unwrap();
+        assert!(tmpfs < journal);
+        // A replacement stops at its first failure: no mkdir in a tmpfs that is
+        // not there.
+        let mut sys = Fake {
+            fail: vec![
+                "bind /sysroot/persistent/slots/system_a/var".into(),
+                "mount tmpfs /sysroot/var ".into(),
+            ],
+            ..Fake::default()
+        };
+        run_each(&mut sys, &roots.sysroot, &steps[1..], replace);
+        assert!(!sys.calls.iter().any(|c| c.starts_with("mkdir")));
+    }
+
+    #[test]
+    fn suid_and_dev_options_clear_the_flags() {
+        let (flags, data) = split_options(
+            MsFlags::empty(),
+            "nosuid,nodev,noexec,suid,dev,exec,commit=5",
+        );
+        assert!(flags.is_empty(), "{flags:?}");
+        assert_eq!(data, "commit=5");
     }
 
     #[test]

@@ -40,8 +40,9 @@ pub struct Handoff {
     pub warnings: Vec<String>,
     /// Each stage and how long it took, microseconds.
     pub timings_us: Vec<(String, u64)>,
-    /// The init that was exec'd.
+    /// The init that was exec'd, and the arguments it was given (argv[1..]).
     pub init: Option<String>,
+    pub init_args: Vec<String>,
     /// slotinit's peak resident memory (VmHWM) just before the handoff, KiB.
     pub vmhwm_kb: Option<u64>,
     /// CPU time slotinit spent itself (user) and in the kernel on its behalf
@@ -110,9 +111,18 @@ mod tests {
             source: Source::Override,
         });
         h.timings_us.push(("mounts".into(), 1234));
+        h.init = Some("/sbin/init".into());
+        h.init_args = vec!["single".into()];
         h.errors.push("persistent: no partition".into());
         let text = h.to_json();
         assert!(text.contains("\"slot\": \"b\""), "{text}");
         assert_eq!(Handoff::parse(&text).unwrap(), h);
+    }
+
+    #[test]
+    fn an_older_record_without_init_args_still_reads() {
+        let h = Handoff::parse(r#"{"version": 1, "init": "/sbin/init"}"#).unwrap();
+        assert_eq!(h.init.as_deref(), Some("/sbin/init"));
+        assert!(h.init_args.is_empty());
     }
 }

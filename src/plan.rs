@@ -81,6 +81,34 @@ pub fn in_sysroot(sysroot: &Path, path: &str) -> PathBuf {
     sysroot.join(path.trim_start_matches('/'))
 }
 
+/// The system's mount options: always read-only, so an `rw` is dropped (the
+/// step's `readonly` adds `ro`; the executor also keeps a read-only step
+/// read-only whatever its options say).
+fn system_options(options: &str) -> String {
+    options
+        .split(',')
+        .filter(|o| !o.is_empty() && *o != "rw")
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The persistent partition's mount options: `nosuid,nodev` first, unless the
+/// config's options say `suid`/`dev` (or repeat them). The booted system writes
+/// this partition: a device node or a setuid binary planted there must not take
+/// effect, and every bind from it inherits these flags.
+fn persistent_options(options: &str) -> String {
+    let words: Vec<&str> = options.split(',').filter(|o| !o.is_empty()).collect();
+    let mut out = Vec::new();
+    if !words.iter().any(|w| matches!(*w, "suid" | "nosuid")) {
+        out.push("nosuid");
+    }
+    if !words.iter().any(|w| matches!(*w, "dev" | "nodev")) {
+        out.push("nodev");
+    }
+    out.extend(words);
+    out.join(",")
+}
+
 /// Mount the active system read-only at the sysroot, then the tmpfs-backed
 /// overlays. With an overlay on "/", the system is mounted below /run and the
 /// sysroot is the overlay.
@@ -102,7 +130,7 @@ pub fn root_plan(config: &Config, roots: &Roots, system: &Partition) -> Vec<Step
         target: lower.clone(),
         fstype: config.system.fstype.clone(),
         readonly: true,
-        options: config.system.options.clone(),
+        options: system_options(&config.system.options),
     });
     for (i, o) in config.overlay.iter().enumerate() {
         if o.upper == Upper::Tmpfs {
@@ -179,7 +207,7 @@ pub fn persistent_plan(
         target: root.clone(),
         fstype: p.fstype.clone(),
         readonly: false,
-        options: p.options.clone(),
+        options: persistent_options(&p.options),
     }];
     steps.extend(p.dirs.iter().map(|d| Step::DirBeneath {
         root: root.clone(),
@@ -407,7 +435,10 @@ mod tests {
             panic!("{:?}", plan[0]);
         };
         assert_eq!(target, Path::new("/sysroot/persistent"));
-        assert_eq!(options, "noatime,lazytime,commit=60,errors=remount-ro");
+        assert_eq!(
+            options,
+            "nosuid,nodev,noatime,lazytime,commit=60,errors=remount-ro"
+        );
         assert!(!readonly);
         let dirs: Vec<(&str, u32)> = plan
             .iter()
@@ -642,6 +673,88 @@ mod tests {
             .iter()
             .any(|(p, _)| *p == Path::new("/sysroot/var/log/journal")));
         assert!(!dirs.iter().any(|(p, _)| p.starts_with("/sysroot/home")));
+    }
+
+    #[test]
+    fn the_system_is_read_only_whatever_its_options() {
+        for (options, want) in [
+            ("rw", ""),
+            ("rw,noatime", "noatime"),
+            ("noatime,rw,data=ordered", "noatime,data=ordered"),
+            ("ro", "ro"),
+            ("", ""),
+        ] {
+            let c = with_overlays(&format!("[system]\noptions = \"{options}\"\n"));
+            let plan = root_plan(&c, &Roots::default(), &part("vda4"));
+            assert_eq!(
+                plan[0],
+                Step::Mount {
+                    source: "/dev/vda4".into(),
+                    target: "/sysroot".into(),
+                    fstype: "ext4".into(),
+                    readonly: true,
+                    options: want.into(),
+                },
+                "{options}"
+            );
+        }
+    }
+
+    #[test]
+    fn persistent_is_nosuid_nodev_unless_asked() {
+        for (options, want) in [
+            ("", "nosuid,nodev"),
+            ("noatime", "nosuid,nodev,noatime"),
+            ("dev", "nosuid,dev"),
+            ("suid,noatime", "nodev,suid,noatime"),
+            ("suid,dev", "suid,dev"),
+            ("nodev", "nosuid,nodev"),
+        ] {
+            let c = with_overlays(&format!("[persistent]\noptions = \"{options}\"\n"));
+            let plan = persistent_plan(&c, &Roots::default(), &part("vda6"), "system_a");
+            let Step::Mount { options: got, .. } = &plan[0] else {
+                panic!("{:?}", plan[0]);
+            };
+            assert_eq!(got, want, "{options}");
+        }
+    }
+
+    /// devices::slot_dir: its test lives here, beside the plan that uses it.
+    #[test]
+    fn slot_dirs_differ_whatever_the_names() {
+        use crate::devices::{fixtures, slot_dir, Resolved};
+        use crate::slot::Slot;
+        let with = |a: Option<&str>, b: Option<&str>| Resolved {
+            system_a: Some(fixtures::part("mmcblk0p2", "mmcblk0", 2, a)),
+            system_b: Some(fixtures::part("mmcblk0p3", "mmcblk0", 3, b)),
+            ..Resolved::default()
+        };
+        let cases: &[(Option<&str>, Option<&str>, &str, &str)] = &[
+            // rpi-image-gen: the lowercased PARTLABEL.
+            (Some("SYSTEM_A"), Some("system_b"), "system_a", "system_b"),
+            (Some("rootA"), Some("rootB"), "roota", "rootb"),
+            // One name twice (or twice up to case): the role names.
+            (Some("rootfs"), Some("rootfs"), "system_a", "system_b"),
+            (Some("RootFS"), Some("rootfs"), "system_a", "system_b"),
+            (Some(""), Some(""), "system_a", "system_b"),
+            (None, None, "system_a", "system_b"),
+            // A name that is the other slot's role name.
+            (Some("system_b"), None, "system_a", "system_b"),
+            (Some(".."), Some("."), "system_a", "system_b"),
+            (Some("a/b"), Some("x"), "system_a", "x"),
+        ];
+        for (a, b, want_a, want_b) in cases {
+            let r = with(*a, *b);
+            assert_eq!(
+                (slot_dir(&r, Slot::A), slot_dir(&r, Slot::B)),
+                (want_a.to_string(), want_b.to_string()),
+                "{a:?} {b:?}"
+            );
+        }
+        // The other slot's partition missing: its role name is what it would use.
+        let mut r = with(Some("rootfs"), None);
+        r.system_b = None;
+        assert_eq!(slot_dir(&r, Slot::A), "rootfs");
     }
 
     #[test]

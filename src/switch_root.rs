@@ -2,10 +2,11 @@
 
 use nix::mount::{umount2, MntFlags, MsFlags};
 use nix::sys::statfs::{statfs, TMPFS_MAGIC};
+use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::ffi::CString;
+use std::ffi::{CString, OsString};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 /// The API filesystems that move into the new root.
 pub const MOVED: [&str; 4] = ["/dev", "/proc", "/sys", "/run"];
@@ -30,8 +31,8 @@ pub enum SwitchRootError {
         #[source]
         source: nix::Error,
     },
-    #[error("init path {init:?} contains a NUL byte")]
-    BadInit { init: String },
+    #[error("init {init:?}: argument {arg:?} contains a NUL byte")]
+    BadInit { init: String, arg: String },
     #[error("cannot exec {init}")]
     Exec {
         init: String,
@@ -40,35 +41,104 @@ pub enum SwitchRootError {
     },
 }
 
-/// Resolves `path` inside `root` as the new root will see it: absolute symlink
-/// targets count from `root`. True if it ends at an executable regular file.
-/// Checked before the initramfs is freed, while a fallback is still possible.
-pub fn is_executable_in(root: &Path, path: &str) -> bool {
-    let mut current = PathBuf::from(path);
-    for _ in 0..40 {
-        let host = root.join(current.strip_prefix("/").unwrap_or(&current));
-        let Ok(meta) = std::fs::symlink_metadata(&host) else {
-            return false;
-        };
-        if meta.file_type().is_symlink() {
-            let Ok(target) = std::fs::read_link(&host) else {
-                return false;
-            };
-            current = if target.is_absolute() {
-                target
-            } else {
-                current.parent().unwrap_or(Path::new("/")).join(target)
-            };
-            continue;
+/// Symlinks one lookup follows before giving up, as the kernel's MAXSYMLINKS
+/// (include/linux/namei.h).
+const MAX_SYMLINKS: usize = 40;
+
+/// Resolves `path` inside `root` as the system will see it once `root` is `/`:
+/// every component, each symlink's target (absolute ones from `root`, relative
+/// ones from their directory), `..` stopping at `root`, at most 40 symlinks.
+/// Returns the host path of what it ends at, or None if a component is missing,
+/// a non-directory stands where a directory belongs, or there are too many links.
+pub fn resolve_in(root: &Path, path: &str) -> Option<PathBuf> {
+    // The directories resolved so far, below root; the components still to walk.
+    let mut done: Vec<OsString> = Vec::new();
+    let mut todo: VecDeque<OsString> = Path::new(path)
+        .components()
+        .map(|c| c.as_os_str().to_os_string())
+        .collect();
+    let mut links = 0;
+    while let Some(name) = todo.pop_front() {
+        match Path::new(&name).components().next() {
+            None | Some(Component::RootDir | Component::CurDir | Component::Prefix(_)) => {}
+            Some(Component::ParentDir) => {
+                done.pop();
+            }
+            Some(Component::Normal(_)) => {
+                let host: PathBuf = std::iter::once(root.as_os_str())
+                    .chain(done.iter().map(OsString::as_os_str))
+                    .chain(std::iter::once(name.as_os_str()))
+                    .collect();
+                let meta = std::fs::symlink_metadata(&host).ok()?;
+                if meta.file_type().is_symlink() {
+                    links += 1;
+                    if links > MAX_SYMLINKS {
+                        return None;
+                    }
+                    let target = std::fs::read_link(&host).ok()?;
+                    // An empty target is ENOENT to the kernel (namei.c).
+                    if target.as_os_str().is_empty() {
+                        return None;
+                    }
+                    if target.is_absolute() {
+                        done.clear();
+                    }
+                    for c in target.components().rev() {
+                        todo.push_front(c.as_os_str().to_os_string());
+                    }
+                } else if todo.is_empty() || meta.is_dir() {
+                    done.push(name);
+                } else {
+                    return None;
+                }
+            }
         }
-        return meta.is_file() && meta.permissions().mode() & 0o111 != 0;
     }
-    false
+    Some(
+        std::iter::once(root.as_os_str())
+            .chain(done.iter().map(OsString::as_os_str))
+            .collect(),
+    )
+}
+
+/// True if `path`, resolved inside `root` as the new root will see it, is an
+/// executable regular file. Checked before the initramfs is freed, while a
+/// fallback is still possible.
+pub fn is_executable_in(root: &Path, path: &str) -> bool {
+    resolve_in(root, path)
+        .and_then(|host| std::fs::metadata(host).ok())
+        .is_some_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// The init's argv: its path as argv[0] (as the kernel passes it), then `args`.
+pub fn init_argv(init: &str, args: &[String]) -> Result<Vec<CString>, SwitchRootError> {
+    std::iter::once(init)
+        .chain(args.iter().map(String::as_str))
+        .map(|a| {
+            CString::new(a).map_err(|_| SwitchRootError::BadInit {
+                init: init.into(),
+                arg: a.into(),
+            })
+        })
+        .collect()
+}
+
+/// [`switch_root_with_args`] with no arguments for the init. Kept while boot.rs
+/// still calls it; boot.rs should pass the kernel's init arguments instead.
+pub fn switch_root(new_root: &Path, init: &str) -> Result<Infallible, SwitchRootError> {
+    switch_root_with_args(new_root, init, &[])
 }
 
 /// Moves the API filesystems into `new_root`, frees the initramfs, makes
-/// `new_root` the root and execs `init`. Returns only on failure.
-pub fn switch_root(new_root: &Path, init: &str) -> Result<Infallible, SwitchRootError> {
+/// `new_root` the root and execs `init` with `args` (argv[1..]), every signal at
+/// its default and none blocked. Returns only on failure.
+pub fn switch_root_with_args(
+    new_root: &Path,
+    init: &str,
+    args: &[String],
+) -> Result<Infallible, SwitchRootError> {
+    // Before anything is moved: a bad argument must not cost the initramfs.
+    let argv = init_argv(init, args)?;
     for fs in MOVED {
         let target = new_root.join(fs.trim_start_matches('/'));
         log::debug!("move {fs} to {}", target.display());
@@ -110,9 +180,13 @@ pub fn switch_root(new_root: &Path, init: &str) -> Result<Infallible, SwitchRoot
         source,
     })?;
     chdir(Path::new("/"))?;
-    let path = CString::new(init).map_err(|_| SwitchRootError::BadInit { init: init.into() })?;
-    log::debug!("execv {init}");
-    nix::unistd::execv(&path, &[&path]).map_err(|source| SwitchRootError::Exec {
+    log::debug!("execv {init} {args:?}");
+    // The Rust runtime ignores SIGPIPE and both dispositions and the mask survive
+    // execve(2): the init must start as the kernel would have started it.
+    if let Err(e) = crate::sys::reset_signals() {
+        log::warn!("cannot reset signals before exec: {e}");
+    }
+    nix::unistd::execv(&argv[0], &argv).map_err(|source| SwitchRootError::Exec {
         init: init.into(),
         source,
     })
@@ -192,5 +266,89 @@ mod tests {
         assert!(!is_executable_in(r, "/sbin/plain"), "not executable");
         assert!(!is_executable_in(r, "/sbin"), "a directory");
         assert!(!is_executable_in(r, "/missing"));
+    }
+
+    fn executable(path: &Path) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, b"").unwrap();
+        std::fs::set_permissions(path, PermissionsExt::from_mode(0o755)).unwrap();
+    }
+
+    /// Debian and Fedora: /sbin -> usr/sbin (relative) or /usr/sbin (absolute),
+    /// /sbin/init -> /lib/systemd/systemd with /lib -> usr/lib. Each directory
+    /// link is resolved inside the root, never in the initramfs.
+    #[test]
+    fn init_through_directory_symlinks() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        executable(&r.join("usr/lib/systemd/systemd"));
+        executable(&r.join("usr/sbin/real-init"));
+        symlink("usr/lib", r.join("lib")).unwrap();
+        symlink("/usr/sbin", r.join("sbin")).unwrap();
+        symlink("/lib/systemd/systemd", r.join("usr/sbin/init")).unwrap();
+        symlink("../../sbin/real-init", r.join("usr/lib/rel-init")).unwrap();
+        std::fs::create_dir_all(r.join("bin")).unwrap();
+        symlink("/", r.join("bin/up")).unwrap();
+        symlink("../../../../../../usr/sbin/init", r.join("bin/deep")).unwrap();
+        symlink("/usr/sbin/missing", r.join("bin/dangling")).unwrap();
+        symlink("/bin/ping", r.join("bin/pong")).unwrap();
+        symlink("", r.join("bin/empty")).unwrap_or(());
+        symlink("/bin/pong", r.join("bin/ping")).unwrap();
+        std::fs::write(r.join("bin/file"), b"").unwrap();
+        for ok in [
+            "/sbin/init",
+            "/sbin/real-init",
+            "/lib/systemd/systemd",
+            "/usr/lib/rel-init",
+            "/bin/up/sbin/init",
+            "/bin/up/bin/up/lib/../lib/systemd/systemd",
+            "/bin/deep",
+            "/../../sbin/init",
+            "sbin/init",
+        ] {
+            assert!(is_executable_in(r, ok), "{ok}");
+        }
+        for bad in [
+            "/bin/dangling",
+            "/bin/ping",
+            "/bin/empty/sbin/init",
+            "/bin/file/x",
+            "/sbin",
+            "/usr/lib/systemd/missing",
+        ] {
+            assert!(!is_executable_in(r, bad), "{bad}");
+        }
+        assert_eq!(
+            resolve_in(r, "/sbin/init"),
+            Some(r.join("usr/lib/systemd/systemd"))
+        );
+        // An absolute link is never read against the host's (the initramfs's) /.
+        let host_only = tempfile::tempdir().unwrap();
+        executable(&host_only.path().join("init"));
+        symlink(host_only.path(), r.join("bin/host")).unwrap();
+        assert!(!is_executable_in(r, "/bin/host/init"));
+    }
+
+    #[test]
+    fn forty_links_resolve_and_forty_one_do_not() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        executable(&r.join("init"));
+        symlink("/init", r.join("l0")).unwrap();
+        for i in 1..=40 {
+            symlink(format!("l{}", i - 1), r.join(format!("l{i}"))).unwrap();
+        }
+        assert!(is_executable_in(r, "/l39"), "40 links");
+        assert!(!is_executable_in(r, "/l40"), "41 links");
+    }
+
+    #[test]
+    fn argv_is_the_init_then_its_arguments() {
+        let argv = init_argv("/sbin/init", &["single".into(), "--foo".into()]).unwrap();
+        assert_eq!(argv, [c"/sbin/init", c"single", c"--foo"]);
+        assert_eq!(init_argv("/sbin/init", &[]).unwrap(), [c"/sbin/init"]);
+        let err = init_argv("/sbin/init", &["a\0b".into()]).unwrap_err();
+        assert!(err.to_string().contains("NUL"), "{err}");
+        assert!(init_argv("/sbin\0/init", &[]).is_err());
     }
 }
