@@ -199,6 +199,7 @@ pub fn run() -> ! {
     timer.stage(&mut handoff, "mounts");
 
     handoff.init = Some(init.clone());
+    handoff.init_args = args.init_argv.clone();
     let total = timer.total_us();
     handoff.timings_us.push(("total".into(), total));
     handoff.vmhwm_kb = std::fs::read_to_string("/proc/self/status")
@@ -211,7 +212,7 @@ pub fn run() -> ! {
     }
     write_handoff(&handoff);
     log::info!("switching to {init} after {total} us");
-    let Err(e) = switch_root::switch_root(&roots.sysroot, &init);
+    let Err(e) = switch_root::switch_root(&roots.sysroot, &init, &args.init_argv);
     // The initramfs may be gone now: no shell to fall back to, only a reboot.
     fatal(&error_chain(&e), &args, &config, &mut handoff)
 }
@@ -350,6 +351,10 @@ fn mount_persistent(
                         let message = format!("persistent: {}", error_chain(&e));
                         log::error!("{message}");
                         handoff.errors.push(message);
+                        // Beneath a failed step: nothing was put in its place.
+                        if matches!(e, executor::StepError::Skipped { .. }) {
+                            continue;
+                        }
                         match step {
                             Step::BindBeneath { target, .. } => {
                                 handoff
@@ -786,6 +791,11 @@ fn fatal(cause: &str, args: &BootArgs, config: &Config, handoff: &mut Handoff) -
                 log::error!("starting emergency shell {shell}");
                 let argv: [&std::ffi::CStr; 2] = [c"/bin/sh", c"-i"];
                 if let Ok(path) = std::ffi::CString::new(shell) {
+                    // The shell starts as the kernel would start it: no
+                    // signal ignored or blocked by the Rust runtime.
+                    if let Err(e) = crate::sys::reset_signals() {
+                        log::warn!("cannot reset signals: {e}");
+                    }
                     let e = nix::unistd::execv(&path, &argv);
                     log::error!("cannot exec {shell}: {e:?}");
                 }

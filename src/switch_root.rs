@@ -123,16 +123,10 @@ pub fn init_argv(init: &str, args: &[String]) -> Result<Vec<CString>, SwitchRoot
         .collect()
 }
 
-/// [`switch_root_with_args`] with no arguments for the init. Kept while boot.rs
-/// still calls it; boot.rs should pass the kernel's init arguments instead.
-pub fn switch_root(new_root: &Path, init: &str) -> Result<Infallible, SwitchRootError> {
-    switch_root_with_args(new_root, init, &[])
-}
-
 /// Moves the API filesystems into `new_root`, frees the initramfs, makes
 /// `new_root` the root and execs `init` with `args` (argv[1..]), every signal at
 /// its default and none blocked. Returns only on failure.
-pub fn switch_root_with_args(
+pub fn switch_root(
     new_root: &Path,
     init: &str,
     args: &[String],
