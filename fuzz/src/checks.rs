@@ -6,10 +6,11 @@
 //! every saved input replays through exactly the same checks under `cargo test`.
 //! Hence no dependency beyond slotinit's own (`crc32fast`, `serde_json`, `toml`).
 
+use std::io::Cursor;
 use std::path::PathBuf;
 
 use slotinit::bootstate::{self, Bootname, Change, Chosen, State};
-use slotinit::cmdline::{BootArgs, Cmdline};
+use slotinit::cmdline::{self, BootArgs, Cmdline};
 use slotinit::config::{Config, ConfigError, Counter, Partitions};
 use slotinit::devices::{self, Partition};
 use slotinit::envblock::{self, CopyIndex, Env, EnvError, Header, Layout, RedundantCopy};
@@ -70,10 +71,131 @@ pub fn envblock(data: &[u8]) {
         }
     }
 
+    // The lenient reader the store uses for CRC-valid copies, on the data
+    // areas as they are; and the bytes as mkenvimage's text input.
+    for header_len in [0, 4, 5] {
+        lenient(data.get(header_len..).unwrap_or_default());
+    }
+    env_text(data);
+
     let valid = data.get(2).copied().unwrap_or(0b11);
     let first = data.first().copied().filter(|_| valid & 1 != 0);
     let second = data.get(1).copied().filter(|_| valid & 2 != 0);
     select_current(first, second);
+}
+
+/// `parse_data_lenient` is `parse_data` wherever that accepts (same env, no
+/// anomaly), and otherwise reports first what `parse_data` failed on; what it
+/// reads is a valid env that a rewrite makes readable to the strict parser.
+fn lenient(data: &[u8]) {
+    let strict = envblock::parse_data(data);
+    let (env, anomalies) = envblock::parse_data_lenient(data);
+    match &strict {
+        Ok(strict) => {
+            assert_eq!(&env, strict);
+            assert!(anomalies.is_empty(), "{anomalies:?}");
+        }
+        Err(e) => assert_eq!(anomalies.first(), Some(e), "{anomalies:?}"),
+    }
+    for a in &anomalies {
+        assert!(
+            matches!(
+                a,
+                EnvError::Unterminated
+                    | EnvError::MissingEquals { .. }
+                    | EnvError::EmptyName { .. }
+            ),
+            "{a:?}"
+        );
+        if let EnvError::MissingEquals { offset } | EnvError::EmptyName { offset } = a {
+            assert!(*offset < data.len(), "{a:?}");
+        }
+    }
+    // Unterminated at most once, and only as the last word.
+    let unterminated = anomalies
+        .iter()
+        .filter(|a| **a == EnvError::Unterminated)
+        .count();
+    assert!(unterminated <= 1, "{anomalies:?}");
+    valid_env(&env);
+    // Duplicates collapse: at most the bytes it came from, and a `\0` closing
+    // the last entry and the list when the area had none.
+    assert!(
+        env.data_len() <= data.len() + 2,
+        "{} > {}",
+        env.data_len(),
+        data.len()
+    );
+    strict_round_trip(&env);
+}
+
+/// Every name and value of `env` is one U-Boot can store: a set_bytes of
+/// each into a fresh env is accepted and gives the same env.
+fn valid_env(env: &Env) {
+    let mut again = Env::new();
+    for (name, value) in env.iter() {
+        assert!(
+            again.set_bytes(name, value).is_ok(),
+            "{:?}={:?}",
+            String::from_utf8_lossy(name),
+            String::from_utf8_lossy(value)
+        );
+    }
+    assert_eq!(&again, env);
+}
+
+/// `env` written as a single copy of exactly its size reads back strictly.
+fn strict_round_trip(env: &Env) {
+    let size = Header::Single.layout().header_len() + env.data_len();
+    let block = envblock::serialize(env, size, Header::Single)
+        .unwrap_or_else(|e| panic!("an env does not fit its own size: {e}"));
+    assert_eq!(envblock::parse_single(&block).as_ref(), Ok(env));
+    let data = &block[Header::Single.layout().header_len()..];
+    assert_eq!(
+        envblock::parse_data_lenient(data),
+        (env.clone(), Vec::new())
+    );
+}
+
+/// `parse_text` (mkenvimage's `name=value` lines) never panics; what it accepts
+/// is a valid env that survives `serialize` → parse, and, where every variable
+/// can be written as one line, its text form parses back to it. Errors name a
+/// line of the text.
+fn env_text(data: &[u8]) {
+    let env = match envblock::parse_text(data) {
+        Ok(env) => env,
+        Err(e) => {
+            let line = match &e {
+                envblock::TextError::MissingEquals { line }
+                | envblock::TextError::Invalid { line, .. } => *line,
+            };
+            let lines = data.split(|&b| b == b'\n').count();
+            assert!((1..=lines).contains(&line), "line {line} of {lines}: {e}");
+            let _ = e.to_string();
+            return;
+        }
+    };
+    valid_env(&env);
+    strict_round_trip(&env);
+    // One `name=value` line per variable: no newline, and no final backslash
+    // that would join the next line (a name cannot start with `#`: such a
+    // line is a comment).
+    let one_line = env.iter().all(|(name, value)| {
+        !name.contains(&b'\n')
+            && !value.contains(&b'\n')
+            && !value.ends_with(b"\\")
+            && !name.starts_with(b"#")
+    });
+    if one_line {
+        let mut text = Vec::new();
+        for (name, value) in env.iter() {
+            text.extend_from_slice(name);
+            text.push(b'=');
+            text.extend_from_slice(value);
+            text.push(b'\n');
+        }
+        assert_eq!(envblock::parse_text(&text).as_ref(), Ok(&env));
+    }
 }
 
 /// serialize → parse gives `env` back whenever it fits, and TooLarge exactly
@@ -151,39 +273,116 @@ fn select_current(first: Option<u8>, second: Option<u8>) {
 // ---------------------------------------------------------------------------
 // cmdline
 
-/// The tokenizer's invariants, parse ∘ render ∘ parse = parse, and BootArgs
-/// agreeing with the params it was built from.
+/// The tokenizer's invariants (the kernel's `next_arg()`: quotes group
+/// whitespace and stay inside words, the first `=` after index 0 splits, the
+/// kernel's `isspace()` separates, `--` ends the parameters), parse ∘ render ∘
+/// parse = parse, and BootArgs agreeing with the params it was built from.
 pub fn cmdline(data: &[u8]) {
     let c = Cmdline::parse(data);
     let has_quotes = data.contains(&b'"');
     for (key, value) in c.params() {
-        assert!(!key.contains('='), "key {key:?} has '='");
-        assert!(!key.contains('"'), "key {key:?} has a quote");
-        assert!(!value.unwrap_or_default().contains('"'), "{value:?}");
+        // `=foo` is a param named `=foo`; any later `=` starts the value.
+        assert!(
+            !key.bytes().skip(1).any(|b| b == b'='),
+            "key {key:?} has '=' after its first byte"
+        );
+        // A value needs an `=` after the key's first byte, so a key before it.
+        assert!(!key.is_empty() || value.is_none(), "empty key with a value");
+        // A bare `--` ends the parameters; it is never one.
+        assert!(!(key == "--" && value.is_none()), "bare -- kept as a param");
+        assert!(!key.contains('\0') && !value.unwrap_or_default().contains('\0'));
         if !has_quotes {
             // Only quotes can put whitespace into a param or make an empty one.
-            assert!(!key.contains(char::is_whitespace), "key {key:?}");
-            assert!(!value.unwrap_or_default().contains(char::is_whitespace));
-            assert!(!key.is_empty() || value.is_some(), "empty param");
+            assert!(!key.bytes().any(cmdline::is_kernel_space), "key {key:?}");
+            let value = value.unwrap_or_default();
+            assert!(!value.bytes().any(cmdline::is_kernel_space), "{value:?}");
+            assert!(!key.is_empty(), "empty param");
         }
         assert!(c.has(key));
     }
-    // get(): the last occurrence of the key decides (a bare key gives None).
-    // Quadratic, so only for the first params.
+    // get(): the last occurrence of the key decides (a bare key gives None);
+    // values(): every value in order. Quadratic, so only for the first params.
     for (key, _) in c.params().take(32) {
         let last = c.params().filter(|(k, _)| *k == key).last();
         assert_eq!(c.get(key), last.and_then(|(_, v)| v), "{key:?}");
+        let all: Vec<&str> = c
+            .params()
+            .filter(|(k, _)| *k == key)
+            .filter_map(|(_, v)| v)
+            .collect();
+        assert_eq!(c.values(key), all, "{key:?}");
+        let differ = all.iter().any(|v| Some(v) != all.first());
+        assert_eq!(cmdline::conflict(&c, key).is_some(), differ, "{key:?}");
     }
 
-    // Every param quoted whole parses back to itself.
-    let rendered: Vec<String> = c
+    // Without quotes nothing groups: every param written `k` or `k=v`, and
+    // init's words after a `--`, parse back to the same Cmdline.
+    if !has_quotes {
+        let mut rendered: Vec<String> = c
+            .params()
+            .map(|(k, v)| match v {
+                Some(v) => format!("{k}={v}"),
+                None => k.to_string(),
+            })
+            .collect();
+        if !c.init_args().is_empty() {
+            rendered.push("--".into());
+            rendered.extend(c.init_args().iter().cloned());
+        }
+        let again = Cmdline::parse(rendered.join(" ").as_bytes());
+        assert!(again.params().eq(c.params()), "{rendered:?}");
+        assert_eq!(again, c, "{rendered:?}");
+    }
+    // The params without a quote of their own, each quoted whole ("k=v w"),
+    // parse back to themselves whatever whitespace they hold.
+    let plain: Vec<(&str, Option<&str>)> = c
         .params()
+        .filter(|(k, v)| !k.contains('"') && !v.unwrap_or_default().contains('"'))
+        .collect();
+    let quoted: Vec<String> = plain
+        .iter()
         .map(|(k, v)| match v {
             Some(v) => format!("\"{k}={v}\""),
             None => format!("\"{k}\""),
         })
         .collect();
-    assert_eq!(Cmdline::parse(rendered.join(" ").as_bytes()), c);
+    let again = Cmdline::parse(quoted.join(" ").as_bytes());
+    assert!(again.params().eq(plain.iter().copied()), "{quoted:?}");
+
+    // init's argv: at most the kernel's limit; each word a bare param without
+    // a `.` or one of the words after `--`.
+    let argv = c.init_argv();
+    assert!(argv.len() <= cmdline::MAX_INIT_ARGS, "{}", argv.len());
+    for word in &argv {
+        let bare = c
+            .params()
+            .any(|(k, v)| v.is_none() && k == word && !k.contains('.'));
+        assert!(bare || c.init_args().contains(word), "{word:?}");
+        assert!(!cmdline::CONSUMED.contains(&word.as_str()) || c.init_args().contains(word));
+    }
+    // The words after `--` always follow, cut only at the limit.
+    let init_args = c.init_args();
+    assert!(argv.len() >= init_args.len().min(cmdline::MAX_INIT_ARGS));
+    if argv.len() < cmdline::MAX_INIT_ARGS {
+        assert!(argv.ends_with(init_args), "{argv:?}");
+    }
+
+    // Module options: one per dotted key with a module and an option, the
+    // module named as modprobe compares it.
+    let options = c.module_options();
+    let dotted = c
+        .params()
+        .filter(|(k, _)| {
+            k.split_once('.')
+                .is_some_and(|(m, o)| !m.is_empty() && !o.is_empty())
+        })
+        .count();
+    assert_eq!(options.len(), dotted);
+    for o in &options {
+        assert!(!o.module.is_empty() && !o.module.contains('-'), "{o:?}");
+        assert!(!o.module.contains('.') && !o.option.is_empty(), "{o:?}");
+        let _ = o.render();
+    }
 
     let args = BootArgs::from_cmdline(&c);
     assert_eq!(args.debug, c.has("slotinit.debug"));
@@ -191,10 +390,14 @@ pub fn cmdline(data: &[u8]) {
         args.emergency_shell,
         c.get("slotinit.emergency") == Some("shell")
     );
+    // A slot given twice with different values is no override at all.
     assert_eq!(
         args.slot_override,
-        c.get("slotinit.slot").and_then(Slot::parse)
+        c.get("slotinit.slot")
+            .filter(|_| cmdline::conflict(&c, "slotinit.slot").is_none())
+            .and_then(Slot::parse)
     );
+    assert_eq!(args.init_argv, argv);
     assert_eq!(args.rauc_slot.as_deref(), c.get("rauc.slot"));
     match &args.init {
         Some(init) => {
@@ -218,8 +421,23 @@ pub fn cmdline(data: &[u8]) {
         };
         let (hint, log) = sources::find(&sources::DEFAULT_ORDER, &facts);
         assert!(!log.is_empty() && log.len() <= sources::DEFAULT_ORDER.len());
+        // rauc.slot= is asked first: it speaks whenever it is given, and
+        // names no slot when two values differ.
+        // (values(), not get(): `rauc.slot=A rauc.slot` still says A.)
+        if let Some(raw) = c.values("rauc.slot").first() {
+            let hint = hint
+                .as_ref()
+                .unwrap_or_else(|| panic!("rauc.slot={raw:?} gave no hint"));
+            let expected = Some(*raw)
+                .filter(|_| cmdline::conflict(&c, "rauc.slot").is_none())
+                .and_then(|raw| names.slot(raw));
+            assert_eq!(hint.slot, expected);
+        }
         if let (Some(hint), Some(raw)) = (&hint, c.get("rauc.slot")) {
-            assert_eq!(hint.slot, names.slot(raw));
+            let expected = Some(raw)
+                .filter(|_| cmdline::conflict(&c, "rauc.slot").is_none())
+                .and_then(|raw| names.slot(raw));
+            assert_eq!(hint.slot, expected);
         }
     }
 }
@@ -278,7 +496,117 @@ pub fn gpt(data: &[u8]) {
             gpt::read(&path, SECTOR as u64).map_err(|e| std::io::Error::other(e.to_string()))
         });
         assert_eq!(from_file.ok(), pure.ok(), "read() and the parsers differ");
+        gpt_kernel(image);
     }
+    // The same table mirrored to a sector appended as the last LBA, with the
+    // primary broken: the kernel's `gpt` reads it from there, and only with `gpt`.
+    if let Some(mirrored) = mirror_to_alternate(&fixed) {
+        gpt_kernel(&mirrored);
+        let last = (mirrored.len() / SECTOR - 1) as u64;
+        // As valid a primary as the kernel reads, unless its array starts at or
+        // before the header sector the mirror broke.
+        let primary = gpt_kernel_model(&fixed, 1, last - 1).filter(|_| {
+            gpt::parse_header(&fixed[SECTOR..2 * SECTOR]).is_ok_and(|h| h.entries_lba >= 2)
+        });
+        let forced = gpt::find_valid(&mut Cursor::new(&mirrored[..]), SECTOR as u64, true);
+        if let Some(entries) = primary {
+            let table = forced.unwrap_or_else(|e| panic!("mirrored table not found: {e}"));
+            assert_eq!(table.which, gpt::Which::Alternate);
+            assert_eq!(table.entries, entries);
+        }
+        let plain = gpt::find_valid(&mut Cursor::new(&mirrored[..]), SECTOR as u64, false);
+        assert!(plain.is_err(), "{plain:?}");
+    }
+}
+
+/// `gpt::find_valid` against a model of the kernel's `find_valid_gpt()`
+/// (block/partitions/efi.c) built from the pure parsers: without `gpt` the MBR
+/// must be protective and only the primary counts; with it the alternate at
+/// the last LBA is read when the primary is not valid. Its primary is always
+/// one `gpt::read` accepts too.
+fn gpt_kernel(image: &[u8]) {
+    let last_lba = (image.len() / SECTOR).checked_sub(1);
+    let model = |force: bool| -> Option<gpt::Table> {
+        let last_lba = last_lba? as u64;
+        if !force && !gpt::is_pmbr_valid(&image[..SECTOR]) {
+            return None;
+        }
+        if let Some(entries) = gpt_kernel_model(image, 1, last_lba) {
+            return Some(gpt::Table {
+                which: gpt::Which::Primary,
+                entries,
+            });
+        }
+        if !force {
+            return None;
+        }
+        gpt_kernel_model(image, last_lba, last_lba).map(|entries| gpt::Table {
+            which: gpt::Which::Alternate,
+            entries,
+        })
+    };
+    for force in [false, true] {
+        let found = gpt::find_valid(&mut Cursor::new(image), SECTOR as u64, force);
+        if let Err(e) = &found {
+            let _ = e.to_string();
+        }
+        let found = found.ok();
+        assert_eq!(found, model(force), "force_gpt {force}");
+        if let Some(table) = found.filter(|t| t.which == gpt::Which::Primary) {
+            assert_eq!(gpt_pure(image).ok(), Some(table.entries));
+        }
+    }
+}
+
+/// `is_gpt_valid()` at `lba` from the pure parsers: a header there naming
+/// `lba` as its own, usable LBAs within the disk, a non-empty entry array
+/// wholly on the disk, both CRCs right.
+fn gpt_kernel_model(image: &[u8], lba: u64, last_lba: u64) -> Option<Vec<gpt::Entry>> {
+    if lba > last_lba {
+        return None;
+    }
+    let at = usize::try_from(lba).ok()?.checked_mul(SECTOR)?;
+    let header = gpt::parse_header(image.get(at..at + SECTOR)?).ok()?;
+    if header.my_lba != lba
+        || header.first_usable_lba > last_lba
+        || header.last_usable_lba > last_lba
+        || header.last_usable_lba < header.first_usable_lba
+        || header.count == 0
+    {
+        return None;
+    }
+    let start = usize::try_from(header.entries_lba)
+        .ok()?
+        .checked_mul(SECTOR)?;
+    let len = header.count as usize * header.entry_size as usize;
+    let array = image.get(start..start.checked_add(len)?)?;
+    gpt::parse_entries(&header, array).ok()
+}
+
+/// `image` (CRCs fixed, cut to whole sectors) with a sector appended that
+/// holds its primary header as the alternate (`my_lba` and `alternate_lba`
+/// swapped, CRC fixed), and the primary's signature broken; None when the
+/// image has no primary header to copy.
+fn mirror_to_alternate(image: &[u8]) -> Option<Vec<u8>> {
+    let sectors = image.len() / SECTOR;
+    if sectors < 2 || image.get(SECTOR..SECTOR + 8)? != b"EFI PART" {
+        return None;
+    }
+    let header = &image[SECTOR..2 * SECTOR];
+    let size = u32::from_le_bytes(header[12..16].try_into().ok()?) as usize;
+    if !(92..=SECTOR).contains(&size) {
+        return None;
+    }
+    let mut alt = header.to_vec();
+    alt[24..32].copy_from_slice(&(sectors as u64).to_le_bytes());
+    alt[32..40].copy_from_slice(&1u64.to_le_bytes());
+    alt[16..20].fill(0);
+    let crc = crc32fast::hash(&alt[..size]);
+    alt[16..20].copy_from_slice(&crc.to_le_bytes());
+    let mut out = image[..sectors * SECTOR].to_vec();
+    out.extend_from_slice(&alt);
+    out[SECTOR] ^= 0xff;
+    Some(out)
 }
 
 /// What `gpt::read` should return for an image, from the pure parsers alone.
