@@ -336,8 +336,6 @@ pub struct BootArgs {
     pub init_argv: Vec<String>,
     /// `slotinit.emergency=shell`.
     pub emergency_shell: bool,
-    /// `rauc.slot=<bootname>`, as the bootloader wrote it.
-    pub rauc_slot: Option<String>,
     /// `slotinit.debug`: log every kernel call.
     pub debug: bool,
     /// Values that were present but unusable, each a complete message.
@@ -349,7 +347,6 @@ impl BootArgs {
         let mut args = BootArgs {
             init: cmdline.get("init").map(str::to_string),
             init_argv: cmdline.init_argv(),
-            rauc_slot: cmdline.get("rauc.slot").map(str::to_string),
             debug: cmdline.has("slotinit.debug"),
             ..BootArgs::default()
         };

@@ -398,7 +398,6 @@ pub fn cmdline(data: &[u8]) {
             .and_then(Slot::parse)
     );
     assert_eq!(args.init_argv, argv);
-    assert_eq!(args.rauc_slot.as_deref(), c.get("rauc.slot"));
     match &args.init {
         Some(init) => {
             assert!(init.starts_with('/'));
