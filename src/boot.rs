@@ -289,7 +289,7 @@ fn mount_persistent(
             None,
             handoff,
         ),
-        Some(part) if config.persistent.fsck && !check_persistent(config, part, handoff) => {
+        Some(part) if config.persistent.fsck && !check_persistent(config, part, "-p", handoff) => {
             degrade(
                 format!(
                     "persistent partition {}: the filesystem check could not repair it",
@@ -302,7 +302,15 @@ fn mount_persistent(
         Some(part) => {
             let steps = plan::persistent_plan(config, roots, part, &slot_dir);
             let (mount, rest) = steps.split_at(1);
-            match executor::run(&mut sys, &roots.sysroot, mount) {
+            let mut mounted = executor::run(&mut sys, &roots.sysroot, mount);
+            let repair = match &mounted {
+                Err(e) => repair_unmountable(config, part, e, handoff),
+                Ok(_) => None,
+            };
+            if repair == Some(true) {
+                mounted = executor::run(&mut sys, &roots.sysroot, mount);
+            }
+            match mounted {
                 Err(e) => degrade(
                     format!(
                         "persistent partition {}: {}",
@@ -404,18 +412,49 @@ fn mount_persistent(
     }
 }
 
-/// Runs `e2fsck -p` on the persistent partition, as rpi-image-gen's hooks do.
-/// False when the filesystem must not be mounted (errors left, or the check
-/// could not run on it); a missing checker is an error but not a reason to stop.
+/// A persistent partition that does not mount (a power cut tore its
+/// superblock or a journal commit block: the kernel refuses it with EUCLEAN)
+/// is checked and mounted again before the tmpfs fallback, when the initramfs
+/// carries the checker: `-p` first, then `-y` (systemd's `fsck.repair=yes`:
+/// nobody is there to answer, and the alternative is no persistent data on
+/// this or any later boot). None when no check was tried (the check ran
+/// before the mount already, or there is no checker); else whether to retry.
+fn repair_unmountable(
+    config: &Config,
+    part: &crate::devices::Partition,
+    error: &executor::StepError,
+    handoff: &mut Handoff,
+) -> Option<bool> {
+    if config.persistent.fsck || !Path::new(&config.persistent.fsck_path).exists() {
+        return None;
+    }
+    let message = format!(
+        "persistent partition {} does not mount ({}); checking it",
+        part.node().display(),
+        error_chain(error)
+    );
+    log::warn!("{message}");
+    handoff.warnings.push(message);
+    Some(
+        check_persistent(config, part, "-p", handoff)
+            || check_persistent(config, part, "-y", handoff),
+    )
+}
+
+/// Runs `e2fsck FLAG` (`-p` as rpi-image-gen's hooks do) on the persistent
+/// partition. False when the filesystem must not be mounted (errors left, or
+/// the check could not run on it); a missing checker is an error but not a
+/// reason to stop.
 fn check_persistent(
     config: &Config,
     part: &crate::devices::Partition,
+    flag: &str,
     handoff: &mut Handoff,
 ) -> bool {
     let tool = &config.persistent.fsck_path;
-    log::debug!("exec {tool} -p {}", part.node().display());
+    log::debug!("exec {tool} {flag} {}", part.node().display());
     let status = std::process::Command::new(tool)
-        .arg("-p")
+        .arg(flag)
         .arg(part.node())
         .stdin(std::process::Stdio::null())
         .status();
@@ -430,7 +469,7 @@ fn check_persistent(
                 (
                     code < 4,
                     format!(
-                        "{tool} -p {}: exit {code} ({verdict})",
+                        "{tool} {flag} {}: exit {code} ({verdict})",
                         part.node().display()
                     ),
                 )

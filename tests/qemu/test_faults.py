@@ -2,6 +2,7 @@
 things go wrong"); never a kernel panic, never a slot left unbootable by
 slotinit, never persistent data lost."""
 import os
+import re
 import subprocess
 from guest import REPO, boot, mkdisk, part_offset, read_env
 
@@ -32,17 +33,44 @@ def test_no_init_in_the_root_falls_back_to_the_other_slot(tmp_path):
     assert NO_PANIC not in b.console
 
 
-def test_corrupt_persistent_degrades_to_tmpfs(tmp_path):
+def test_corrupt_persistent_degrades_to_tmpfs(tmp_path, initramfs_with_config):
+    """Without a checker in the initramfs, a persistent partition that does
+    not mount gets the tmpfs fallback."""
+    initrd = initramfs_with_config(
+        "nochecker", (REPO / "configs/rpi-ab-userdata.toml").read_text())
     disk = mkdisk(tmp_path / "disk.img")
     with open(disk, "r+b") as f:
         f.seek(part_offset(disk, 6))
         f.write(b"\xa5" * (2 << 20))
-    b = boot(disk)
+    b = boot(disk, initrd=initrd)
     h = b.handoff()
     assert b.reported and h["persistent_degraded"] is True
     assert b.mount("/var").fstype == "tmpfs"
     assert h["machine_id_source"] == "generated-transient"
     assert any("/dev/vda6" in e for e in h["errors"]), h["errors"]
+
+
+def test_torn_superblock_is_repaired_and_mounted(tmp_path):
+    """Issue 11 B (found by tests/crash): a power cut tears the 1 KiB ext4
+    superblock across its two sectors; its checksum fails and the kernel
+    refuses the mount. With the checker in the initramfs (the default build),
+    slotinit runs e2fsck -p, then -y (the backup superblock), mounts it again:
+    same machine-id, nothing lost. Before: tmpfs on every later boot."""
+    disk = mkdisk(tmp_path / "disk.img")
+    first = boot(disk)
+    assert first.reported and first.handoff()["persistent_degraded"] is False
+    with open(disk, "r+b") as f:
+        f.seek(part_offset(disk, 6) + 1024 + 512 + 100)  # the superblock's second sector
+        f.write(b"\x55" * 50)
+    b = boot(disk)
+    h = b.handoff()
+    assert b.reported
+    assert any("does not mount" in w and "checking it" in w for w in h["warnings"]), h["warnings"]
+    assert re.match(r"/sbin/e2fsck -y /dev/vda6: exit [123] ", h["fsck"]), h["fsck"]
+    assert h["persistent_degraded"] is False, h["errors"]
+    assert b.mount("/var").root == "/slots/system_a/var"
+    assert b.machine_id() == first.machine_id()
+    assert NO_PANIC not in b.console
 
 
 def test_read_only_persistent_keeps_its_machine_id(tmp_path):
