@@ -183,11 +183,15 @@ def overlay_key(overlay, base_sector):
     return h.hexdigest()
 
 
-def enumerate_states(entries, lo, hi, rng, max_subsets=256, max_torn=None, flush0=-1):
+def enumerate_states(entries, lo, hi, rng, max_subsets=256, max_torn=None, flush0=-1,
+                     garbage=False):
     """Crash states of the writes entries[lo:hi] on top of the state before lo.
 
-    `flush0`: the last flush before lo. Returns (states, counts) with counts of
-    candidates per kind before deduplication.
+    `flush0`: the last flush before lo. `garbage`: also the states where the
+    sector being written when the power failed holds neither its old nor its
+    new data (all 0xff, as erased flash reads; SD cards without power-loss
+    protection), the sectors before it new. Returns (states, counts) with
+    counts of candidates per kind before deduplication.
     """
     states = []
     prefix = {}
@@ -246,6 +250,13 @@ def enumerate_states(entries, lo, hi, rng, max_subsets=256, max_torn=None, flush
             head_old.update(secs[k:])
             torn.append(State("torn", f"entry {e.index} ({e.nr} sectors): first {k} old, rest new",
                               last_flush, head_old))
+        if garbage:
+            for k in range(e.nr):
+                g = dict(before)
+                g.update(secs[:k])
+                g[e.sector + k] = b"\xff" * SECTOR
+                torn.append(State("garbage", f"entry {e.index} ({e.nr} sectors): first {k} new, "
+                                  f"sector {e.sector + k} garbage, rest old", last_flush, g))
         epoch.append((e, before))
         prefix.update(secs)
         if e.flags & LOG_FUA_FLAG:
@@ -258,7 +269,9 @@ def enumerate_states(entries, lo, hi, rng, max_subsets=256, max_torn=None, flush
     end_epoch()
     counts = {"prefix": sum(s.kind == "prefix" for s in states),
               "reordered": sum(s.kind == "reordered" for s in states),
-              "torn": len(torn)}
+              "torn": sum(s.kind == "torn" for s in torn)}
+    if garbage:
+        counts["garbage"] = sum(s.kind == "garbage" for s in torn)
     if max_torn is not None and len(torn) > max_torn:
         torn = rng.sample(torn, max_torn)
     return states + torn, counts
@@ -266,10 +279,12 @@ def enumerate_states(entries, lo, hi, rng, max_subsets=256, max_torn=None, flush
 
 # --------------------------------------------------------------- booting
 
-def run_qemu(disk, append, timeout=90, write_log=None, procs=None):
+def run_qemu(disk, append, timeout=90, write_log=None, procs=None, initrd=None):
     """Boots `disk` with the worktree's kernel and initramfs; returns (rc, console)."""
     cmd = [str(REPO / "qemu/run"), "--disk", str(disk), "--timeout", str(timeout),
            "--append", append]
+    if initrd:
+        cmd += ["--initrd", str(initrd)]
     if write_log:
         cmd += ["--write-log", str(write_log)]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -287,30 +302,68 @@ def run_qemu(disk, append, timeout=90, write_log=None, procs=None):
     return p.returncode, out.decode("utf-8", "replace").replace("\r\n", "\n")
 
 
-ENV_FILES = ("uboot.env", "uboot-redund.env")
+@dataclass
+class Store:
+    """Where the boot-state env lives, from a slotinit config's [bootstate]."""
+    partition: str = "bootconfig"
+    files: tuple = ("uboot.env", "uboot-redund.env")
+    raw_offsets: tuple = ()
+    size: int = 0x4000
+    attempts: int = 3
+    bootnames: tuple = ("A", "B")
+    names: str = ""   # qemu/mkdisk --names: the config's GPT names in layout order
+
+    @classmethod
+    def from_config(cls, path):
+        import tomllib
+        cfg = tomllib.loads(Path(path).read_text())
+        bs = cfg.get("bootstate", {})
+        if bs.get("backend", "uboot-env") != "uboot-env":
+            raise RuntimeError(f"{path}: backend {bs.get('backend')!r}: only uboot-env is enumerated")
+        raw = tuple(bs.get("raw_offsets", []))
+        files = () if raw else tuple(bs.get("files", ["uboot.env", "uboot-redund.env"]))
+        part = bs.get("partition", "bootconfig")
+        part = cfg.get("partitions", {}).get(part, part) if part in (
+            "bootconfig", "persistent") else part
+        roles = ["bootconfig", "boot_a", "boot_b", "system_a", "system_b", "persistent"]
+        pn = cfg.get("partitions", {})
+        names = " ".join(str(pn.get(r, r)) or "-" for r in roles)
+        if any(str(pn.get(r, r)).isdigit() for r in roles):
+            raise RuntimeError(f"{path}: members by number: use a config that names GPT partitions")
+        return cls(part, files, raw, int(bs.get("size", 0x4000)), int(bs.get("attempts", 3)),
+                   (bs.get("bootname_a", "A"), bs.get("bootname_b", "B")), names)
+
+    @property
+    def fat(self):
+        return not self.raw_offsets
 
 
-def read_env_image(fat_img, tmp, size=0x4000):
-    """(env dict or None, note): the env pair on a FAT image as fw_printenv reads it
-    (libubootenv), the files copied out with mcopy as tests/qemu/guest.py's read_env does."""
+def read_env_image(store, img, offset, tmp):
+    """(env dict or None, note): the env as fw_printenv (libubootenv) reads it
+    from the partition at byte `offset` of `img`. Env files on a FAT are copied
+    out with mcopy first, as tests/qemu/guest.py's read_env does; raw copies
+    are read in place."""
     menv = dict(os.environ, MTOOLS_SKIP_CHECK="1")
     lines, missing = [], []
-    for f in ENV_FILES:
+    for f in store.files:
         local = Path(tmp) / f"env-{f}"
         local.unlink(missing_ok=True)
-        r = subprocess.run(["mcopy", "-n", "-o", "-i", str(fat_img), f"::{f}", str(local)],
+        r = subprocess.run(["mcopy", "-n", "-o", "-i", f"{img}@@{offset}", f"::{f}", str(local)],
                            env=menv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         if r.returncode != 0:
             missing.append(f)
             local.write_bytes(b"")
-        lines.append(f"{local} 0x0 {size:#x}")
+        lines.append(f"{local} 0x0 {store.size:#x}")
+    for off in store.raw_offsets:
+        lines.append(f"{img} {offset + off:#x} {store.size:#x}")
     cfg = Path(tmp) / "fw_env.config"
     cfg.write_text("\n".join(lines) + "\n")
     r = subprocess.run(["fw_printenv", "-c", str(cfg)], stdout=subprocess.PIPE,
                        stderr=subprocess.PIPE, text=True)
     note = ("missing " + ",".join(missing)) if missing else ""
     if r.returncode != 0 or "Bad CRC" in r.stderr:
-        return None, (note + " " + r.stderr.strip()[:200]).strip()
+        err = " / ".join(l.strip() for l in r.stderr.splitlines() if l.strip())
+        return None, (note + " " + err[:200]).strip()
     return dict(l.split("=", 1) for l in r.stdout.splitlines() if "=" in l), note
 
 
@@ -318,13 +371,13 @@ def boot_state(env):
     return (env.get("BOOT_ORDER"), env.get("BOOT_A_LEFT"), env.get("BOOT_B_LEFT"))
 
 
-def bootable(env, attempts=3):
+def bootable(env, attempts=3, names=("A", "B")):
     """A slot the RAUC U-Boot script (and slotinit) would try: the first of
     BOOT_ORDER (empty or unset: "A B") with attempts left; a missing counter
     is `attempts` (RAUC's default)."""
-    order = (env.get("BOOT_ORDER") or "A B").split()
+    order = (env.get("BOOT_ORDER") or " ".join(names)).split()
     for name in order:
-        if name not in ("A", "B"):
+        if name not in names:
             continue
         try:
             left = int(env.get(f"BOOT_{name}_LEFT", attempts))
@@ -392,7 +445,9 @@ class OpResult:
             f"this operation's window {self.writes} writes, {self.flushes} flushes"
             + (f", {self.discards} discards" if self.discards else ""),
             f"   crash states built: {total} ({b.get('prefix', 0)} prefixes, {b.get('torn', 0)} torn, "
-            f"{b.get('reordered', 0)} reordered; {sum(self.candidates.values())} before dedup); "
+            f"{b.get('reordered', 0)} reordered"
+            + (f", {b.get('garbage', 0)} garbage" if "garbage" in self.candidates else "")
+            + f"; {sum(self.candidates.values())} before dedup); "
             f"{self.bootconfig_images} distinct bootconfig contents host-checked; "
             f"the env after the session holds {self.env_vars} variables",
             f"   env states (BOOT_ORDER/A_LEFT/B_LEFT: states): "
@@ -413,9 +468,18 @@ class Campaign:
     """One temp dir (/tmp/slotinit-crash.*) for everything; close() removes it
     and kills any QEMU still running."""
 
-    def __init__(self, seed=1, log=print, tmp_parent="/tmp"):
+    def __init__(self, seed=1, log=print, tmp_parent="/tmp", config=None):
         import tempfile
         self.tmp = Path(tempfile.mkdtemp(prefix="slotinit-crash.", dir=tmp_parent))
+        self.initrd = None
+        self.store = Store()
+        if config:
+            try:
+                self.store = Store.from_config(config)
+                self.initrd = self.build_initramfs(config)
+            except BaseException:
+                self.close()
+                raise
         self.rng = random.Random(seed)
         self.seed = seed
         self.log = log
@@ -423,6 +487,18 @@ class Campaign:
         self.primed = {}
         self.lock = threading.Lock()
         self.stopping = False
+
+    def build_initramfs(self, config):
+        """The default initramfs with another config, as tests/qemu/conftest.py builds it."""
+        out = self.tmp / "initramfs.img"
+        r = subprocess.run([str(REPO / "initramfs/build"),
+                            "--init", str(REPO / "target/aarch64-unknown-linux-gnu/release/slotinit"),
+                            "--config", str(config), "--kernel-dir", str(REPO / ".cache/kernel"),
+                            "--busybox", str(REPO / ".cache/busybox/busybox"), "--out", str(out)],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"initramfs/build --config {config} failed:\n{r.stdout[-2000:]}")
+        return out
 
     def close(self):
         self.stopping = True
@@ -446,7 +522,7 @@ class Campaign:
     # -- priming: the disk states the operations start from
     def session(self, disk, op, write_log=None):
         rc, console = run_qemu(disk, f"test.run=crash test.op={op}", write_log=write_log,
-                               procs=self.procs)
+                               procs=self.procs, initrd=self.initrd)
         done = re.search(r"OP-DONE (\S*) ?(\d+)", console)
         synced = re.findall(r"SYNCED (\d+)", console)
         if rc != 0 or not done or not synced:
@@ -460,12 +536,13 @@ class Campaign:
         if which in self.primed:
             return self.primed[which]
         if which == "p0":
-            d = mkdisk(self.tmp / "p0.img", "--seed", "crash")
+            names = ["--names", self.store.names] if self.store.names else []
+            d = mkdisk(self.tmp / "p0.img", "--seed", "crash", *names)
             # The pair holds a bootloader's own variables too, as on a device, so
             # that a copy spans several sectors and a torn write can split it.
-            subprocess.run([str(REPO / "tests/guest/set-env"), "--pair", str(d),
-                            "BOOT_ORDER=A B", "BOOT_A_LEFT=3", "BOOT_B_LEFT=3",
-                            *bootloader_env()], check=True, stdout=subprocess.DEVNULL)
+            self.write_env(d, [f"BOOT_ORDER={' '.join(self.store.bootnames)}",
+                               *(f"BOOT_{n}_LEFT={self.store.attempts}" for n in self.store.bootnames),
+                               *bootloader_env()])
             self.session(d, "mark-good")
         else:
             d = self.tmp / "p1.img"
@@ -474,17 +551,47 @@ class Campaign:
         self.primed[which] = d
         return d
 
+    def write_env(self, disk, assignments):
+        """A valid env on a fresh disk, written with Debian's fw_setenv."""
+        st = self.store
+        if st.fat:
+            pair = ["--pair"] if len(st.files) == 2 else []
+            if len(st.files) not in (1, 2) or st.files[0] != "uboot.env" or (
+                    pair and st.files[1] != "uboot-redund.env"):
+                raise RuntimeError(f"env files {st.files}: tests/guest/set-env writes uboot.env "
+                                   "[+ uboot-redund.env] only")
+            subprocess.run([str(REPO / "tests/guest/set-env"), *pair, str(disk), *assignments],
+                           check=True, stdout=subprocess.DEVNULL)
+            return
+        part = next(p for p in partitions(disk) if p.name == st.partition)
+        off = part.start * SECTOR
+        # Empty valid copies first (mkenvimage), then fw_setenv on the disk image in place.
+        for i, raw in enumerate(st.raw_offsets):
+            blank = self.tmp / "blank.env"
+            opt = ["-r"] if len(st.raw_offsets) > 1 else []
+            subprocess.run(["mkenvimage", *opt, "-s", hex(st.size), "-o", str(blank), "-"],
+                           input=b"", check=True)
+            with open(disk, "r+b") as f:
+                f.seek(off + raw)
+                f.write(blank.read_bytes())
+        cfg = self.tmp / "fw_env.config"
+        cfg.write_text("".join(f"{disk} {off + raw:#x} {st.size:#x}\n" for raw in st.raw_offsets))
+        script = self.tmp / "env.script"
+        script.write_text("\n".join(assignments) + "\n")
+        subprocess.run(["fw_setenv", "-c", str(cfg), "-s", str(script)], check=True)
+
     def start_disk(self, op):
         return self.primed_disk("p0" if op == "mark-active-b" else "p1")
 
-    def host_check(self, fat_img, cache, key):
+    def host_check(self, part_img, cache, key):
         if key not in cache:
-            env, note = read_env_image(fat_img, self.tmp)
-            cache[key] = (env, note, fsck_vfat(fat_img))
+            env, note = read_env_image(self.store, part_img, 0, self.tmp)
+            fsck = fsck_vfat(part_img) if self.store.fat else (0, "raw env, no fsck")
+            cache[key] = (env, note, fsck)
         return cache[key]
 
     def run_op(self, op, boots=None, deadline=None, max_subsets=256, max_torn=None,
-               verbose=False, jobs=1):
+               verbose=False, jobs=1, garbage=False):
         t0 = time.monotonic()
         res = OpResult(op)
         work = self.tmp / op
@@ -499,8 +606,8 @@ class Campaign:
             res.failures.append(f"the operation itself failed: OP-DONE {op} {op_rc}")
         entries = parse_log(wlog)
         parts = partitions(base)
-        bc = next(p for p in parts if p.name == "bootconfig")
-        env_after, _ = read_env_image(f"{disk}@@{bc.start * SECTOR}", self.tmp)
+        bc = next(p for p in parts if p.name == self.store.partition)
+        env_after, _ = read_env_image(self.store, disk, bc.start * SECTOR, self.tmp)
         res.env_vars = len(env_after or {})
         res.log_writes = sum(e.write for e in entries)
         res.log_flushes = sum(e.flush for e in entries)
@@ -551,9 +658,9 @@ class Campaign:
             return os.pread(wbase_f.fileno(), SECTOR, s * SECTOR)
 
         states, res.candidates = enumerate_states(entries, lo, hi, self.rng, max_subsets,
-                                                  max_torn, flush0)
+                                                  max_torn, flush0, garbage)
         unique = {}
-        rank = {"prefix": 0, "reordered": 1, "torn": 2}
+        rank = {"prefix": 0, "reordered": 1, "torn": 2, "garbage": 3}
         for st in sorted(states, key=lambda x: rank[x.kind]):  # stable: log order within a kind
             st.key = overlay_key(st.overlay, base_sector)
             first = unique.setdefault(st.key, st)
@@ -592,7 +699,7 @@ class Campaign:
             problem = None
             if env is None:
                 problem = f"fw_printenv finds no valid env ({note})"
-            elif bootable(env) is None:
+            elif bootable(env, self.store.attempts, self.store.bootnames) is None:
                 problem = f"no bootable slot in {boot_state(env)}"
             elif boot_state(env) not in prefix_envs:
                 problem = f"env {boot_state(env)} never existed at a write boundary"
@@ -660,7 +767,8 @@ class Campaign:
     def boot_check(self, wbase, st, img, expect):
         copy_image(wbase, img)
         apply(img, st.overlay)
-        rc, console = run_qemu(img, "test.run=crash-check", timeout=60, procs=self.procs)
+        rc, console = run_qemu(img, "test.run=crash-check", timeout=60, procs=self.procs,
+                               initrd=self.initrd)
         sections, fields, test_run = parse_report(console)
         problems = []
         slot = fields.get("slot-name", "none")
@@ -673,14 +781,14 @@ class Campaign:
             if lost:
                 problems.append(f"synced files lost or damaged: {lost}")
         # The state the next boot reads, after this boot's own repairs.
-        bc = next(p for p in partitions(img) if p.name == "bootconfig")
+        bc = next(p for p in partitions(img) if p.name == self.store.partition)
         scratch = Path(str(img) + ".env")
         scratch.mkdir(exist_ok=True)
-        env, note = read_env_image(f"{img}@@{bc.start * SECTOR}", scratch)
+        env, note = read_env_image(self.store, img, bc.start * SECTOR, scratch)
         shutil.rmtree(scratch, ignore_errors=True)
         if env is None:
             problems.append(f"after the boot, fw_printenv finds no valid env ({note})")
-        elif bootable(env) is None:
+        elif bootable(env, self.store.attempts, self.store.bootnames) is None:
             problems.append(f"after the boot, no bootable slot in {boot_state(env)}")
         img.unlink()
         return problems, slot
