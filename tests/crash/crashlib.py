@@ -591,7 +591,7 @@ class Campaign:
         return cache[key]
 
     def run_op(self, op, boots=None, deadline=None, max_subsets=256, max_torn=None,
-               verbose=False, jobs=1, garbage=False):
+               verbose=False, jobs=1, garbage=False, only=None, keep=None):
         t0 = time.monotonic()
         res = OpResult(op)
         work = self.tmp / op
@@ -719,12 +719,15 @@ class Campaign:
             seen.add(sig)
             return (st.key not in host_bad, not first)
         order = [x for _, x in sorted(((prio(x), i), x) for i, x in enumerate(order))]
+        if only:
+            order = [x for x in order if only in f"{x[0].kind} [{x[0].desc}]"]
         limit = len(order) if boots is None else min(boots, len(order))
         todo = [x[0] for x in order[:limit]]
 
         def one(slot_no, st):
             expect = n_synced if st.flush >= sync_flush else n_synced - 1
-            return self.boot_check(wbase, st, work / f"crash-{slot_no}.img", expect)
+            return self.boot_check(wbase, st, work / f"crash-{slot_no}.img", expect, keep,
+                                   f"{op}-{slot_no}-{time.monotonic_ns()}")
 
         def worker(slot_no):
             while todo and not (deadline and time.monotonic() > deadline) and not self.stopping:
@@ -764,7 +767,33 @@ class Campaign:
         shutil.rmtree(work, ignore_errors=True)
         return res
 
-    def boot_check(self, wbase, st, img, expect):
+    def fsck_persistent(self, img):
+        """For a kept failure: what e2fsck -fy makes of persistent, and the files after it."""
+        parts = {p.name: p for p in partitions(img)}
+        p = parts.get("persistent") or parts.get("data")
+        if not p:
+            return "no persistent partition to fsck"
+        part = Path(str(img) + ".persistent")
+        try:
+            with open(img, "rb") as src, open(part, "wb") as dst:
+                src.seek(p.start * SECTOR)
+                left = (p.end - p.start + 1) * SECTOR
+                while left:
+                    chunk = src.read(min(left, 1 << 20))
+                    if not chunk:
+                        break
+                    dst.write(chunk)
+                    left -= len(chunk)
+            fsck = subprocess.run(["e2fsck", "-fy", str(part)], stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True)
+            files = subprocess.run(["debugfs", "-R", "ls -l home/crash", str(part)],
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            return (f"--- e2fsck -fy on the persistent partition (rc {fsck.returncode})\n"
+                    f"{fsck.stdout}\n--- debugfs ls -l home/crash after it\n{files.stdout}")
+        finally:
+            part.unlink(missing_ok=True)
+
+    def boot_check(self, wbase, st, img, expect, keep=None, name="crash"):
         copy_image(wbase, img)
         apply(img, st.overlay)
         rc, console = run_qemu(img, "test.run=crash-check", timeout=60, procs=self.procs,
@@ -790,6 +819,12 @@ class Campaign:
             problems.append(f"after the boot, fw_printenv finds no valid env ({note})")
         elif bootable(env, self.store.attempts, self.store.bootnames) is None:
             problems.append(f"after the boot, no bootable slot in {boot_state(env)}")
+        if problems and keep:
+            keep = Path(keep)
+            keep.mkdir(parents=True, exist_ok=True)
+            (keep / f"{name}.txt").write_text(
+                f"{st.kind} [{st.desc}] expect files 1..{expect}\n{problems}\n\n"
+                f"{self.fsck_persistent(img)}\n\n{console}")
         img.unlink()
         return problems, slot
 
