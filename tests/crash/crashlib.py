@@ -393,9 +393,13 @@ def fsck_vfat(fat_img):
                        stderr=subprocess.STDOUT, text=True)
     lines = [l for l in r.stdout.splitlines()
              if l.strip() and not l.startswith(("fsck.fat ", "Leaving", "/", "  Automatically"))]
-    msg = "; ".join(l.strip() for l in lines)
-    msg = re.sub(r"\d+ files, \d+/\d+ clusters", "", msg).strip("; ")
-    return r.returncode, msg or "clean"
+    uniq = []
+    for l in lines:
+        l = re.sub(r"\d+ files, \d+/\d+ clusters", "", l.strip())
+        if l and l not in uniq:
+            uniq.append(l)
+    msg = "; ".join(uniq)
+    return r.returncode, (msg[:200] + "...") if len(msg) > 200 else (msg or "clean")
 
 
 # ------------------------------------------------------------ a campaign
