@@ -741,6 +741,8 @@ class Campaign:
                     problems, slot = one(slot_no, st)
                 except Exception as e:  # noqa: BLE001 - a broken check is a failure, not a pass
                     problems, slot = [f"check error: {e!r}"], "error"
+                if self.stopping:
+                    return  # interrupted: this boot was killed, it proves nothing
                 with self.lock:
                     res.booted += 1
                     res.boot_slots[slot] = res.boot_slots.get(slot, 0) + 1
