@@ -377,8 +377,8 @@ const FIGETBSZ: libc::Ioctl = 2;
 /// bmap, and ERANGE for a block beyond INT_MAX; filesystems without bmap
 /// (tmpfs) fail with EINVAL. vfat has one (fs/fat/inode.c `fat_bmap`).
 pub fn fibmap(file: &File, logical: u32) -> io::Result<u32> {
-    let mut block = libc::c_int::try_from(logical)
-        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let mut block =
+        libc::c_int::try_from(logical).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
     // SAFETY: FIBMAP reads and writes one int through the pointer, which
     // points to `block`, live and writable for the whole call; the fd is
     // open for as long as `file` is borrowed.
