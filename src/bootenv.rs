@@ -14,7 +14,7 @@
 //! sector (SD cards), a cut there loses the filesystem or both copies. So
 //! where this module mounted the FAT itself and the copy to write is a file
 //! of exactly the env's size, the new copy goes onto that file's own sectors
-//! and nothing else ([`Store::write_raw`]): map its blocks with FIBMAP while
+//! and nothing else (`Store::write_raw`): map its blocks with FIBMAP while
 //! mounted read-only, check the device holds the file's bytes there, unmount,
 //! open the partition O_EXCL (EBUSY while any other mount of it remains),
 //! check again, write and flush, mount read-only again and read the copy back

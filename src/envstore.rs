@@ -58,6 +58,13 @@
 //! store itself is not caught). [`load`] itself takes no lock: a torn read shows up as a
 //! corrupt copy, and the re-read in [`store`] catches it.
 //!
+//! A caller that can write a copy better than through the filesystem (the
+//! FAT bootconfig, see [`crate::bootenv`]) splits [`store`] in two: [`plan`]
+//! (checks under the lock, the copy to write and its block), its own write
+//! onto the file's blocks on the device ([`map_file`]: FIBMAP; then
+//! [`check_extents`], [`write_extents`]), and [`Planned::confirm`], which
+//! reads every copy back through the filesystem.
+//!
 //! MTD flash (character devices, erase before write) is not supported.
 
 use std::fmt;

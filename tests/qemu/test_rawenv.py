@@ -7,6 +7,7 @@ lose the filesystem or both copies at once."""
 import re
 import struct
 import subprocess
+import pytest
 from guest import INITRD, REPO, Boot, mkdisk, parse_report, part_offset, read_env, record
 
 SECTOR = 512
@@ -49,11 +50,12 @@ def regions(fat):
     }
 
 
-def boot_traced(disk, trace, timeout=120):
+def boot_traced(disk, trace, append="", timeout=120):
     """Boots `disk` like guest.boot, with QEMU tracing every write the guest
     issues to it (block layer `blk_co_pwritev`: byte offset and length)."""
     r = subprocess.run([str(REPO / "qemu/run"), "--initrd", str(INITRD), "--timeout",
-                        str(timeout), "--disk", str(disk), "--",
+                        str(timeout), "--disk", str(disk),
+                        *(["--append", append] if append else []), "--",
                         "-trace", "blk_co_pwritev", "-D", str(trace)],
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     console = r.stdout.decode("utf-8", "replace").replace("\r\n", "\n")
@@ -78,7 +80,14 @@ def changed_sectors(before, after):
             if before[i:i + SECTOR] != after[i:i + SECTOR]]
 
 
-def test_trial_commit_writes_only_the_copy_data(tmp_path):
+@pytest.mark.parametrize("run, commits, expected", [
+    # The boot's trial commit: A's counter decremented.
+    ("", 1, ("A B", "2", "3")),
+    # Then `slotinit mark-active b` in the booted system (it mounts the
+    # bootconfig itself): a second commit, onto the other copy.
+    ("test.run=mark-active-b", 2, ("B A", "2", "3")),
+], ids=["boot", "boot+mark-active"])
+def test_trial_commit_writes_only_the_copy_data(tmp_path, run, commits, expected):
     disk = mkdisk(tmp_path / "disk.img")
     # Both copies at full size, as after the first boots of a device: the
     # next boot decrements A's counter (counter = "init").
@@ -89,11 +98,13 @@ def test_trial_commit_writes_only_the_copy_data(tmp_path):
     fat_type = "FAT32" if not struct.unpack_from("<H", before, 22)[0] else (
         before[54:62].decode("ascii", "replace").strip())
 
-    b, writes = boot_traced(disk, tmp_path / "trace.log")
+    b, writes = boot_traced(disk, tmp_path / "trace.log", append=run)
     assert b.fields["slot-name"] == "system_a", b.console[-3000:]
+    if run:
+        assert "mark-exit=0" in b.test_run, b.test_run
     env = read_env(disk, tmp_path)
     assert env is not None, "fw_printenv reads the committed state"
-    assert (env["BOOT_ORDER"], env["BOOT_A_LEFT"], env["BOOT_B_LEFT"]) == ("A B", "2", "3"), env
+    assert (env["BOOT_ORDER"], env["BOOT_A_LEFT"], env["BOOT_B_LEFT"]) == expected, env
 
     after = partition(disk)
     changed = changed_sectors(before, after)
@@ -102,7 +113,7 @@ def test_trial_commit_writes_only_the_copy_data(tmp_path):
     where = {name: sorted({s for s in written if lo <= s * SECTOR < hi})
              for name, (lo, hi) in r.items()}
     record("rawenv-commit-written-sectors", {
-        "fat": fat_type, "writes": len(written), "sectors": len(set(written)),
+        "run": run or "boot", "fat": fat_type, "writes": len(written), "sectors": len(set(written)),
         "changed": len(changed), "by-region": {k: len(v) for k, v in where.items()}})
     print(f"{fat_type}: {len(written)} sector writes, {len(changed)} sectors changed: {where}")
     # What the guest wrote, not only what it left: the dirty bit is set and
@@ -111,7 +122,7 @@ def test_trial_commit_writes_only_the_copy_data(tmp_path):
     assert not where["fats"], f"FAT sectors written: {where['fats']}"
     assert not where["root"], f"root directory sectors written: {where['root']}"
     assert written and all(s * SECTOR >= r["data"][0] for s in written), where
-    assert len(set(written)) <= 0x4000 // SECTOR, where
+    assert len(set(written)) <= commits * 0x4000 // SECTOR, where
     lo, hi = r["boot"]
     assert after[lo:hi] == before[lo:hi], "the FAT boot sector was rewritten"
     lo, hi = r["root"]
@@ -120,7 +131,7 @@ def test_trial_commit_writes_only_the_copy_data(tmp_path):
     assert after[lo:hi] == before[lo:hi], "the FATs changed"
     # Only data sectors, and no more than one copy's (0x4000 bytes).
     assert changed and all(s >= r["data"][0] for s in changed), changed
-    assert len(changed) <= 0x4000 // SECTOR, changed
+    assert len(changed) <= commits * 0x4000 // SECTOR, changed
 
     image = tmp_path / "bootconfig.img"
     image.write_bytes(after)
