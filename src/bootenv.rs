@@ -439,9 +439,13 @@ impl Store {
         if let Some(reason) = fallback {
             let _ = env.set(FALLBACK_VAR, reason);
         }
-        self.write_env(&env, mode)?;
-        self.contents = Contents::State(state.clone());
-        Ok(())
+        let written = self.write_env(&env, mode);
+        // Once the new copy is current, the state is `state` even if the
+        // repair of the other copy failed after it.
+        if self.loaded.env.as_ref() == Some(&env) {
+            self.contents = Contents::State(state.clone());
+        }
+        written
     }
 
     /// Writes `env` onto the copy that is not current, then (a pair with one
@@ -743,6 +747,7 @@ mod tests {
         assert_eq!(store.contents, Contents::Fresh);
         let state = store.state(&config).unwrap();
         store.commit(&state, Some("why")).unwrap();
+        assert_eq!(store.contents, Contents::State(state.clone()));
         let store = open(&config, None, dir.path()).unwrap().unwrap();
         assert_eq!(store.contents, Contents::State(state));
         let record = store.record();
@@ -950,6 +955,7 @@ mod tests {
         let mut store = open(&config, None, dir.path()).unwrap().unwrap();
         assert!(matches!(store.contents, Contents::Unusable(_)));
         store.force_commit(&State::initial(&rauc)).unwrap();
+        assert_eq!(store.contents, Contents::State(State::initial(&rauc)));
         let store = open(&config, None, dir.path()).unwrap().unwrap();
         assert_eq!(store.contents, Contents::State(State::initial(&rauc)));
         assert_eq!(
