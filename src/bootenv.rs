@@ -8,6 +8,21 @@
 //! `fat_set_state`), so a boot or `status` that writes nothing must not
 //! mount it writable (issue 11, B).
 //!
+//! Even a write need not: each read-write cycle writes the whole boot sector
+//! (the BPB) twice, and a write through the filesystem rewrites the directory
+//! sector holding both copies' entries (mtime). On media that tear inside a
+//! sector (SD cards), a cut there loses the filesystem or both copies. So
+//! where this module mounted the FAT itself and the copy to write is a file
+//! of exactly the env's size, the new copy goes onto that file's own sectors
+//! and nothing else (`Store::write_raw`): map its blocks with FIBMAP while
+//! mounted read-only, check the device holds the file's bytes there, unmount,
+//! open the partition O_EXCL (EBUSY while any other mount of it remains),
+//! check again, write and flush, mount read-only again and read the copy back
+//! through the filesystem. Anything that does not fit (a missing or short
+//! copy, a filesystem mounted elsewhere, a mapping that does not check out)
+//! takes the filesystem path; the pair's order holds on both paths: only the
+//! copy that is not current is written.
+//!
 //! A write never replaces the bootloader's own variables with nothing
 //! (issue 11, item 1): it starts from the current valid copy, else from
 //! `bootstate.base_env`, else (an env only slotinit uses,
@@ -51,6 +66,10 @@ pub struct Store {
     /// around a write; false when the filesystem was mounted read-write
     /// elsewhere already and this mount shares it read-write.
     remount: bool,
+    /// The partition this store mounted, and its filesystem type, to unmount
+    /// and mount again around a write onto a copy's own sectors.
+    device: Option<PathBuf>,
+    fstype: String,
     /// What a write starts from when no copy is valid (see the module docs).
     env_owner: EnvOwner,
     base_env: Option<PathBuf>,
@@ -100,6 +119,23 @@ pub enum CommitError {
         writable: bool,
         #[source]
         source: nix::Error,
+    },
+    /// The copy was written onto its sectors, but the partition could not be
+    /// mounted again to read it back: the commit counts as failed.
+    #[error("cannot mount {} on {} again after writing {}", .device.display(), .target.display(), .file.display())]
+    MountAgain {
+        device: PathBuf,
+        target: PathBuf,
+        file: PathBuf,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("cannot write {} onto its sectors of {}", .file.display(), .device.display())]
+    Raw {
+        device: PathBuf,
+        file: PathBuf,
+        #[source]
+        source: Box<EnvStoreError>,
     },
 }
 
@@ -179,6 +215,7 @@ pub fn open(
         })
     };
     let mut remount = false;
+    let mut device = None;
     let (location, mounted) = if !config.fw_env.is_empty() {
         let parsed = fwenv::parse(&config.fw_env.join("\n")).map_err(OpenError::FwEnv)?;
         (EnvLocation::from_fwenv(&parsed), None)
@@ -192,6 +229,7 @@ pub fn open(
         if !already {
             let _ = std::fs::create_dir_all(mount_dir);
             remount = mount_read_only(part, &config.fstype, mount_dir)?;
+            device = Some(part.node());
         }
         let files: Vec<PathBuf> = config.files.iter().map(|f| mount_dir.join(f)).collect();
         let location = match files.as_slice() {
@@ -227,6 +265,8 @@ pub fn open(
         contents: Contents::Fresh,
         mounted,
         remount,
+        device,
+        fstype: config.fstype.clone(),
         env_owner: config.env_owner,
         base_env: (!config.base_env.is_empty()).then(|| PathBuf::from(&config.base_env)),
     };
@@ -245,24 +285,13 @@ const MOUNT_FLAGS: MsFlags = MsFlags::MS_NOATIME
 /// mounted read-only (the kernel's get_tree_bdev: "would change RO state",
 /// EBUSY); it is dirty anyway, so it is shared read-write as before (false).
 fn mount_read_only(part: &Partition, fstype: &str, dir: &Path) -> Result<bool, OpenError> {
+    let node = part.node();
     let mount = |flags: MsFlags| {
-        log::debug!(
-            "mount {} on {} ({})",
-            part.node().display(),
-            dir.display(),
-            if flags.contains(MsFlags::MS_RDONLY) {
-                "ro"
-            } else {
-                "rw"
-            }
-        );
-        nix::mount::mount(Some(&part.node()), dir, Some(fstype), flags, None::<&str>).map_err(
-            |source| OpenError::Mount {
-                device: part.node(),
-                target: dir.to_path_buf(),
-                source,
-            },
-        )
+        mount_flags(&node, fstype, dir, flags).map_err(|source| OpenError::Mount {
+            device: node.clone(),
+            target: dir.to_path_buf(),
+            source,
+        })
     };
     match mount(MOUNT_FLAGS | MsFlags::MS_RDONLY) {
         Ok(()) => Ok(true),
@@ -272,6 +301,20 @@ fn mount_read_only(part: &Partition, fstype: &str, dir: &Path) -> Result<bool, O
         }) => mount(MOUNT_FLAGS).map(|()| false),
         Err(e) => Err(e),
     }
+}
+
+fn mount_flags(node: &Path, fstype: &str, dir: &Path, flags: MsFlags) -> nix::Result<()> {
+    log::debug!(
+        "mount {} on {} ({})",
+        node.display(),
+        dir.display(),
+        if flags.contains(MsFlags::MS_RDONLY) {
+            "ro"
+        } else {
+            "rw"
+        }
+    );
+    nix::mount::mount(Some(node), dir, Some(fstype), flags, None::<&str>)
 }
 
 /// The config change that makes the config describe what the medium holds
@@ -396,14 +439,35 @@ impl Store {
         if let Some(reason) = fallback {
             let _ = env.set(FALLBACK_VAR, reason);
         }
-        self.writable(|store| {
-            store.loaded = envstore::store(&store.location, &env, &store.loaded, mode)
-                .map_err(CommitError::Store)?;
-            store.contents = Contents::State(state.clone());
-            // A pair with one copy still missing (a fresh store) gets it now, so
-            // fw_printenv and U-Boot, which want both, read it from the first boot.
-            store.repair_now()
-        })?;
+        let written = self.write_env(&env, mode);
+        // Once the new copy is current, the state is `state` even if the
+        // repair of the other copy failed after it.
+        if self.loaded.env.as_ref() == Some(&env) {
+            self.contents = Contents::State(state.clone());
+        }
+        written
+    }
+
+    /// Writes `env` onto the copy that is not current, then (a pair with one
+    /// copy still missing or corrupt, e.g. a fresh store) the other copy, so
+    /// fw_printenv and U-Boot, which want both, read it from the first boot.
+    /// Each copy goes onto its own sectors where it can ([`Self::write_raw`]),
+    /// else through the filesystem, remounted read-write once for both.
+    fn write_env(&mut self, env: &Env, mode: IfAllCorrupt) -> Result<(), CommitError> {
+        if !self.write_raw(env, mode)? {
+            return self
+                .writable(|store| {
+                    store.loaded = envstore::store(&store.location, env, &store.loaded, mode)
+                        .map_err(CommitError::Store)?;
+                    store.repair_now()
+                })
+                .map(drop);
+        }
+        if let Some(current) = self.loaded.env.clone().filter(|_| self.needs_repair()) {
+            if !self.write_raw(&current, IfAllCorrupt::Refuse)? {
+                self.writable(Self::repair_now)?;
+            }
+        }
         Ok(())
     }
 
@@ -429,10 +493,11 @@ impl Store {
 
     /// Rewrites the current env when one copy of a pair is corrupt.
     pub fn repair(&mut self) -> Result<bool, CommitError> {
-        if !self.needs_repair() {
+        let Some(env) = self.loaded.env.clone().filter(|_| self.needs_repair()) else {
             return Ok(false);
-        }
-        self.writable(Self::repair_now)
+        };
+        self.write_env(&env, IfAllCorrupt::Refuse)?;
+        Ok(true)
     }
 
     fn needs_repair(&self) -> bool {
@@ -445,6 +510,117 @@ impl Store {
         };
         self.loaded = envstore::store(&self.location, &env, &self.loaded, IfAllCorrupt::Refuse)
             .map_err(CommitError::Store)?;
+        Ok(true)
+    }
+
+    /// Writes `env` onto the sectors of the copy it replaces, with the
+    /// partition unmounted (module docs). Ok(false) when this path does not
+    /// apply or a check before the write fails: nothing was written, the
+    /// partition is mounted read-only as before, and the caller writes
+    /// through the filesystem. An error once the write began is a failed
+    /// commit: only the copy that is not current was touched.
+    fn write_raw(&mut self, env: &Env, mode: IfAllCorrupt) -> Result<bool, CommitError> {
+        let (Some(dir), Some(device), true) =
+            (self.mounted.clone(), self.device.clone(), self.remount)
+        else {
+            return Ok(false);
+        };
+        let mut planned =
+            envstore::plan(&self.location, env, &self.loaded, mode).map_err(CommitError::Store)?;
+        let Some(current) = planned.whole_file(&self.location).map(<[u8]>::to_vec) else {
+            return Ok(false);
+        };
+        let file = planned.path(&self.location).to_path_buf();
+        if !envstore::on_fat(&file) {
+            return Ok(false);
+        }
+        let fall_back = |e: &dyn std::error::Error| {
+            log::info!(
+                "writing {} through the filesystem: {}",
+                file.display(),
+                crate::boot::error_chain(e)
+            );
+        };
+        // Map and check while the filesystem still shows the file.
+        let checked = envstore::map_file(&file, current.len() as u64).and_then(|extents| {
+            let dev = envstore::open_device(&device, false)?;
+            envstore::check_extents(&dev, &device, &file, &extents, &current)?;
+            Ok(extents)
+        });
+        let extents = match checked {
+            Ok(extents) => extents,
+            Err(e) => {
+                fall_back(&e);
+                return Ok(false);
+            }
+        };
+        // The lock is a file on this filesystem; an open file keeps it mounted.
+        planned.unlock();
+        log::debug!("umount {}", dir.display());
+        if let Err(e) = nix::mount::umount(&dir) {
+            fall_back(&e);
+            return Ok(false);
+        }
+        let written = (|| {
+            // No page cache of the filesystem is left to go stale or be
+            // written back over the copy; O_EXCL fails while another mount
+            // of the partition (the booted system's) remains.
+            let dev = envstore::open_device(&device, true)?;
+            envstore::check_extents(&dev, &device, &file, &extents, &current)?;
+            log::debug!(
+                "writing {} onto {} at {:?}",
+                file.display(),
+                device.display(),
+                extents
+                    .iter()
+                    .map(|e| (e.device_offset, e.len))
+                    .collect::<Vec<_>>()
+            );
+            Ok::<_, EnvStoreError>(
+                envstore::write_extents(&dev, &device, &extents, planned.block()).map_err(
+                    |source| CommitError::Raw {
+                        device: device.clone(),
+                        file: file.clone(),
+                        source: Box::new(source),
+                    },
+                ),
+            )
+        })();
+        let mounted_again = mount_flags(
+            &device,
+            &self.fstype,
+            &dir,
+            MOUNT_FLAGS | MsFlags::MS_RDONLY,
+        )
+        .map_err(|source| CommitError::MountAgain {
+            device: device.clone(),
+            target: dir.clone(),
+            file: file.clone(),
+            source,
+        });
+        if let Err(e) = mounted_again {
+            // Nothing of this store is mounted any more.
+            self.mounted = None;
+            return Err(match written {
+                Ok(Err(write)) => write,
+                _ => e,
+            });
+        }
+        match written {
+            // A check failed before anything was written.
+            Err(e) => {
+                fall_back(&e);
+                return Ok(false);
+            }
+            Ok(result) => result?,
+        }
+        self.loaded = planned
+            .confirm(&self.location)
+            .map_err(|source| CommitError::Raw {
+                device: device.clone(),
+                file: file.clone(),
+                source: Box::new(source),
+            })?;
         Ok(true)
     }
 
@@ -571,6 +747,7 @@ mod tests {
         assert_eq!(store.contents, Contents::Fresh);
         let state = store.state(&config).unwrap();
         store.commit(&state, Some("why")).unwrap();
+        assert_eq!(store.contents, Contents::State(state.clone()));
         let store = open(&config, None, dir.path()).unwrap().unwrap();
         assert_eq!(store.contents, Contents::State(state));
         let record = store.record();
@@ -778,6 +955,7 @@ mod tests {
         let mut store = open(&config, None, dir.path()).unwrap().unwrap();
         assert!(matches!(store.contents, Contents::Unusable(_)));
         store.force_commit(&State::initial(&rauc)).unwrap();
+        assert_eq!(store.contents, Contents::State(State::initial(&rauc)));
         let store = open(&config, None, dir.path()).unwrap().unwrap();
         assert_eq!(store.contents, Contents::State(State::initial(&rauc)));
         assert_eq!(

@@ -58,6 +58,13 @@
 //! store itself is not caught). [`load`] itself takes no lock: a torn read shows up as a
 //! corrupt copy, and the re-read in [`store`] catches it.
 //!
+//! A caller that can write a copy better than through the filesystem (the
+//! FAT bootconfig, see [`crate::bootenv`]) splits [`store`] in two: [`plan`]
+//! (checks under the lock, the copy to write and its block), its own write
+//! onto the file's blocks on the device ([`map_file`]: FIBMAP; then
+//! [`check_extents`], [`write_extents`]), and [`Planned::confirm`], which
+//! reads every copy back through the filesystem.
+//!
 //! MTD flash (character devices, erase before write) is not supported.
 
 use std::fmt;
@@ -197,6 +204,48 @@ pub enum EnvStoreError {
         #[source]
         source: io::Error,
     },
+    #[error("cannot map {} to the blocks of its device", .path.display())]
+    Map {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{} does not lie on its device as whole blocks", .path.display())]
+    Unmappable {
+        path: PathBuf,
+        #[source]
+        source: ExtentError,
+    },
+    /// The blocks FIBMAP named do not hold the file's bytes.
+    #[error(
+        "{} at offset {device_offset} does not hold what {} holds at offset {file_offset}",
+        .device.display(),
+        .path.display()
+    )]
+    Mismatch {
+        device: PathBuf,
+        device_offset: u64,
+        path: PathBuf,
+        file_offset: u64,
+    },
+    /// After a write onto the copy's sectors, the filesystem reads something else.
+    #[error("{} does not read back what was written to its sectors", .path.display())]
+    NotWritten { path: PathBuf },
+}
+
+/// Why a file's blocks cannot be written as they were mapped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExtentError {
+    #[error("block size {0} is not a power of two of at least 512 bytes")]
+    BlockSize(u32),
+    #[error("{len} bytes are not whole blocks of {block_size} bytes")]
+    PartialBlock { len: u64, block_size: u32 },
+    #[error("{got} blocks mapped for {len} bytes")]
+    Count { got: usize, len: u64 },
+    #[error("block {logical} has no place on the device (a hole)")]
+    Hole { logical: usize },
+    #[error("an extent ends at byte {end}, past the {len} bytes of the copy")]
+    Beyond { end: u64, len: u64 },
 }
 
 /// What the copies live on; decides locking, creation and the write strategy.
@@ -777,6 +826,30 @@ pub fn store(
     previous: &LoadedEnv,
     if_all_corrupt: IfAllCorrupt,
 ) -> Result<LoadedEnv, EnvStoreError> {
+    plan(location, env, previous, if_all_corrupt)?.write(location)
+}
+
+/// A [`store`] decided and checked but not yet made: the copy to write, the
+/// block that goes there, and every copy as re-read under the writers' lock.
+/// [`Planned::write`] writes it the usual way; a caller that writes the block
+/// itself (onto the copy's sectors of the device, see [`map_file`]) calls
+/// [`Planned::confirm`] afterwards.
+pub struct Planned {
+    target: CopyIndex,
+    block: Vec<u8>,
+    header: Header,
+    now: Vec<Raw>,
+    lock: Option<Flock<File>>,
+}
+
+/// The first half of [`store`]: encodes `env` for the copy to write, takes the
+/// writers' lock and checks that nothing changed since `previous` was loaded.
+pub fn plan(
+    location: &EnvLocation,
+    env: &Env,
+    previous: &LoadedEnv,
+    if_all_corrupt: IfAllCorrupt,
+) -> Result<Planned, EnvStoreError> {
     if previous.location != *location {
         return Err(EnvStoreError::LocationMismatch);
     }
@@ -794,7 +867,7 @@ pub fn store(
         }
     })?;
 
-    let _lock = lock(location)?;
+    let lock = lock(location)?;
     let now = read_all(location)?;
     for ((_, c), (seen, current)) in location
         .copies()
@@ -807,30 +880,104 @@ pub fn store(
             });
         }
     }
+    Ok(Planned {
+        target,
+        block,
+        header,
+        now,
+        lock: Some(lock),
+    })
+}
 
-    let (len, offset) = if location.medium == Medium::File
-        && header == Header::Single
-        && copy.offset == 0
-        && now
-            .first()
-            .is_none_or(|raw| holds_only_env(raw, location.size))
-        && !(on_fat(&copy.path) && now.first().is_some_and(|raw| is_full(raw, location.size)))
-    {
-        replace_file(&copy.path, &block)?;
-        (block.len() as u64, 0)
-    } else {
-        write_in_place(location.medium, copy, &block)?
-    };
-
-    let mut raws = now;
-    if let Some(slot) = raws.get_mut(target.index()) {
-        *slot = Raw::Bytes {
-            len,
-            offset,
-            bytes: block,
-        };
+impl Planned {
+    /// The file or device of the copy to write.
+    pub fn path<'a>(&self, location: &'a EnvLocation) -> &'a Path {
+        &location.copy(self.target).path
     }
-    Ok(judge(location, raws))
+
+    /// What the copy will hold.
+    pub fn block(&self) -> &[u8] {
+        &self.block
+    }
+
+    /// The copy's current bytes when it is a file holding exactly one whole
+    /// env (offset 0, length = size): a copy whose every byte has its place
+    /// on the device already. None for a missing or short copy, a device,
+    /// or an env inside a larger file.
+    pub fn whole_file(&self, location: &EnvLocation) -> Option<&[u8]> {
+        match self.now.get(self.target.index()) {
+            Some(Raw::Bytes { len, offset, bytes })
+                if location.medium == Medium::File
+                    && location.copy(self.target).offset == 0
+                    && *offset == 0
+                    && *len == location.size as u64
+                    && bytes.len() == location.size =>
+            {
+                Some(bytes)
+            }
+            _ => None,
+        }
+    }
+
+    /// Gives up the writers' lock (a file on the filesystem, which must be
+    /// closed before that filesystem can be unmounted).
+    pub fn unlock(&mut self) {
+        self.lock = None;
+    }
+
+    /// The second half of [`store`]: writes the copy and syncs it.
+    pub fn write(self, location: &EnvLocation) -> Result<LoadedEnv, EnvStoreError> {
+        let copy = location.copy(self.target);
+        let now = &self.now;
+        let (len, offset) = if location.medium == Medium::File
+            && self.header == Header::Single
+            && copy.offset == 0
+            && now
+                .first()
+                .is_none_or(|raw| holds_only_env(raw, location.size))
+            && !(on_fat(&copy.path) && now.first().is_some_and(|raw| is_full(raw, location.size)))
+        {
+            replace_file(&copy.path, &self.block)?;
+            (self.block.len() as u64, 0)
+        } else {
+            write_in_place(location.medium, copy, &self.block)?
+        };
+        let mut raws = self.now;
+        if let Some(slot) = raws.get_mut(self.target.index()) {
+            *slot = Raw::Bytes {
+                len,
+                offset,
+                bytes: self.block,
+            };
+        }
+        Ok(judge(location, raws))
+    }
+
+    /// After the caller wrote [`Planned::block`] to the copy by other means:
+    /// re-reads every copy and returns the new state, or
+    /// [`EnvStoreError::NotWritten`] when the copy does not hold the block
+    /// ([`EnvStoreError::Changed`] when another copy changed meanwhile).
+    pub fn confirm(self, location: &EnvLocation) -> Result<LoadedEnv, EnvStoreError> {
+        let raws = read_all(location)?;
+        for ((index, c), (before, after)) in location
+            .copies()
+            .into_iter()
+            .zip(self.now.iter().zip(&raws))
+        {
+            if index == self.target {
+                if !matches!(after, Raw::Bytes { bytes, .. } if *bytes == self.block) {
+                    return Err(EnvStoreError::NotWritten {
+                        path: c.path.clone(),
+                    });
+                }
+            } else if before != after {
+                return Err(EnvStoreError::Changed {
+                    path: c.path.clone(),
+                });
+            }
+        }
+        Ok(judge(location, raws))
+    }
 }
 
 /// The copy to overwrite and its header.
@@ -855,7 +1002,7 @@ fn target_of(previous: &LoadedEnv) -> (CopyIndex, Header) {
 
 /// True when `path` lies on a FAT filesystem (vfat/msdos), where a rename over
 /// an existing file is not crash-safe (see the module docs).
-fn on_fat(path: &Path) -> bool {
+pub fn on_fat(path: &Path) -> bool {
     nix::sys::statfs::statfs(&parent_dir(path))
         .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::MSDOS_SUPER_MAGIC)
 }
@@ -1011,6 +1158,243 @@ fn write_temp(temp: &Path, block: &[u8], mode: u32) -> Result<(), EnvStoreError>
         path: temp.to_owned(),
         source,
     })
+}
+
+/// A run of a file's bytes that lies contiguously on its filesystem's device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Extent {
+    pub file_offset: u64,
+    pub device_offset: u64,
+    pub len: u64,
+}
+
+/// The extents of the first `len` bytes of a file from FIBMAP's answers:
+/// `physical[i]` is the device block (of `block_size` bytes) holding the
+/// file's block `i`. Only whole blocks: a copy that ends inside a block would
+/// need the rest of that block read and written back, which the filesystem
+/// path does better. FIBMAP answers 0 for a hole (fs/ioctl.c `ioctl_fibmap`);
+/// on FAT, block 0 is the boot sector, never file data.
+pub fn extents(block_size: u32, physical: &[u32], len: u64) -> Result<Vec<Extent>, ExtentError> {
+    if block_size < 512 || !block_size.is_power_of_two() {
+        return Err(ExtentError::BlockSize(block_size));
+    }
+    let bs = u64::from(block_size);
+    if len % bs != 0 {
+        return Err(ExtentError::PartialBlock { len, block_size });
+    }
+    if physical.len() as u64 != len / bs {
+        return Err(ExtentError::Count {
+            got: physical.len(),
+            len,
+        });
+    }
+    let mut out: Vec<Extent> = Vec::new();
+    for (logical, &block) in physical.iter().enumerate() {
+        if block == 0 {
+            return Err(ExtentError::Hole { logical });
+        }
+        let file_offset = logical as u64 * bs;
+        let device_offset = u64::from(block) * bs;
+        match out.last_mut() {
+            Some(e)
+                if e.file_offset + e.len == file_offset
+                    && e.device_offset + e.len == device_offset =>
+            {
+                e.len += bs;
+            }
+            _ => out.push(Extent {
+                file_offset,
+                device_offset,
+                len: bs,
+            }),
+        }
+    }
+    Ok(out)
+}
+
+/// Where byte `file_offset` of the file lies on the device.
+pub fn device_offset(extents: &[Extent], file_offset: u64) -> Option<u64> {
+    extents
+        .iter()
+        .find(|e| (e.file_offset..e.file_offset + e.len).contains(&file_offset))
+        .map(|e| e.device_offset + (file_offset - e.file_offset))
+}
+
+/// The first offset where what the device holds (`raw`, in file order)
+/// differs from the file's bytes; None when they are equal.
+pub fn first_difference(raw: &[u8], expected: &[u8]) -> Option<u64> {
+    raw.iter()
+        .zip(expected)
+        .position(|(a, b)| a != b)
+        .or_else(|| (raw.len() != expected.len()).then(|| raw.len().min(expected.len())))
+        .map(|i| i as u64)
+}
+
+/// Maps the first `len` bytes of the file at `path` to its device with
+/// FIBMAP (needs CAP_SYS_RAWIO and a filesystem with bmap, as vfat has).
+pub fn map_file(path: &Path, len: u64) -> Result<Vec<Extent>, EnvStoreError> {
+    let map_err = |source| EnvStoreError::Map {
+        path: path.to_owned(),
+        source,
+    };
+    let unmappable = |source| EnvStoreError::Unmappable {
+        path: path.to_owned(),
+        source,
+    };
+    let file = File::open(path).map_err(|source| EnvStoreError::Open {
+        path: path.to_owned(),
+        source,
+    })?;
+    let block_size = crate::sys::figetbsz(&file).map_err(map_err)?;
+    if block_size < 512 || !block_size.is_power_of_two() {
+        return Err(unmappable(ExtentError::BlockSize(block_size)));
+    }
+    // len is an env size (at most envblock::MAX_SIZE): a few thousand blocks.
+    let count = len / u64::from(block_size);
+    let mut physical = Vec::new();
+    for logical in 0..count {
+        let logical = u32::try_from(logical)
+            .map_err(|_| map_err(io::Error::from_raw_os_error(libc::EFBIG)))?;
+        physical.push(crate::sys::fibmap(&file, logical).map_err(map_err)?);
+    }
+    extents(block_size, &physical, len).map_err(unmappable)
+}
+
+/// Memory aligned for O_DIRECT: the device's logical block size (512 or
+/// 4096 on the media slotinit writes) divides 4096.
+struct Aligned {
+    buf: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl Aligned {
+    const ALIGN: usize = 4096;
+
+    fn new(len: usize) -> Self {
+        let buf = vec![0u8; len + Self::ALIGN];
+        let addr = buf.as_ptr() as usize;
+        let start = (Self::ALIGN - addr % Self::ALIGN) % Self::ALIGN;
+        Self { buf, start, len }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.buf[self.start..self.start + self.len]
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[self.start..self.start + self.len]
+    }
+}
+
+/// Opens a block device for I/O past its page cache (O_DIRECT): no cached
+/// page, stale after the filesystem wrote the same sectors, is read or
+/// written back around ours. `write` opens it O_RDWR|O_EXCL, which fails
+/// with EBUSY while any filesystem on it is mounted (open(2)).
+pub fn open_device(path: &Path, write: bool) -> Result<File, EnvStoreError> {
+    let mut options = OpenOptions::new();
+    options.read(true);
+    let mut flags = libc::O_DIRECT;
+    if write {
+        options.write(true);
+        flags |= libc::O_EXCL;
+    }
+    options
+        .custom_flags(flags)
+        .open(path)
+        .map_err(|source| EnvStoreError::Open {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+/// Reads the `len` bytes the extents cover from `device`, in file order.
+pub fn read_extents(
+    device: &File,
+    device_path: &Path,
+    extents: &[Extent],
+    len: usize,
+) -> Result<Vec<u8>, EnvStoreError> {
+    let mut out = vec![0u8; len];
+    for e in extents {
+        let mut buf = Aligned::new(extent_len(e, len, device_path)?);
+        device
+            .read_exact_at(buf.bytes_mut(), e.device_offset)
+            .map_err(|source| EnvStoreError::Read {
+                path: device_path.to_owned(),
+                offset: e.device_offset,
+                source,
+            })?;
+        let start = e.file_offset as usize;
+        if let Some(dst) = out.get_mut(start..start + buf.len) {
+            dst.copy_from_slice(buf.bytes());
+        }
+    }
+    Ok(out)
+}
+
+/// Checks that the device holds `expected` (the file's bytes) where the
+/// extents say: [`EnvStoreError::Mismatch`] otherwise.
+pub fn check_extents(
+    device: &File,
+    device_path: &Path,
+    path: &Path,
+    extents: &[Extent],
+    expected: &[u8],
+) -> Result<(), EnvStoreError> {
+    let raw = read_extents(device, device_path, extents, expected.len())?;
+    match first_difference(&raw, expected) {
+        None => Ok(()),
+        Some(file_offset) => Err(EnvStoreError::Mismatch {
+            device: device_path.to_owned(),
+            device_offset: device_offset(extents, file_offset).unwrap_or_default(),
+            path: path.to_owned(),
+            file_offset,
+        }),
+    }
+}
+
+/// Writes `block` (the file's new bytes) onto the extents of `device`, and
+/// syncs it: fdatasync on a block device writes its dirty pages and sends a
+/// cache flush (block/fops.c `blkdev_fsync`).
+pub fn write_extents(
+    device: &File,
+    device_path: &Path,
+    extents: &[Extent],
+    block: &[u8],
+) -> Result<(), EnvStoreError> {
+    for e in extents {
+        let mut buf = Aligned::new(extent_len(e, block.len(), device_path)?);
+        let start = e.file_offset as usize;
+        if let Some(src) = block.get(start..start + buf.len) {
+            buf.bytes_mut().copy_from_slice(src);
+        }
+        device
+            .write_all_at(buf.bytes(), e.device_offset)
+            .map_err(|source| EnvStoreError::Write {
+                path: device_path.to_owned(),
+                offset: e.device_offset,
+                source,
+            })?;
+    }
+    device.sync_data().map_err(|source| EnvStoreError::Sync {
+        path: device_path.to_owned(),
+        source,
+    })
+}
+
+/// An extent's length, checked to lie within the `len` bytes of the copy.
+fn extent_len(e: &Extent, len: usize, device_path: &Path) -> Result<usize, EnvStoreError> {
+    match usize::try_from(e.file_offset.saturating_add(e.len)) {
+        Ok(end) if end <= len => Ok(e.len as usize),
+        _ => Err(EnvStoreError::Unmappable {
+            path: device_path.to_owned(),
+            source: ExtentError::Beyond {
+                end: e.file_offset.saturating_add(e.len),
+                len: len as u64,
+            },
+        }),
+    }
 }
 
 fn sync_dir(dir: &Path) -> Result<(), EnvStoreError> {
@@ -1796,5 +2180,188 @@ mod tests {
         );
         assert_eq!(pair.current_flags(), Some(3));
         assert_eq!(pair.env.unwrap().get("BOOT_ORDER"), Some(&b"B A"[..]));
+    }
+
+    // Issue 11, B: a commit onto the copy's own sectors. The pure parts:
+    // FIBMAP's block numbers to device byte ranges, and the compare step.
+    #[test]
+    fn extents_merge_contiguous_blocks_and_refuse_what_cannot_be_written_whole() {
+        let e = |file_offset, device_offset, len| Extent {
+            file_offset,
+            device_offset,
+            len,
+        };
+        // A fragmented 16 KiB copy in 512-byte blocks: 100..=103, 200..=227.
+        let physical: Vec<u32> = (100..104).chain(200..228).collect();
+        assert_eq!(
+            extents(512, &physical, 0x4000).unwrap(),
+            [e(0, 51200, 2048), e(2048, 102400, 14336)]
+        );
+        // Contiguous on the device but out of order in the file: two extents.
+        assert_eq!(
+            extents(4096, &[9, 8], 8192).unwrap(),
+            [e(0, 36864, 4096), e(4096, 32768, 4096)]
+        );
+        assert_eq!(extents(4096, &[7], 4096).unwrap(), [e(0, 28672, 4096)]);
+        assert_eq!(
+            extents(512, &[5, 0, 7], 1536),
+            Err(ExtentError::Hole { logical: 1 })
+        );
+        assert_eq!(
+            extents(512, &[5, 6], 1000),
+            Err(ExtentError::PartialBlock {
+                len: 1000,
+                block_size: 512
+            })
+        );
+        assert_eq!(
+            extents(512, &[5], 1024),
+            Err(ExtentError::Count { got: 1, len: 1024 })
+        );
+        assert_eq!(extents(0, &[], 0), Err(ExtentError::BlockSize(0)));
+        assert_eq!(extents(1000, &[1], 1000), Err(ExtentError::BlockSize(1000)));
+        assert_eq!(extents(256, &[1], 256), Err(ExtentError::BlockSize(256)));
+    }
+
+    #[test]
+    fn offsets_and_the_first_difference_are_located_on_the_device() {
+        let ext = extents(512, &[100, 101, 300], 1536).unwrap();
+        assert_eq!(device_offset(&ext, 0), Some(51200));
+        assert_eq!(device_offset(&ext, 1023), Some(51200 + 1023));
+        assert_eq!(device_offset(&ext, 1024), Some(153600));
+        assert_eq!(device_offset(&ext, 1535), Some(153600 + 511));
+        assert_eq!(device_offset(&ext, 1536), None);
+
+        let file = vec![7u8; 1536];
+        assert_eq!(first_difference(&file, &file), None);
+        let mut raw = file.clone();
+        raw[1100] = 0;
+        raw[1200] = 0;
+        assert_eq!(first_difference(&raw, &file), Some(1100));
+        assert_eq!(first_difference(&file[..1000], &file), Some(1000));
+    }
+
+    /// A regular file stands in for the partition (no O_DIRECT on the host's
+    /// temp files): the copy's blocks are scattered over it.
+    #[test]
+    fn extents_are_read_and_written_only_where_mapped() {
+        let dir = tempfile::tempdir().unwrap();
+        let dev_path = dir.path().join("partition.img");
+        let image: Vec<u8> = (0..64 * 512).map(|i| (i / 512) as u8 | 0x80).collect();
+        fs::write(&dev_path, &image).unwrap();
+        let device = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&dev_path)
+            .unwrap();
+        // The file's 4 blocks lie at device blocks 10, 11, 40, 3.
+        let ext = extents(512, &[10, 11, 40, 3], 2048).unwrap();
+        let current: Vec<u8> = [10u8, 11, 40, 3]
+            .iter()
+            .flat_map(|b| vec![b | 0x80; 512])
+            .collect();
+        let file = dir.path().join("uboot.env");
+        assert_eq!(
+            read_extents(&device, &dev_path, &ext, 2048).unwrap(),
+            current
+        );
+        check_extents(&device, &dev_path, &file, &ext, &current).unwrap();
+        let mut other = current.clone();
+        other[1536 + 5] ^= 1;
+        match check_extents(&device, &dev_path, &file, &ext, &other) {
+            Err(EnvStoreError::Mismatch {
+                device_offset,
+                file_offset,
+                ..
+            }) => assert_eq!((file_offset, device_offset), (1541, 3 * 512 + 5)),
+            other => panic!("{other:?}"),
+        }
+
+        let new: Vec<u8> = (0..2048).map(|i| (i % 251) as u8).collect();
+        write_extents(&device, &dev_path, &ext, &new).unwrap();
+        let after = fs::read(&dev_path).unwrap();
+        let mut expected = image.clone();
+        for (logical, block) in [10usize, 11, 40, 3].into_iter().enumerate() {
+            expected[block * 512..(block + 1) * 512]
+                .copy_from_slice(&new[logical * 512..(logical + 1) * 512]);
+        }
+        assert_eq!(after, expected, "only the mapped blocks change");
+        assert_eq!(read_extents(&device, &dev_path, &ext, 2048).unwrap(), new);
+
+        // An extent past the copy is refused before anything is written.
+        let beyond = [Extent {
+            file_offset: 1536,
+            device_offset: 0,
+            len: 1024,
+        }];
+        assert!(matches!(
+            write_extents(&device, &dev_path, &beyond, &new),
+            Err(EnvStoreError::Unmappable {
+                source: ExtentError::Beyond {
+                    end: 2560,
+                    len: 2048
+                },
+                ..
+            })
+        ));
+        assert_eq!(fs::read(&dev_path).unwrap(), expected);
+    }
+
+    // After a write by other means, confirm() accepts the new copy only if
+    // the file reads back the block, and only the copy that was not current
+    // is the one planned.
+    #[test]
+    fn a_planned_write_made_by_other_means_is_confirmed_by_reading_it_back() {
+        let old = env(&[("BOOT_ORDER", "A B")]);
+        let p = pair(
+            Some(redundant_block(&old, 5)),
+            Some(redundant_block(&old, 4)),
+        );
+        let loaded = load(&p.loc).unwrap();
+        let new = env(&[("BOOT_ORDER", "B A")]);
+
+        let planned = plan(&p.loc, &new, &loaded, IfAllCorrupt::Refuse).unwrap();
+        assert_eq!(planned.path(&p.loc), p.b, "the copy that is not current");
+        assert_eq!(
+            planned.whole_file(&p.loc),
+            Some(&redundant_block(&old, 4)[..])
+        );
+        assert_eq!(planned.block(), redundant_block(&new, 6));
+        // Not written: the copy reads back its old bytes.
+        assert!(matches!(
+            planned.confirm(&p.loc),
+            Err(EnvStoreError::NotWritten { path }) if path == p.b
+        ));
+
+        let planned = plan(&p.loc, &new, &loaded, IfAllCorrupt::Refuse).unwrap();
+        fs::write(&p.b, planned.block()).unwrap();
+        let confirmed = planned.confirm(&p.loc).unwrap();
+        assert_eq!(
+            confirmed.health,
+            Health::BothGood {
+                current: CopyIndex::Second
+            }
+        );
+        assert_eq!(confirmed.env, Some(new.clone()));
+        assert_eq!(confirmed.current_flags(), Some(6));
+
+        // The current copy changed meanwhile: not confirmed.
+        let planned = plan(&p.loc, &old, &confirmed, IfAllCorrupt::Refuse).unwrap();
+        fs::write(&p.a, planned.block()).unwrap();
+        corrupt(&p.b, 20);
+        assert!(matches!(
+            planned.confirm(&p.loc),
+            Err(EnvStoreError::Changed { path }) if path == p.b
+        ));
+
+        // A short or missing copy is no whole file: it takes the filesystem path.
+        let short = pair(Some(redundant_block(&old, 5)), Some(vec![0; 100]));
+        let loaded = load(&short.loc).unwrap();
+        let planned = plan(&short.loc, &new, &loaded, IfAllCorrupt::Refuse).unwrap();
+        assert_eq!(planned.whole_file(&short.loc), None);
+        let missing = pair(Some(redundant_block(&old, 5)), None);
+        let loaded = load(&missing.loc).unwrap();
+        let planned = plan(&missing.loc, &new, &loaded, IfAllCorrupt::Refuse).unwrap();
+        assert_eq!(planned.whole_file(&missing.loc), None);
     }
 }

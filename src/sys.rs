@@ -12,6 +12,7 @@ use nix::fcntl::{openat, renameat, AtFlags, OFlag};
 use nix::mount::MsFlags;
 use nix::sys::stat::{fchmod, fstat, mkdirat, FileStat, Mode, SFlag};
 use nix::unistd::{fchown, fsync, linkat, unlinkat, Gid, Uid, UnlinkatFlags};
+use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Component, Path};
@@ -363,6 +364,43 @@ pub fn reset_signals() -> io::Result<()> {
         None,
     )
     .map_err(nix_err)
+}
+
+/// FIBMAP and FIGETBSZ from include/uapi/linux/fs.h: `_IO(0x00, 1)` and
+/// `_IO(0x00, 2)`, both taking a pointer to an int.
+const FIBMAP: libc::Ioctl = 1;
+const FIGETBSZ: libc::Ioctl = 2;
+
+/// The block of the file's filesystem device that holds the file's block
+/// `logical` (FIBMAP; in units of [`figetbsz`]). fs/ioctl.c `ioctl_fibmap`
+/// needs CAP_SYS_RAWIO, answers 0 for a hole or an error of the filesystem's
+/// bmap, and ERANGE for a block beyond INT_MAX; filesystems without bmap
+/// (tmpfs) fail with EINVAL. vfat has one (fs/fat/inode.c `fat_bmap`).
+pub fn fibmap(file: &File, logical: u32) -> io::Result<u32> {
+    let mut block =
+        libc::c_int::try_from(logical).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: FIBMAP reads and writes one int through the pointer, which
+    // points to `block`, live and writable for the whole call; the fd is
+    // open for as long as `file` is borrowed.
+    let rc = unsafe { libc::ioctl(file.as_raw_fd(), FIBMAP, &mut block as *mut libc::c_int) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    u32::try_from(block).map_err(|_| io::Error::from_raw_os_error(libc::ERANGE))
+}
+
+/// The filesystem block size FIBMAP counts in (FIGETBSZ: the superblock's
+/// `s_blocksize`, fs/ioctl.c; for vfat its logical sector size).
+pub fn figetbsz(file: &File) -> io::Result<u32> {
+    let mut size: libc::c_int = 0;
+    // SAFETY: FIGETBSZ writes one int through the pointer, which points to
+    // `size`, live and writable for the whole call; the fd is open for as
+    // long as `file` is borrowed.
+    let rc = unsafe { libc::ioctl(file.as_raw_fd(), FIGETBSZ, &mut size as *mut libc::c_int) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    u32::try_from(size).map_err(|_| io::Error::from_raw_os_error(libc::ERANGE))
 }
 
 impl Sys for Real {
