@@ -217,3 +217,23 @@ def json_after(text, marker):
         if depth == 0:
             return json.loads(text[start:i + 1])
     raise ValueError(text)
+
+
+def append_cpio(initrd, dest, files):
+    """`initrd` followed by an uncompressed newc archive holding `files`
+    ({path in the initramfs: text}): the kernel unpacks both, the later entry
+    wins. It stands for a damaged or tampered initramfs, which initramfs/build
+    itself never makes (it refuses a config check-config rejects)."""
+    root = Path(dest).with_suffix(".root")
+    for name, text in files.items():
+        f = root / name.lstrip("/")
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text(text)
+    names = "\n".join(str(f.relative_to(root)) for f in sorted(root.rglob("*"))) + "\n"
+    extra = subprocess.run(["cpio", "-o", "-H", "newc", "--quiet"], cwd=root, input=names.encode(),
+                           stdout=subprocess.PIPE, check=True).stdout
+    # The kernel's lz4 decoder reads to the end of its input: append to the
+    # unpacked archive instead.
+    base = subprocess.run(["lz4", "-dc", str(initrd)], stdout=subprocess.PIPE, check=True).stdout
+    Path(dest).write_bytes(base + extra)
+    return Path(dest)

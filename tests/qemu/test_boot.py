@@ -3,7 +3,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from guest import INITRD, REPO, boot, mkdisk, record
+from guest import INITRD, REPO, append_cpio, boot, mkdisk, record
 
 SLOTINIT = REPO / "target/aarch64-unknown-linux-gnu/release/slotinit"
 
@@ -116,26 +116,6 @@ def test_no_persistent_partition_still_boots(tmp_path):
     assert re.fullmatch(r"[0-9a-f]{32}", b.machine_id())
     assert h["machine_id_source"] == "generated-transient"
     assert b.links()["persistent"] is None
-
-
-def append_cpio(initrd, dest, files):
-    """`initrd` followed by an uncompressed newc archive holding `files`
-    ({path in the initramfs: text}): the kernel unpacks both, the later entry
-    wins. It stands for a damaged or tampered initramfs, which initramfs/build
-    itself never makes (it refuses a config check-config rejects)."""
-    root = Path(dest).with_suffix(".root")
-    for name, text in files.items():
-        f = root / name.lstrip("/")
-        f.parent.mkdir(parents=True, exist_ok=True)
-        f.write_text(text)
-    names = "\n".join(str(f.relative_to(root)) for f in sorted(root.rglob("*"))) + "\n"
-    extra = subprocess.run(["cpio", "-o", "-H", "newc", "--quiet"], cwd=root, input=names.encode(),
-                           stdout=subprocess.PIPE, check=True).stdout
-    # The kernel's lz4 decoder reads to the end of its input: append to the
-    # unpacked archive instead.
-    base = subprocess.run(["lz4", "-dc", str(initrd)], stdout=subprocess.PIPE, check=True).stdout
-    Path(dest).write_bytes(base + extra)
-    return Path(dest)
 
 
 def test_invalid_config_fails_closed(disk, tmp_path):

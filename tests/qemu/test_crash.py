@@ -70,4 +70,6 @@ def test_mark_bad_crash_states_sample():
     assert r.built.get("prefix", 0) >= r.writes, r.summary()
     assert r.candidates["torn"] >= 10, r.summary()  # the 16 KiB copy is one multi-sector write
     assert len([k for k in r.env_states if k != "-"]) >= 2, r.env_states
-    assert r.booted == 5, r.summary()
+    # Five boots, or every distinct state when there are fewer (a commit that
+    # writes only the copy's own sectors leaves few).
+    assert r.booted == min(5, sum(r.built.values())), r.summary()

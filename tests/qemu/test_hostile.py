@@ -5,7 +5,7 @@ partition afterwards)."""
 import os
 import re
 import subprocess
-from guest import REPO, boot, mkdisk, part_offset
+from guest import INITRD, REPO, append_cpio, boot, mkdisk, part_offset
 
 ID = "0123456789abcdef0123456789abcdef"
 
@@ -119,13 +119,19 @@ def test_persistent_is_nosuid_nodev(disk):
         assert "nosuid" in options and "nodev" in options, (point, options)
 
 
-def test_system_options_rw_still_mount_read_only(tmp_path, initramfs_with_config):
+def test_system_options_rw_never_mounts_the_system_writable(tmp_path):
+    """A.22: `system.options = "rw"` is rejected by check-config (so
+    initramfs/build refuses it); an initramfs that carries it anyway fails
+    closed: nothing boots, the system is never mounted writable. (The plan
+    and the executor keep the system read-only whatever its options: unit
+    tests.)"""
     text = (REPO / "configs/rpi-ab-userdata.toml").read_text()
     text = re.sub(r'(\[system\][^\[]*?)options = ""', r'\1options = "rw"', text, count=1)
     assert 'options = "rw"' in text
-    initrd = initramfs_with_config("system-rw", text)
+    initrd = append_cpio(INITRD, tmp_path / "system-rw.img", {"etc/slotinit.toml": text})
     disk = mkdisk(tmp_path / "disk.img")
-    b = boot(disk, initrd=initrd)
-    assert b.reported, b.console[-3000:]
-    assert b.mount("/").readonly, b.mount("/")
-    assert "/ read-only" in b.sections["write-test"], b.sections["write-test"]
+    b = boot(disk, initrd=initrd, timeout=90)
+    assert not b.reported
+    log = "\n".join(b.slotinit_log())
+    assert "fatal: config:" in log and "system.options" in log, log
+    assert "EXT4-fs (vda4)" not in b.console, "the system was mounted"
