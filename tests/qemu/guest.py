@@ -237,3 +237,12 @@ def append_cpio(initrd, dest, files):
     base = subprocess.run(["lz4", "-dc", str(initrd)], stdout=subprocess.PIPE, check=True).stdout
     Path(dest).write_bytes(base + extra)
     return Path(dest)
+
+
+def persistent_tree(tmp_path, name, build):
+    """A directory `name` under tmp_path filled by build(dir): the persistent
+    partition's content for qemu/mkdisk --persistent-dir."""
+    d = tmp_path / name
+    d.mkdir()
+    build(d)
+    return d

@@ -4,16 +4,9 @@ slotinit, never persistent data lost."""
 import os
 import re
 import subprocess
-from guest import REPO, boot, mkdisk, part_offset, read_env
+from guest import REPO, boot, mkdisk, part_offset, persistent_tree, read_env
 
 NO_PANIC = "Kernel panic"
-
-
-def persistent_tree(tmp_path, name, build):
-    d = tmp_path / name
-    d.mkdir()
-    build(d)
-    return d
 
 
 def test_no_init_in_the_root_falls_back_to_the_other_slot(tmp_path):

@@ -5,16 +5,9 @@ partition afterwards)."""
 import os
 import re
 import subprocess
-from guest import INITRD, REPO, append_cpio, boot, mkdisk, part_offset
+from guest import INITRD, REPO, append_cpio, boot, mkdisk, part_offset, persistent_tree
 
 ID = "0123456789abcdef0123456789abcdef"
-
-
-def persistent_tree(tmp_path, name, build):
-    d = tmp_path / name
-    d.mkdir()
-    build(d)
-    return d
 
 
 def persistent_file(disk, tmp_path, path):
