@@ -12,6 +12,7 @@ import random
 import re
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -147,9 +148,19 @@ def boot(disk, timeout=120, resets=0, kill=None, log=None, bootdelay=BOOTDELAY):
            "--resets", str(resets)]
     if bootdelay != "stock":
         cmd += ["--bootdelay", str(bootdelay)]
+    # A power cut SIGKILLs uboot-run too, so its EXIT trap never removes its
+    # temp files: give it a TMPDIR this function removes whatever happens.
+    scratch = tempfile.TemporaryDirectory(prefix="slotinit-uboot-run.")
+    try:
+        return _boot(cmd, kill, log, dict(os.environ, TMPDIR=scratch.name))
+    finally:
+        scratch.cleanup()
+
+
+def _boot(cmd, kill, log, env):
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+                            stderr=subprocess.STDOUT, start_new_session=True, env=env)
     lines, partial, killed = [], b"", {}
     timer = None
 
