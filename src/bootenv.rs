@@ -775,9 +775,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("uboot.env");
         let env = Env::from_pairs([("bootcmd", "run x")]).unwrap();
-        let block =
-            crate::envblock::serialize(&env, 0x4000, crate::envblock::Header::Single).unwrap();
-        std::fs::write(&file, block).unwrap();
+        write_single(&file, &env);
         let config = config_for(&file);
         let mut store = open(&config, None, dir.path()).unwrap().unwrap();
         assert_eq!(store.contents, Contents::Fresh);
@@ -802,9 +800,7 @@ mod tests {
             ("BOOT_B_LEFT", "3"),
         ])
         .unwrap();
-        let block =
-            crate::envblock::serialize(&env, 0x4000, crate::envblock::Header::Single).unwrap();
-        std::fs::write(&file, &block).unwrap();
+        write_single(&file, &env);
         let store = open(&config_for(&file), None, dir.path()).unwrap().unwrap();
         assert!(matches!(&store.contents, Contents::Unusable(e) if e.contains("BOOT_A_LEFT")));
     }
