@@ -1,13 +1,11 @@
 //! The handoff record: what this boot did, left in /run/slotinit/handoff.json for
 //! the booted system (`slotinit status`, udev rules, health checks).
 
-use crate::devices::Resolved;
-use crate::slot::{Decision, Slot};
+use crate::decide::slot::Decision;
+use crate::disk::devices::Resolved;
+use crate::types::Slot;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
-
-/// Where the record lands (on /run, which moves into the system).
-pub const HANDOFF_PATH: &str = "/run/slotinit/handoff.json";
 
 /// Fields default when absent, so a newer or older record still reads.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,9 +19,9 @@ pub struct Handoff {
     pub slot_dir: Option<String>,
     pub devices: Resolved,
     /// The boot-state store after this boot's writes.
-    pub bootstate: Option<crate::bootenv::Record>,
+    pub bootstate: Option<crate::state::uboot::store::Record>,
     /// What the bootloader said it booted, if a slot source spoke.
-    pub hint: Option<crate::slot::Hint>,
+    pub hint: Option<crate::decide::slot::Hint>,
     /// Why a slot was given up in this boot, if one was.
     pub fallback: Option<String>,
     /// Where things were mounted, as "source target fstype options".
@@ -93,7 +91,7 @@ pub fn parse_vmhwm_kb(status: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::slot::Source;
+    use crate::decide::slot::Source;
 
     #[test]
     fn vmhwm() {

@@ -11,9 +11,11 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use slotinit::bootstate::{self, Bootname, Config, State};
-use slotinit::envblock::{self, CopyIndex, Env, EnvError, Header};
-use slotinit::envstore::{self, CopyFault, EnvLocation, EnvStoreError, Health, IfAllCorrupt};
+use slotinit::state::uboot::envblock::{self, CopyIndex, Env, EnvError, Header};
+use slotinit::state::uboot::envstore::{
+    self, CopyFault, EnvLocation, EnvStoreError, Health, IfAllCorrupt,
+};
+use slotinit::state::uboot::rauc::{self, Bootname, Config, State};
 
 const SIZE: usize = 0x4000;
 
@@ -146,7 +148,7 @@ fn slotinit_single_file_reads_back_in_fw_printenv() {
     let loc = s.location();
     let fresh = envstore::load(&loc).unwrap();
     assert!(fresh.is_all_corrupt());
-    let e = bootstate::default_env(&Config::default(), &base_env()).unwrap();
+    let e = rauc::default_env(&Config::default(), &base_env()).unwrap();
     let mut loaded = envstore::store(&loc, &e, &fresh, IfAllCorrupt::Overwrite).unwrap();
     assert_eq!(s.printenv(), e);
 
@@ -156,9 +158,9 @@ fn slotinit_single_file_reads_back_in_fw_printenv() {
     for _ in 0..7 {
         let current = loaded.env.clone().unwrap();
         let choice =
-            bootstate::choose_and_decrement(&State::read(&current, &cfg).unwrap(), &cfg).unwrap();
+            rauc::choose_and_decrement(&State::read(&current, &cfg).unwrap(), &cfg).unwrap();
         let mut next = current.clone();
-        bootstate::apply(&choice.state, &mut next).unwrap();
+        rauc::apply(&choice.state, &mut next).unwrap();
         loaded = envstore::store(&loc, &next, &loaded, IfAllCorrupt::Refuse).unwrap();
         assert_eq!(s.printenv(), next);
     }
@@ -178,7 +180,7 @@ fn slotinit_redundant_files_read_back_in_fw_printenv() {
     let loc = s.location();
     let mut loaded = envstore::load(&loc).unwrap();
     assert!(loaded.is_all_corrupt());
-    let mut e = bootstate::default_env(&Config::default(), &base_env()).unwrap();
+    let mut e = rauc::default_env(&Config::default(), &base_env()).unwrap();
     let mut force = IfAllCorrupt::Overwrite;
     for n in 0..5 {
         e.set("counter", &n.to_string()).unwrap();
@@ -419,7 +421,7 @@ fn all_corrupt_is_reported_and_nothing_is_written() {
     };
     assert_eq!(faults.len(), 2);
     assert!(loaded.env.is_none());
-    let fallback = bootstate::default_env(&Config::default(), &base_env()).unwrap();
+    let fallback = rauc::default_env(&Config::default(), &base_env()).unwrap();
     assert!(matches!(
         envstore::store(&loc, &fallback, &loaded, IfAllCorrupt::Refuse),
         Err(EnvStoreError::AllCorrupt)

@@ -9,15 +9,19 @@
 use std::io::Cursor;
 use std::path::PathBuf;
 
-use slotinit::bootstate::{self, Bootname, Change, Chosen, State};
-use slotinit::cmdline::{self, BootArgs, Cmdline};
 use slotinit::config::{Config, ConfigError, Counter, Partitions};
-use slotinit::devices::{self, Partition};
-use slotinit::envblock::{self, CopyIndex, Env, EnvError, Header, Layout, RedundantCopy};
-use slotinit::fwenv::{self, FwEnvConfig};
-use slotinit::gpt::{self, GptError};
-use slotinit::slot::{self, Bootnames, Inputs, Slot};
-use slotinit::sources;
+use slotinit::decide::slot::{self, Inputs};
+use slotinit::decide::sources;
+use slotinit::disk::devices::{self, Partition};
+use slotinit::disk::gpt::{self, GptError};
+use slotinit::kernel::cmdline::{self, BootArgs, Cmdline};
+use slotinit::state::uboot::envblock::{
+    self, CopyIndex, Env, EnvError, Header, Layout, RedundantCopy,
+};
+use slotinit::state::uboot::fwenv::{self, FwEnvConfig};
+use slotinit::state::uboot::rauc::Bootnames;
+use slotinit::state::uboot::rauc::{self, Bootname, Change, Chosen, State};
+use slotinit::types::{self, Slot};
 
 /// The sector size the GPT checks use; the fixture is a 512-byte-sector disk.
 const SECTOR: usize = 512;
@@ -418,8 +422,8 @@ pub fn cmdline(data: &[u8]) {
             resolved: &resolved,
             dt_partition,
         };
-        let (hint, log) = sources::find(&sources::DEFAULT_ORDER, &facts);
-        assert!(!log.is_empty() && log.len() <= sources::DEFAULT_ORDER.len());
+        let (hint, log) = sources::find(&types::DEFAULT_ORDER, &facts);
+        assert!(!log.is_empty() && log.len() <= types::DEFAULT_ORDER.len());
         // rauc.slot= is asked first: it speaks whenever it is given, and
         // names no slot when two values differ.
         // (values(), not get(): `rauc.slot=A rauc.slot` still says A.)
@@ -830,10 +834,10 @@ pub fn bootstate(data: &[u8]) {
         // Written back, over the same env or a fresh one, it reads the same;
         // through the codec too.
         let mut written = env.clone();
-        check_ok(bootstate::apply(&state, &mut written));
+        check_ok(rauc::apply(&state, &mut written));
         assert_eq!(State::read(&written, &config).as_ref(), Ok(&state));
         let mut fresh = Env::new();
-        check_ok(bootstate::apply(&state, &mut fresh));
+        check_ok(rauc::apply(&state, &mut fresh));
         assert_eq!(State::read(&fresh, &config).as_ref(), Ok(&state));
         let block = envblock::serialize(&written, written.data_len() + 4, Header::Single);
         let reread = block.and_then(|b| envblock::parse_single(&b));
@@ -845,15 +849,15 @@ pub fn bootstate(data: &[u8]) {
         }
         let unknown = Bootname::new("not-configured").unwrap_or_else(|e| panic!("{e}"));
         if !config.slots.contains(&unknown) {
-            assert!(bootstate::mark_good(&state, &unknown, 1).is_err());
+            assert!(rauc::mark_good(&state, &unknown, 1).is_err());
         }
-        if config == bootstate::Config::default() {
+        if config == rauc::Config::default() {
             check_decide(&state, &config);
         }
     }
 }
 
-fn bootstate_configs() -> Vec<bootstate::Config> {
+fn bootstate_configs() -> Vec<rauc::Config> {
     let names = |list: &[&str]| -> Vec<Bootname> {
         list.iter()
             .map(|n| Bootname::new(n).unwrap_or_else(|e| panic!("{e}")))
@@ -867,13 +871,13 @@ fn bootstate_configs() -> Vec<bootstate::Config> {
     ]
     .into_iter()
     .map(|(slots, attempts, primary)| {
-        bootstate::Config::new(names(slots), attempts, primary).unwrap_or_else(|e| panic!("{e}"))
+        rauc::Config::new(names(slots), attempts, primary).unwrap_or_else(|e| panic!("{e}"))
     })
     .collect()
 }
 
-fn check_choice(state: &State, config: &bootstate::Config) {
-    let choice = bootstate::choose_and_decrement(state, config)
+fn check_choice(state: &State, config: &rauc::Config) {
+    let choice = rauc::choose_and_decrement(state, config)
         .unwrap_or_else(|e| panic!("no choice from a state that read: {e}"));
     let _ = choice.to_string();
     match &choice.how {
@@ -911,36 +915,36 @@ fn check_choice(state: &State, config: &bootstate::Config) {
     }
 }
 
-fn check_marks(state: &State, slot: &Bootname, config: &bootstate::Config) {
-    let changed = |m: &bootstate::Marked| {
+fn check_marks(state: &State, slot: &Bootname, config: &rauc::Config) {
+    let changed = |m: &rauc::Marked| {
         assert_eq!(m.change == Change::Unchanged, m.state == *state);
     };
-    let good = bootstate::mark_good(state, slot, config.attempts).unwrap_or_else(|e| panic!("{e}"));
+    let good = rauc::mark_good(state, slot, config.attempts).unwrap_or_else(|e| panic!("{e}"));
     changed(&good);
     assert_eq!(good.state.left(slot), config.attempts);
     assert_eq!(good.state.order, state.order);
 
-    let bad = bootstate::mark_bad(state, slot).unwrap_or_else(|e| panic!("{e}"));
+    let bad = rauc::mark_bad(state, slot).unwrap_or_else(|e| panic!("{e}"));
     changed(&bad);
     assert_eq!(bad.state.left(slot), 0);
     assert!(!bad.state.order.contains(slot));
-    assert!(!bootstate::is_bootable(&bad.state, slot));
+    assert!(!rauc::is_bootable(&bad.state, slot));
 
-    let active = bootstate::mark_active(state, slot, config.attempts_primary)
-        .unwrap_or_else(|e| panic!("{e}"));
+    let active =
+        rauc::mark_active(state, slot, config.attempts_primary).unwrap_or_else(|e| panic!("{e}"));
     changed(&active);
     assert_eq!(active.state.order.first(), Some(slot));
     let places = state.order.iter().filter(|s| *s == slot).count();
     assert_eq!(active.state.order.len(), state.order.len() - places + 1);
     assert_eq!(
-        bootstate::is_bootable(&active.state, slot),
+        rauc::is_bootable(&active.state, slot),
         config.attempts_primary > 0
     );
 }
 
 /// The A/B decision over this state: never a panic, never a failed slot, and
 /// only an error when both failed.
-fn check_decide(state: &State, config: &bootstate::Config) {
+fn check_decide(state: &State, config: &rauc::Config) {
     let names = bootnames();
     let failures: [&[(Slot, String)]; 4] = [
         &[],

@@ -38,7 +38,7 @@ pub enum FwEnvError {
     ZeroSize { line: usize },
     #[error(
         "line {line}: environment size {size:#x} is larger than {max:#x} bytes",
-        max = crate::envblock::MAX_SIZE
+        max = crate::state::uboot::envblock::MAX_SIZE
     )]
     TooLarge { line: usize, size: usize },
     #[error("line {line}: this copy overlaps the copy of line {first} on {}", .device.display())]
@@ -134,7 +134,7 @@ pub fn parse(text: &str) -> Result<FwEnvConfig, FwEnvError> {
             return Err(FwEnvError::ZeroSize { line });
         }
         // An absurd size would be allocated by PID 1 (issue 11, item 17).
-        if size > crate::envblock::MAX_SIZE {
+        if size > crate::state::uboot::envblock::MAX_SIZE {
             return Err(FwEnvError::TooLarge { line, size });
         }
         let sector_size = fields

@@ -1,6 +1,6 @@
 //! Loads and stores the U-Boot environment on files or block devices, power-safely where the medium allows.
 //!
-//! Thin I/O around [`crate::envblock`]: read every copy, judge it, and write
+//! Thin I/O around [`crate::state::uboot::envblock`]: read every copy, judge it, and write
 //! back in the one order that keeps a valid env on the medium at every instant.
 //!
 //! - Redundant pair (two files, or two regions of a device): the copy that is
@@ -59,7 +59,7 @@
 //! corrupt copy, and the re-read in [`store`] catches it.
 //!
 //! A caller that can write a copy better than through the filesystem (the
-//! FAT bootconfig, see [`crate::bootenv`]) splits [`store`] in two: [`plan`]
+//! FAT bootconfig, see [`crate::state::uboot::store`]) splits [`store`] in two: [`plan`]
 //! (checks under the lock, the copy to write and its block), its own write
 //! onto the file's blocks on the device ([`map_file`]: FIBMAP; then
 //! [`check_extents`], [`write_extents`]), and [`Planned::confirm`], which
@@ -76,8 +76,8 @@ use std::path::{Path, PathBuf};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
-use crate::envblock::{self, CopyIndex, Env, EnvError, Header, Layout};
-use crate::fwenv::{self, FwEnvConfig, FwEnvError};
+use crate::state::uboot::envblock::{self, CopyIndex, Env, EnvError, Header, Layout};
+use crate::state::uboot::fwenv::{self, FwEnvConfig, FwEnvError};
 
 /// Errors of loading or storing the environment.
 #[derive(Debug, thiserror::Error)]
@@ -1245,7 +1245,7 @@ pub fn map_file(path: &Path, len: u64) -> Result<Vec<Extent>, EnvStoreError> {
         path: path.to_owned(),
         source,
     })?;
-    let block_size = crate::sys::figetbsz(&file).map_err(map_err)?;
+    let block_size = crate::kernel::sys::figetbsz(&file).map_err(map_err)?;
     if block_size < 512 || !block_size.is_power_of_two() {
         return Err(unmappable(ExtentError::BlockSize(block_size)));
     }
@@ -1255,7 +1255,7 @@ pub fn map_file(path: &Path, len: u64) -> Result<Vec<Extent>, EnvStoreError> {
     for logical in 0..count {
         let logical = u32::try_from(logical)
             .map_err(|_| map_err(io::Error::from_raw_os_error(libc::EFBIG)))?;
-        physical.push(crate::sys::fibmap(&file, logical).map_err(map_err)?);
+        physical.push(crate::kernel::sys::fibmap(&file, logical).map_err(map_err)?);
     }
     extents(block_size, &physical, len).map_err(unmappable)
 }

@@ -1,9 +1,9 @@
 //! Executor: runs a mount plan's steps through [`Sys`], the only path by which the
 //! plan reaches the kernel.
 
-use crate::machine_id;
-use crate::plan::{MachineIdStore, Step};
-use crate::sys::{Ids, Sys};
+use crate::kernel::sys::{Ids, Sys};
+use crate::mount::machine_id;
+use crate::mount::plan::{MachineIdStore, Step};
 use nix::mount::MsFlags;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -426,11 +426,11 @@ mod tests {
     use super::fake::Fake;
     use super::*;
     use crate::config::Config;
-    use crate::devices::Partition;
-    use crate::plan::{fallback_plan, persistent_plan, root_plan, Roots};
+    use crate::disk::devices::Partition;
+    use crate::mount::plan::{fallback_plan, persistent_plan, root_plan, Roots};
 
     fn part(dev: &str) -> Partition {
-        crate::devices::fixtures::part(dev, "vda", 1, None)
+        crate::disk::devices::fixtures::part(dev, "vda", 1, None)
     }
 
     const ID: &str = "0123456789abcdef0123456789abcdef";
@@ -710,7 +710,7 @@ mod tests {
         let steps = persistent_plan(&config, &roots, &part("vda6"), "system_a");
         let replace = |step: &Step| match step {
             Step::BindBeneath { target, .. } => {
-                crate::plan::bind_fallback(&config, &roots, "system_a", target)
+                crate::mount::plan::bind_fallback(&config, &roots, "system_a", target)
             }
             _ => Vec::new(),
         };

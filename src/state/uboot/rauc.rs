@@ -33,12 +33,13 @@
 //! Exactly one party may decrement per boot: if U-Boot runs the script, the
 //! initramfs must only read this state, never call [`choose_and_decrement`].
 
+use crate::types::Slot;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::num::ParseIntError;
 use std::str::FromStr;
 
-use crate::envblock::{Env, EnvError};
+use crate::state::uboot::envblock::{Env, EnvError};
 
 /// Name of the variable holding the boot order.
 pub const BOOT_ORDER: &str = "BOOT_ORDER";
@@ -519,6 +520,44 @@ pub fn default_env(config: &Config, base: &Env) -> Result<Env, BootStateError> {
     let mut env = base.clone();
     apply(&State::initial(config), &mut env)?;
     Ok(env)
+}
+
+/// The RAUC bootname of each slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bootnames {
+    pub a: Bootname,
+    pub b: Bootname,
+}
+
+impl Bootnames {
+    pub fn of(&self, slot: Slot) -> &Bootname {
+        match slot {
+            Slot::A => &self.a,
+            Slot::B => &self.b,
+        }
+    }
+
+    /// The slot whose bootname is exactly `name`, as the boot script compares.
+    pub fn exact(&self, name: &Bootname) -> Option<Slot> {
+        if *name == self.a {
+            Some(Slot::A)
+        } else if *name == self.b {
+            Some(Slot::B)
+        } else {
+            None
+        }
+    }
+
+    /// The slot of a bootname, or of `a`/`b` typed by a person.
+    pub fn slot(&self, name: &str) -> Option<Slot> {
+        if name == self.a.as_str() {
+            Some(Slot::A)
+        } else if name == self.b.as_str() {
+            Some(Slot::B)
+        } else {
+            Slot::parse(name)
+        }
+    }
 }
 
 #[cfg(test)]

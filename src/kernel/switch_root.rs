@@ -177,7 +177,7 @@ pub fn switch_root(
     log::debug!("execv {init} {args:?}");
     // The Rust runtime ignores SIGPIPE and both dispositions and the mask survive
     // execve(2): the init must start as the kernel would have started it.
-    if let Err(e) = crate::sys::reset_signals() {
+    if let Err(e) = crate::kernel::sys::reset_signals() {
         log::warn!("cannot reset signals before exec: {e}");
     }
     nix::unistd::execv(&argv[0], &argv).map_err(|source| SwitchRootError::Exec {

@@ -1,29 +1,26 @@
 //! The boot pipeline as PID 1 runs it: each stage is one call here, timed and
 //! logged, and every failure ends in the configured fallback, never in a panic.
 
-use crate::bootenv::{self, Store};
-use crate::cmdline::{BootArgs, Cmdline};
+use crate::config::Config;
 use crate::config::{Commit, Counter};
-use crate::config::{Config, CONFIG_PATH};
-use crate::devices::{self, Resolved};
-use crate::executor::{self, MachineIdOutcome};
-use crate::handoff::{Handoff, HANDOFF_PATH};
-use crate::plan::{self, Roots, Step};
-use crate::slot::{self, Inputs, Slot};
-use crate::sys::Real;
-use crate::{kmsg, modules, sources, switch_root, uevent};
+use crate::decide::slot::{self, Inputs};
+use crate::decide::sources;
+use crate::disk::devices::{self, Resolved};
+use crate::disk::uevent;
+use crate::handoff::Handoff;
+use crate::kernel::cmdline::{BootArgs, Cmdline};
+use crate::kernel::sys::Real;
+use crate::kernel::{kmsg, modules, switch_root};
+use crate::mount::executor::{self, MachineIdOutcome};
+use crate::mount::plan::{self, Roots, Step};
+use crate::paths::{CONFIG_PATH, HANDOFF_PATH, RUN_CONFIG, RUN_DIR, STATE_MOUNT};
+use crate::state::uboot::store::{self, Store};
+use crate::types::error_chain;
+use crate::types::Slot;
 use log::LevelFilter;
 use nix::mount::MsFlags;
 use std::path::Path;
 use std::time::{Duration, Instant};
-
-/// slotinit's directory on /run, which moves into the booted system.
-pub const RUN_DIR: &str = "/run/slotinit";
-/// The config the init used, for the subcommands after boot.
-pub const RUN_CONFIG: &str = "/run/slotinit/config.toml";
-
-/// Where the init mounts the partition holding the boot state while it works.
-pub const STATE_MOUNT: &str = "/run/slotinit/bootstate";
 
 /// Times stages and records them for the log and the handoff.
 struct Timer {
@@ -64,7 +61,7 @@ pub fn run() -> ! {
     let mut args = BootArgs::from_cmdline(&cmdline);
     // What the kernel really handed PID 1 (`single`, the words after `--`),
     // for the system's init; BootArgs' own list is the model of it.
-    args.init_argv = crate::cmdline::kernel_init_argv(std::env::args_os());
+    args.init_argv = crate::kernel::cmdline::kernel_init_argv(std::env::args_os());
     kmsg::init_kmsg(if args.debug {
         LevelFilter::Debug
     } else {
@@ -101,7 +98,10 @@ pub fn run() -> ! {
     timer.stage(&mut handoff, "setup");
 
     let listener = uevent::Listener::open();
-    let report = modules::load_all_with(Path::new(modules::LOAD_LIST), &cmdline.module_options());
+    let report = modules::load_all_with(
+        Path::new(crate::paths::LOAD_LIST),
+        &cmdline.module_options(),
+    );
     log::info!(
         "modules: {} loaded, {} already present, {} failed",
         report.loaded,
@@ -421,7 +421,7 @@ fn mount_persistent(
 /// before the mount already, or there is no checker); else whether to retry.
 fn repair_unmountable(
     config: &Config,
-    part: &crate::devices::Partition,
+    part: &crate::disk::devices::Partition,
     error: &executor::StepError,
     handoff: &mut Handoff,
 ) -> Option<bool> {
@@ -447,7 +447,7 @@ fn repair_unmountable(
 /// reason to stop.
 fn check_persistent(
     config: &Config,
-    part: &crate::devices::Partition,
+    part: &crate::disk::devices::Partition,
     flag: &str,
     handoff: &mut Handoff,
 ) -> bool {
@@ -508,8 +508,8 @@ fn is_read_only(path: &Path) -> bool {
 /// boot goes on without counters.
 fn open_store(config: &Config, resolved: &Resolved, handoff: &mut Handoff) -> Option<Store> {
     let bs = &config.bootstate;
-    let partition = bootenv::member(resolved, &bs.partition);
-    match bootenv::open(bs, partition, Path::new(STATE_MOUNT)) {
+    let partition = store::member(resolved, &bs.partition);
+    match store::open(bs, partition, Path::new(STATE_MOUNT)) {
         Ok(Some(store)) => {
             let record = store.record();
             match &record.error {
@@ -547,13 +547,13 @@ fn decide(
     handoff: &mut Handoff,
 ) -> Result<Slot, String> {
     let bs = &config.bootstate;
-    let names = bootenv::bootnames(bs).map_err(|e| format!("bootstate config: {e}"))?;
-    let rauc = bootenv::rauc_config(bs).map_err(|e| format!("bootstate config: {e}"))?;
+    let names = store::bootnames(bs).map_err(|e| format!("bootstate config: {e}"))?;
+    let rauc = store::rauc_config(bs).map_err(|e| format!("bootstate config: {e}"))?;
     let state = store.as_deref().and_then(|s| s.state(bs));
     // What the medium holds now: the fallback if this boot's count cannot be
     // written. A fresh store holds nothing.
     let on_disk = store.as_deref().and_then(|s| match &s.contents {
-        bootenv::Contents::State(st) => Some(st.clone()),
+        store::Contents::State(st) => Some(st.clone()),
         _ => None,
     });
     // Without a store there is nothing to count: the bootloader's word decides.
@@ -561,7 +561,7 @@ fn decide(
         crate::config::Backend::None => Counter::Bootloader,
         crate::config::Backend::UbootEnv => bs.counter,
     };
-    let dt_partition = std::fs::read(sources::DT_PARTITION)
+    let dt_partition = std::fs::read(crate::paths::DT_PARTITION)
         .ok()
         .and_then(|b| sources::parse_dt_u32(&b));
     let (hint, asked) = sources::find(
@@ -619,7 +619,7 @@ fn decide(
         // medium; what fails after that (repairing the other copy) loses no count.
         let durable = |store: &Store| {
             matches!((&outcome.state, &store.contents),
-                (Some(new), bootenv::Contents::State(now)) if new == now)
+                (Some(new), store::Contents::State(now)) if new == now)
         };
         match written {
             Ok(true) => log::info!("boot state committed: {}", store.loaded.health),
@@ -659,10 +659,10 @@ fn commit_good(config: &Config, store: Option<&mut Store>, slot: Slot, handoff: 
         return;
     };
     let bs = &config.bootstate;
-    let (Some(state), Ok(names)) = (store.state(bs), bootenv::bootnames(bs)) else {
+    let (Some(state), Ok(names)) = (store.state(bs), store::bootnames(bs)) else {
         return;
     };
-    let result = crate::bootstate::mark_good(&state, names.of(slot), bs.attempts)
+    let result = crate::state::uboot::rauc::mark_good(&state, names.of(slot), bs.attempts)
         .map_err(|e| e.to_string())
         .and_then(|m| store.commit(&m.state, None).map_err(|e| error_chain(&e)));
     match result {
@@ -832,7 +832,7 @@ fn fatal(cause: &str, args: &BootArgs, config: &Config, handoff: &mut Handoff) -
                 if let Ok(path) = std::ffi::CString::new(shell) {
                     // The shell starts as the kernel would start it: no
                     // signal ignored or blocked by the Rust runtime.
-                    if let Err(e) = crate::sys::reset_signals() {
+                    if let Err(e) = crate::kernel::sys::reset_signals() {
                         log::warn!("cannot reset signals: {e}");
                     }
                     let e = nix::unistd::execv(&path, &argv);
@@ -866,22 +866,10 @@ fn install_panic_fallback() {
     }));
 }
 
-/// `error: cause: cause` in one line, for kmsg and the handoff.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::envblock::{self, Env, Header};
+    use crate::state::uboot::envblock::{self, Env, Header};
     use std::path::PathBuf;
 
     /// A store holding `pairs` in `dir/sub/uboot.env`, opened, whose every
@@ -896,9 +884,7 @@ mod tests {
         std::fs::write(&file, &block).unwrap();
         let mut config = Config::default();
         config.bootstate.fw_env = vec![format!("{} 0x0 0x4000", file.display())];
-        let store = bootenv::open(&config.bootstate, None, dir)
-            .unwrap()
-            .unwrap();
+        let store = store::open(&config.bootstate, None, dir).unwrap().unwrap();
         let kept = dir.join("kept");
         std::fs::rename(&sub, &kept).unwrap();
         std::fs::write(&sub, b"not a directory").unwrap();

@@ -3,13 +3,16 @@
 //! the init left under /run/slotinit and change the boot state with RAUC's
 //! semantics, never partially.
 
-use crate::boot::{error_chain, RUN_CONFIG, STATE_MOUNT};
-use crate::bootenv::{self, Contents, Record, Store};
-use crate::bootstate::{self, Change, State};
-use crate::config::{Backend, Config, CONFIG_PATH};
-use crate::envstore::EnvStoreError;
-use crate::handoff::{Handoff, HANDOFF_PATH};
-use crate::slot::{Bootnames, Slot};
+pub mod udev;
+
+use crate::config::{Backend, Config};
+use crate::handoff::Handoff;
+use crate::paths::{CONFIG_PATH, HANDOFF_PATH, RUN_CONFIG, STATE_MOUNT};
+use crate::state::uboot::envstore::EnvStoreError;
+use crate::state::uboot::rauc::Bootnames;
+use crate::state::uboot::rauc::{self, Change, State};
+use crate::state::uboot::store::{self, Contents, Record, Store};
+use crate::types::{error_chain, Slot};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -52,7 +55,7 @@ fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
 
 pub fn main(args: Vec<String>) -> ExitCode {
     if args.first().is_some_and(|a| a == "udev-links") {
-        return crate::udevlinks::udev_main(args.into_iter().skip(1).collect());
+        return crate::cli::udev::udev_main(args.into_iter().skip(1).collect());
     }
     let mut opts = Options {
         config: None,
@@ -141,8 +144,8 @@ fn load_handoff(opts: &Options) -> Option<Handoff> {
 }
 
 fn open_store(config: &Config, handoff: Option<&Handoff>) -> Result<Store, (u8, String)> {
-    let partition = handoff.and_then(|h| bootenv::member(&h.devices, &config.bootstate.partition));
-    match bootenv::open(&config.bootstate, partition, Path::new(STATE_MOUNT)) {
+    let partition = handoff.and_then(|h| store::member(&h.devices, &config.bootstate.partition));
+    match store::open(&config.bootstate, partition, Path::new(STATE_MOUNT)) {
         Ok(Some(store)) => Ok(store),
         Ok(None) => Err((
             EXIT_ERROR,
@@ -165,7 +168,7 @@ fn mark(opts: &Options, how: Mark, slot_arg: Option<&str>) -> ExitCode {
         Err(e) => return fail(EXIT_ERROR, e),
     };
     let bs = &config.bootstate;
-    let (names, rauc) = match (bootenv::bootnames(bs), bootenv::rauc_config(bs)) {
+    let (names, rauc) = match (store::bootnames(bs), store::rauc_config(bs)) {
         (Ok(n), Ok(r)) => (n, r),
         (Err(e), _) | (_, Err(e)) => return fail(EXIT_ERROR, format!("bootstate config: {e}")),
     };
@@ -215,7 +218,7 @@ fn mark_in(
     store: &mut Store,
     config: &Config,
     names: &Bootnames,
-    rauc: &bootstate::Config,
+    rauc: &rauc::Config,
     how: Mark,
     slot: Slot,
     force: bool,
@@ -242,9 +245,9 @@ fn mark_in(
     };
     let name = names.of(slot);
     let marked = match how {
-        Mark::Good => bootstate::mark_good(&state, name, bs.attempts),
-        Mark::Bad => bootstate::mark_bad(&state, name),
-        Mark::Active => bootstate::mark_active(&state, name, bs.attempts_primary),
+        Mark::Good => rauc::mark_good(&state, name, bs.attempts),
+        Mark::Bad => rauc::mark_bad(&state, name),
+        Mark::Active => rauc::mark_active(&state, name, bs.attempts_primary),
     }
     .map_err(|e| (EXIT_CORRUPT, format!("boot state: {e}")))?;
     let verb = match how {
@@ -289,8 +292,8 @@ fn mark_in(
     };
     written.map_err(|e| {
         let code = match &e {
-            bootenv::CommitError::Store(EnvStoreError::Locked { .. }) => EXIT_LOCKED,
-            bootenv::CommitError::Store(EnvStoreError::AllCorrupt) => EXIT_CORRUPT,
+            store::CommitError::Store(EnvStoreError::Locked { .. }) => EXIT_LOCKED,
+            store::CommitError::Store(EnvStoreError::AllCorrupt) => EXIT_CORRUPT,
             _ => EXIT_ERROR,
         };
         (code, error_chain(&e))
@@ -341,7 +344,7 @@ fn status(opts: &Options) -> ExitCode {
         Err(e) => return fail(EXIT_ERROR, e),
     };
     let handoff = load_handoff(opts);
-    let names = bootenv::bootnames(&config.bootstate).ok();
+    let names = store::bootnames(&config.bootstate).ok();
     let (store, store_error) = match open_store(&config, handoff.as_ref()) {
         Ok(store) => {
             let record = store.record();

@@ -2,7 +2,7 @@
 //! as values. Nothing here touches the kernel; the executor runs the steps.
 
 use crate::config::{expand_slot, Config, OverlaySpec, Upper};
-use crate::devices::Partition;
+use crate::disk::devices::Partition;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -70,8 +70,8 @@ pub struct Roots {
 impl Default for Roots {
     fn default() -> Self {
         Roots {
-            sysroot: PathBuf::from("/sysroot"),
-            run_dir: PathBuf::from("/run/slotinit"),
+            sysroot: PathBuf::from(crate::paths::SYSROOT),
+            run_dir: PathBuf::from(crate::paths::RUN_DIR),
         }
     }
 }
@@ -399,7 +399,7 @@ mod tests {
     use super::*;
 
     fn part(dev: &str) -> Partition {
-        crate::devices::fixtures::part(dev, "vda", 1, None)
+        crate::disk::devices::fixtures::part(dev, "vda", 1, None)
     }
 
     #[test]
@@ -725,8 +725,8 @@ mod tests {
     /// devices::slot_dir: its test lives here, beside the plan that uses it.
     #[test]
     fn slot_dirs_differ_whatever_the_names() {
-        use crate::devices::{fixtures, slot_dir, Resolved};
-        use crate::slot::Slot;
+        use crate::disk::devices::{fixtures, slot_dir, Resolved};
+        use crate::types::Slot;
         let with = |a: Option<&str>, b: Option<&str>| Resolved {
             system_a: Some(fixtures::part("mmcblk0p2", "mmcblk0", 2, a)),
             system_b: Some(fixtures::part("mmcblk0p3", "mmcblk0", 3, b)),

@@ -2,7 +2,7 @@
 //! every event triggers a fresh read of sysfs, which is the authority on what exists.
 
 use crate::config::Partitions;
-use crate::devices::{self, BootDiskHint, Partition};
+use crate::disk::devices::{self, BootDiskHint, Partition};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{
     bind, recv, socket, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType,
@@ -77,7 +77,7 @@ pub struct Lookup<'a> {
     pub hint: &'a BootDiskHint,
     /// Where the disks' nodes are, when PARTUUIDs must be read from their GPTs.
     pub gpt_dev: Option<&'a Path>,
-    /// `gpt` on the kernel cmdline ([`crate::cmdline::Cmdline::force_gpt`]): the
+    /// `gpt` on the kernel cmdline ([`crate::kernel::cmdline::Cmdline::force_gpt`]): the
     /// kernel then uses the alternate GPT when the primary is invalid.
     pub force_gpt: bool,
 }
@@ -161,9 +161,12 @@ mod tests {
     }
 
     fn mapio() -> Partitions {
-        crate::config::Config::parse(include_str!("../configs/mapio.toml"), "mapio.toml")
-            .unwrap()
-            .partitions
+        crate::config::Config::parse(
+            include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/configs/mapio.toml")),
+            "mapio.toml",
+        )
+        .unwrap()
+        .partitions
     }
 
     /// MAPIO's members by number with a USB stick of two partitions: the wait

@@ -774,10 +774,22 @@ mod tests {
 
     #[test]
     fn fixtures_made_by_the_real_tools() {
-        const SINGLE: &[u8] = include_bytes!("../tests/fixtures/env/single.env");
-        const BAD: &[u8] = include_bytes!("../tests/fixtures/env/single-badcrc.env");
-        const RED1: &[u8] = include_bytes!("../tests/fixtures/env/redundant-1.env");
-        const RED2: &[u8] = include_bytes!("../tests/fixtures/env/redundant-2.env");
+        const SINGLE: &[u8] = include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/env/single.env"
+        ));
+        const BAD: &[u8] = include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/env/single-badcrc.env"
+        ));
+        const RED1: &[u8] = include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/env/redundant-1.env"
+        ));
+        const RED2: &[u8] = include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/env/redundant-2.env"
+        ));
 
         let defaults = [
             ("BOOT_A_LEFT", "3"),
@@ -897,8 +909,14 @@ mod tests {
             Err(TextError::Invalid { line: 1, .. })
         ));
         // The checked-in mkenvimage input reads as mkenvimage wrote it.
-        let txt = include_bytes!("../tests/fixtures/env/single.txt");
-        let img = include_bytes!("../tests/fixtures/env/single.env");
+        let txt = include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/env/single.txt"
+        ));
+        let img = include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/env/single.env"
+        ));
         assert_eq!(parse_text(txt).unwrap(), parse_single(img).unwrap());
     }
 

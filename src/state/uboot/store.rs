@@ -28,14 +28,16 @@
 //! `bootstate.base_env`, else (an env only slotinit uses,
 //! `bootstate.env_owner = "slotinit"`) from an empty env, and otherwise refuses.
 
-use crate::bootstate::{self, Bootname, State};
 use crate::config::{Backend, BootStateConfig, EnvOwner};
-use crate::devices::{Partition, Resolved};
+use crate::disk::devices::{Partition, Resolved};
+use crate::state::uboot::rauc::{self, Bootname, State};
 
-use crate::envblock::{self, Env, Layout};
-use crate::envstore::{self, EnvLocation, EnvStoreError, Health, IfAllCorrupt, LoadedEnv};
-use crate::fwenv;
-use crate::slot::Bootnames;
+use crate::state::uboot::envblock::{self, Env, Layout};
+use crate::state::uboot::envstore::{
+    self, EnvLocation, EnvStoreError, Health, IfAllCorrupt, LoadedEnv,
+};
+use crate::state::uboot::fwenv;
+use crate::state::uboot::rauc::Bootnames;
 use nix::mount::MsFlags;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -89,7 +91,7 @@ pub struct Record {
 #[derive(Debug, thiserror::Error)]
 pub enum CommitError {
     #[error("cannot encode the boot state")]
-    State(#[source] bootstate::BootStateError),
+    State(#[source] rauc::BootStateError),
     #[error("cannot write the boot state")]
     Store(#[source] EnvStoreError),
     /// No valid copy and no base env, where U-Boot reads the env as its own.
@@ -165,7 +167,7 @@ pub enum OpenError {
     Store(#[source] EnvStoreError),
 }
 
-pub fn bootnames(config: &BootStateConfig) -> Result<Bootnames, bootstate::BootStateError> {
+pub fn bootnames(config: &BootStateConfig) -> Result<Bootnames, rauc::BootStateError> {
     Ok(Bootnames {
         a: Bootname::new(&config.bootname_a)?,
         b: Bootname::new(&config.bootname_b)?,
@@ -173,11 +175,9 @@ pub fn bootnames(config: &BootStateConfig) -> Result<Bootnames, bootstate::BootS
 }
 
 /// RAUC's slot list and attempt counts from the config.
-pub fn rauc_config(
-    config: &BootStateConfig,
-) -> Result<bootstate::Config, bootstate::BootStateError> {
+pub fn rauc_config(config: &BootStateConfig) -> Result<rauc::Config, rauc::BootStateError> {
     let names = bootnames(config)?;
-    bootstate::Config::new(
+    rauc::Config::new(
         vec![names.a, names.b],
         config.attempts,
         config.attempts_primary,
@@ -382,8 +382,8 @@ pub fn judge(loaded: &LoadedEnv, config: &BootStateConfig) -> Contents {
             Ok(state) => Contents::State(state),
             // A valid env without RAUC's variables (a board's default env):
             // adding them destroys nothing.
-            Err(bootstate::BootStateError::MissingVariable { .. })
-                if env.get(bootstate::BOOT_ORDER).is_none() =>
+            Err(rauc::BootStateError::MissingVariable { .. })
+                if env.get(rauc::BOOT_ORDER).is_none() =>
             {
                 Contents::Fresh
             }
@@ -435,7 +435,7 @@ impl Store {
             Some(env) => env.clone(),
             None => self.base()?,
         };
-        bootstate::apply(state, &mut env).map_err(CommitError::State)?;
+        rauc::apply(state, &mut env).map_err(CommitError::State)?;
         if let Some(reason) = fallback {
             let _ = env.set(FALLBACK_VAR, reason);
         }
@@ -538,7 +538,7 @@ impl Store {
             log::info!(
                 "writing {} through the filesystem: {}",
                 file.display(),
-                crate::boot::error_chain(e)
+                crate::types::error_chain(e)
             );
         };
         // Map and check while the filesystem still shows the file.
@@ -636,7 +636,7 @@ impl Store {
             // The data is synced already; a failure here leaves the mount
             // writable until close() unmounts it.
             if let Err(e) = remount(&dir, false) {
-                log::warn!("{}", crate::boot::error_chain(&e));
+                log::warn!("{}", crate::types::error_chain(&e));
             }
             result
         } else {
@@ -806,8 +806,12 @@ mod tests {
     }
 
     fn write_single(path: &Path, env: &Env) {
-        let block =
-            crate::envblock::serialize(env, 0x4000, crate::envblock::Header::Single).unwrap();
+        let block = crate::state::uboot::envblock::serialize(
+            env,
+            0x4000,
+            crate::state::uboot::envblock::Header::Single,
+        )
+        .unwrap();
         std::fs::write(path, block).unwrap();
     }
 
@@ -976,7 +980,7 @@ mod tests {
             ..BootStateConfig::default()
         };
         let err = open(&config, None, dir.path()).err().unwrap();
-        let text = crate::boot::error_chain(&err);
+        let text = crate::types::error_chain(&err);
         assert!(matches!(err, OpenError::WrongLayout { .. }), "{text}");
         assert!(text.contains("single-copy env"), "{text}");
         assert!(
@@ -1075,7 +1079,7 @@ mod tests {
         for (line, needle) in cases {
             let text = format!("[bootstate]\n{line}\n");
             let err = crate::config::Config::parse(&text, "t").unwrap_err();
-            let msg = crate::boot::error_chain(&err);
+            let msg = crate::types::error_chain(&err);
             assert!(msg.contains(needle), "{line}: {msg}");
         }
         for line in [

@@ -3,12 +3,9 @@
 //! loads each with finit_module, with the options the cmdline gives it
 //! (`usb-storage.quirks=...`), as modprobe would.
 
-use crate::cmdline::{module_name, ModuleOption};
+use crate::kernel::cmdline::{module_name, ModuleOption};
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
-
-/// Where the builder writes the load order inside the initramfs.
-pub const LOAD_LIST: &str = "/etc/slotinit/modules.load";
 
 /// The module paths of a load list: one absolute path per line, `#` comments.
 pub fn parse_load_list(text: &str) -> Vec<PathBuf> {
@@ -51,7 +48,7 @@ pub fn params_for(module: &str, options: &[ModuleOption]) -> String {
 }
 
 /// Loads every module of the list in order, each with its cmdline `options`
-/// ([`crate::cmdline::Cmdline::module_options`]). A failure is logged and the
+/// ([`crate::kernel::cmdline::Cmdline::module_options`]). A failure is logged and the
 /// rest still load: a missing filesystem module must not stop the disk driver.
 pub fn load_all_with(list: &Path, options: &[ModuleOption]) -> LoadReport {
     let mut report = LoadReport::default();
@@ -134,7 +131,7 @@ mod tests {
     /// of `-` and `_` either side spells it with; other modules get nothing.
     #[test]
     fn cmdline_options_reach_their_module() {
-        let c = crate::cmdline::Cmdline::parse(
+        let c = crate::kernel::cmdline::Cmdline::parse(
             b"usb_storage.quirks=0bda:9210:u console=ttyS0 usb-storage.delay_use=0               virtio_blk.queue_depth=\"8\" sdhci.debug_quirks=\"1 2\"",
         );
         let options = c.module_options();

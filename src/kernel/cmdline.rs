@@ -3,7 +3,7 @@
 //! typed view of the keys slotinit reads, the arguments the kernel hands to
 //! init, and the module options modprobe would apply.
 
-use crate::slot::Slot;
+use crate::types::Slot;
 
 /// The kernel's `isspace()`: its `_ctype` table (lib/ctype.c) marks HT, LF, VT,
 /// FF, CR, space and also 0xA0 (Latin-1 no-break space) as `_S`. Rust's

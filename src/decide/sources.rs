@@ -9,35 +9,12 @@
 //! later party: that source speaks, but names no slot, and the decision falls
 //! back to the boot state's order as if the bootloader had said nothing usable.
 
-use crate::cmdline::Cmdline;
 use crate::config::PartRef;
-use crate::devices::{matches, Resolved};
-use crate::slot::{Bootnames, Hint, Slot};
-use serde::{Deserialize, Serialize};
-
-/// The device-tree property the Raspberry Pi firmware fills with the partition
-/// number it booted from (u32, big-endian).
-pub const DT_PARTITION: &str = "/proc/device-tree/chosen/bootloader/partition";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum SourceKind {
-    /// `rauc.slot=<bootname>` (the key is `bootstate.cmdline_key`).
-    Rauc,
-    /// `root=PARTLABEL=...`, `root=PARTUUID=...` or `root=/dev/...`.
-    Root,
-    /// `androidboot.slot_suffix=_a|_b`.
-    Android,
-    /// The firmware's boot partition in the device tree.
-    Devicetree,
-}
-
-pub const DEFAULT_ORDER: [SourceKind; 4] = [
-    SourceKind::Rauc,
-    SourceKind::Root,
-    SourceKind::Android,
-    SourceKind::Devicetree,
-];
+use crate::decide::slot::Hint;
+use crate::disk::devices::{matches, Resolved};
+use crate::kernel::cmdline::Cmdline;
+use crate::state::uboot::rauc::Bootnames;
+use crate::types::{Slot, SourceKind};
 
 /// Everything the sources read.
 pub struct Facts<'a> {
@@ -181,8 +158,8 @@ pub fn parse_dt_u32(bytes: &[u8]) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bootstate::Bootname;
-    use crate::devices::Partition;
+    use crate::disk::devices::Partition;
+    use crate::state::uboot::rauc::Bootname;
 
     fn resolved() -> Resolved {
         let p = |dev: &str, n: u32, name: &str, uuid: &str| {
@@ -231,7 +208,7 @@ mod tests {
             resolved: &r,
             dt_partition: dt,
         };
-        find(&DEFAULT_ORDER, &facts).0
+        find(&crate::types::DEFAULT_ORDER, &facts).0
     }
 
     #[test]

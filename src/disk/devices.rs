@@ -1,9 +1,9 @@
 //! Device resolution: the partitions the kernel announced, matched against the
 //! layout's names. Pure matching over a list; a thin reader builds the list from sysfs.
 
-use crate::cmdline::Cmdline;
 use crate::config::{Config, PartRef, Partitions};
-use crate::slot::Slot;
+use crate::kernel::cmdline::Cmdline;
+use crate::types::Slot;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -123,7 +123,7 @@ pub struct BootDiskHint {
 
 impl BootDiskHint {
     pub fn new(cmdline: &Cmdline, config: &Config) -> Self {
-        let root = match crate::cmdline::conflict(cmdline, "root") {
+        let root = match crate::kernel::cmdline::conflict(cmdline, "root") {
             Some(_) => None,
             None => cmdline.get("root").map(str::to_string),
         };
@@ -433,13 +433,13 @@ pub fn slot_dir(resolved: &Resolved, slot: Slot) -> String {
 
 /// Fills in the PARTUUIDs of the partitions from their disks' GPTs (read once
 /// per disk; `cache` keeps what was read). Disks without a GPT keep None. The
-/// table is the one the kernel used ([`crate::gpt::find_valid`]): the
+/// table is the one the kernel used ([`crate::disk::gpt::find_valid`]): the
 /// alternate when the primary is invalid and `force_gpt` (`gpt` on the cmdline).
 pub fn read_uuids(
     found: &mut [Partition],
     dev: &Path,
     force_gpt: bool,
-    cache: &mut std::collections::HashMap<String, Vec<crate::gpt::Entry>>,
+    cache: &mut std::collections::HashMap<String, Vec<crate::disk::gpt::Entry>>,
 ) {
     for part in found.iter_mut() {
         if !cache.contains_key(&part.disk) {
@@ -450,9 +450,9 @@ pub fn read_uuids(
             .ok()
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(512);
-            match crate::gpt::read_as_kernel(&dev.join(&part.disk), sector, force_gpt) {
+            match crate::disk::gpt::read_as_kernel(&dev.join(&part.disk), sector, force_gpt) {
                 Ok(table) => {
-                    if table.which == crate::gpt::Which::Alternate {
+                    if table.which == crate::disk::gpt::Which::Alternate {
                         log::warn!(
                             "{}: primary GPT is invalid, using the alternate, as the kernel does",
                             part.disk
@@ -627,9 +627,12 @@ mod tests {
 
     /// MAPIO's layout: members by bare number.
     fn mapio() -> Partitions {
-        Config::parse(include_str!("../configs/mapio.toml"), "mapio.toml")
-            .unwrap()
-            .partitions
+        Config::parse(
+            include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/configs/mapio.toml")),
+            "mapio.toml",
+        )
+        .unwrap()
+        .partitions
     }
 
     /// A disk with partitions 1..=n and no names (eMMC tables often carry none).

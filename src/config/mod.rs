@@ -1,12 +1,9 @@
 //! `/etc/slotinit.toml`: the schema, its defaults (rpi-image-gen `gpt/ab_userdata`)
 //! and a parser whose errors name the line, column and key.
 
-use crate::slot::Slot;
+use crate::types::Slot;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
-
-/// Where the init reads its config inside the initramfs.
-pub const CONFIG_PATH: &str = "/etc/slotinit.toml";
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -39,7 +36,7 @@ pub struct BootConfig {
     pub allow_override: bool,
     /// The slot sources asked, in order, when the bootloader decides (counter =
     /// "bootloader", or no boot-state store).
-    pub sources: Vec<crate::sources::SourceKind>,
+    pub sources: Vec<crate::types::SourceKind>,
 }
 
 /// How the layout's members are found. Each is a GPT partition name (a string;
@@ -437,7 +434,7 @@ impl Default for BootConfig {
             settle_ms: 300,
             reboot_delay_s: 10,
             allow_override: true,
-            sources: crate::sources::DEFAULT_ORDER.to_vec(),
+            sources: crate::types::DEFAULT_ORDER.to_vec(),
         }
     }
 }
@@ -749,7 +746,7 @@ impl BootStateConfig {
                 }
             }
             if let [a, b] = self.raw_offsets.as_slice() {
-                if crate::fwenv::overlaps(*a, *b, self.size) {
+                if crate::state::uboot::fwenv::overlaps(*a, *b, self.size) {
                     return Err(format!(
                         "bootstate.raw_offsets: copies at {a:#x} and {b:#x} overlap ({:#x} bytes each)",
                         self.size
@@ -757,18 +754,18 @@ impl BootStateConfig {
                 }
             }
         } else {
-            crate::fwenv::parse(&self.fw_env.join("\n"))
-                .map_err(|e| format!("bootstate.fw_env: {}", crate::boot::error_chain(&e)))?;
+            crate::state::uboot::fwenv::parse(&self.fw_env.join("\n"))
+                .map_err(|e| format!("bootstate.fw_env: {}", crate::types::error_chain(&e)))?;
         }
-        if self.size < crate::envblock::MIN_SIZE {
+        if self.size < crate::state::uboot::envblock::MIN_SIZE {
             return Err(format!("bootstate.size: {} bytes is too small", self.size));
         }
         // PID 1 allocates the size: an absurd one would abort the boot.
-        if self.size > crate::envblock::MAX_SIZE {
+        if self.size > crate::state::uboot::envblock::MAX_SIZE {
             return Err(format!(
                 "bootstate.size: {:#x} bytes is larger than {:#x} (U-Boot's CONFIG_ENV_SIZE is usually 0x2000 to 0x20000)",
                 self.size,
-                crate::envblock::MAX_SIZE
+                crate::state::uboot::envblock::MAX_SIZE
             ));
         }
         if !self.base_env.is_empty() && !self.base_env.starts_with('/') {
@@ -781,7 +778,8 @@ impl BootStateConfig {
             ("bootname_a", &self.bootname_a),
             ("bootname_b", &self.bootname_b),
         ] {
-            crate::bootstate::Bootname::new(name).map_err(|e| format!("bootstate.{key}: {e}"))?;
+            crate::state::uboot::rauc::Bootname::new(name)
+                .map_err(|e| format!("bootstate.{key}: {e}"))?;
         }
         if self.bootname_a == self.bootname_b {
             return Err("bootstate: both slots have the same bootname".into());
@@ -1062,7 +1060,10 @@ mod tests {
         let (c, dropped) = Config::parse_lenient(full, "t").unwrap();
         assert_eq!(dropped, Vec::<String>::new());
         assert_eq!(c, Config::parse(full, "t").unwrap());
-        let shipped = include_str!("../configs/rpi-ab-userdata.toml");
+        let shipped = include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/configs/rpi-ab-userdata.toml"
+        ));
         assert_eq!(
             Config::parse_lenient(shipped, "t").unwrap().1,
             Vec::<String>::new()
@@ -1148,12 +1149,21 @@ mod shipped {
     #[test]
     fn shipped_profiles_are_valid() {
         for (name, text) in [
-            ("mapio.toml", include_str!("../configs/mapio.toml")),
+            (
+                "mapio.toml",
+                include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/configs/mapio.toml")),
+            ),
             (
                 "generic-ab.toml",
-                include_str!("../configs/generic-ab.toml"),
+                include_str!(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/configs/generic-ab.toml"
+                )),
             ),
-            ("stm32mp.toml", include_str!("../configs/stm32mp.toml")),
+            (
+                "stm32mp.toml",
+                include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/configs/stm32mp.toml")),
+            ),
         ] {
             if let Err(e) = Config::parse(text, name) {
                 panic!("{name}: {e}");
@@ -1163,7 +1173,10 @@ mod shipped {
 
     #[test]
     fn rpi_example_is_the_defaults() {
-        let text = include_str!("../configs/rpi-ab-userdata.toml");
+        let text = include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/configs/rpi-ab-userdata.toml"
+        ));
         assert_eq!(
             Config::parse(text, "rpi-ab-userdata.toml").unwrap(),
             Config::default()

@@ -9,8 +9,9 @@
 //! slot that booted (`handoff.slot`), never guessed again from /proc/cmdline or
 //! the boot state, which may already name the next boot's slot.
 
-use crate::devices::{self, Partition};
-use crate::handoff::{Handoff, HANDOFF_PATH};
+use crate::disk::devices::{self, Partition};
+use crate::handoff::Handoff;
+use crate::paths::HANDOFF_PATH;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -158,7 +159,7 @@ pub fn udev_main(args: Vec<String>) -> ExitCode {
 mod tests {
     use super::*;
     use crate::config::Partitions;
-    use crate::slot::Slot;
+    use crate::types::Slot;
 
     /// A partition as the kernel announces it (so the tests follow new fields).
     fn part(dev: &str, number: u32, name: &str) -> Partition {
@@ -168,7 +169,7 @@ mod tests {
 
     /// The record of a boot of `slot` from qemu/mkdisk's layout (vda1..vda6).
     fn booted(slot: Option<Slot>) -> Handoff {
-        let found = crate::devices::fixtures::rpi_disk("vda");
+        let found = crate::disk::devices::fixtures::rpi_disk("vda");
         let mut h = Handoff::new();
         h.slot = slot;
         h.devices = devices::resolve(&found, &Partitions::default());

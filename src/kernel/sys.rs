@@ -837,12 +837,17 @@ mod tests {
     #[test]
     #[ignore = "needs root (a mount namespace): tests/run-all runs it with --include-ignored"]
     fn a_bind_target_through_a_planted_symlink_is_refused() {
-        const NAME: &str = "sys::tests::a_bind_target_through_a_planted_symlink_is_refused";
+        // The test's path as the harness names it (the module path without the crate).
+        let full = concat!(
+            module_path!(),
+            "::a_bind_target_through_a_planted_symlink_is_refused"
+        );
+        let name = full.split_once("::").map_or(full, |(_, rest)| rest);
         if std::env::var("SLOTINIT_TEST_MOUNT_NS").as_deref() != Ok("1") {
             let out = std::process::Command::new("unshare")
                 .args(["-m", "--propagation", "private"])
                 .arg(std::env::current_exe().unwrap())
-                .args(["--exact", NAME, "--include-ignored", "--test-threads=1"])
+                .args(["--exact", name, "--include-ignored", "--test-threads=1"])
                 .env("SLOTINIT_TEST_MOUNT_NS", "1")
                 .output()
                 .expect("unshare (util-linux)");

@@ -2,89 +2,11 @@
 //! state to commit before it does. Pure: the state comes in as a value and the
 //! new state goes out as one.
 
-use crate::bootstate::{self, Bootname, Chosen, State};
 use crate::config::Counter;
+use crate::state::uboot::rauc::Bootnames;
+use crate::state::uboot::rauc::{self, Chosen, State};
+use crate::types::Slot;
 use serde::{Deserialize, Serialize};
-use std::fmt;
-
-/// One of the two system slots.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
-#[serde(rename_all = "lowercase")]
-pub enum Slot {
-    A,
-    B,
-}
-
-impl Slot {
-    pub const ALL: [Slot; 2] = [Slot::A, Slot::B];
-
-    /// Accepts `a`, `b`, `A`, `B` (users type both; RAUC's bootnames are upper case).
-    pub fn parse(text: &str) -> Option<Slot> {
-        match text {
-            "a" | "A" => Some(Slot::A),
-            "b" | "B" => Some(Slot::B),
-            _ => None,
-        }
-    }
-
-    pub fn other(self) -> Slot {
-        match self {
-            Slot::A => Slot::B,
-            Slot::B => Slot::A,
-        }
-    }
-
-    pub fn letter(self) -> &'static str {
-        match self {
-            Slot::A => "a",
-            Slot::B => "b",
-        }
-    }
-}
-
-impl fmt::Display for Slot {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.letter())
-    }
-}
-
-/// The RAUC bootname of each slot.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Bootnames {
-    pub a: Bootname,
-    pub b: Bootname,
-}
-
-impl Bootnames {
-    pub fn of(&self, slot: Slot) -> &Bootname {
-        match slot {
-            Slot::A => &self.a,
-            Slot::B => &self.b,
-        }
-    }
-
-    /// The slot whose bootname is exactly `name`, as the boot script compares.
-    pub fn exact(&self, name: &Bootname) -> Option<Slot> {
-        if *name == self.a {
-            Some(Slot::A)
-        } else if *name == self.b {
-            Some(Slot::B)
-        } else {
-            None
-        }
-    }
-
-    /// The slot of a bootname, or of `a`/`b` typed by a person.
-    pub fn slot(&self, name: &str) -> Option<Slot> {
-        if name == self.a.as_str() {
-            Some(Slot::A)
-        } else if name == self.b.as_str() {
-            Some(Slot::B)
-        } else {
-            Slot::parse(name)
-        }
-    }
-}
 
 /// A slot source's statement: which slot the bootloader booted, and which
 /// source said so (`rauc.slot="B"`, `root=PARTLABEL=system_b`, ...). `slot` is
@@ -130,7 +52,7 @@ pub struct Inputs<'a> {
     /// The boot state read from the store; None when there is none to use.
     pub state: Option<&'a State>,
     pub names: &'a Bootnames,
-    pub config: &'a bootstate::Config,
+    pub config: &'a rauc::Config,
     /// Slots that already failed in this boot, and why.
     pub failed: &'a [(Slot, String)],
 }
@@ -168,7 +90,7 @@ pub fn decide(inputs: &Inputs) -> Result<Outcome, String> {
     for (slot, why) in inputs.failed {
         let reason = format!("slot {slot} failed to boot: {why}");
         if let Some(st) = &mut state {
-            if let Ok(m) = bootstate::mark_bad(st, inputs.names.of(*slot)) {
+            if let Ok(m) = rauc::mark_bad(st, inputs.names.of(*slot)) {
                 *st = m.state;
             }
             out.notes.push(format!("{reason}; marked bad"));
@@ -242,7 +164,7 @@ pub fn decide(inputs: &Inputs) -> Result<Outcome, String> {
             if bootable > 0 {
                 for name in walk {
                     if st.left(&name) == 0 {
-                        if let Ok(m) = bootstate::mark_bad(&st, &name) {
+                        if let Ok(m) = rauc::mark_bad(&st, &name) {
                             st = m.state;
                         }
                         let reason = format!("slot {name} used up its boot attempts");
@@ -251,7 +173,7 @@ pub fn decide(inputs: &Inputs) -> Result<Outcome, String> {
                     }
                 }
             }
-            let mut choice = bootstate::choose_and_decrement(&st, inputs.config)
+            let mut choice = rauc::choose_and_decrement(&st, inputs.config)
                 .map_err(|e| format!("boot state: {e}"))?;
             if let Chosen::Exhausted { .. } = choice.how {
                 out.errors.push(choice.to_string());
@@ -268,9 +190,9 @@ pub fn decide(inputs: &Inputs) -> Result<Outcome, String> {
                 else {
                     break;
                 };
-                let bad = bootstate::mark_bad(&choice.state, inputs.names.of(slot))
+                let bad = rauc::mark_bad(&choice.state, inputs.names.of(slot))
                     .map_err(|e| format!("boot state: {e}"))?;
-                choice = bootstate::choose_and_decrement(&bad.state, inputs.config)
+                choice = rauc::choose_and_decrement(&bad.state, inputs.config)
                     .map_err(|e| format!("boot state: {e}"))?;
             }
             let slot = inputs
@@ -414,6 +336,7 @@ fn changed(before: Option<&State>, after: Option<State>) -> Option<State> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::uboot::rauc::Bootname;
 
     fn names() -> Bootnames {
         Bootnames {
@@ -445,7 +368,7 @@ mod tests {
         failed: &[(Slot, String)],
     ) -> Result<Outcome, String> {
         let names = names();
-        let config = bootstate::Config::default();
+        let config = rauc::Config::default();
         let hint = bl.map(|raw| Hint {
             slot: names.slot(raw),
             source: format!("rauc.slot={raw:?}"),
@@ -782,7 +705,7 @@ mod tests {
         failed: &[(Slot, String)],
     ) -> (Outcome, Outcome) {
         let names = names();
-        let config = bootstate::Config::default();
+        let config = rauc::Config::default();
         let inputs = Inputs {
             override_slot: None,
             default_slot: Slot::A,

@@ -1,0 +1,8 @@
+//! The kernel as PID 1 meets it: its command line, its log, its modules, the
+//! switch to the system, and `sys::Sys`, the one trait every kernel call goes through.
+
+pub mod cmdline;
+pub mod kmsg;
+pub mod modules;
+pub mod switch_root;
+pub mod sys;
