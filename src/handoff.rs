@@ -7,6 +7,48 @@ use crate::types::Slot;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
+/// 2: errors and warnings are `{kind, message}` objects (1: strings).
+pub const VERSION: u32 = 2;
+
+/// One error or warning of a boot: a stable `kind` for programs (health
+/// checks, `status --json`, the tests) and a message for people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    pub kind: String,
+    pub message: String,
+}
+
+impl Problem {
+    pub fn new(kind: &str, message: impl Into<String>) -> Problem {
+        Problem {
+            kind: kind.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.message, self.kind)
+    }
+}
+
+/// A version 1 record's plain string reads as a problem of kind "unknown".
+impl<'de> Deserialize<'de> for Problem {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Text(String),
+            Object { kind: String, message: String },
+        }
+        Ok(match Either::deserialize(d)? {
+            Either::Text(message) => Problem::new("unknown", message),
+            Either::Object { kind, message } => Problem { kind, message },
+        })
+    }
+}
+
 /// Fields default when absent, so a newer or older record still reads.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -33,9 +75,9 @@ pub struct Handoff {
     pub fsck: Option<String>,
     /// True when the persistent partition could not be used (tmpfs /var).
     pub persistent_degraded: bool,
-    /// Every error and warning of this boot, in order.
-    pub errors: Vec<String>,
-    pub warnings: Vec<String>,
+    /// Every error and warning of this boot, in order, each with its kind.
+    pub errors: Vec<Problem>,
+    pub warnings: Vec<Problem>,
     /// Each stage and how long it took, microseconds.
     pub timings_us: Vec<(String, u64)>,
     /// The init that was exec'd, and the arguments it was given (argv[1..]).
@@ -52,7 +94,7 @@ pub struct Handoff {
 impl Handoff {
     pub fn new() -> Self {
         Handoff {
-            version: 1,
+            version: VERSION,
             ..Handoff::default()
         }
     }
@@ -111,10 +153,19 @@ mod tests {
         h.timings_us.push(("mounts".into(), 1234));
         h.init = Some("/sbin/init".into());
         h.init_args = vec!["single".into()];
-        h.errors.push("persistent: no partition".into());
+        h.errors.push(Problem::new(
+            "persistent-missing",
+            "persistent: no partition",
+        ));
         let text = h.to_json();
         assert!(text.contains("\"slot\": \"b\""), "{text}");
         assert_eq!(Handoff::parse(&text).unwrap(), h);
+    }
+
+    #[test]
+    fn a_version_1_record_with_string_errors_still_reads() {
+        let h = Handoff::parse(r#"{"version": 1, "errors": ["boom"]}"#).unwrap();
+        assert_eq!(h.errors, vec![Problem::new("unknown", "boom")]);
     }
 
     #[test]

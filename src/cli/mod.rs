@@ -335,7 +335,7 @@ struct Status {
     store_error: Option<String>,
     last_fallback: Option<String>,
     persistent_degraded: Option<bool>,
-    errors: Vec<String>,
+    errors: Vec<crate::handoff::Problem>,
 }
 
 fn status(opts: &Options) -> ExitCode {

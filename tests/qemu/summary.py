@@ -27,6 +27,6 @@ start, end = b.kernel_time(r"Run /init as init process"), b.kernel_time(r"slotin
 if start is not None and end is not None:
     print(f"--- kernel 'Run /init' -> exec of {h['init']}: {end - start:.3f} s")
 for e in h["errors"]:
-    print(f"--- ERROR: {e}")
+    print(f"--- ERROR ({e['kind']}): {e['message']}")
 for w in h["warnings"]:
-    print(f"--- warning: {w}")
+    print(f"--- warning ({w['kind']}): {w['message']}")

@@ -40,7 +40,8 @@ def test_corrupt_persistent_degrades_to_tmpfs(tmp_path, initramfs_with_config):
     assert b.reported and h["persistent_degraded"] is True
     assert b.mount("/var").fstype == "tmpfs"
     assert h["machine_id_source"] == "generated-transient"
-    assert any("/dev/vda6" in e for e in h["errors"]), h["errors"]
+    assert any(e["kind"] == "persistent-mount" and "/dev/vda6" in e["message"]
+               for e in h["errors"]), h["errors"]
 
 
 def test_torn_superblock_is_repaired_and_mounted(tmp_path):
@@ -58,7 +59,7 @@ def test_torn_superblock_is_repaired_and_mounted(tmp_path):
     b = boot(disk)
     h = b.handoff()
     assert b.reported
-    assert any("does not mount" in w and "checking it" in w for w in h["warnings"]), h["warnings"]
+    assert any(w["kind"] == "persistent-repair" for w in h["warnings"]), h["warnings"]
     assert re.match(r"/sbin/e2fsck -y /dev/vda6: exit [123] ", h["fsck"]), h["fsck"]
     assert h["persistent_degraded"] is False, h["errors"]
     assert b.mount("/var").root == "/slots/system_a/var"
@@ -84,7 +85,7 @@ def test_read_only_persistent_keeps_its_machine_id(tmp_path):
     b = boot(disk)
     h = b.handoff()
     assert h["persistent_degraded"] is True
-    assert any("read-only" in e for e in h["errors"]), h["errors"]
+    assert any(e["kind"] == "persistent-read-only" for e in h["errors"]), h["errors"]
     persistent = b.mount("/persistent")
     assert "ro" in persistent.super_options.split(","), "kept mounted, read-only, for rescue"
     assert b.mount("/var").fstype == "tmpfs"
@@ -147,7 +148,8 @@ def test_planted_symlinks_are_not_followed(tmp_path):
     assert b.reported, b.console[-3000:]
     for target in ("/home", "/var"):
         assert b.mount(target).fstype == "tmpfs", target
-    assert any("symlink" in e for e in h["errors"]), h["errors"]
+    assert any(e["kind"] == "persistent-step" and "symlink" in e["message"]
+               for e in h["errors"]), h["errors"]
     # The journal bind does not depend on the planted paths.
     assert b.mount("/var/log/journal").root == "/log/journal"
     assert b.stat("/var/tmp") is None or b.stat("/var/tmp")[0] in ("1777", "755")

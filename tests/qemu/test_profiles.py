@@ -36,7 +36,7 @@ def test_mapio_follows_rauc_slot_and_locks_the_override(tmp_path, initramfs_with
         h = b.handoff()
         assert h["decision"]["source"] == "bootloader"
         assert h["hint"]["source"] == f'rauc.slot="{slot}"'
-        assert any("allow_override is false" in w for w in h["warnings"]), h["warnings"]
+        assert any(w["kind"] == "override-refused" for w in h["warnings"]), h["warnings"]
         links = b.links()
         assert links["active/boot"][1] == links["other/boot"][1] == "/dev/vda1"
         assert links["active/system"][1] == dev
