@@ -3,6 +3,7 @@
 
 use crate::config::{Config, PartRef, Partitions};
 use crate::kernel::cmdline::Cmdline;
+use crate::kernel::sys::Sys;
 use crate::types::Slot;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -236,9 +237,18 @@ pub fn boot_disk(found: &[Partition], names: &Partitions, hint: &BootDiskHint) -
         }
     }
     let refs = names.refs();
+    if let Some(known) = disk_of_named(found, &refs) {
+        return known;
+    }
+    disk_holding_numbers(found, &refs)
+}
+
+/// Rule 3 of [`boot_disk`]: the one disk that the members named other than by
+/// a bare number are found on.
+fn disk_of_named(found: &[Partition], refs: &[(&str, PartRef)]) -> Option<BootDisk> {
     let mut named = BTreeSet::new();
     let mut by = Vec::new();
-    for (role, r) in &refs {
+    for (role, r) in refs {
         if matches!(r, PartRef::Absent | PartRef::Number { disk: None, .. }) {
             continue;
         }
@@ -248,14 +258,18 @@ pub fn boot_disk(found: &[Partition], names: &Partitions, hint: &BootDiskHint) -
             by.push(*role);
         }
     }
-    if named.len() == 1 {
-        if let Some(disk) = named.into_iter().next() {
-            return BootDisk::Known {
-                disk,
-                why: format!("partitions.{} is on it", by.join(", partitions.")),
-            };
-        }
+    if named.len() != 1 {
+        return None;
     }
+    let disk = named.into_iter().next()?;
+    Some(BootDisk::Known {
+        disk,
+        why: format!("partitions.{} is on it", by.join(", partitions.")),
+    })
+}
+
+/// Rule 4 of [`boot_disk`]: the one disk holding every bare-numbered member.
+fn disk_holding_numbers(found: &[Partition], refs: &[(&str, PartRef)]) -> BootDisk {
     let numbers: BTreeSet<u32> = refs
         .iter()
         .filter_map(|(_, r)| match r {
@@ -435,7 +449,8 @@ pub fn slot_dir(resolved: &Resolved, slot: Slot) -> String {
 /// per disk; `cache` keeps what was read). Disks without a GPT keep None. The
 /// table is the one the kernel used ([`crate::disk::gpt::find_valid`]): the
 /// alternate when the primary is invalid and `force_gpt` (`gpt` on the cmdline).
-pub fn read_uuids(
+pub fn read_uuids<S: Sys + ?Sized>(
+    sys: &mut S,
     found: &mut [Partition],
     dev: &Path,
     force_gpt: bool,
@@ -443,14 +458,15 @@ pub fn read_uuids(
 ) {
     for part in found.iter_mut() {
         if !cache.contains_key(&part.disk) {
-            let sector = std::fs::read_to_string(format!(
-                "/sys/block/{}/queue/logical_block_size",
-                part.disk
-            ))
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(512);
-            match crate::disk::gpt::read_as_kernel(&dev.join(&part.disk), sector, force_gpt) {
+            let size = format!("/sys/block/{}/queue/logical_block_size", part.disk);
+            let sector = sys
+                .read_file(Path::new(&size))
+                .ok()
+                .flatten()
+                .and_then(|b| String::from_utf8(b).ok())
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(512);
+            match crate::disk::gpt::read_as_kernel(sys, &dev.join(&part.disk), sector, force_gpt) {
                 Ok(table) => {
                     if table.which == crate::disk::gpt::Which::Alternate {
                         log::warn!(
@@ -494,24 +510,32 @@ pub fn by_slot_links(resolved: &Resolved, active: Slot) -> Vec<(PathBuf, PathBuf
 }
 
 /// Lists the partitions under a sysfs root (`/sys` in the init, a temp dir in tests).
-pub fn list_partitions(sys: &Path) -> std::io::Result<Vec<Partition>> {
+pub fn list_partitions<S: Sys + ?Sized>(
+    sys: &mut S,
+    sysfs: &Path,
+) -> std::io::Result<Vec<Partition>> {
     let mut found = Vec::new();
-    let class = sys.join("class/block");
-    let entries = match std::fs::read_dir(&class) {
+    let class = sysfs.join("class/block");
+    let entries = match sys.read_dir(&class) {
         Ok(entries) => entries,
         // No block class yet: no block driver has registered.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(found),
         Err(e) => return Err(e),
     };
-    for entry in entries {
-        let path = entry?.path();
+    for path in entries {
         // A partition's sysfs directory sits inside its disk's directory.
-        let disk = std::fs::canonicalize(&path)
+        let disk = sys
+            .canonicalize(&path)
             .ok()
             .and_then(|real| real.parent()?.file_name()?.to_str().map(str::to_string))
             .unwrap_or_default();
         // A device can vanish between readdir and read: skip it.
-        if let Ok(text) = std::fs::read_to_string(path.join("uevent")) {
+        let text = sys
+            .read_file(&path.join("uevent"))
+            .ok()
+            .flatten()
+            .and_then(|b| String::from_utf8(b).ok());
+        if let Some(text) = text {
             found.extend(Partition::from_uevent(&text, &disk));
         }
     }
@@ -555,6 +579,7 @@ pub mod fixtures {
 mod tests {
     use super::fixtures::rpi_disk;
     use super::*;
+    use crate::kernel::sys::Real;
 
     fn part(dev: &str, disk: &str, number: u32, name: &str) -> Partition {
         fixtures::part(dev, disk, number, Some(name))
@@ -793,12 +818,24 @@ mod tests {
         .map(str::to_string)
         .collect();
         let mut found = fresh();
-        read_uuids(&mut found, dev.path(), true, &mut Default::default());
+        read_uuids(
+            &mut Real,
+            &mut found,
+            dev.path(),
+            true,
+            &mut Default::default(),
+        );
         let got: Vec<String> = found.iter().filter_map(|p| p.uuid.clone()).collect();
         assert_eq!(got, want);
         // Without `gpt` the kernel reads no table of this disk, nor does slotinit.
         let mut found = fresh();
-        read_uuids(&mut found, dev.path(), false, &mut Default::default());
+        read_uuids(
+            &mut Real,
+            &mut found,
+            dev.path(),
+            false,
+            &mut Default::default(),
+        );
         assert!(found.iter().all(|p| p.uuid.is_none()));
     }
 
@@ -855,13 +892,13 @@ mod tests {
         std::fs::create_dir_all(&class).unwrap();
         std::os::unix::fs::symlink(&devices, class.join("vda")).unwrap();
         std::os::unix::fs::symlink(devices.join("vda1"), class.join("vda1")).unwrap();
-        let found = list_partitions(sys.path()).unwrap();
+        let found = list_partitions(&mut Real, sys.path()).unwrap();
         assert_eq!(found, vec![part("vda1", "vda", 1, "bootconfig")]);
     }
 
     #[test]
     fn no_block_class_is_an_empty_list() {
         let sys = tempfile::tempdir().unwrap();
-        assert!(list_partitions(sys.path()).unwrap().is_empty());
+        assert!(list_partitions(&mut Real, sys.path()).unwrap().is_empty());
     }
 }

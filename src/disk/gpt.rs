@@ -298,8 +298,15 @@ pub fn find_valid<D: Read + Seek>(
 }
 
 /// [`find_valid`] of a disk device (or image) with `sector`-byte blocks.
-pub fn read_as_kernel(disk: &Path, sector: u64, force_gpt: bool) -> Result<Table, String> {
-    let mut f = std::fs::File::open(disk).map_err(|e| format!("{}: open: {e}", disk.display()))?;
+pub fn read_as_kernel<S: crate::kernel::sys::Sys + ?Sized>(
+    sys: &mut S,
+    disk: &Path,
+    sector: u64,
+    force_gpt: bool,
+) -> Result<Table, String> {
+    let mut f = sys
+        .open_disk(disk)
+        .map_err(|e| format!("{}: open: {e}", disk.display()))?;
     find_valid(&mut f, sector, force_gpt).map_err(|e| format!("{}: {e}", disk.display()))
 }
 
@@ -483,9 +490,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let img = dir.path().join("disk");
         std::fs::write(&img, &disk).unwrap();
-        let table = read_as_kernel(&img, 512, true).unwrap();
+        let table = read_as_kernel(&mut crate::kernel::sys::Real, &img, 512, true).unwrap();
         assert_eq!(uuids(&table), oracle("corrupt-primary.partuuids"));
-        let err = read_as_kernel(&img, 512, false).unwrap_err();
+        let err = read_as_kernel(&mut crate::kernel::sys::Real, &img, 512, false).unwrap_err();
         assert!(err.contains("alternate GPT not read"), "{err}");
     }
 

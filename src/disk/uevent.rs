@@ -3,64 +3,17 @@
 
 use crate::config::Partitions;
 use crate::disk::devices::{self, BootDiskHint, Partition};
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::socket::{
-    bind, recv, socket, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType,
-};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use crate::kernel::sys::{Listener, Sys};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// A subscription to the kernel's uevents. Open it before loading the disk driver
-/// so no announcement is missed.
-pub struct Listener {
-    fd: Option<OwnedFd>,
-}
-
-impl Listener {
-    pub fn open() -> Listener {
-        let fd = socket(
-            AddressFamily::Netlink,
-            SockType::Datagram,
-            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-            SockProtocol::NetlinkKObjectUEvent,
-        )
-        .and_then(|fd| {
-            // Group 1: the kernel's own broadcasts (no udev in the initramfs).
-            bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 1))?;
-            Ok(fd)
-        });
-        match fd {
-            Ok(fd) => Listener { fd: Some(fd) },
-            Err(e) => {
-                log::error!("cannot listen to uevents: {e}; only the first sysfs scan counts");
-                Listener { fd: None }
-            }
-        }
-    }
-
-    /// Waits up to `timeout` for an event; drains what arrived. False on timeout.
-    fn wait(&self, timeout: Duration) -> bool {
-        let Some(fd) = &self.fd else {
-            // Degraded: without netlink the only way to see new devices is to look
-            // again later. Bounded by the caller's deadline.
-            std::thread::sleep(timeout.min(Duration::from_millis(50)));
-            return false;
-        };
-        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
-        let ready = match poll(
-            &mut fds,
-            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
-        ) {
-            Ok(n) => n > 0,
-            // EINTR: treat as a wake-up; the caller rescans and recomputes time left.
-            Err(_) => true,
-        };
-        let mut buf = [0u8; 8192];
-        while recv(fd.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT).is_ok_and(|n| n > 0) {}
-        ready
-    }
+/// Subscribes to the kernel's uevents. Open it before loading the disk driver
+/// so no announcement is missed; without it only rescans see new devices.
+pub fn listen<S: Sys + ?Sized>(sys: &mut S) -> Listener {
+    sys.uevent_listen().unwrap_or_else(|e| {
+        log::error!("cannot listen to uevents: {e}; only the first sysfs scan counts");
+        Listener::none()
+    })
 }
 
 /// What the wait found, and how it ended.
@@ -85,9 +38,10 @@ pub struct Lookup<'a> {
 /// Waits until every member of the layout is present (bare numbers on the boot
 /// disk), or until a system partition is present and the block layer stayed
 /// quiet for `settle` (what is missing then is absent), or until `timeout`.
-pub fn wait_for(
+pub fn wait_for<S: Sys + ?Sized>(
+    sys: &mut S,
     listener: &Listener,
-    sys: &Path,
+    sysfs: &Path,
     lookup: &Lookup,
     timeout: Duration,
     settle: Duration,
@@ -96,13 +50,13 @@ pub fn wait_for(
     let deadline = Instant::now() + timeout;
     let mut gpt_cache = std::collections::HashMap::new();
     loop {
-        let mut partitions = devices::list_partitions(sys).unwrap_or_else(|e| {
-            log::warn!("cannot list {}/class/block: {e}", sys.display());
+        let mut partitions = devices::list_partitions(sys, sysfs).unwrap_or_else(|e| {
+            log::warn!("cannot list {}/class/block: {e}", sysfs.display());
             Vec::new()
         });
         // PARTUUIDs are not in uevents: read them from the GPTs when needed.
         if let Some(dev) = lookup.gpt_dev {
-            devices::read_uuids(&mut partitions, dev, lookup.force_gpt, &mut gpt_cache);
+            devices::read_uuids(sys, &mut partitions, dev, lookup.force_gpt, &mut gpt_cache);
         }
         if devices::all_present_with(&partitions, names, lookup.hint) {
             return WaitResult {
@@ -122,7 +76,7 @@ pub fn wait_for(
         let left = deadline - now;
         let found_system = devices::any_system_present_with(&partitions, names, lookup.hint);
         let wait = if found_system { settle.min(left) } else { left };
-        if !listener.wait(wait) && found_system {
+        if !sys.uevent_wait(listener, wait) && found_system {
             return WaitResult {
                 partitions,
                 complete: false,
@@ -184,8 +138,9 @@ mod tests {
             gpt_dev: None,
             force_gpt: false,
         };
-        let listener = Listener { fd: None };
+        let listener = Listener::none();
         let waited = wait_for(
+            &mut crate::kernel::sys::Real,
             &listener,
             sys.path(),
             &lookup,
@@ -217,7 +172,8 @@ mod tests {
             force_gpt: false,
         };
         let waited = wait_for(
-            &Listener { fd: None },
+            &mut crate::kernel::sys::Real,
+            &Listener::none(),
             sys.path(),
             &lookup,
             Duration::from_millis(120),

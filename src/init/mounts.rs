@@ -1,44 +1,44 @@
 //! The mount stages: the slot's system at the sysroot, then the persistent
 //! partition with its binds and machine-id, degrading to tmpfs where it must.
 
+use super::context::Boot;
 use super::report::{kind, Report};
-use crate::config::Config;
-use crate::disk::devices::{self, Resolved};
+use crate::disk::devices::{self, Partition};
 use crate::kernel::switch_root;
-use crate::kernel::sys::Real;
-use crate::mount::executor::{self, MachineIdOutcome};
-use crate::mount::plan::{self, Roots, Step};
+use crate::kernel::sys::Sys;
+use crate::mount::executor::{self, MachineIdOutcome, Outcome};
+use crate::mount::plan::{self, Step};
 use crate::types::error_chain;
 use crate::types::Slot;
-use std::path::Path;
+use nix::mount::MntFlags;
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
 
 /// Mounts the slot's system read-only at the sysroot and checks it has an init.
-pub(super) fn mount_root(
-    config: &Config,
-    roots: &Roots,
-    resolved: &Resolved,
+pub(super) fn mount_root<S: Sys + ?Sized>(
+    boot: &mut Boot<S>,
     slot: Slot,
     init: &str,
-    report: &mut Report,
 ) -> Result<(), String> {
-    let system = resolved.system(slot).ok_or_else(|| {
+    let (config, roots) = (&boot.config, &boot.roots);
+    let system = boot.resolved.system(slot).ok_or_else(|| {
         format!(
             "its system partition {} was not found",
             config.partitions.reference(&format!("system_{slot}"))
         )
     })?;
-    if let Err(e) = std::fs::create_dir_all(&roots.sysroot) {
+    if let Err(e) = boot.sys.create_dir_all(&roots.sysroot) {
         log::warn!("cannot create {}: {e}", roots.sysroot.display());
     }
     let steps = plan::root_plan(config, roots, system);
-    executor::run(&mut Real, &roots.sysroot, &steps).map_err(|e| error_chain(&e))?;
-    if !switch_root::is_executable_in(&roots.sysroot, init) {
+    executor::run(boot.sys, &roots.sysroot, &steps).map_err(|e| error_chain(&e))?;
+    if !switch_root::is_executable_in(boot.sys, &roots.sysroot, init) {
         return Err(format!(
             "no executable {init} in its system ({})",
             system.node().display()
         ));
     }
-    record_mounts(report, &steps);
+    record_mounts(&mut boot.report, &steps);
     Ok(())
 }
 
@@ -46,149 +46,167 @@ pub(super) fn mount_root(
 /// that is missing, does not mount or comes up read-only degrades to tmpfs and a
 /// transient machine-id; a single directory or bind that fails (a planted
 /// symlink, a full disk) gets a tmpfs in its place and the rest goes on.
-pub(super) fn mount_persistent(
-    config: &Config,
-    roots: &Roots,
-    resolved: &Resolved,
-    active: Slot,
-    report: &mut Report,
-) {
-    let mut sys = Real;
-    let slot_dir = devices::slot_dir(resolved, active);
-    report.handoff.slot_dir = Some(slot_dir.clone());
-    let root = plan::in_sysroot(&roots.sysroot, &config.persistent.mountpoint);
-    let degrade = |kind: &str, cause: String, seed: Option<&Path>, report: &mut Report| {
-        let message =
-            format!("{cause}; booting with tmpfs in its place and a transient machine-id");
-        report.error(kind, message);
-        report.handoff.persistent_degraded = true;
-        let steps = plan::fallback_plan(config, roots, &slot_dir, seed);
-        let (outcome, failed) =
-            executor::run_each(&mut Real, &roots.sysroot, &steps, |_| Vec::new());
-        for (_, e) in failed {
-            // Even this failing leaves a bootable, read-only system.
-            let message = format!("fallback: {}", error_chain(&e));
-            report.error(kind::FALLBACK, message);
-        }
-        record_mounts(report, &steps);
-        outcome
-    };
-    let outcome = match &resolved.persistent {
-        None => degrade(
-            kind::PERSISTENT_MISSING,
-            format!(
+pub(super) fn mount_persistent<S: Sys + ?Sized>(boot: &mut Boot<S>, active: Slot) {
+    let slot_dir = devices::slot_dir(&boot.resolved, active);
+    boot.report.handoff.slot_dir = Some(slot_dir.clone());
+    let outcome = match boot.resolved.persistent.clone() {
+        None => {
+            let cause = format!(
                 "no persistent partition {}",
-                config.partitions.reference("persistent")
-            ),
-            None,
-            report,
-        ),
-        Some(part) if config.persistent.fsck && !check_persistent(config, part, "-p", report) => {
+                boot.config.partitions.reference("persistent")
+            );
+            degrade(boot, &slot_dir, kind::PERSISTENT_MISSING, cause, None)
+        }
+        Some(part) if boot.config.persistent.fsck && !check_persistent(boot, &part, "-p") => {
+            let cause = format!(
+                "persistent partition {}: the filesystem check could not repair it",
+                part.node().display()
+            );
+            degrade(boot, &slot_dir, kind::PERSISTENT_FSCK, cause, None)
+        }
+        Some(part) => mount_partition(boot, &part, &slot_dir),
+    };
+    record_machine_id(&mut boot.report, outcome.machine_id);
+}
+
+/// The persistent partition is unusable: tmpfs in its place (and a
+/// transient machine-id, seeded from `seed` when it is still readable).
+fn degrade<S: Sys + ?Sized>(
+    boot: &mut Boot<S>,
+    slot_dir: &str,
+    kind: &str,
+    cause: String,
+    seed: Option<&Path>,
+) -> Outcome {
+    let message = format!("{cause}; booting with tmpfs in its place and a transient machine-id");
+    boot.report.error(kind, message);
+    boot.report.handoff.persistent_degraded = true;
+    let steps = plan::fallback_plan(&boot.config, &boot.roots, slot_dir, seed);
+    let (outcome, failed) =
+        executor::run_each(boot.sys, &boot.roots.sysroot, &steps, |_| Vec::new());
+    for (_, e) in failed {
+        // Even this failing leaves a bootable, read-only system.
+        let message = format!("fallback: {}", error_chain(&e));
+        boot.report.error(kind::FALLBACK, message);
+    }
+    record_mounts(&mut boot.report, &steps);
+    outcome
+}
+
+/// Mounts the partition (checking and retrying once if it does not mount),
+/// then its tree, binds and machine-id.
+fn mount_partition<S: Sys + ?Sized>(
+    boot: &mut Boot<S>,
+    part: &Partition,
+    slot_dir: &str,
+) -> Outcome {
+    let root = plan::in_sysroot(&boot.roots.sysroot, &boot.config.persistent.mountpoint);
+    let steps = plan::persistent_plan(&boot.config, &boot.roots, part, slot_dir);
+    let (mount, rest) = steps.split_at(1);
+    let mut mounted = executor::run(boot.sys, &boot.roots.sysroot, mount);
+    let repair = match &mounted {
+        Err(e) => repair_unmountable(boot, part, e),
+        Ok(_) => None,
+    };
+    if repair == Some(true) {
+        mounted = executor::run(boot.sys, &boot.roots.sysroot, mount);
+    }
+    match mounted {
+        Err(e) => {
+            let cause = format!(
+                "persistent partition {}: {}",
+                part.node().display(),
+                error_chain(&e)
+            );
+            degrade(boot, slot_dir, kind::PERSISTENT_MOUNT, cause, None)
+        }
+        Ok(_) if is_read_only(boot.sys, &root) => {
+            // errors=remount-ro, or a read-only feature: keep it mounted
+            // for rescue, keep the machine-id it holds, write elsewhere.
+            record_mounts(&mut boot.report, mount);
+            let cause = format!(
+                "persistent partition {} is read-only",
+                part.node().display()
+            );
             degrade(
-                kind::PERSISTENT_FSCK,
-                format!(
-                    "persistent partition {}: the filesystem check could not repair it",
-                    part.node().display()
-                ),
-                None,
-                report,
+                boot,
+                slot_dir,
+                kind::PERSISTENT_READ_ONLY,
+                cause,
+                Some(&root),
             )
         }
-        Some(part) => {
-            let steps = plan::persistent_plan(config, roots, part, &slot_dir);
-            let (mount, rest) = steps.split_at(1);
-            let mut mounted = executor::run(&mut sys, &roots.sysroot, mount);
-            let repair = match &mounted {
-                Err(e) => repair_unmountable(config, part, e, report),
-                Ok(_) => None,
-            };
-            if repair == Some(true) {
-                mounted = executor::run(&mut sys, &roots.sysroot, mount);
-            }
-            match mounted {
-                Err(e) => degrade(
-                    kind::PERSISTENT_MOUNT,
-                    format!(
-                        "persistent partition {}: {}",
-                        part.node().display(),
-                        error_chain(&e)
-                    ),
-                    None,
-                    report,
-                ),
-                Ok(_) if is_read_only(&root) => {
-                    // errors=remount-ro, or a read-only feature: keep it mounted
-                    // for rescue, keep the machine-id it holds, write elsewhere.
-                    record_mounts(report, mount);
-                    degrade(
-                        kind::PERSISTENT_READ_ONLY,
-                        format!(
-                            "persistent partition {} is read-only",
-                            part.node().display()
-                        ),
-                        Some(&root),
-                        report,
-                    )
-                }
-                Ok(_) => {
-                    record_mounts(report, mount);
-                    let mut replaced = Vec::new();
-                    let (mut outcome, failed) =
-                        executor::run_each(&mut sys, &roots.sysroot, rest, |step| match step {
-                            Step::BindBeneath { target, .. } => {
-                                let steps = plan::bind_fallback(config, roots, &slot_dir, target);
-                                replaced.extend(steps.clone());
-                                steps
-                            }
-                            _ => Vec::new(),
-                        });
-                    let failed_steps: Vec<Step> = failed.iter().map(|(s, _)| s.clone()).collect();
-                    record_mounts(
-                        report,
-                        &rest
-                            .iter()
-                            .chain(&replaced)
-                            .filter(|s| !failed_steps.contains(s))
-                            .cloned()
-                            .collect::<Vec<_>>(),
-                    );
-                    for (step, e) in failed {
-                        let step_kind = match step {
-                            Step::MachineId { .. } => kind::MACHINE_ID,
-                            _ => kind::PERSISTENT_STEP,
-                        };
-                        report.error(step_kind, format!("persistent: {}", error_chain(&e)));
-                        // Beneath a failed step: nothing was put in its place.
-                        if matches!(e, executor::StepError::Skipped { .. }) {
-                            continue;
-                        }
-                        match step {
-                            Step::BindBeneath { target, .. } => {
-                                report.warn(
-                                    kind::BIND_REPLACED,
-                                    format!("{} is a tmpfs this boot", target.display()),
-                                );
-                            }
-                            Step::MachineId { .. } => {
-                                let steps = plan::transient_machine_id(config, roots, Some(&root));
-                                match executor::run(&mut sys, &roots.sysroot, &steps) {
-                                    Ok(o) => outcome.machine_id = o.machine_id,
-                                    Err(e) => report.error(
-                                        kind::MACHINE_ID,
-                                        format!("machine-id: {}", error_chain(&e)),
-                                    ),
-                                }
-                                report.handoff.persistent_degraded = true;
-                            }
-                            _ => {}
-                        }
-                    }
-                    outcome
-                }
-            }
+        Ok(_) => {
+            record_mounts(&mut boot.report, mount);
+            mount_tree(boot, rest, slot_dir, &root)
         }
-    };
-    match outcome.machine_id {
+    }
+}
+
+/// The persistent tree, binds and machine-id on the mounted partition: a bind
+/// that fails gets a tmpfs in its place, a machine-id that fails a transient one.
+fn mount_tree<S: Sys + ?Sized>(
+    boot: &mut Boot<S>,
+    rest: &[Step],
+    slot_dir: &str,
+    root: &Path,
+) -> Outcome {
+    let (config, roots) = (&boot.config, &boot.roots);
+    let mut replaced = Vec::new();
+    let (mut outcome, failed) =
+        executor::run_each(boot.sys, &roots.sysroot, rest, |step| match step {
+            Step::BindBeneath { target, .. } => {
+                let steps = plan::bind_fallback(config, roots, slot_dir, target);
+                replaced.extend(steps.clone());
+                steps
+            }
+            _ => Vec::new(),
+        });
+    let failed_steps: Vec<Step> = failed.iter().map(|(s, _)| s.clone()).collect();
+    let made: Vec<Step> = rest
+        .iter()
+        .chain(&replaced)
+        .filter(|s| !failed_steps.contains(s))
+        .cloned()
+        .collect();
+    record_mounts(&mut boot.report, &made);
+    for (step, e) in failed {
+        let step_kind = match step {
+            Step::MachineId { .. } => kind::MACHINE_ID,
+            _ => kind::PERSISTENT_STEP,
+        };
+        boot.report
+            .error(step_kind, format!("persistent: {}", error_chain(&e)));
+        // Beneath a failed step: nothing was put in its place.
+        if matches!(e, executor::StepError::Skipped { .. }) {
+            continue;
+        }
+        match step {
+            Step::BindBeneath { target, .. } => {
+                boot.report.warn(
+                    kind::BIND_REPLACED,
+                    format!("{} is a tmpfs this boot", target.display()),
+                );
+            }
+            Step::MachineId { .. } => {
+                let steps = plan::transient_machine_id(&boot.config, &boot.roots, Some(root));
+                match executor::run(boot.sys, &boot.roots.sysroot, &steps) {
+                    Ok(o) => outcome.machine_id = o.machine_id,
+                    Err(e) => boot
+                        .report
+                        .error(kind::MACHINE_ID, format!("machine-id: {}", error_chain(&e))),
+                }
+                boot.report.handoff.persistent_degraded = true;
+            }
+            _ => {}
+        }
+    }
+    outcome
+}
+
+/// Logs the machine-id and records it with where it came from.
+fn record_machine_id(report: &mut Report, outcome: Option<MachineIdOutcome>) {
+    match outcome {
         Some(MachineIdOutcome::Kept(id)) => {
             let source = if report.handoff.persistent_degraded {
                 "persistent-copy"
@@ -220,13 +238,13 @@ pub(super) fn mount_persistent(
 /// nobody is there to answer, and the alternative is no persistent data on
 /// this or any later boot). None when no check was tried (the check ran
 /// before the mount already, or there is no checker); else whether to retry.
-pub(super) fn repair_unmountable(
-    config: &Config,
-    part: &crate::disk::devices::Partition,
+pub(super) fn repair_unmountable<S: Sys + ?Sized>(
+    boot: &mut Boot<S>,
+    part: &Partition,
     error: &executor::StepError,
-    report: &mut Report,
 ) -> Option<bool> {
-    if config.persistent.fsck || !Path::new(&config.persistent.fsck_path).exists() {
+    let tool = PathBuf::from(&boot.config.persistent.fsck_path);
+    if boot.config.persistent.fsck || !boot.sys.exists(&tool) {
         return None;
     }
     let message = format!(
@@ -234,36 +252,28 @@ pub(super) fn repair_unmountable(
         part.node().display(),
         error_chain(error)
     );
-    report.warn(kind::PERSISTENT_REPAIR, message);
-    Some(
-        check_persistent(config, part, "-p", report)
-            || check_persistent(config, part, "-y", report),
-    )
+    boot.report.warn(kind::PERSISTENT_REPAIR, message);
+    Some(check_persistent(boot, part, "-p") || check_persistent(boot, part, "-y"))
 }
 
 /// Runs `e2fsck FLAG` (`-p` as rpi-image-gen's hooks do) on the persistent
 /// partition. False when the filesystem must not be mounted (errors left, or
 /// the check could not run on it); a missing checker is an error but not a
 /// reason to stop.
-pub(super) fn check_persistent(
-    config: &Config,
-    part: &crate::disk::devices::Partition,
+pub(super) fn check_persistent<S: Sys + ?Sized>(
+    boot: &mut Boot<S>,
+    part: &Partition,
     flag: &str,
-    report: &mut Report,
 ) -> bool {
-    let tool = &config.persistent.fsck_path;
-    log::debug!("exec {tool} {flag} {}", part.node().display());
-    let status = std::process::Command::new(tool)
-        .arg(flag)
-        .arg(part.node())
-        .stdin(std::process::Stdio::null())
-        .status();
+    let tool = &boot.config.persistent.fsck_path;
+    let node = part.node();
+    let status = boot.sys.run(tool, &[OsStr::new(flag), node.as_os_str()]);
     let (ok, text) = match status {
         Err(e) => (
             true,
             format!("{tool} could not run: {e}; mounting unchecked"),
         ),
-        Ok(s) => match s.code() {
+        Ok(code) => match code {
             Some(code) => {
                 let verdict = fsck_verdict(code);
                 (
@@ -282,7 +292,7 @@ pub(super) fn check_persistent(
     } else {
         log::error!("{text}");
     }
-    report.handoff.fsck = Some(text);
+    boot.report.handoff.fsck = Some(text);
     ok
 }
 
@@ -299,14 +309,18 @@ pub(super) fn fsck_verdict(code: i32) -> &'static str {
 }
 
 /// True when the filesystem at `path` is mounted read-only.
-pub(super) fn is_read_only(path: &Path) -> bool {
-    nix::sys::statvfs::statvfs(path)
-        .is_ok_and(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
+pub(super) fn is_read_only<S: Sys + ?Sized>(sys: &mut S, path: &Path) -> bool {
+    sys.is_read_only(path).unwrap_or(false)
 }
 
 /// Unmounts everything at or below any of `roots`, deepest (latest) first.
-pub(super) fn unmount_beneath(roots: &[&Path]) {
-    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
+pub(super) fn unmount_beneath<S: Sys + ?Sized>(sys: &mut S, roots: &[&Path]) {
+    let Some(text) = sys
+        .read_file(Path::new("/proc/self/mountinfo"))
+        .ok()
+        .flatten()
+        .and_then(|b| String::from_utf8(b).ok())
+    else {
         return;
     };
     let mut points: Vec<&str> = text
@@ -316,8 +330,7 @@ pub(super) fn unmount_beneath(roots: &[&Path]) {
         .collect();
     points.reverse();
     for p in points {
-        log::debug!("umount {p}");
-        if let Err(e) = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH) {
+        if let Err(e) = sys.umount(Path::new(p), MntFlags::MNT_DETACH) {
             log::warn!("cannot unmount {p}: {e}");
         }
     }

@@ -1,19 +1,22 @@
 //! What PID 1 sets up around the stages: the API file systems, the console,
-//! the by-slot links, the handoff file.
+//! the cmdline and the config, the by-slot links, the handoff file.
 
+use super::context::Boot;
 use super::report::{kind, Report};
-use crate::config::Config;
-use crate::disk::devices::{self, Resolved};
+use crate::config::{Config, ConfigError};
+use crate::disk::devices;
 use crate::handoff::Handoff;
-use crate::kernel::cmdline::Cmdline;
-use crate::paths::HANDOFF_PATH;
-use crate::types::Slot;
+use crate::kernel::cmdline::{BootArgs, Cmdline};
+use crate::kernel::sys::Sys;
+use crate::paths::{CONFIG_PATH, HANDOFF_PATH, RUN_CONFIG, RUN_DIR};
+use crate::types::{error_chain, Slot};
 use nix::mount::MsFlags;
+use std::ffi::OsString;
 use std::path::Path;
 
 /// /proc, /sys, /dev and /run; each failure is logged and the boot goes on, as
 /// the later stages report precisely what is missing.
-pub(super) fn mount_api_filesystems() {
+pub(super) fn mount_api_filesystems<S: Sys + ?Sized>(sys: &mut S) {
     let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let mounts: [(&str, &str, MsFlags, &str); 4] = [
         ("proc", "/proc", nosuid_nodev_noexec, ""),
@@ -27,9 +30,9 @@ pub(super) fn mount_api_filesystems() {
         ),
     ];
     for (fstype, target, flags, data) in mounts {
-        let _ = std::fs::create_dir_all(target);
+        let _ = sys.create_dir_all(Path::new(target));
         let data = (!data.is_empty()).then_some(data);
-        if let Err(e) = nix::mount::mount(Some(fstype), target, Some(fstype), flags, data) {
+        if let Err(e) = sys.mount_follow(fstype, Path::new(target), Some(fstype), flags, data) {
             // Logging is not up yet (it needs /dev); the console may be.
             eprintln!("slotinit: cannot mount {fstype} on {target}: {e}");
         }
@@ -38,50 +41,133 @@ pub(super) fn mount_api_filesystems() {
 
 /// Without /dev/console in the initramfs the kernel starts PID 1 with no stdio;
 /// the system's init inherits ours, so give it the console.
-pub(super) fn ensure_console() {
-    if Path::new("/proc/self/fd/0").exists() {
+pub(super) fn ensure_console<S: Sys + ?Sized>(sys: &mut S) {
+    if sys.exists(Path::new("/proc/self/fd/0")) {
         return;
     }
+    // Lowest free descriptors: 0, 1, 2. They live as long as PID 1.
     for _ in 0..3 {
-        match std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/console")
-        {
-            // Lowest free descriptors: 0, 1, 2. They live as long as PID 1.
-            Ok(f) => std::mem::forget(f),
-            Err(_) => return,
+        if sys.open_console().is_err() {
+            return;
         }
     }
 }
 
-pub(super) fn create_links(resolved: &Resolved, active: Slot, report: &mut Report) {
-    for (link, target) in devices::by_slot_links(resolved, active) {
+/// Reads /proc/cmdline into the boot; `own_argv` is what the kernel handed
+/// PID 1 (`single`, the words after `--`), for the system's init.
+pub(super) fn read_cmdline<S: Sys + ?Sized>(
+    boot: &mut Boot<S>,
+    own_argv: impl IntoIterator<Item = OsString>,
+) {
+    let text = boot
+        .sys
+        .read_file(Path::new("/proc/cmdline"))
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    boot.cmdline = Cmdline::parse(&text);
+    boot.args = BootArgs::from_cmdline(&boot.cmdline);
+    // BootArgs' own list is the model of it.
+    boot.args.init_argv = crate::kernel::cmdline::kernel_init_argv(own_argv);
+}
+
+/// Records the cmdline's warnings and loads the config, copying it to /run
+/// for the subcommands in the booted system. An invalid config is the cause
+/// of a fatal end (Err).
+pub(super) fn load_config<S: Sys + ?Sized>(boot: &mut Boot<S>) -> Result<(), String> {
+    for warning in boot.args.warnings.clone() {
+        boot.report.warn(kind::CMDLINE, warning);
+    }
+    let path = Path::new(CONFIG_PATH);
+    // Fail closed: the built-in defaults would unlock what a production
+    // config locks (`allow_override`, who counts), so an invalid config
+    // boots nothing. initramfs/build refuses such a config; only a damaged
+    // or tampered initramfs gets here.
+    boot.config = read_config(boot.sys, path)
+        .map_err(|e| format!("config: {}; refusing to boot with it", error_chain(&e)))?;
+    // The subcommands in the booted system read the config the init used.
+    let _ = boot.sys.create_dir_all(Path::new(RUN_DIR));
+    if let Err(e) = boot.sys.copy_file(path, Path::new(RUN_CONFIG)) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            log::warn!("cannot copy {CONFIG_PATH} to {RUN_CONFIG}: {e}");
+        }
+    }
+    Ok(())
+}
+
+/// [`Config::load`] through `sys`: no file is the defaults.
+fn read_config<S: Sys + ?Sized>(sys: &mut S, path: &Path) -> Result<Config, ConfigError> {
+    let read_error = |source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    };
+    match sys.read_file(path) {
+        Ok(Some(bytes)) => {
+            let text = String::from_utf8(bytes).map_err(|_| {
+                read_error(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "stream did not contain valid UTF-8",
+                ))
+            })?;
+            Config::parse(&text, &path.display().to_string())
+        }
+        Ok(None) => Ok(Config::default()),
+        Err(source) => Err(read_error(source)),
+    }
+}
+
+/// The /dev/disk/by-slot links for a boot of `active`; one that cannot be made
+/// is a warning.
+pub(super) fn create_links<S: Sys + ?Sized>(boot: &mut Boot<S>, active: Slot) {
+    for (link, target) in devices::by_slot_links(&boot.resolved, active) {
         let path = Path::new("/dev").join(&link);
+        let sys = &mut *boot.sys;
         let result = path
             .parent()
-            .map_or(Ok(()), std::fs::create_dir_all)
-            .and_then(|_| match std::fs::remove_file(&path) {
+            .map_or(Ok(()), |p| sys.create_dir_all(p))
+            .and_then(|_| match sys.remove_file(&path) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
                 _ => Ok(()),
             })
-            .and_then(|_| std::os::unix::fs::symlink(&target, &path));
+            .and_then(|_| sys.symlink(&target, &path));
         match result {
             Ok(()) => log::debug!("link {} -> {}", path.display(), target.display()),
             Err(e) => {
                 let message = format!("cannot create {}: {e}", path.display());
-                report.warn(kind::LINK, message);
+                boot.report.warn(kind::LINK, message);
             }
         }
     }
 }
 
-pub(super) fn write_handoff(handoff: &Handoff) {
+/// What the handoff says beyond the stages' own records: the init, the total
+/// time, the memory and CPU PID 1 used.
+pub(super) fn finish_handoff<S: Sys + ?Sized>(boot: &mut Boot<S>, init: &str) -> u64 {
+    let report: &mut Report = &mut boot.report;
+    report.handoff.init = Some(init.to_string());
+    report.handoff.init_args = boot.args.init_argv.clone();
+    let total = report.total_us();
+    report.handoff.timings_us.push(("total".into(), total));
+    report.handoff.vmhwm_kb = boot
+        .sys
+        .read_file(Path::new("/proc/self/status"))
+        .ok()
+        .flatten()
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| crate::handoff::parse_vmhwm_kb(&s));
+    if let Ok((user, system)) = boot.sys.cpu_times_us() {
+        report.handoff.cpu_user_us = Some(user);
+        report.handoff.cpu_sys_us = Some(system);
+    }
+    total
+}
+
+pub(super) fn write_handoff<S: Sys + ?Sized>(sys: &mut S, handoff: &Handoff) {
     let path = Path::new(HANDOFF_PATH);
     let result = path
         .parent()
-        .map_or(Ok(()), std::fs::create_dir_all)
-        .and_then(|_| std::fs::write(path, handoff.to_json()));
+        .map_or(Ok(()), |p| sys.create_dir_all(p))
+        .and_then(|_| sys.write_file(path, handoff.to_json().as_bytes()));
     if let Err(e) = result {
         log::error!("cannot write {}: {e}", path.display());
     }

@@ -2,6 +2,8 @@
 //! switch to the system, and `sys::Sys`, the one trait every kernel call goes through.
 
 pub mod cmdline;
+#[cfg(test)]
+pub mod fake;
 pub mod kmsg;
 pub mod modules;
 pub mod switch_root;

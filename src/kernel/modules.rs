@@ -4,7 +4,10 @@
 //! (`usb-storage.quirks=...`), as modprobe would.
 
 use crate::kernel::cmdline::{module_name, ModuleOption};
+use crate::kernel::sys::{enoent, errno_of, Sys};
+use nix::errno::Errno;
 use std::ffi::CString;
+use std::io;
 use std::path::{Path, PathBuf};
 
 /// The module paths of a load list: one absolute path per line, `#` comments.
@@ -50,9 +53,21 @@ pub fn params_for(module: &str, options: &[ModuleOption]) -> String {
 /// Loads every module of the list in order, each with its cmdline `options`
 /// ([`crate::kernel::cmdline::Cmdline::module_options`]). A failure is logged and the
 /// rest still load: a missing filesystem module must not stop the disk driver.
-pub fn load_all_with(list: &Path, options: &[ModuleOption]) -> LoadReport {
+pub fn load_all_with<S: Sys + ?Sized>(
+    sys: &mut S,
+    list: &Path,
+    options: &[ModuleOption],
+) -> LoadReport {
     let mut report = LoadReport::default();
-    let text = match std::fs::read_to_string(list) {
+    let text = match sys.read_file(list).and_then(|bytes| {
+        let bytes = bytes.ok_or_else(enoent)?;
+        String::from_utf8(bytes).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                "stream did not contain valid UTF-8",
+            )
+        })
+    }) {
         Ok(t) => t,
         Err(e) => {
             log::warn!("no module list {}: {e}; loading no modules", list.display());
@@ -61,9 +76,9 @@ pub fn load_all_with(list: &Path, options: &[ModuleOption]) -> LoadReport {
     };
     for path in parse_load_list(&text) {
         let params = name_of(&path).map_or_else(String::new, |m| params_for(&m, options));
-        match load_with_params(&path, &params, &mut report) {
+        match load_with_params(sys, &path, &params, &mut report) {
             Ok(()) => report.loaded += 1,
-            Err(nix::errno::Errno::EEXIST) => report.present += 1,
+            Err(Errno::EEXIST) => report.present += 1,
             Err(e) => {
                 log::error!("cannot load module {}: {e}", path.display());
                 report.failed.push(format!("{}: {e}", path.display()));
@@ -76,35 +91,33 @@ pub fn load_all_with(list: &Path, options: &[ModuleOption]) -> LoadReport {
 /// Loads with the cmdline's options; when the kernel rejects them (EINVAL: a
 /// value its parameter cannot take makes load_module fail), loads once more
 /// without, so that a typo on the cmdline cannot keep the disk driver out.
-fn load_with_params(
+fn load_with_params<S: Sys + ?Sized>(
+    sys: &mut S,
     path: &Path,
     params: &str,
     report: &mut LoadReport,
-) -> Result<(), nix::errno::Errno> {
+) -> Result<(), Errno> {
     if params.is_empty() {
-        return load_one(path, params);
+        return load_one(sys, path, params);
     }
-    match load_one(path, params) {
-        Err(nix::errno::Errno::EINVAL) => {
+    match load_one(sys, path, params) {
+        Err(Errno::EINVAL) => {
             let message = format!(
                 "{}: the kernel rejected the cmdline options {params:?}; loading it without them",
                 path.display()
             );
             log::error!("{message}");
             report.failed.push(message);
-            load_one(path, "")
+            load_one(sys, path, "")
         }
         other => other,
     }
 }
 
-fn load_one(path: &Path, params: &str) -> Result<(), nix::errno::Errno> {
-    log::debug!("finit_module {} {params:?}", path.display());
+fn load_one<S: Sys + ?Sized>(sys: &mut S, path: &Path, params: &str) -> Result<(), Errno> {
     // The cmdline was cut at its first NUL, so an option never holds one.
-    let params = CString::new(params).map_err(|_| nix::errno::Errno::EINVAL)?;
-    let file = std::fs::File::open(path)
-        .map_err(|e| nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
-    nix::kmod::finit_module(&file, &params, nix::kmod::ModuleInitFlags::empty())
+    let params = CString::new(params).map_err(|_| Errno::EINVAL)?;
+    sys.finit_module(path, &params).map_err(|e| errno_of(&e))
 }
 
 #[cfg(test)]
@@ -152,5 +165,56 @@ mod tests {
                 PathBuf::from("/lib/modules/v/b.ko")
             ]
         );
+    }
+
+    /// Every module loads in list order; one already there is counted, one
+    /// that fails is reported and the rest still load; options the kernel
+    /// rejects are dropped for a second try.
+    #[test]
+    fn modules_load_in_order_through_sys() {
+        let mut sys = crate::kernel::fake::Fake {
+            errno: vec![
+                ("finit_module /m/virtio_blk.ko".into(), libc::EEXIST),
+                ("finit_module /m/bad.ko".into(), libc::ENOEXEC),
+                (
+                    "finit_module /m/usb-storage.ko \"quirks=x\"".into(),
+                    libc::EINVAL,
+                ),
+            ],
+            ..Default::default()
+        };
+        sys.files.insert(
+            "/etc/slotinit/modules.load".into(),
+            b"/m/virtio_blk.ko\n/m/bad.ko\n/m/usb-storage.ko\n/m/ext4.ko\n".to_vec(),
+        );
+        let c = crate::kernel::cmdline::Cmdline::parse(b"usb-storage.quirks=x");
+        let report = load_all_with(
+            &mut sys,
+            Path::new("/etc/slotinit/modules.load"),
+            &c.module_options(),
+        );
+        assert_eq!(
+            sys.calls,
+            [
+                "read-file /etc/slotinit/modules.load",
+                "finit_module /m/virtio_blk.ko \"\"",
+                "finit_module /m/bad.ko \"\"",
+                "finit_module /m/usb-storage.ko \"quirks=x\"",
+                "finit_module /m/usb-storage.ko \"\"",
+                "finit_module /m/ext4.ko \"\"",
+            ]
+        );
+        assert_eq!((report.loaded, report.present), (2, 1));
+        assert_eq!(report.failed.len(), 2, "{:?}", report.failed);
+        assert!(
+            report.failed[0].starts_with("/m/bad.ko: ENOEXEC"),
+            "{:?}",
+            report.failed
+        );
+        // No list: nothing loads.
+        let mut sys = crate::kernel::fake::Fake::default();
+        let report = load_all_with(&mut sys, Path::new("/none"), &[]);
+        assert_eq!(report, LoadReport::default());
+        assert_eq!(sys.calls, ["read-file /none"]);
     }
 }

@@ -1,11 +1,10 @@
 //! switch_root: the only place that frees the initramfs and execs the system's init.
 
-use nix::mount::{umount2, MntFlags, MsFlags};
-use nix::sys::statfs::{statfs, TMPFS_MAGIC};
+use crate::kernel::sys::{errno_of, FileKind, Sys, RAMFS_MAGIC, TMPFS_MAGIC};
+use nix::mount::{MntFlags, MsFlags};
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::ffi::{CString, OsString};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 /// The API filesystems that move into the new root.
@@ -50,7 +49,7 @@ const MAX_SYMLINKS: usize = 40;
 /// ones from their directory), `..` stopping at `root`, at most 40 symlinks.
 /// Returns the host path of what it ends at, or None if a component is missing,
 /// a non-directory stands where a directory belongs, or there are too many links.
-pub fn resolve_in(root: &Path, path: &str) -> Option<PathBuf> {
+pub fn resolve_in<S: Sys + ?Sized>(sys: &mut S, root: &Path, path: &str) -> Option<PathBuf> {
     // The directories resolved so far, below root; the components still to walk.
     let mut done: Vec<OsString> = Vec::new();
     let mut todo: VecDeque<OsString> = Path::new(path)
@@ -69,13 +68,13 @@ pub fn resolve_in(root: &Path, path: &str) -> Option<PathBuf> {
                     .chain(done.iter().map(OsString::as_os_str))
                     .chain(std::iter::once(name.as_os_str()))
                     .collect();
-                let meta = std::fs::symlink_metadata(&host).ok()?;
-                if meta.file_type().is_symlink() {
+                let meta = sys.lstat(&host).ok()?;
+                if meta.kind == FileKind::Symlink {
                     links += 1;
                     if links > MAX_SYMLINKS {
                         return None;
                     }
-                    let target = std::fs::read_link(&host).ok()?;
+                    let target = sys.read_link(&host).ok()?;
                     // An empty target is ENOENT to the kernel (namei.c).
                     if target.as_os_str().is_empty() {
                         return None;
@@ -86,7 +85,7 @@ pub fn resolve_in(root: &Path, path: &str) -> Option<PathBuf> {
                     for c in target.components().rev() {
                         todo.push_front(c.as_os_str().to_os_string());
                     }
-                } else if todo.is_empty() || meta.is_dir() {
+                } else if todo.is_empty() || meta.kind == FileKind::Dir {
                     done.push(name);
                 } else {
                     return None;
@@ -104,10 +103,11 @@ pub fn resolve_in(root: &Path, path: &str) -> Option<PathBuf> {
 /// True if `path`, resolved inside `root` as the new root will see it, is an
 /// executable regular file. Checked before the initramfs is freed, while a
 /// fallback is still possible.
-pub fn is_executable_in(root: &Path, path: &str) -> bool {
-    resolve_in(root, path)
-        .and_then(|host| std::fs::metadata(host).ok())
-        .is_some_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+pub fn is_executable_in<S: Sys + ?Sized>(sys: &mut S, root: &Path, path: &str) -> bool {
+    // What resolve_in ends at is no symlink: lstat is stat there.
+    resolve_in(sys, root, path)
+        .and_then(|host| sys.lstat(&host).ok())
+        .is_some_and(|m| m.kind == FileKind::File && m.mode & 0o111 != 0)
 }
 
 /// The init's argv: its path as argv[0] (as the kernel passes it), then `args`.
@@ -126,25 +126,57 @@ pub fn init_argv(init: &str, args: &[String]) -> Result<Vec<CString>, SwitchRoot
 /// Moves the API filesystems into `new_root`, frees the initramfs, makes
 /// `new_root` the root and execs `init` with `args` (argv[1..]), every signal at
 /// its default and none blocked. Returns only on failure.
-pub fn switch_root(
+pub fn switch_root<S: Sys + ?Sized>(
+    sys: &mut S,
     new_root: &Path,
     init: &str,
     args: &[String],
 ) -> Result<Infallible, SwitchRootError> {
     // Before anything is moved: a bad argument must not cost the initramfs.
     let argv = init_argv(init, args)?;
+    move_api_filesystems(sys, new_root);
+    let chdir = |sys: &mut S, path: &Path| {
+        sys.chdir(path).map_err(|e| SwitchRootError::Chdir {
+            path: path.to_path_buf(),
+            source: errno_of(&e),
+        })
+    };
+    chdir(sys, new_root)?;
+    free_initramfs(sys, new_root);
+    sys.mount_follow(".", Path::new("/"), None, MsFlags::MS_MOVE, None)
+        .map_err(|e| SwitchRootError::MoveRoot {
+            path: new_root.to_path_buf(),
+            source: errno_of(&e),
+        })?;
+    sys.chroot(Path::new("."))
+        .map_err(|e| SwitchRootError::Chroot {
+            path: new_root.to_path_buf(),
+            source: errno_of(&e),
+        })?;
+    chdir(sys, Path::new("/"))?;
+    log::debug!("execv {init} {args:?}");
+    // The Rust runtime ignores SIGPIPE and both dispositions and the mask survive
+    // execve(2): the init must start as the kernel would have started it.
+    if let Err(e) = sys.reset_signals() {
+        log::warn!("cannot reset signals before exec: {e}");
+    }
+    let e = sys.execv(&argv[0], &argv);
+    Err(SwitchRootError::Exec {
+        init: init.into(),
+        source: errno_of(&e),
+    })
+}
+
+/// Moves /dev, /proc, /sys and /run to their places in `new_root`; one the
+/// system has no directory for is unmounted instead.
+fn move_api_filesystems<S: Sys + ?Sized>(sys: &mut S, new_root: &Path) {
     for fs in MOVED {
         let target = new_root.join(fs.trim_start_matches('/'));
         log::debug!("move {fs} to {}", target.display());
-        let moved = target.is_dir()
-            && nix::mount::mount(
-                Some(fs),
-                &target,
-                None::<&str>,
-                MsFlags::MS_MOVE,
-                None::<&str>,
-            )
-            .is_ok();
+        let moved = sys.is_dir(&target)
+            && sys
+                .mount_follow(fs, &target, None, MsFlags::MS_MOVE, None)
+                .is_ok();
         if !moved {
             // The system lacks the mount point: it will mount its own; do not leave
             // this one pinned in the freed initramfs.
@@ -152,80 +184,47 @@ pub fn switch_root(
                 "{} is missing in the system; unmounting {fs}",
                 target.display()
             );
-            let _ = umount2(fs, MntFlags::MNT_DETACH);
+            let _ = sys.umount(Path::new(fs), MntFlags::MNT_DETACH);
         }
     }
-    let chdir = |path: &Path| {
-        nix::unistd::chdir(path).map_err(|source| SwitchRootError::Chdir {
-            path: path.to_path_buf(),
-            source,
-        })
-    };
-    chdir(new_root)?;
-    free_initramfs(new_root);
-    nix::mount::mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>).map_err(
-        |source| SwitchRootError::MoveRoot {
-            path: new_root.to_path_buf(),
-            source,
-        },
-    )?;
-    nix::unistd::chroot(".").map_err(|source| SwitchRootError::Chroot {
-        path: new_root.to_path_buf(),
-        source,
-    })?;
-    chdir(Path::new("/"))?;
-    log::debug!("execv {init} {args:?}");
-    // The Rust runtime ignores SIGPIPE and both dispositions and the mask survive
-    // execve(2): the init must start as the kernel would have started it.
-    if let Err(e) = crate::kernel::sys::reset_signals() {
-        log::warn!("cannot reset signals before exec: {e}");
-    }
-    nix::unistd::execv(&argv[0], &argv).map_err(|source| SwitchRootError::Exec {
-        init: init.into(),
-        source,
-    })
 }
 
 /// Deletes the initramfs contents (everything on the root's device except the
 /// new root): its memory is not freed otherwise. Only when / really is a
 /// ramfs/tmpfs: a mistake here on a disk root would be unrecoverable.
-fn free_initramfs(new_root: &Path) {
-    let is_ram = statfs("/").is_ok_and(|s| {
-        // RAMFS_MAGIC is not exported by nix for every target.
-        const RAMFS_MAGIC: u64 = 0x8584_58f6;
-        let t = s.filesystem_type();
-        t == TMPFS_MAGIC || t.0 as u64 == RAMFS_MAGIC
-    });
+fn free_initramfs<S: Sys + ?Sized>(sys: &mut S, new_root: &Path) {
+    let is_ram = sys
+        .statfs_type(Path::new("/"))
+        .is_ok_and(|t| t == TMPFS_MAGIC || t == RAMFS_MAGIC);
     if !is_ram {
         log::warn!("/ is not an initramfs; leaving it as it is");
         return;
     }
-    let Ok(root_dev) = std::fs::symlink_metadata("/").map(|m| m.dev()) else {
+    let Ok(root_dev) = sys.lstat(Path::new("/")).map(|m| m.dev) else {
         return;
     };
-    remove_tree(Path::new("/"), root_dev, new_root);
+    remove_tree(sys, Path::new("/"), root_dev, new_root);
 }
 
-fn remove_tree(dir: &Path, dev: u64, keep: &Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
+fn remove_tree<S: Sys + ?Sized>(sys: &mut S, dir: &Path, dev: u64, keep: &Path) {
+    let Ok(entries) = sys.read_dir(dir) else {
         return;
     };
-    for entry in entries.flatten() {
-        let path = entry.path();
+    for path in entries {
         if path == keep {
             continue;
         }
-        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+        let Ok(meta) = sys.lstat(&path) else {
             continue;
         };
-        if meta.dev() != dev {
+        if meta.dev != dev {
             continue;
         }
-        if meta.is_dir() {
-            remove_tree(&path, dev, keep);
-            let _ = std::fs::remove_dir(&path);
+        if meta.kind == FileKind::Dir {
+            remove_tree(sys, &path, dev, keep);
+            let _ = sys.remove_dir(&path);
         } else {
-            let _ = std::fs::remove_file(&path);
+            let _ = sys.remove_file(&path);
         }
     }
 }
@@ -233,7 +232,10 @@ fn remove_tree(dir: &Path, dev: u64, keep: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernel::fake::Fake;
+    use crate::kernel::sys::Real;
     use std::os::unix::fs::symlink;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn init_resolution_inside_the_root() {
@@ -252,14 +254,17 @@ mod tests {
         symlink("/nowhere", r.join("sbin/dangling")).unwrap();
         symlink("loop", r.join("sbin/loop")).unwrap();
         std::fs::write(r.join("sbin/plain"), b"").unwrap();
-        assert!(is_executable_in(r, "/sbin/init"));
-        assert!(is_executable_in(r, "/sbin/rel"));
-        assert!(is_executable_in(r, "/lib/systemd/systemd"));
-        assert!(!is_executable_in(r, "/sbin/dangling"));
-        assert!(!is_executable_in(r, "/sbin/loop"));
-        assert!(!is_executable_in(r, "/sbin/plain"), "not executable");
-        assert!(!is_executable_in(r, "/sbin"), "a directory");
-        assert!(!is_executable_in(r, "/missing"));
+        assert!(is_executable_in(&mut Real, r, "/sbin/init"));
+        assert!(is_executable_in(&mut Real, r, "/sbin/rel"));
+        assert!(is_executable_in(&mut Real, r, "/lib/systemd/systemd"));
+        assert!(!is_executable_in(&mut Real, r, "/sbin/dangling"));
+        assert!(!is_executable_in(&mut Real, r, "/sbin/loop"));
+        assert!(
+            !is_executable_in(&mut Real, r, "/sbin/plain"),
+            "not executable"
+        );
+        assert!(!is_executable_in(&mut Real, r, "/sbin"), "a directory");
+        assert!(!is_executable_in(&mut Real, r, "/missing"));
     }
 
     fn executable(path: &Path) {
@@ -300,7 +305,7 @@ mod tests {
             "/../../sbin/init",
             "sbin/init",
         ] {
-            assert!(is_executable_in(r, ok), "{ok}");
+            assert!(is_executable_in(&mut Real, r, ok), "{ok}");
         }
         for bad in [
             "/bin/dangling",
@@ -310,17 +315,17 @@ mod tests {
             "/sbin",
             "/usr/lib/systemd/missing",
         ] {
-            assert!(!is_executable_in(r, bad), "{bad}");
+            assert!(!is_executable_in(&mut Real, r, bad), "{bad}");
         }
         assert_eq!(
-            resolve_in(r, "/sbin/init"),
+            resolve_in(&mut Real, r, "/sbin/init"),
             Some(r.join("usr/lib/systemd/systemd"))
         );
         // An absolute link is never read against the host's (the initramfs's) /.
         let host_only = tempfile::tempdir().unwrap();
         executable(&host_only.path().join("init"));
         symlink(host_only.path(), r.join("bin/host")).unwrap();
-        assert!(!is_executable_in(r, "/bin/host/init"));
+        assert!(!is_executable_in(&mut Real, r, "/bin/host/init"));
     }
 
     #[test]
@@ -332,8 +337,8 @@ mod tests {
         for i in 1..=40 {
             symlink(format!("l{}", i - 1), r.join(format!("l{i}"))).unwrap();
         }
-        assert!(is_executable_in(r, "/l39"), "40 links");
-        assert!(!is_executable_in(r, "/l40"), "41 links");
+        assert!(is_executable_in(&mut Real, r, "/l39"), "40 links");
+        assert!(!is_executable_in(&mut Real, r, "/l40"), "41 links");
     }
 
     #[test]
@@ -344,5 +349,88 @@ mod tests {
         let err = init_argv("/sbin/init", &["a\0b".into()]).unwrap_err();
         assert!(err.to_string().contains("NUL"), "{err}");
         assert!(init_argv("/sbin\0/init", &[]).is_err());
+    }
+
+    fn initramfs() -> crate::kernel::fake::Fake {
+        let mut sys = crate::kernel::fake::Fake::default();
+        for d in ["/sysroot/dev", "/sysroot/proc", "/sysroot/sys"] {
+            sys.dirs.insert(d.into());
+        }
+        sys.files.insert("/init".into(), b"elf".to_vec());
+        sys.files.insert("/etc/slotinit.toml".into(), b"".to_vec());
+        sys
+    }
+
+    #[test]
+    fn moves_frees_the_initramfs_then_execs_in_order() {
+        let mut sys = initramfs();
+        let Err(e) = switch_root(
+            &mut sys,
+            Path::new("/sysroot"),
+            "/sbin/init",
+            &["single".into()],
+        );
+        assert!(matches!(e, SwitchRootError::Exec { .. }), "{e}");
+        let calls: Vec<&str> = sys
+            .calls
+            .iter()
+            .map(String::as_str)
+            .filter(|c| !c.starts_with("lstat") && !c.starts_with("read-dir"))
+            .collect();
+        assert_eq!(
+            calls,
+            [
+                "is-dir /sysroot/dev",
+                "mount /dev /sysroot/dev - rw,move ",
+                "is-dir /sysroot/proc",
+                "mount /proc /sysroot/proc - rw,move ",
+                "is-dir /sysroot/sys",
+                "mount /sys /sysroot/sys - rw,move ",
+                // The system has no /run: ours is not left pinned.
+                "is-dir /sysroot/run",
+                "umount /run detach",
+                "chdir /sysroot",
+                "statfs /",
+                "remove-file /etc/slotinit.toml",
+                "remove-dir /etc",
+                "remove-file /init",
+                "mount . / - rw,move ",
+                "chroot .",
+                "chdir /",
+                "reset-signals",
+                "execv /sbin/init /sbin/init single",
+            ]
+        );
+        assert!(sys.files.is_empty(), "the initramfs is freed");
+        assert!(
+            sys.dirs.contains(Path::new("/sysroot/dev")),
+            "the new root is kept"
+        );
+    }
+
+    #[test]
+    fn a_disk_root_is_never_emptied_and_a_bad_argument_moves_nothing() {
+        let mut sys = initramfs();
+        sys.fs_type = Some(0xef53);
+        let _ = switch_root(&mut sys, Path::new("/sysroot"), "/sbin/init", &[]);
+        assert!(sys.calls_starting("remove").is_empty(), "{:?}", sys.calls);
+        assert_eq!(sys.files.len(), 2);
+        let mut sys = initramfs();
+        let Err(e) = switch_root(
+            &mut sys,
+            Path::new("/sysroot"),
+            "/sbin/init",
+            &["a\0b".into()],
+        );
+        assert!(matches!(e, SwitchRootError::BadInit { .. }));
+        assert!(sys.calls.is_empty());
+        // A failed chroot stops before the exec.
+        let mut sys = Fake {
+            fail: vec!["chroot".into()],
+            ..initramfs()
+        };
+        let Err(e) = switch_root(&mut sys, Path::new("/sysroot"), "/sbin/init", &[]);
+        assert_eq!(e.to_string(), "cannot chroot into /sysroot");
+        assert!(sys.calls_starting("execv").is_empty());
     }
 }

@@ -1,23 +1,29 @@
-//! The kernel interface the executor needs, as one narrow trait, and its real
-//! implementation. Everything beneath the persistent partition is resolved one
-//! component at a time with O_NOFOLLOW: the booted system writes that partition,
-//! so a planted symlink must never redirect a mkdir, a bind or a write. Mount
-//! targets are resolved the same way: a bind from persistent brings the booted
-//! system's writes into the tree (`/var`), and a later mount beneath it must not
-//! be redirected by a symlink planted there.
+//! The kernel interface PID 1 needs, as one narrow trait, and its real
+//! implementation: every mount, file, process, module, uevent and
+//! device-mapper call the init stages make goes through [`Sys`], so each stage
+//! runs on the host against the recording fake (`kernel::fake`).
+//!
+//! Everything beneath the persistent partition is resolved one component at a
+//! time with O_NOFOLLOW: the booted system writes that partition, so a planted
+//! symlink must never redirect a mkdir, a bind or a write. Mount targets are
+//! resolved the same way: a bind from persistent brings the booted system's
+//! writes into the tree (`/var`), and a later mount beneath it must not be
+//! redirected by a symlink planted there.
 #![allow(unsafe_code)]
 
 use nix::errno::Errno;
 use nix::fcntl::{openat, renameat, AtFlags, OFlag};
-use nix::mount::MsFlags;
+use nix::mount::{MntFlags, MsFlags};
 use nix::sys::stat::{fchmod, fstat, mkdirat, FileStat, Mode, SFlag};
 use nix::unistd::{fchown, fsync, linkat, unlinkat, Gid, Uid, UnlinkatFlags};
+use std::ffi::{CStr, CString, OsStr};
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::path::{Component, Path};
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
 
-/// The calls the executor makes. Tests use a recording fake; the init uses [`Real`].
+/// The calls PID 1 makes. Tests use the recording fake; the init uses [`Real`].
 pub trait Sys {
     /// mount(2); `target` (absolute) is resolved without following symlinks.
     fn mount(
@@ -50,10 +56,158 @@ pub trait Sys {
     /// Replaces a file beneath `root` durably: temp file, fsync, rename, fsync dir.
     /// Whatever stands at the temp file's name is never opened.
     fn write_beneath(&mut self, root: &Path, path: &str, data: &[u8], mode: u32) -> io::Result<()>;
-    /// Reads a file of the initramfs or the (read-only) system; None if absent.
+    /// Reads a file of the initramfs, /proc, /sys or the (read-only) system;
+    /// None if absent.
     fn read_file(&mut self, path: &Path) -> io::Result<Option<Vec<u8>>>;
     /// Bytes for a new machine-id; must not block boot waiting for entropy.
     fn random(&mut self) -> io::Result<[u8; 16]>;
+
+    /// mount(2) on `target` as its path says, symlinks followed: the API
+    /// filesystems of the initramfs, the boot-state partition, and the moves
+    /// of switch_root (`MS_MOVE`), none of them beneath a tree the booted
+    /// system writes.
+    fn mount_follow(
+        &mut self,
+        source: &str,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> io::Result<()>;
+    /// umount2(2).
+    fn umount(&mut self, target: &Path, flags: MntFlags) -> io::Result<()>;
+    /// statvfs(2): whether the filesystem at `path` is mounted read-only.
+    fn is_read_only(&mut self, path: &Path) -> io::Result<bool>;
+    /// statfs(2): the filesystem type (`f_type`, a magic number) at `path`.
+    fn statfs_type(&mut self, path: &Path) -> io::Result<i64>;
+    /// sync(2), then reboot(2) (`RB_AUTOBOOT`); returns only when that failed.
+    fn reboot(&mut self) -> io::Error;
+    /// Sleeps (the reboot delay; the halt when a reboot fails).
+    fn sleep(&mut self, duration: Duration);
+    /// Every signal back to SIG_DFL, none blocked ([`reset_signals`]).
+    fn reset_signals(&mut self) -> io::Result<()>;
+    /// execv(2); returns only on failure.
+    fn execv(&mut self, path: &CStr, argv: &[CString]) -> io::Error;
+    /// chdir(2).
+    fn chdir(&mut self, path: &Path) -> io::Result<()>;
+    /// chroot(2).
+    fn chroot(&mut self, path: &Path) -> io::Result<()>;
+    /// getrusage(2) of PID 1: (user, system) CPU time in microseconds.
+    fn cpu_times_us(&mut self) -> io::Result<(u64, u64)>;
+    /// Runs `program` with `args`, stdin from /dev/null, and waits: its exit
+    /// code, or None when a signal killed it.
+    fn run(&mut self, program: &str, args: &[&OsStr]) -> io::Result<Option<i32>>;
+    /// symlink(2): `link` pointing to `target`.
+    fn symlink(&mut self, target: &Path, link: &Path) -> io::Result<()>;
+    /// Creates a directory and its parents (0755 less the umask).
+    fn create_dir_all(&mut self, path: &Path) -> io::Result<()>;
+    /// unlink(2).
+    fn remove_file(&mut self, path: &Path) -> io::Result<()>;
+    /// rmdir(2).
+    fn remove_dir(&mut self, path: &Path) -> io::Result<()>;
+    /// Creates or truncates `path` and writes `data` (not durably: /run).
+    fn write_file(&mut self, path: &Path, data: &[u8]) -> io::Result<()>;
+    /// Copies a file with its permissions.
+    fn copy_file(&mut self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Whether `path` exists (symlinks followed).
+    fn exists(&mut self, path: &Path) -> bool;
+    /// Whether `path` is a directory (symlinks followed).
+    fn is_dir(&mut self, path: &Path) -> bool;
+    /// lstat(2), as much of it as the stages look at.
+    fn lstat(&mut self, path: &Path) -> io::Result<Stat>;
+    /// readlink(2).
+    fn read_link(&mut self, path: &Path) -> io::Result<PathBuf>;
+    /// The entries of a directory, as full paths.
+    fn read_dir(&mut self, path: &Path) -> io::Result<Vec<PathBuf>>;
+    /// realpath(3).
+    fn canonicalize(&mut self, path: &Path) -> io::Result<PathBuf>;
+    /// Opens a disk (or an image) for reading its partition table.
+    fn open_disk(&mut self, path: &Path) -> io::Result<Box<dyn Disk>>;
+    /// Opens /dev/console read-write and keeps it open for PID 1's life: the
+    /// lowest free descriptor.
+    fn open_console(&mut self) -> io::Result<()>;
+    /// finit_module(2) of the module file `path` with `params`.
+    fn finit_module(&mut self, path: &Path, params: &CStr) -> io::Result<()>;
+    /// A subscription to the kernel's uevents (netlink, group 1).
+    fn uevent_listen(&mut self) -> io::Result<Listener>;
+    /// Waits up to `timeout` for a uevent and drains what arrived; false on
+    /// timeout. Without a socket it sleeps a little and says false.
+    fn uevent_wait(&mut self, listener: &Listener, timeout: Duration) -> bool;
+    /// Sets up the device-mapper target `name` with `table` (created, table
+    /// loaded, resumed); returns its device node.
+    fn dm_create(&mut self, name: &str, readonly: bool, table: &[DmLine]) -> io::Result<PathBuf>;
+    /// Removes the device-mapper target `name`.
+    fn dm_remove(&mut self, name: &str) -> io::Result<()>;
+
+    // For the boot-state store (`state/`), so that its conversion is mechanical.
+    /// flock(2) exclusive and non-blocking; held until `file` is closed.
+    fn flock_exclusive(&mut self, file: &File) -> io::Result<()>;
+    /// FIBMAP: see [`fibmap`].
+    fn fibmap(&mut self, file: &File, logical: u32) -> io::Result<u32>;
+    /// FIGETBSZ: see [`figetbsz`].
+    fn figetbsz(&mut self, file: &File) -> io::Result<u32>;
+}
+
+/// statfs(2) `f_type` of tmpfs and ramfs (include/uapi/linux/magic.h).
+pub const TMPFS_MAGIC: i64 = 0x0102_1994;
+pub const RAMFS_MAGIC: i64 = 0x8584_58f6;
+
+/// The errno of an io::Error (EIO when it has none), for the callers whose
+/// errors carry an errno.
+pub fn errno_of(e: &io::Error) -> Errno {
+    Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
+}
+
+/// ENOENT, as an absent file reads.
+pub fn enoent() -> io::Error {
+    io::Error::from_raw_os_error(libc::ENOENT)
+}
+
+/// A disk opened for its partition table.
+pub trait Disk: Read + Seek {}
+impl<T: Read + Seek> Disk for T {}
+
+/// What lstat(2) says of a path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stat {
+    pub kind: FileKind,
+    /// The permission bits (and setuid, setgid, sticky).
+    pub mode: u32,
+    /// The device of the filesystem it is on.
+    pub dev: u64,
+}
+
+/// The type of a file, as far as the stages tell them apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    Dir,
+    File,
+    Symlink,
+    Other,
+}
+
+/// One line of a device-mapper table (dmsetup(8) `table` format): `length`
+/// sectors from `start`, mapped by `target` (`linear`, `crypt`, `verity`)
+/// with its parameters.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DmLine {
+    pub start: u64,
+    pub length: u64,
+    pub target: String,
+    pub params: String,
+}
+
+/// A subscription to the kernel's uevents; without a socket (it could not be
+/// opened, or a test) waiting sleeps and rescans.
+pub struct Listener {
+    fd: Option<OwnedFd>,
+}
+
+impl Listener {
+    /// No socket: only rescans see new devices.
+    pub fn none() -> Listener {
+        Listener { fd: None }
+    }
 }
 
 /// Owner of a created directory; None keeps root.
@@ -582,6 +736,396 @@ impl Sys for Real {
         std::fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;
         Ok(buf)
     }
+
+    fn mount_follow(
+        &mut self,
+        source: &str,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> io::Result<()> {
+        log::debug!(
+            "mount {source} on {} type {fstype:?} flags {flags:?} data {data:?}",
+            target.display()
+        );
+        nix::mount::mount(Some(source), target, fstype, flags, data).map_err(nix_err)
+    }
+
+    fn umount(&mut self, target: &Path, flags: MntFlags) -> io::Result<()> {
+        log::debug!("umount {} {flags:?}", target.display());
+        nix::mount::umount2(target, flags).map_err(nix_err)
+    }
+
+    fn is_read_only(&mut self, path: &Path) -> io::Result<bool> {
+        nix::sys::statvfs::statvfs(path)
+            .map(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
+            .map_err(nix_err)
+    }
+
+    // f_type is an i64 here but not on every target (__fsword_t).
+    #[allow(clippy::unnecessary_cast)]
+    fn statfs_type(&mut self, path: &Path) -> io::Result<i64> {
+        nix::sys::statfs::statfs(path)
+            .map(|s| s.filesystem_type().0 as i64)
+            .map_err(nix_err)
+    }
+
+    fn reboot(&mut self) -> io::Error {
+        nix::unistd::sync();
+        match nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_AUTOBOOT) {
+            Err(e) => nix_err(e),
+        }
+    }
+
+    fn sleep(&mut self, duration: Duration) {
+        std::thread::sleep(duration);
+    }
+
+    fn reset_signals(&mut self) -> io::Result<()> {
+        reset_signals()
+    }
+
+    fn execv(&mut self, path: &CStr, argv: &[CString]) -> io::Error {
+        log::debug!("execv {path:?} {argv:?}");
+        match nix::unistd::execv(path, argv) {
+            Err(e) => nix_err(e),
+        }
+    }
+
+    fn chdir(&mut self, path: &Path) -> io::Result<()> {
+        nix::unistd::chdir(path).map_err(nix_err)
+    }
+
+    fn chroot(&mut self, path: &Path) -> io::Result<()> {
+        nix::unistd::chroot(path).map_err(nix_err)
+    }
+
+    fn cpu_times_us(&mut self) -> io::Result<(u64, u64)> {
+        let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
+            .map_err(nix_err)?;
+        let us = |t: nix::sys::time::TimeVal| (t.tv_sec() as u64) * 1_000_000 + t.tv_usec() as u64;
+        Ok((us(usage.user_time()), us(usage.system_time())))
+    }
+
+    fn run(&mut self, program: &str, args: &[&OsStr]) -> io::Result<Option<i32>> {
+        log::debug!("exec {program} {args:?}");
+        std::process::Command::new(program)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .status()
+            .map(|s| s.code())
+    }
+
+    fn symlink(&mut self, target: &Path, link: &Path) -> io::Result<()> {
+        std::os::unix::fs::symlink(target, link)
+    }
+
+    fn create_dir_all(&mut self, path: &Path) -> io::Result<()> {
+        std::fs::create_dir_all(path)
+    }
+
+    fn remove_file(&mut self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
+
+    fn remove_dir(&mut self, path: &Path) -> io::Result<()> {
+        std::fs::remove_dir(path)
+    }
+
+    fn write_file(&mut self, path: &Path, data: &[u8]) -> io::Result<()> {
+        std::fs::write(path, data)
+    }
+
+    fn copy_file(&mut self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::copy(from, to).map(drop)
+    }
+
+    fn exists(&mut self, path: &Path) -> bool {
+        path.exists()
+    }
+
+    fn is_dir(&mut self, path: &Path) -> bool {
+        path.is_dir()
+    }
+
+    fn lstat(&mut self, path: &Path) -> io::Result<Stat> {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let meta = std::fs::symlink_metadata(path)?;
+        let t = meta.file_type();
+        let kind = if t.is_dir() {
+            FileKind::Dir
+        } else if t.is_file() {
+            FileKind::File
+        } else if t.is_symlink() {
+            FileKind::Symlink
+        } else {
+            FileKind::Other
+        };
+        Ok(Stat {
+            kind,
+            mode: meta.permissions().mode() & 0o7777,
+            dev: meta.dev(),
+        })
+    }
+
+    fn read_link(&mut self, path: &Path) -> io::Result<PathBuf> {
+        std::fs::read_link(path)
+    }
+
+    fn read_dir(&mut self, path: &Path) -> io::Result<Vec<PathBuf>> {
+        std::fs::read_dir(path)?
+            .map(|e| e.map(|e| e.path()))
+            .collect()
+    }
+
+    fn canonicalize(&mut self, path: &Path) -> io::Result<PathBuf> {
+        std::fs::canonicalize(path)
+    }
+
+    fn open_disk(&mut self, path: &Path) -> io::Result<Box<dyn Disk>> {
+        Ok(Box::new(File::open(path)?))
+    }
+
+    fn open_console(&mut self) -> io::Result<()> {
+        let console = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/console")?;
+        // It lives as long as PID 1.
+        std::mem::forget(console);
+        Ok(())
+    }
+
+    fn finit_module(&mut self, path: &Path, params: &CStr) -> io::Result<()> {
+        log::debug!("finit_module {} {params:?}", path.display());
+        let file = File::open(path)?;
+        nix::kmod::finit_module(&file, params, nix::kmod::ModuleInitFlags::empty()).map_err(nix_err)
+    }
+
+    fn uevent_listen(&mut self) -> io::Result<Listener> {
+        use nix::sys::socket::{
+            bind, socket, AddressFamily, NetlinkAddr, SockFlag, SockProtocol, SockType,
+        };
+        let fd = socket(
+            AddressFamily::Netlink,
+            SockType::Datagram,
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+            SockProtocol::NetlinkKObjectUEvent,
+        )
+        .map_err(nix_err)?;
+        // Group 1: the kernel's own broadcasts (no udev in the initramfs).
+        bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 1)).map_err(nix_err)?;
+        Ok(Listener { fd: Some(fd) })
+    }
+
+    fn uevent_wait(&mut self, listener: &Listener, timeout: Duration) -> bool {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        use nix::sys::socket::{recv, MsgFlags};
+        let Some(fd) = &listener.fd else {
+            // Degraded: without netlink the only way to see new devices is to look
+            // again later. Bounded by the caller's deadline.
+            std::thread::sleep(timeout.min(Duration::from_millis(50)));
+            return false;
+        };
+        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+        let ready = match poll(
+            &mut fds,
+            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+        ) {
+            Ok(n) => n > 0,
+            // EINTR: treat as a wake-up; the caller rescans and recomputes time left.
+            Err(_) => true,
+        };
+        let mut buf = [0u8; 8192];
+        while recv(fd.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT).is_ok_and(|n| n > 0) {}
+        ready
+    }
+
+    fn dm_create(&mut self, name: &str, readonly: bool, table: &[DmLine]) -> io::Result<PathBuf> {
+        log::debug!("dm create {name} ro={readonly} {table:?}");
+        let control = dm_control()?;
+        let mut create = dm_buffer(name, 0, &[])?;
+        dm_ioctl(&control, DM_DEV_CREATE, &mut create)?;
+        let dev = u64::from_ne_bytes(field::<8>(&create, DM_DEV_OFFSET));
+        let flags = if readonly { DM_READONLY_FLAG } else { 0 };
+        let loaded = dm_buffer(name, flags, table).and_then(|mut load| {
+            dm_ioctl(&control, DM_TABLE_LOAD, &mut load)?;
+            // DM_DEV_SUSPEND without DM_SUSPEND_FLAG resumes: the table goes live.
+            let mut resume = dm_buffer(name, 0, &[])?;
+            dm_ioctl(&control, DM_DEV_SUSPEND, &mut resume)
+        });
+        if let Err(e) = loaded {
+            // Nothing half made is left behind.
+            if let Ok(mut remove) = dm_buffer(name, 0, &[]) {
+                let _ = dm_ioctl(&control, DM_DEV_REMOVE, &mut remove);
+            }
+            return Err(e);
+        }
+        // devtmpfs names a mapped device dm-MINOR (drivers/md/dm.c alloc_dev);
+        // /dev/mapper/NAME is udev's, and there is no udev here.
+        Ok(PathBuf::from(format!("/dev/dm-{}", dm_minor(dev))))
+    }
+
+    fn dm_remove(&mut self, name: &str) -> io::Result<()> {
+        log::debug!("dm remove {name}");
+        let control = dm_control()?;
+        let mut remove = dm_buffer(name, 0, &[])?;
+        dm_ioctl(&control, DM_DEV_REMOVE, &mut remove)
+    }
+
+    fn flock_exclusive(&mut self, file: &File) -> io::Result<()> {
+        // SAFETY: flock(2) on a descriptor `file` keeps open for the whole call;
+        // no memory is passed.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    fn fibmap(&mut self, file: &File, logical: u32) -> io::Result<u32> {
+        fibmap(file, logical)
+    }
+
+    fn figetbsz(&mut self, file: &File) -> io::Result<u32> {
+        figetbsz(file)
+    }
+}
+
+// The device-mapper ioctl interface (include/uapi/linux/dm-ioctl.h), by hand:
+// the `devicemapper` crate wants rustc 1.87 (this crate declares 1.85) and
+// generates its bindings with bindgen (libclang) at build time, for a
+// cross-built static PID 1 that needs four commands.
+
+/// sizeof(struct dm_ioctl): the header every DM command starts with.
+const DM_HEADER: usize = 312;
+/// Offsets in struct dm_ioctl.
+const DM_DATA_SIZE_OFFSET: usize = 12;
+const DM_DATA_START_OFFSET: usize = 16;
+const DM_TARGET_COUNT_OFFSET: usize = 20;
+const DM_FLAGS_OFFSET: usize = 28;
+const DM_DEV_OFFSET: usize = 40;
+const DM_NAME_OFFSET: usize = 48;
+/// DM_NAME_LEN, with its NUL.
+const DM_NAME_LEN: usize = 128;
+/// sizeof(struct dm_target_spec) and DM_MAX_TYPE_NAME.
+const DM_SPEC: usize = 40;
+const DM_MAX_TYPE_NAME: usize = 16;
+const DM_READONLY_FLAG: u32 = 1;
+/// The interface version this code speaks (DM_VERSION_MAJOR 4).
+const DM_VERSION: [u32; 3] = [4, 0, 0];
+/// Command numbers (enum in dm-ioctl.h).
+const DM_DEV_CREATE: u32 = 3;
+const DM_DEV_REMOVE: u32 = 4;
+const DM_DEV_SUSPEND: u32 = 6;
+const DM_TABLE_LOAD: u32 = 9;
+
+/// `_IOWR(DM_IOCTL, nr, struct dm_ioctl)` with the generic ioctl encoding
+/// (x86, arm, arm64, riscv).
+const fn dm_request(nr: u32) -> u32 {
+    (3 << 30) | ((DM_HEADER as u32) << 16) | (0xfd << 8) | nr
+}
+
+fn invalid(message: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, message)
+}
+
+fn put(buf: &mut [u8], at: usize, bytes: &[u8]) {
+    buf[at..at + bytes.len()].copy_from_slice(bytes);
+}
+
+fn field<const N: usize>(buf: &[u8], at: usize) -> [u8; N] {
+    let mut out = [0u8; N];
+    out.copy_from_slice(&buf[at..at + N]);
+    out
+}
+
+/// A DM command for the device `name`: the header, then for a table load one
+/// struct dm_target_spec per line, each followed by its parameters (NUL
+/// ended) and padded to 8 bytes (`next` counts from the spec's start).
+fn dm_buffer(name: &str, flags: u32, table: &[DmLine]) -> io::Result<Vec<u8>> {
+    if name.is_empty() || name.len() >= DM_NAME_LEN || name.contains(['/', '\0']) {
+        return Err(invalid(format!("device-mapper name {name:?}")));
+    }
+    let mut buf = vec![0u8; DM_HEADER];
+    for line in table {
+        if line.target.is_empty()
+            || line.target.len() >= DM_MAX_TYPE_NAME
+            || line.params.contains('\0')
+        {
+            return Err(invalid(format!("device-mapper target {line:?}")));
+        }
+        let len = (DM_SPEC + line.params.len() + 1).next_multiple_of(8);
+        let at = buf.len();
+        buf.resize(at + len, 0);
+        put(&mut buf, at, &line.start.to_ne_bytes());
+        put(&mut buf, at + 8, &line.length.to_ne_bytes());
+        put(&mut buf, at + 20, &(len as u32).to_ne_bytes());
+        put(&mut buf, at + 24, line.target.as_bytes());
+        put(&mut buf, at + DM_SPEC, line.params.as_bytes());
+    }
+    for (i, v) in DM_VERSION.iter().enumerate() {
+        put(&mut buf, i * 4, &v.to_ne_bytes());
+    }
+    let size = u32::try_from(buf.len()).map_err(|_| invalid("table too large".into()))?;
+    put(&mut buf, DM_DATA_SIZE_OFFSET, &size.to_ne_bytes());
+    put(
+        &mut buf,
+        DM_DATA_START_OFFSET,
+        &(DM_HEADER as u32).to_ne_bytes(),
+    );
+    put(
+        &mut buf,
+        DM_TARGET_COUNT_OFFSET,
+        &(table.len() as u32).to_ne_bytes(),
+    );
+    put(&mut buf, DM_FLAGS_OFFSET, &flags.to_ne_bytes());
+    put(&mut buf, DM_NAME_OFFSET, name.as_bytes());
+    Ok(buf)
+}
+
+/// The minor of a dev_t as the DM ioctl returns it (`huge_encode_dev`).
+fn dm_minor(dev: u64) -> u64 {
+    (dev & 0xff) | ((dev >> 12) & 0xfff00)
+}
+
+fn dm_control() -> io::Result<File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/mapper/control")
+}
+
+fn dm_ioctl(control: &File, nr: u32, buf: &mut [u8]) -> io::Result<()> {
+    // The kernel reads and writes up to data_size bytes: the whole buffer.
+    let mut aligned: Vec<u64> = vec![0; buf.len().div_ceil(8)];
+    for (chunk, word) in buf.chunks(8).zip(aligned.iter_mut()) {
+        let mut bytes = [0u8; 8];
+        bytes[..chunk.len()].copy_from_slice(chunk);
+        *word = u64::from_ne_bytes(bytes);
+    }
+    // SAFETY: the request is one of the DM commands, each of which reads and
+    // writes at most data_size bytes (the buffer's length, set by dm_buffer)
+    // through the pointer; `aligned` is live, writable, 8-byte aligned and at
+    // least that long for the whole call; the fd is open while `control` is
+    // borrowed.
+    let rc = unsafe {
+        libc::ioctl(
+            control.as_raw_fd(),
+            dm_request(nr) as libc::Ioctl,
+            aligned.as_mut_ptr(),
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    for (chunk, word) in buf.chunks_mut(8).zip(&aligned) {
+        let n = chunk.len();
+        chunk.copy_from_slice(&word.to_ne_bytes()[..n]);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -938,6 +1482,59 @@ mod tests {
         let (ign, blk) = status(false);
         assert_ne!((ign, blk), (0, 0), "the control run must see the setup");
         assert_eq!(status(true), (0, 0));
+    }
+
+    #[test]
+    fn dm_table_load_layout() {
+        let table = [
+            DmLine {
+                start: 0,
+                length: 2048,
+                target: "linear".into(),
+                params: "/dev/vda4 0".into(),
+            },
+            DmLine {
+                start: 2048,
+                length: 8,
+                target: "zero".into(),
+                params: String::new(),
+            },
+        ];
+        let buf = dm_buffer("root", DM_READONLY_FLAG, &table).unwrap();
+        let u32_at = |at| u32::from_ne_bytes(field::<4>(&buf, at));
+        let u64_at = |at| u64::from_ne_bytes(field::<8>(&buf, at));
+        assert_eq!([u32_at(0), u32_at(4), u32_at(8)], [4, 0, 0]);
+        // "/dev/vda4 0" is 11 bytes: 40 + 12 rounds up to 56; "" gives 48.
+        assert_eq!(buf.len(), DM_HEADER + 56 + 48);
+        assert_eq!(u32_at(DM_DATA_SIZE_OFFSET) as usize, buf.len());
+        assert_eq!(u32_at(DM_DATA_START_OFFSET), 312);
+        assert_eq!(u32_at(DM_TARGET_COUNT_OFFSET), 2);
+        assert_eq!(u32_at(DM_FLAGS_OFFSET), DM_READONLY_FLAG);
+        assert_eq!(&buf[DM_NAME_OFFSET..DM_NAME_OFFSET + 5], b"root\0");
+        let spec = DM_HEADER;
+        assert_eq!((u64_at(spec), u64_at(spec + 8)), (0, 2048));
+        assert_eq!(u32_at(spec + 20), 56, "next");
+        assert_eq!(&buf[spec + 24..spec + 31], b"linear\0");
+        assert_eq!(&buf[spec + 40..spec + 52], b"/dev/vda4 0\0");
+        let second = spec + 56;
+        assert_eq!((u64_at(second), u64_at(second + 8)), (2048, 8));
+        assert_eq!(&buf[second + 24..second + 29], b"zero\0");
+        // Requests as dm-ioctl.h spells them for a 312-byte struct dm_ioctl.
+        assert_eq!(dm_request(DM_DEV_CREATE), 0xc138_fd03);
+        assert_eq!(dm_request(DM_TABLE_LOAD), 0xc138_fd09);
+        // huge_encode_dev(MKDEV(253, 300)).
+        assert_eq!(
+            dm_minor((300 & 0xff) | (253 << 8) | ((300 & !0xff) << 12)),
+            300
+        );
+        for bad in ["", "a/b", &"x".repeat(128)] {
+            assert!(dm_buffer(bad, 0, &[]).is_err(), "{bad:?}");
+        }
+        let long_type = DmLine {
+            target: "x".repeat(16),
+            ..table[1].clone()
+        };
+        assert!(dm_buffer("root", 0, &[long_type]).is_err());
     }
 
     #[test]

@@ -3,8 +3,9 @@
 
 use crate::kernel::sys::{Ids, Sys};
 use crate::mount::machine_id;
+use crate::mount::plan::mapped_node;
 use crate::mount::plan::{MachineIdStore, Step};
-use nix::mount::MsFlags;
+use nix::mount::{MntFlags, MsFlags};
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -32,6 +33,13 @@ pub enum StepError {
         #[source]
         error: io::Error,
     },
+    #[error("cannot set up device-mapper target {name} over {device}")]
+    DeviceMapper {
+        name: String,
+        device: PathBuf,
+        #[source]
+        error: io::Error,
+    },
     #[error("machine-id in {store}")]
     MachineId {
         store: PathBuf,
@@ -55,20 +63,60 @@ pub enum MachineIdOutcome {
     },
 }
 
-/// The result of running a plan: what the machine-id step did, if it ran.
+/// The result of running a plan: what the machine-id step did, if it ran, and
+/// the device-mapper targets it set up.
 #[derive(Debug, Default)]
 pub struct Outcome {
     pub machine_id: Option<MachineIdOutcome>,
+    /// (name, node) of each device-mapper target set up, in order.
+    pub mapped: Vec<(String, PathBuf)>,
+    /// What to undo should a later step fail, in the order it was done.
+    undo: Vec<Undo>,
+}
+
+/// Block-device setup a failed plan takes down again.
+#[derive(Debug)]
+enum Undo {
+    /// A device-mapper target.
+    Mapped(String),
+    /// A mount of a mapped device: it holds the target open.
+    MountedMapped(PathBuf),
 }
 
 /// Runs the plan's steps in order and stops at the first failure: a later step
-/// builds on the earlier ones.
-pub fn run<S: Sys>(sys: &mut S, sysroot: &Path, steps: &[Step]) -> Result<Outcome, StepError> {
+/// builds on the earlier ones. The block devices the run set up (device-mapper
+/// targets, and its mounts of them) are taken down again, last first, so a
+/// failed plan leaves no mapping behind for the next try.
+pub fn run<S: Sys + ?Sized>(
+    sys: &mut S,
+    sysroot: &Path,
+    steps: &[Step],
+) -> Result<Outcome, StepError> {
     let mut outcome = Outcome::default();
     for step in steps {
-        run_step(sys, sysroot, step, &mut outcome)?;
+        if let Err(e) = run_step(sys, sysroot, step, &mut outcome) {
+            teardown(sys, &mut outcome);
+            return Err(e);
+        }
     }
     Ok(outcome)
+}
+
+/// Undoes the block-device setup of `outcome`, last first; what cannot be
+/// undone is logged (the boot goes on to its fallback either way).
+fn teardown<S: Sys + ?Sized>(sys: &mut S, outcome: &mut Outcome) {
+    while let Some(undo) = outcome.undo.pop() {
+        let result = match &undo {
+            Undo::MountedMapped(target) => sys.umount(target, MntFlags::empty()),
+            Undo::Mapped(name) => {
+                outcome.mapped.retain(|(n, _)| n != name);
+                sys.dm_remove(name)
+            }
+        };
+        if let Err(e) = result {
+            log::warn!("cannot undo {undo:?}: {e}");
+        }
+    }
 }
 
 /// Runs every step, going on after a failure; returns the failures with the
@@ -83,7 +131,7 @@ pub fn run<S: Sys>(sys: &mut S, sysroot: &Path, steps: &[Step]) -> Result<Outcom
 /// Steps beneath a replacement that worked do run: a failed `/var` bind becomes
 /// a tmpfs with `/var/log/journal` in it, and the journal's own bind still
 /// brings the persistent journal there.
-pub fn run_each<S: Sys>(
+pub fn run_each<S: Sys + ?Sized>(
     sys: &mut S,
     sysroot: &Path,
     steps: &[Step],
@@ -131,11 +179,11 @@ fn step_path(step: &Step) -> Option<&Path> {
         | Step::BindBeneath { target, .. }
         | Step::MachineId { target, .. } => Some(target),
         Step::Mkdir { path, .. } => Some(path),
-        Step::DirBeneath { .. } => None,
+        Step::DirBeneath { .. } | Step::DeviceMapper { .. } => None,
     }
 }
 
-fn run_step<S: Sys>(
+fn run_step<S: Sys + ?Sized>(
     sys: &mut S,
     sysroot: &Path,
     step: &Step,
@@ -154,13 +202,55 @@ fn run_step<S: Sys>(
             if *readonly {
                 flags |= MsFlags::MS_RDONLY;
             }
-            sys.mount(source, target, fstype, flags, &data)
+            // A mapped device is mounted by the node its setup returned.
+            let mapped = outcome
+                .mapped
+                .iter()
+                .find(|(name, _)| mapped_node(name) == *source)
+                .map(|(_, node)| node.to_string_lossy().into_owned());
+            let device = mapped.as_deref().unwrap_or(source);
+            sys.mount(device, target, fstype, flags, &data)
                 .map_err(|error| StepError::Mount {
-                    source: source.clone(),
+                    source: device.to_string(),
                     target: target.clone(),
                     fstype: fstype.clone(),
                     error,
+                })?;
+            if mapped.is_some() {
+                outcome.undo.push(Undo::MountedMapped(target.clone()));
+            }
+            Ok(())
+        }
+        Step::DeviceMapper {
+            name,
+            device,
+            readonly,
+            table,
+        } => {
+            // A target stacked on another (verity over crypt) names it by the
+            // node its setup returned.
+            let table: Vec<_> = table
+                .iter()
+                .map(|line| {
+                    let mut line = line.clone();
+                    for (below, node) in &outcome.mapped {
+                        let node = node.to_string_lossy();
+                        line.params = line.params.replace(&mapped_node(below), &node);
+                    }
+                    line
                 })
+                .collect();
+            let node = sys.dm_create(name, *readonly, &table).map_err(|error| {
+                StepError::DeviceMapper {
+                    name: name.clone(),
+                    device: device.clone(),
+                    error,
+                }
+            })?;
+            log::info!("{} mapped as {name} ({})", device.display(), node.display());
+            outcome.mapped.push((name.clone(), node));
+            outcome.undo.push(Undo::Mapped(name.clone()));
+            Ok(())
         }
         Step::Mkdir { path, mode } => sys.mkdir(path, *mode).map_err(|error| StepError::Mkdir {
             path: path.clone(),
@@ -218,22 +308,12 @@ fn run_step<S: Sys>(
 
 /// Keeps a valid stored id, otherwise generates one and stores it before binding
 /// it over the system's file, so the id the system sees is already durable.
-fn machine_id_step<S: Sys>(
+fn machine_id_step<S: Sys + ?Sized>(
     sys: &mut S,
     store: &MachineIdStore,
     target: &Path,
 ) -> Result<MachineIdOutcome, StepError> {
-    let (root, path) = match store {
-        MachineIdStore::Persistent { root, path } => (root.clone(), path.clone()),
-        MachineIdStore::Transient { path, .. } => {
-            let parent = path.parent().unwrap_or(Path::new("/")).to_path_buf();
-            let name = path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            (parent, name)
-        }
-    };
+    let (root, path) = store_file(store);
     let err = |error| StepError::MachineId {
         store: root.join(&path),
         error,
@@ -249,29 +329,7 @@ fn machine_id_step<S: Sys>(
                 .and_then(|bytes| machine_id::parse(&bytes));
         }
     }
-    let current = match sys.read_beneath(&root, &path, 128) {
-        Ok(Some(bytes)) => match machine_id::parse(&bytes) {
-            Some(id) => {
-                // Uppercase or a CRLF: the same id, rewritten the way systemd
-                // reads it (durably, before the bind), so the device keeps it.
-                if bytes != machine_id::file_bytes(&id) {
-                    log::info!(
-                        "machine-id {id} in {} normalised (was {:?})",
-                        root.join(&path).display(),
-                        String::from_utf8_lossy(&bytes)
-                    );
-                    sys.write_beneath(&root, &path, &machine_id::file_bytes(&id), 0o444)
-                        .map_err(err)?;
-                }
-                Ok(id)
-            }
-            None => Err(format!("garbage ({} bytes)", bytes.len())),
-        },
-        Ok(None) => Err("absent".to_string()),
-        // A symlink or a directory planted in its place: not an id. Writing the
-        // new id replaces a symlink itself; a directory makes the write fail below.
-        Err(e) => Err(format!("unusable ({e})")),
-    };
+    let current = stored_id(sys, &root, &path).map_err(err)?;
     let outcome = match (current, seeded) {
         (Ok(id), _) => MachineIdOutcome::Kept(id),
         (Err(_), Some(id)) => {
@@ -302,6 +360,52 @@ fn machine_id_step<S: Sys>(
     Ok(outcome)
 }
 
+/// The directory and file name of a machine-id store.
+fn store_file(store: &MachineIdStore) -> (PathBuf, String) {
+    match store {
+        MachineIdStore::Persistent { root, path } => (root.clone(), path.clone()),
+        MachineIdStore::Transient { path, .. } => {
+            let parent = path.parent().unwrap_or(Path::new("/")).to_path_buf();
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            (parent, name)
+        }
+    }
+}
+
+/// The id a store holds (normalised on disk when it was spelt otherwise), or
+/// what stands there instead (absent, garbage, unusable).
+fn stored_id<S: Sys + ?Sized>(
+    sys: &mut S,
+    root: &Path,
+    path: &str,
+) -> io::Result<Result<String, String>> {
+    Ok(match sys.read_beneath(root, path, 128) {
+        Ok(Some(bytes)) => match machine_id::parse(&bytes) {
+            Some(id) => {
+                // Uppercase or a CRLF: the same id, rewritten the way systemd
+                // reads it (durably, before the bind), so the device keeps it.
+                if bytes != machine_id::file_bytes(&id) {
+                    log::info!(
+                        "machine-id {id} in {} normalised (was {:?})",
+                        root.join(path).display(),
+                        String::from_utf8_lossy(&bytes)
+                    );
+                    sys.write_beneath(root, path, &machine_id::file_bytes(&id), 0o444)?;
+                }
+                Ok(id)
+            }
+            None => Err(format!("garbage ({} bytes)", bytes.len())),
+        },
+        Ok(None) => Err("absent".to_string()),
+        // A symlink or a directory planted in its place: not an id. Writing the
+        // new id replaces a symlink itself; a directory makes the write fail below.
+        Err(e) => Err(format!("unusable ({e})")),
+    })
+}
+
 /// Splits fstab-style options into mount flags and the filesystem's data string.
 pub fn split_options(mut flags: MsFlags, options: &str) -> (MsFlags, String) {
     let mut data = Vec::new();
@@ -329,7 +433,7 @@ pub fn split_options(mut flags: MsFlags, options: &str) -> (MsFlags, String) {
 
 /// The id of `name` in the system's passwd or group file (or `name` itself when
 /// numeric); None (root) when it is not there.
-fn lookup_id<S: Sys>(sys: &mut S, sysroot: &Path, file: &str, name: &str) -> Option<u32> {
+fn lookup_id<S: Sys + ?Sized>(sys: &mut S, sysroot: &Path, file: &str, name: &str) -> Option<u32> {
     if let Ok(id) = name.parse() {
         return Some(id);
     }
@@ -351,82 +455,11 @@ pub fn parse_id(text: &str, name: &str) -> Option<u32> {
 }
 
 #[cfg(test)]
-pub mod fake {
-    //! A recording [`Sys`]: every call becomes a line; chosen calls fail; files
-    //! beneath roots live in a map.
-    use super::*;
-    use std::collections::BTreeMap;
-
-    #[derive(Default)]
-    pub struct Fake {
-        pub calls: Vec<String>,
-        /// A call whose line starts with one of these fails with EIO.
-        pub fail: Vec<String>,
-        pub files: BTreeMap<PathBuf, Vec<u8>>,
-    }
-
-    impl Fake {
-        fn record(&mut self, line: String) -> io::Result<()> {
-            let failed = self.fail.iter().any(|f| line.starts_with(f.as_str()));
-            self.calls.push(line);
-            if failed {
-                Err(io::Error::from_raw_os_error(libc::EIO))
-            } else {
-                Ok(())
-            }
-        }
-    }
-
-    impl Sys for Fake {
-        fn mount(&mut self, s: &str, t: &Path, f: &str, fl: MsFlags, d: &str) -> io::Result<()> {
-            let mut ro = if fl.contains(MsFlags::MS_RDONLY) {
-                "ro"
-            } else {
-                "rw"
-            }
-            .to_string();
-            for (flag, name) in [(MsFlags::MS_NOSUID, "nosuid"), (MsFlags::MS_NODEV, "nodev")] {
-                if fl.contains(flag) {
-                    ro = format!("{ro},{name}");
-                }
-            }
-            self.record(format!("mount {s} {} {f} {ro} {d}", t.display()))
-        }
-        fn mkdir(&mut self, p: &Path, m: u32) -> io::Result<()> {
-            self.record(format!("mkdir {} {m:o}", p.display()))
-        }
-        fn dir_beneath(&mut self, r: &Path, p: &str, m: u32, o: Ids) -> io::Result<bool> {
-            let g = o.gid;
-            self.record(format!("dir {}/{p} {m:o} {g:?}", r.display()))?;
-            Ok(true)
-        }
-        fn bind_beneath(&mut self, r: &Path, p: &str, t: &Path) -> io::Result<()> {
-            self.record(format!("bind {}/{p} {}", r.display(), t.display()))
-        }
-        fn read_beneath(&mut self, r: &Path, p: &str, _: usize) -> io::Result<Option<Vec<u8>>> {
-            self.record(format!("read {}/{p}", r.display()))?;
-            Ok(self.files.get(&r.join(p)).cloned())
-        }
-        fn write_beneath(&mut self, r: &Path, p: &str, d: &[u8], m: u32) -> io::Result<()> {
-            self.record(format!("write {}/{p} {m:o}", r.display()))?;
-            self.files.insert(r.join(p), d.to_vec());
-            Ok(())
-        }
-        fn read_file(&mut self, p: &Path) -> io::Result<Option<Vec<u8>>> {
-            Ok(self.files.get(p).cloned())
-        }
-        fn random(&mut self) -> io::Result<[u8; 16]> {
-            Ok([0x11; 16])
-        }
-    }
-}
-
-#[cfg(test)]
 mod tests {
-    use super::fake::Fake;
     use super::*;
     use crate::config::Config;
     use crate::disk::devices::Partition;
+    use crate::kernel::fake::Fake;
     use crate::mount::plan::{fallback_plan, persistent_plan, root_plan, Roots};
 
     fn part(dev: &str) -> Partition {
@@ -464,6 +497,8 @@ mod tests {
             format!("dir {p}/slots/system_a/var/log/journal 755 None"),
             format!("dir {p}/home 755 None"),
             format!("dir {p}/log 755 None"),
+            // The group's id, from the system's own /etc/group.
+            "read-file /sysroot/etc/group".to_string(),
             format!("dir {p}/log/journal 2755 Some(101)"),
             format!("dir {p}/common 755 None"),
             format!("dir {p}/common/etc 755 None"),
@@ -475,6 +510,120 @@ mod tests {
         ]
         .into();
         assert_eq!(sys.calls, expect);
+    }
+
+    fn linear(name: &str, device: &str) -> Step {
+        Step::DeviceMapper {
+            name: name.into(),
+            device: device.into(),
+            readonly: true,
+            table: vec![crate::kernel::sys::DmLine {
+                start: 0,
+                length: 2048,
+                target: "linear".into(),
+                params: format!("{device} 0"),
+            }],
+        }
+    }
+
+    fn mount(source: &str, target: &str) -> Step {
+        Step::Mount {
+            source: source.into(),
+            target: target.into(),
+            fstype: "ext4".into(),
+            readonly: true,
+            options: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_mapped_device_is_set_up_then_mounted_in_the_partitions_place() {
+        let config = Config::default();
+        let roots = Roots::default();
+        let steps = crate::mount::plan::map_device(
+            root_plan(&config, &roots, &part("vda4")),
+            "root",
+            Path::new("/dev/vda4"),
+            true,
+            vec![crate::kernel::sys::DmLine {
+                start: 0,
+                length: 2048,
+                target: "linear".into(),
+                params: "/dev/vda4 0".into(),
+            }],
+        );
+        let mut sys = Fake::default();
+        let out = run(&mut sys, &roots.sysroot, &steps).unwrap();
+        assert_eq!(
+            sys.calls,
+            [
+                "dm-create root ro 0 2048 linear /dev/vda4 0",
+                "mount /dev/dm-0 /sysroot ext4 ro ",
+            ]
+        );
+        assert_eq!(
+            out.mapped,
+            [("root".to_string(), PathBuf::from("/dev/dm-0"))]
+        );
+        assert_eq!(sys.mapped.len(), 1, "left in place when the plan worked");
+    }
+
+    #[test]
+    fn a_failed_later_step_takes_the_mapped_devices_down_last_first() {
+        let steps = [
+            linear("lower", "/dev/vda4"),
+            linear("upper", "/dev/mapper/lower"),
+            mount("/dev/mapper/upper", "/sysroot"),
+            mount("/dev/vda6", "/sysroot/persistent"),
+        ];
+        let mut sys = Fake {
+            fail: vec!["mount /dev/vda6".into()],
+            ..Fake::default()
+        };
+        let err = run(&mut sys, Path::new("/sysroot"), &steps).unwrap_err();
+        assert!(matches!(err, StepError::Mount { .. }), "{err}");
+        assert_eq!(
+            sys.calls,
+            [
+                "dm-create lower ro 0 2048 linear /dev/vda4 0",
+                // Stacked: the lower target by its node.
+                "dm-create upper ro 0 2048 linear /dev/dm-0 0",
+                "mount /dev/dm-1 /sysroot ext4 ro ",
+                "mount /dev/vda6 /sysroot/persistent ext4 ro ",
+                "umount /sysroot",
+                "dm-remove upper",
+                "dm-remove lower",
+            ]
+        );
+        assert!(sys.mapped.is_empty());
+        // A target that cannot be made: the one before it goes, nothing is mounted.
+        let mut sys = Fake {
+            errno: vec![("dm-create upper".into(), libc::EINVAL)],
+            ..Fake::default()
+        };
+        let err = run(&mut sys, Path::new("/sysroot"), &steps).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "cannot set up device-mapper target upper over /dev/mapper/lower"
+        );
+        assert_eq!(
+            sys.calls,
+            [
+                "dm-create lower ro 0 2048 linear /dev/vda4 0",
+                "dm-create upper ro 0 2048 linear /dev/dm-0 0",
+                "dm-remove lower",
+            ]
+        );
+        // A teardown that fails goes on with the rest.
+        let mut sys = Fake {
+            fail: vec!["mount /dev/vda6".into(), "umount /sysroot".into()],
+            ..Fake::default()
+        };
+        run(&mut sys, Path::new("/sysroot"), &steps).unwrap_err();
+        assert_eq!(
+            sys.calls[4..],
+            ["umount /sysroot", "dm-remove upper", "dm-remove lower"]
+        );
     }
 
     #[test]

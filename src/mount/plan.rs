@@ -3,6 +3,7 @@
 
 use crate::config::{expand_slot, Config, OverlaySpec, Upper};
 use crate::disk::devices::Partition;
+use crate::kernel::sys::DmLine;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -43,6 +44,59 @@ pub enum Step {
         store: MachineIdStore,
         target: PathBuf,
     },
+    /// Block-device setup: the device-mapper target `name` over `device` (a
+    /// partition) with its `table`, read-only or not. A later mount of
+    /// [`mapped_node`]`(name)` mounts the device it made; when a later step of
+    /// the same run fails, the executor removes it again (the seam for LUKS
+    /// and dm-verity).
+    DeviceMapper {
+        name: String,
+        device: PathBuf,
+        readonly: bool,
+        table: Vec<DmLine>,
+    },
+}
+
+/// How a plan names the device a [`Step::DeviceMapper`] makes before it exists
+/// (udev's name for it; the executor puts the real node in its place).
+pub fn mapped_node(name: &str) -> String {
+    format!("/dev/mapper/{name}")
+}
+
+/// Puts `device` behind the device-mapper target `name`: its setup step goes
+/// before the first mount of `device`, and every mount of `device` mounts the
+/// mapped device instead. No config key asks for it yet (LUKS and dm-verity
+/// will); unchanged when no step mounts `device`.
+pub fn map_device(
+    steps: Vec<Step>,
+    name: &str,
+    device: &Path,
+    readonly: bool,
+    table: Vec<DmLine>,
+) -> Vec<Step> {
+    let source = device.to_string_lossy();
+    let mounts = |s: &Step| matches!(s, Step::Mount { source: src, .. } if *src == source);
+    let Some(first) = steps.iter().position(mounts) else {
+        return steps;
+    };
+    let mut out = Vec::with_capacity(steps.len() + 1);
+    for (i, mut step) in steps.into_iter().enumerate() {
+        if i == first {
+            out.push(Step::DeviceMapper {
+                name: name.to_string(),
+                device: device.to_path_buf(),
+                readonly,
+                table: table.clone(),
+            });
+        }
+        if let Step::Mount { source: src, .. } = &mut step {
+            if *src == source {
+                *src = mapped_node(name);
+            }
+        }
+        out.push(step);
+    }
+    out
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -400,6 +454,51 @@ mod tests {
 
     fn part(dev: &str) -> Partition {
         crate::disk::devices::fixtures::part(dev, "vda", 1, None)
+    }
+
+    fn linear(device: &str) -> Vec<DmLine> {
+        vec![DmLine {
+            start: 0,
+            length: 2048,
+            target: "linear".into(),
+            params: format!("{device} 0"),
+        }]
+    }
+
+    #[test]
+    fn a_mapped_device_is_set_up_before_its_mount_and_replaces_it() {
+        let config = Config::default();
+        let roots = Roots::default();
+        let steps = root_plan(&config, &roots, &part("vda4"));
+        let mapped = map_device(
+            steps.clone(),
+            "root",
+            Path::new("/dev/vda4"),
+            true,
+            linear("/dev/vda4"),
+        );
+        assert_eq!(mapped.len(), steps.len() + 1);
+        assert_eq!(
+            mapped[0],
+            Step::DeviceMapper {
+                name: "root".into(),
+                device: "/dev/vda4".into(),
+                readonly: true,
+                table: linear("/dev/vda4"),
+            }
+        );
+        assert!(
+            matches!(&mapped[1], Step::Mount { source, target, .. }
+                if source == "/dev/mapper/root" && target == &roots.sysroot),
+            "{:?}",
+            mapped[1]
+        );
+        assert!(!mapped
+            .iter()
+            .any(|s| matches!(s, Step::Mount { source, .. } if source == "/dev/vda4")));
+        // A device no step mounts: nothing to map.
+        let same = map_device(steps.clone(), "x", Path::new("/dev/vdz"), true, vec![]);
+        assert_eq!(same, steps);
     }
 
     #[test]

@@ -1,0 +1,45 @@
+//! The boot context: what PID 1's stages read and fill, passed from one stage
+//! to the next with the kernel ([`Sys`]) they all go through.
+
+use super::report::Report;
+use crate::config::Config;
+use crate::disk::devices::Resolved;
+use crate::kernel::cmdline::{BootArgs, Cmdline};
+use crate::kernel::sys::Sys;
+use crate::mount::plan::Roots;
+
+/// One boot. `S` is [`crate::kernel::sys::Real`] in PID 1 and the recording
+/// fake in the stage tests.
+pub(crate) struct Boot<'s, S: Sys + ?Sized> {
+    pub sys: &'s mut S,
+    pub report: Report,
+    pub cmdline: Cmdline,
+    pub args: BootArgs,
+    /// The built-in defaults until the setup stage has loaded the config.
+    pub config: Config,
+    pub roots: Roots,
+    /// The layout's members as found by the devices stage.
+    pub resolved: Resolved,
+}
+
+impl<'s, S: Sys + ?Sized> Boot<'s, S> {
+    pub fn new(sys: &'s mut S) -> Self {
+        Boot {
+            sys,
+            report: Report::new(),
+            cmdline: Cmdline::default(),
+            args: BootArgs::default(),
+            config: Config::default(),
+            roots: Roots::default(),
+            resolved: Resolved::default(),
+        }
+    }
+
+    /// The system's init: `init=` on the cmdline, else the config's.
+    pub fn init_path(&self) -> String {
+        self.args
+            .init
+            .clone()
+            .unwrap_or_else(|| self.config.boot.init.clone())
+    }
+}

@@ -1,0 +1,436 @@
+//! A recording [`Sys`] for the host tests of every stage: each call becomes one
+//! line in `calls`, in order; chosen calls fail with a chosen errno; reads are
+//! served from a small in-memory file tree.
+
+use crate::kernel::sys::{Disk, DmLine, FileKind, Ids, Listener, Stat, Sys};
+use nix::mount::{MntFlags, MsFlags};
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::{CStr, CString, OsStr};
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Default)]
+pub struct Fake {
+    /// Every call, one line each, in order.
+    pub calls: Vec<String>,
+    /// A call whose line starts with one of these fails with EIO.
+    pub fail: Vec<String>,
+    /// A call whose line starts with the prefix fails with that errno (looked
+    /// at before `fail`).
+    pub errno: Vec<(String, i32)>,
+    /// Regular files: their contents.
+    pub files: BTreeMap<PathBuf, Vec<u8>>,
+    /// Permission bits of files (0644 when not listed).
+    pub modes: BTreeMap<PathBuf, u32>,
+    /// Symlinks: their targets.
+    pub links: BTreeMap<PathBuf, PathBuf>,
+    /// Directories made or given; every parent of a file is one too.
+    pub dirs: BTreeSet<PathBuf>,
+    /// Paths whose filesystem statvfs reports read-only.
+    pub read_only: BTreeSet<PathBuf>,
+    /// What [`Sys::run`] returns for a program (exit 0 when not listed).
+    pub exit: BTreeMap<String, Option<i32>>,
+    /// What [`Sys::statfs_type`] answers (TMPFS_MAGIC when None).
+    pub fs_type: Option<i64>,
+    /// Device-mapper targets made and not removed, with their nodes.
+    pub mapped: Vec<(String, PathBuf)>,
+}
+
+impl Fake {
+    /// Records `line`; fails it when it was told to.
+    pub fn record(&mut self, line: String) -> io::Result<()> {
+        let errno = self
+            .errno
+            .iter()
+            .find(|(f, _)| line.starts_with(f.as_str()))
+            .map(|(_, e)| *e)
+            .or_else(|| {
+                self.fail
+                    .iter()
+                    .any(|f| line.starts_with(f.as_str()))
+                    .then_some(libc::EIO)
+            });
+        self.calls.push(line);
+        match errno {
+            Some(e) => Err(io::Error::from_raw_os_error(e)),
+            None => Ok(()),
+        }
+    }
+
+    /// An executable file (0755).
+    pub fn add_exec(&mut self, path: &str) {
+        self.files.insert(path.into(), Vec::new());
+        self.modes.insert(path.into(), 0o755);
+    }
+
+    /// The calls whose line starts with `prefix`.
+    pub fn calls_starting(&self, prefix: &str) -> Vec<&str> {
+        self.calls
+            .iter()
+            .filter(|c| c.starts_with(prefix))
+            .map(String::as_str)
+            .collect()
+    }
+
+    /// Index of the first call equal to `line` (for order checks).
+    pub fn position(&self, line: &str) -> Option<usize> {
+        self.calls.iter().position(|c| c == line)
+    }
+
+    /// `path` with the symlinks on it followed (absolute targets; relative
+    /// ones from their directory), as far as the tree knows them.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        let mut p = path.to_path_buf();
+        for _ in 0..40 {
+            let Some((link, target)) = self.links.iter().find(|(l, _)| p.starts_with(l)) else {
+                break;
+            };
+            let rest = p
+                .strip_prefix(link)
+                .map(Path::to_path_buf)
+                .unwrap_or_default();
+            let base = link.parent().unwrap_or(Path::new("/")).join(target);
+            p = normalize(&base).join(rest);
+        }
+        p
+    }
+
+    fn has_dir(&self, path: &Path) -> bool {
+        path == Path::new("/")
+            || self.dirs.contains(path)
+            || self.files.keys().any(|f| f.starts_with(path) && f != path)
+    }
+}
+
+fn flag_names(flags: MsFlags) -> String {
+    let mut out = if flags.contains(MsFlags::MS_RDONLY) {
+        "ro"
+    } else {
+        "rw"
+    }
+    .to_string();
+    for (flag, name) in [
+        (MsFlags::MS_NOSUID, "nosuid"),
+        (MsFlags::MS_NODEV, "nodev"),
+        (MsFlags::MS_NOEXEC, "noexec"),
+        (MsFlags::MS_MOVE, "move"),
+        (MsFlags::MS_BIND, "bind"),
+    ] {
+        if flags.contains(flag) {
+            out = format!("{out},{name}");
+        }
+    }
+    out
+}
+
+/// `..` and `.` taken out of an absolute path.
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::from("/");
+    for c in path.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::Normal(n) => out.push(n),
+            _ => {}
+        }
+    }
+    out
+}
+
+fn not_found() -> io::Error {
+    io::Error::from_raw_os_error(libc::ENOENT)
+}
+
+impl Sys for Fake {
+    fn mount(&mut self, s: &str, t: &Path, f: &str, fl: MsFlags, d: &str) -> io::Result<()> {
+        let flags = flag_names(fl);
+        self.record(format!("mount {s} {} {f} {flags} {d}", t.display()))
+    }
+    fn mkdir(&mut self, p: &Path, m: u32) -> io::Result<()> {
+        self.record(format!("mkdir {} {m:o}", p.display()))?;
+        self.dirs.insert(p.to_path_buf());
+        Ok(())
+    }
+    fn dir_beneath(&mut self, r: &Path, p: &str, m: u32, o: Ids) -> io::Result<bool> {
+        let g = o.gid;
+        self.record(format!("dir {}/{p} {m:o} {g:?}", r.display()))?;
+        Ok(true)
+    }
+    fn bind_beneath(&mut self, r: &Path, p: &str, t: &Path) -> io::Result<()> {
+        self.record(format!("bind {}/{p} {}", r.display(), t.display()))
+    }
+    fn read_beneath(&mut self, r: &Path, p: &str, _: usize) -> io::Result<Option<Vec<u8>>> {
+        self.record(format!("read {}/{p}", r.display()))?;
+        Ok(self.files.get(&r.join(p)).cloned())
+    }
+    fn write_beneath(&mut self, r: &Path, p: &str, d: &[u8], m: u32) -> io::Result<()> {
+        self.record(format!("write {}/{p} {m:o}", r.display()))?;
+        self.files.insert(r.join(p), d.to_vec());
+        Ok(())
+    }
+    fn read_file(&mut self, p: &Path) -> io::Result<Option<Vec<u8>>> {
+        self.record(format!("read-file {}", p.display()))?;
+        Ok(self.files.get(&self.resolve(p)).cloned())
+    }
+    fn random(&mut self) -> io::Result<[u8; 16]> {
+        self.record("random".into())?;
+        Ok([0x11; 16])
+    }
+
+    fn mount_follow(
+        &mut self,
+        s: &str,
+        t: &Path,
+        f: Option<&str>,
+        fl: MsFlags,
+        d: Option<&str>,
+    ) -> io::Result<()> {
+        let flags = flag_names(fl);
+        let (f, d) = (f.unwrap_or("-"), d.unwrap_or(""));
+        self.record(format!("mount {s} {} {f} {flags} {d}", t.display()))
+    }
+    fn umount(&mut self, t: &Path, flags: MntFlags) -> io::Result<()> {
+        let detach = if flags.contains(MntFlags::MNT_DETACH) {
+            " detach"
+        } else {
+            ""
+        };
+        self.record(format!("umount {}{detach}", t.display()))
+    }
+    fn is_read_only(&mut self, p: &Path) -> io::Result<bool> {
+        self.record(format!("statvfs {}", p.display()))?;
+        Ok(self.read_only.contains(p))
+    }
+    fn statfs_type(&mut self, p: &Path) -> io::Result<i64> {
+        self.record(format!("statfs {}", p.display()))?;
+        Ok(self.fs_type.unwrap_or(crate::kernel::sys::TMPFS_MAGIC))
+    }
+    fn reboot(&mut self) -> io::Error {
+        match self.record("reboot".into()) {
+            Err(e) => e,
+            // The fake never reboots: the caller sees a failed reboot.
+            Ok(()) => io::Error::from_raw_os_error(libc::EPERM),
+        }
+    }
+    fn sleep(&mut self, d: Duration) {
+        let _ = self.record(format!("sleep {}ms", d.as_millis()));
+    }
+    fn reset_signals(&mut self) -> io::Result<()> {
+        self.record("reset-signals".into())
+    }
+    fn execv(&mut self, path: &CStr, argv: &[CString]) -> io::Error {
+        let args: Vec<_> = argv.iter().map(|a| a.to_string_lossy()).collect();
+        let line = format!("execv {} {}", path.to_string_lossy(), args.join(" "));
+        match self.record(line) {
+            Err(e) => e,
+            Ok(()) => io::Error::from_raw_os_error(libc::ENOEXEC),
+        }
+    }
+    fn chdir(&mut self, p: &Path) -> io::Result<()> {
+        self.record(format!("chdir {}", p.display()))
+    }
+    fn chroot(&mut self, p: &Path) -> io::Result<()> {
+        self.record(format!("chroot {}", p.display()))
+    }
+    fn cpu_times_us(&mut self) -> io::Result<(u64, u64)> {
+        self.record("getrusage".into())?;
+        Ok((1000, 2000))
+    }
+    fn run(&mut self, program: &str, args: &[&OsStr]) -> io::Result<Option<i32>> {
+        let args: Vec<_> = args.iter().map(|a| a.to_string_lossy()).collect();
+        self.record(format!("run {program} {}", args.join(" ")))?;
+        Ok(self.exit.get(program).copied().unwrap_or(Some(0)))
+    }
+    fn symlink(&mut self, target: &Path, link: &Path) -> io::Result<()> {
+        self.record(format!(
+            "symlink {} -> {}",
+            link.display(),
+            target.display()
+        ))?;
+        self.links.insert(link.to_path_buf(), target.to_path_buf());
+        Ok(())
+    }
+    fn create_dir_all(&mut self, p: &Path) -> io::Result<()> {
+        self.record(format!("create-dir-all {}", p.display()))?;
+        self.dirs.insert(p.to_path_buf());
+        Ok(())
+    }
+    fn remove_file(&mut self, p: &Path) -> io::Result<()> {
+        self.record(format!("remove-file {}", p.display()))?;
+        let file = self.files.remove(p).is_some();
+        let link = self.links.remove(p).is_some();
+        if file || link {
+            Ok(())
+        } else {
+            Err(not_found())
+        }
+    }
+    fn remove_dir(&mut self, p: &Path) -> io::Result<()> {
+        self.record(format!("remove-dir {}", p.display()))?;
+        self.dirs.remove(p);
+        Ok(())
+    }
+    fn write_file(&mut self, p: &Path, d: &[u8]) -> io::Result<()> {
+        self.record(format!("write-file {}", p.display()))?;
+        self.files.insert(p.to_path_buf(), d.to_vec());
+        Ok(())
+    }
+    fn copy_file(&mut self, from: &Path, to: &Path) -> io::Result<()> {
+        self.record(format!("copy {} {}", from.display(), to.display()))?;
+        let data = self.files.get(from).cloned().ok_or_else(not_found)?;
+        self.files.insert(to.to_path_buf(), data);
+        Ok(())
+    }
+    fn exists(&mut self, p: &Path) -> bool {
+        let _ = self.record(format!("exists {}", p.display()));
+        let p = self.resolve(p);
+        self.files.contains_key(&p) || self.has_dir(&p)
+    }
+    fn is_dir(&mut self, p: &Path) -> bool {
+        let _ = self.record(format!("is-dir {}", p.display()));
+        let p = self.resolve(p);
+        self.has_dir(&p)
+    }
+    fn lstat(&mut self, p: &Path) -> io::Result<Stat> {
+        self.record(format!("lstat {}", p.display()))?;
+        let kind = if self.links.contains_key(p) {
+            FileKind::Symlink
+        } else if self.files.contains_key(p) {
+            FileKind::File
+        } else if self.has_dir(p) {
+            FileKind::Dir
+        } else {
+            return Err(not_found());
+        };
+        let mode = match kind {
+            FileKind::File => self.modes.get(p).copied().unwrap_or(0o644),
+            FileKind::Symlink => 0o777,
+            _ => 0o755,
+        };
+        Ok(Stat { kind, mode, dev: 1 })
+    }
+    fn read_link(&mut self, p: &Path) -> io::Result<PathBuf> {
+        self.record(format!("readlink {}", p.display()))?;
+        self.links.get(p).cloned().ok_or_else(not_found)
+    }
+    fn read_dir(&mut self, p: &Path) -> io::Result<Vec<PathBuf>> {
+        self.record(format!("read-dir {}", p.display()))?;
+        if !self.has_dir(p) {
+            return Err(not_found());
+        }
+        let children = self
+            .files
+            .keys()
+            .chain(self.links.keys())
+            .chain(&self.dirs)
+            .filter_map(|f| f.strip_prefix(p).ok()?.components().next())
+            .map(|c| p.join(c))
+            .collect::<BTreeSet<_>>();
+        Ok(children.into_iter().collect())
+    }
+    fn canonicalize(&mut self, p: &Path) -> io::Result<PathBuf> {
+        self.record(format!("canonicalize {}", p.display()))?;
+        Ok(self.resolve(p))
+    }
+    fn open_disk(&mut self, p: &Path) -> io::Result<Box<dyn Disk>> {
+        self.record(format!("open-disk {}", p.display()))?;
+        let data = self
+            .files
+            .get(&self.resolve(p))
+            .cloned()
+            .ok_or_else(not_found)?;
+        Ok(Box::new(io::Cursor::new(data)))
+    }
+    fn open_console(&mut self) -> io::Result<()> {
+        self.record("open /dev/console".into())
+    }
+    fn finit_module(&mut self, p: &Path, params: &CStr) -> io::Result<()> {
+        self.record(format!(
+            "finit_module {} {:?}",
+            p.display(),
+            params.to_string_lossy()
+        ))
+    }
+    fn uevent_listen(&mut self) -> io::Result<Listener> {
+        self.record("uevent-listen".into())?;
+        Ok(Listener::none())
+    }
+    fn uevent_wait(&mut self, _: &Listener, timeout: Duration) -> bool {
+        let _ = self.record("uevent-wait".into());
+        // A little real time passes, so a caller's deadline comes.
+        std::thread::sleep(timeout.min(Duration::from_millis(2)));
+        false
+    }
+    fn dm_create(&mut self, name: &str, readonly: bool, table: &[DmLine]) -> io::Result<PathBuf> {
+        let lines: Vec<String> = table
+            .iter()
+            .map(|l| format!("{} {} {} {}", l.start, l.length, l.target, l.params))
+            .collect();
+        let ro = if readonly { "ro" } else { "rw" };
+        self.record(format!("dm-create {name} {ro} {}", lines.join("; ")))?;
+        let node = PathBuf::from(format!("/dev/dm-{}", self.mapped.len()));
+        self.mapped.push((name.to_string(), node.clone()));
+        Ok(node)
+    }
+    fn dm_remove(&mut self, name: &str) -> io::Result<()> {
+        self.record(format!("dm-remove {name}"))?;
+        self.mapped.retain(|(n, _)| n != name);
+        Ok(())
+    }
+    fn flock_exclusive(&mut self, _: &File) -> io::Result<()> {
+        self.record("flock".into())
+    }
+    fn fibmap(&mut self, _: &File, logical: u32) -> io::Result<u32> {
+        self.record(format!("fibmap {logical}"))?;
+        Ok(logical)
+    }
+    fn figetbsz(&mut self, _: &File) -> io::Result<u32> {
+        self.record("figetbsz".into())?;
+        Ok(512)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_in_order_and_fails_as_told() {
+        let mut sys = Fake {
+            errno: vec![("umount /a".into(), libc::EBUSY)],
+            fail: vec!["symlink".into()],
+            ..Fake::default()
+        };
+        sys.files.insert("/etc/x".into(), b"x".to_vec());
+        assert_eq!(
+            sys.read_file(Path::new("/etc/x")).unwrap().as_deref(),
+            Some(&b"x"[..])
+        );
+        assert_eq!(sys.read_file(Path::new("/etc/y")).unwrap(), None);
+        let e = sys
+            .umount(Path::new("/a"), MntFlags::MNT_DETACH)
+            .unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EBUSY));
+        let e = sys.symlink(Path::new("t"), Path::new("/l")).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EIO));
+        assert!(sys.exists(Path::new("/etc")));
+        assert_eq!(
+            sys.read_dir(Path::new("/")).unwrap(),
+            [PathBuf::from("/etc")]
+        );
+        assert_eq!(
+            sys.calls,
+            [
+                "read-file /etc/x",
+                "read-file /etc/y",
+                "umount /a detach",
+                "symlink /l -> t",
+                "exists /etc",
+                "read-dir /",
+            ]
+        );
+    }
+}
