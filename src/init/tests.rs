@@ -1,1 +1,580 @@
+//! Host tests of PID 1's stages on the recording fake: what each stage asks
+//! the kernel, in order, and what it records (kinds, never English).
 
+use super::context::Boot;
+use super::report::kind;
+use super::*;
+use crate::disk::devices::{self, fixtures::rpi_disk};
+use crate::kernel::fake::Fake;
+use crate::paths::{CONFIG_PATH, HANDOFF_PATH, RUN_CONFIG};
+
+const ID: &str = "0123456789abcdef0123456789abcdef";
+const STORED_ID: &str = "/sysroot/persistent/common/etc/machine-id";
+
+/// A boot on the rpi layout (vda4 system_a, vda5 system_b, vda6 persistent).
+fn rpi_boot(sys: &mut Fake) -> Boot<'_, Fake> {
+    let mut boot = Boot::new(sys);
+    boot.resolved = devices::resolve(&rpi_disk("vda"), &boot.config.partitions);
+    boot
+}
+
+fn handoff_json(sys: &Fake) -> serde_json::Value {
+    let bytes = &sys.files[Path::new(HANDOFF_PATH)];
+    serde_json::from_slice(bytes).unwrap()
+}
+
+#[test]
+fn setup_mounts_the_api_filesystems_gives_a_console_reads_cmdline_and_config() {
+    let mut sys = Fake::default();
+    sys.files.insert(
+        "/proc/cmdline".into(),
+        b"root=/dev/vda4 slotinit.debug slotinit.slot=x -- single".to_vec(),
+    );
+    sys.files
+        .insert(CONFIG_PATH.into(), b"[boot]\nreboot_delay_s = 3\n".to_vec());
+    let mut boot = Boot::new(&mut sys);
+    mount_api_filesystems(boot.sys);
+    ensure_console(boot.sys);
+    setup::read_cmdline(&mut boot, ["/init".into(), "single".into()]);
+    setup::load_config(&mut boot).unwrap();
+    assert!(boot.args.debug);
+    assert_eq!(boot.args.init_argv, ["single"]);
+    assert_eq!(boot.config.boot.reboot_delay_s, 3);
+    assert_eq!(boot.report.kinds(), [kind::CMDLINE], "slotinit.slot=x");
+    assert_eq!(
+        sys.calls,
+        [
+            "create-dir-all /proc",
+            "mount proc /proc proc rw,nosuid,nodev,noexec ",
+            "create-dir-all /sys",
+            "mount sysfs /sys sysfs rw,nosuid,nodev,noexec ",
+            "create-dir-all /dev",
+            "mount devtmpfs /dev devtmpfs rw,nosuid mode=0755",
+            "create-dir-all /run",
+            "mount tmpfs /run tmpfs rw,nosuid,nodev mode=0755",
+            "exists /proc/self/fd/0",
+            "open /dev/console",
+            "open /dev/console",
+            "open /dev/console",
+            "read-file /proc/cmdline",
+            "read-file /etc/slotinit.toml",
+            "create-dir-all /run/slotinit",
+            "copy /etc/slotinit.toml /run/slotinit/config.toml",
+        ]
+    );
+    assert!(sys.files.contains_key(Path::new(RUN_CONFIG)));
+}
+
+#[test]
+fn setup_goes_on_without_proc_and_with_stdio_but_refuses_a_bad_config() {
+    let mut sys = Fake {
+        fail: vec!["mount proc".into(), "open /dev/console".into()],
+        ..Fake::default()
+    };
+    sys.files.insert("/proc/self/fd/0".into(), Vec::new());
+    sys.files
+        .insert(CONFIG_PATH.into(), b"[boot]\nno_such_key = 1\n".to_vec());
+    let mut boot = Boot::new(&mut sys);
+    mount_api_filesystems(boot.sys);
+    ensure_console(boot.sys);
+    setup::read_cmdline(&mut boot, ["/init".into()]);
+    let cause = setup::load_config(&mut boot).unwrap_err();
+    assert!(cause.starts_with("config: "), "{cause}");
+    // The reboot delay of a fatal end is the default's.
+    assert_eq!(boot.config, crate::config::Config::default());
+    assert_eq!(sys.calls_starting("mount").len(), 4, "the rest still mount");
+    assert!(sys.calls_starting("open").is_empty(), "stdio is there");
+    assert!(
+        sys.calls_starting("copy").is_empty(),
+        "no copy of a bad config"
+    );
+    // Without a console the boot goes on too.
+    let mut sys = Fake {
+        fail: vec!["open /dev/console".into()],
+        ..Fake::default()
+    };
+    ensure_console(&mut sys);
+    assert_eq!(sys.calls_starting("open"), ["open /dev/console"]);
+}
+
+#[test]
+fn modules_stage_records_each_failed_module() {
+    let mut sys = Fake {
+        errno: vec![("finit_module /m/b.ko".into(), libc::ENOENT)],
+        ..Fake::default()
+    };
+    sys.files.insert(
+        crate::paths::LOAD_LIST.into(),
+        b"/m/a.ko\n/m/b.ko\n".to_vec(),
+    );
+    let mut boot = Boot::new(&mut sys);
+    super::devices::load_modules(&mut boot);
+    assert_eq!(boot.report.kinds(), [kind::MODULE]);
+    assert_eq!(
+        sys.calls_starting("finit_module"),
+        ["finit_module /m/a.ko \"\"", "finit_module /m/b.ko \"\""]
+    );
+}
+
+/// A sysfs tree in the fake with `disk`'s rpi partitions.
+fn sysfs(sys: &mut Fake, disk: &str) {
+    for p in rpi_disk(disk) {
+        let real = format!("/sys/devices/platform/{disk}/{}", p.dev);
+        sys.links.insert(
+            format!("/sys/class/block/{}", p.dev).into(),
+            real.clone().into(),
+        );
+        let name = p.name.unwrap_or_default();
+        sys.files.insert(
+            format!("{real}/uevent").into(),
+            format!(
+                "DEVNAME={}\nDEVTYPE=partition\nPARTN={}\nPARTNAME={name}\n",
+                p.dev, p.number
+            )
+            .into_bytes(),
+        );
+    }
+}
+
+#[test]
+fn devices_stage_resolves_the_layout_from_sysfs() {
+    let mut sys = Fake::default();
+    sysfs(&mut sys, "vda");
+    let mut boot = Boot::new(&mut sys);
+    let listener = crate::disk::uevent::listen(boot.sys);
+    super::devices::find_devices(&mut boot, &listener);
+    assert_eq!(boot.report.kinds(), Vec::<&str>::new());
+    let node = |p: Option<&devices::Partition>| p.map(|p| p.dev.clone());
+    assert_eq!(node(boot.resolved.system(Slot::A)).as_deref(), Some("vda4"));
+    assert_eq!(
+        node(boot.resolved.persistent.as_ref()).as_deref(),
+        Some("vda6")
+    );
+    assert_eq!(boot.report.handoff.devices, boot.resolved);
+    assert!(
+        sys.calls_starting("uevent-wait").is_empty(),
+        "all there at once"
+    );
+}
+
+#[test]
+fn devices_stage_times_out_on_an_empty_machine() {
+    let mut sys = Fake::default();
+    let mut boot = Boot::new(&mut sys);
+    boot.config.boot.device_timeout_ms = 20;
+    super::devices::find_devices(&mut boot, &crate::kernel::sys::Listener::none());
+    assert_eq!(boot.report.kinds()[0], kind::DEVICE_TIMEOUT);
+    assert!(boot.report.kinds()[1..].iter().all(|k| *k == kind::DEVICES));
+    assert!(!sys.calls_starting("uevent-wait").is_empty(), "it waited");
+}
+
+#[test]
+fn links_stage_points_by_slot_at_the_partitions() {
+    let mut sys = Fake {
+        fail: vec!["symlink /dev/disk/by-slot/other/system".into()],
+        ..Fake::default()
+    };
+    let mut boot = rpi_boot(&mut sys);
+    create_links(&mut boot, Slot::B);
+    assert_eq!(boot.report.kinds(), [kind::LINK]);
+    assert_eq!(
+        sys.calls_starting("symlink"),
+        [
+            "symlink /dev/disk/by-slot/active/boot -> ../../../vda3",
+            "symlink /dev/disk/by-slot/active/system -> ../../../vda5",
+            "symlink /dev/disk/by-slot/other/boot -> ../../../vda2",
+            "symlink /dev/disk/by-slot/other/system -> ../../../vda4",
+            "symlink /dev/disk/by-slot/bootconfig -> ../../vda1",
+            "symlink /dev/disk/by-slot/persistent -> ../../vda6",
+        ]
+    );
+    assert_eq!(
+        sys.calls[..3],
+        [
+            "create-dir-all /dev/disk/by-slot/active",
+            "remove-file /dev/disk/by-slot/active/boot",
+            "symlink /dev/disk/by-slot/active/boot -> ../../../vda3",
+        ]
+    );
+}
+
+#[test]
+fn mount_root_mounts_the_system_read_only_and_wants_its_init() {
+    let mut sys = Fake::default();
+    sys.add_exec("/sysroot/sbin/init");
+    let mut boot = rpi_boot(&mut sys);
+    mount_root(&mut boot, Slot::A, "/sbin/init").unwrap();
+    assert_eq!(boot.report.handoff.mounts, ["/dev/vda4 /sysroot ext4 ro"]);
+    assert_eq!(
+        sys.calls[..2],
+        [
+            "create-dir-all /sysroot",
+            "mount /dev/vda4 /sysroot ext4 ro "
+        ]
+    );
+    // No init there: the slot cannot be used, and nothing is recorded.
+    let mut boot = rpi_boot(&mut sys);
+    let cause = mount_root(&mut boot, Slot::B, "/sbin/missing").unwrap_err();
+    assert!(cause.starts_with("no executable /sbin/missing"), "{cause}");
+    assert!(boot.report.handoff.mounts.is_empty());
+    // Nor a system partition.
+    let mut sys = Fake::default();
+    let mut boot = rpi_boot(&mut sys);
+    boot.resolved.system_b = None;
+    assert!(mount_root(&mut boot, Slot::B, "/sbin/init").is_err());
+    assert!(sys.calls.is_empty(), "{:?}", sys.calls);
+}
+
+#[test]
+fn a_slot_that_cannot_be_used_is_unmounted_and_the_other_one_boots() {
+    let mut sys = Fake::default();
+    sys.add_exec("/sysroot/sbin/init");
+    sys.files.insert(
+        "/proc/self/mountinfo".into(),
+        b"22 1 0:21 / / rw - rootfs rootfs rw\n\
+          30 22 254:4 / /sysroot ro - ext4 /dev/vda4 ro\n\
+          31 30 0:40 / /sysroot/run rw - tmpfs tmpfs rw\n"
+            .to_vec(),
+    );
+    let mut boot = rpi_boot(&mut sys);
+    boot.config.bootstate.backend = crate::config::Backend::None;
+    // Slot A's system does not mount.
+    boot.sys.fail.push("mount /dev/vda4".into());
+    let slot = mount_a_slot(&mut boot, None, "/sbin/init").unwrap();
+    assert_eq!(slot, Slot::B);
+    assert_eq!(boot.report.kinds(), [kind::SLOT_UNUSABLE]);
+    let a = sys.position("mount /dev/vda4 /sysroot ext4 ro ").unwrap();
+    let b = sys.position("mount /dev/vda5 /sysroot ext4 ro ").unwrap();
+    // Deepest first, between the two tries.
+    let inner = sys.position("umount /sysroot/run detach").unwrap();
+    let outer = sys.position("umount /sysroot detach").unwrap();
+    assert!(a < inner && inner < outer && outer < b, "{:#?}", sys.calls);
+}
+
+/// One row of the persistent degrade matrix.
+struct Row {
+    name: &'static str,
+    setup: fn(&mut Fake, &mut crate::config::Config, &mut devices::Resolved),
+    kinds: &'static [&'static str],
+    degraded: bool,
+    source: &'static str,
+    /// Calls that must have been made, in this order.
+    calls: &'static [&'static str],
+    /// Calls that must not have been made.
+    never: &'static [&'static str],
+}
+
+fn stored_id(sys: &mut Fake) {
+    sys.files
+        .insert(STORED_ID.into(), format!("{ID}\n").into_bytes());
+}
+
+const PERSISTENT_MOUNT: &str =
+    "mount /dev/vda6 /sysroot/persistent ext4 rw,nosuid,nodev commit=60,errors=remount-ro";
+const TMPFS_VAR: &str = "mount tmpfs /sysroot/var tmpfs rw,nosuid,nodev mode=0755";
+const TRANSIENT_BIND: &str = "bind /run/slotinit/machine-id /sysroot/etc/machine-id";
+const PERSISTENT_BIND: &str =
+    "bind /sysroot/persistent/common/etc/machine-id /sysroot/etc/machine-id";
+
+/// The persistent partition missing, its check failing, its mount failing
+/// (repaired or not), read-only, a bind failing, the machine-id failing: what
+/// the stage asks the kernel, the error kinds, `persistent_degraded` and
+/// where the machine-id came from.
+#[test]
+fn persistent_degrade_matrix() {
+    let rows = [
+        Row {
+            name: "healthy",
+            setup: |sys, _, _| stored_id(sys),
+            kinds: &[],
+            degraded: false,
+            source: "persistent",
+            calls: &[
+                PERSISTENT_MOUNT,
+                "statvfs /sysroot/persistent",
+                PERSISTENT_BIND,
+            ],
+            never: &[TMPFS_VAR, "run "],
+        },
+        Row {
+            name: "missing",
+            setup: |_, _, resolved| resolved.persistent = None,
+            kinds: &[kind::PERSISTENT_MISSING],
+            degraded: true,
+            source: "generated-transient",
+            calls: &[
+                TMPFS_VAR,
+                "write /run/slotinit/machine-id 444",
+                TRANSIENT_BIND,
+            ],
+            never: &["mount /dev/vda6"],
+        },
+        Row {
+            name: "fsck failed",
+            setup: |sys, config, _| {
+                config.persistent.fsck = true;
+                sys.exit.insert("/sbin/e2fsck".into(), Some(4));
+            },
+            kinds: &[kind::PERSISTENT_FSCK],
+            degraded: true,
+            source: "generated-transient",
+            calls: &["run /sbin/e2fsck -p /dev/vda6", TMPFS_VAR, TRANSIENT_BIND],
+            never: &["mount /dev/vda6"],
+        },
+        Row {
+            name: "fsck killed",
+            setup: |sys, config, _| {
+                config.persistent.fsck = true;
+                sys.exit.insert("/sbin/e2fsck".into(), None);
+            },
+            kinds: &[kind::PERSISTENT_FSCK],
+            degraded: true,
+            source: "generated-transient",
+            calls: &["run /sbin/e2fsck -p /dev/vda6", TMPFS_VAR],
+            never: &["mount /dev/vda6"],
+        },
+        Row {
+            name: "fsck passed",
+            setup: |sys, config, _| {
+                config.persistent.fsck = true;
+                sys.exit.insert("/sbin/e2fsck".into(), Some(1));
+                stored_id(sys);
+            },
+            kinds: &[],
+            degraded: false,
+            source: "persistent",
+            calls: &[
+                "run /sbin/e2fsck -p /dev/vda6",
+                PERSISTENT_MOUNT,
+                PERSISTENT_BIND,
+            ],
+            never: &[TMPFS_VAR],
+        },
+        Row {
+            name: "mount failed, no checker",
+            setup: |sys, _, _| sys.fail.push("mount /dev/vda6".into()),
+            kinds: &[kind::PERSISTENT_MOUNT],
+            degraded: true,
+            source: "generated-transient",
+            calls: &[
+                PERSISTENT_MOUNT,
+                "exists /sbin/e2fsck",
+                TMPFS_VAR,
+                TRANSIENT_BIND,
+            ],
+            never: &["run "],
+        },
+        Row {
+            name: "mount failed, repaired",
+            setup: |sys, _, _| {
+                sys.fail_once.push("mount /dev/vda6".into());
+                sys.add_exec("/sbin/e2fsck");
+                sys.exit.insert("/sbin/e2fsck".into(), Some(1));
+                stored_id(sys);
+            },
+            kinds: &[kind::PERSISTENT_REPAIR],
+            degraded: false,
+            source: "persistent",
+            calls: &[
+                PERSISTENT_MOUNT,
+                "run /sbin/e2fsck -p /dev/vda6",
+                PERSISTENT_MOUNT,
+                PERSISTENT_BIND,
+            ],
+            never: &[TMPFS_VAR, "run /sbin/e2fsck -y"],
+        },
+        Row {
+            name: "mount failed, repair failed",
+            setup: |sys, _, _| {
+                sys.fail.push("mount /dev/vda6".into());
+                sys.add_exec("/sbin/e2fsck");
+                sys.exit.insert("/sbin/e2fsck".into(), Some(4));
+            },
+            kinds: &[kind::PERSISTENT_MOUNT, kind::PERSISTENT_REPAIR],
+            degraded: true,
+            source: "generated-transient",
+            calls: &[
+                PERSISTENT_MOUNT,
+                "run /sbin/e2fsck -p /dev/vda6",
+                "run /sbin/e2fsck -y /dev/vda6",
+                TMPFS_VAR,
+            ],
+            never: &[],
+        },
+        Row {
+            name: "read-only",
+            setup: |sys, _, _| {
+                sys.read_only.insert("/sysroot/persistent".into());
+                stored_id(sys);
+            },
+            kinds: &[kind::PERSISTENT_READ_ONLY],
+            degraded: true,
+            source: "persistent-copy",
+            calls: &[
+                PERSISTENT_MOUNT,
+                "statvfs /sysroot/persistent",
+                TMPFS_VAR,
+                "read /sysroot/persistent/common/etc/machine-id",
+                "write /run/slotinit/machine-id 444",
+                TRANSIENT_BIND,
+            ],
+            never: &["bind /sysroot/persistent/home"],
+        },
+        Row {
+            name: "a bind failed",
+            setup: |sys, _, _| {
+                sys.fail.push("bind /sysroot/persistent/home".into());
+                stored_id(sys);
+            },
+            kinds: &[kind::PERSISTENT_STEP, kind::BIND_REPLACED],
+            degraded: false,
+            source: "persistent",
+            calls: &[
+                "bind /sysroot/persistent/home /sysroot/home",
+                "mount tmpfs /sysroot/home tmpfs rw,nosuid,nodev mode=0755",
+                PERSISTENT_BIND,
+            ],
+            never: &[TMPFS_VAR, TRANSIENT_BIND],
+        },
+        Row {
+            name: "the machine-id failed",
+            setup: |sys, _, _| sys.fail.push(format!("write {STORED_ID}")),
+            kinds: &[kind::MACHINE_ID],
+            degraded: true,
+            source: "generated-transient",
+            calls: &[
+                PERSISTENT_MOUNT,
+                "write /sysroot/persistent/common/etc/machine-id 444",
+                "read /sysroot/persistent/common/etc/machine-id",
+                "write /run/slotinit/machine-id 444",
+                TRANSIENT_BIND,
+            ],
+            never: &[TMPFS_VAR, PERSISTENT_BIND],
+        },
+    ];
+    for row in rows {
+        let mut sys = Fake::default();
+        let mut config = crate::config::Config::default();
+        let mut resolved = devices::resolve(&rpi_disk("vda"), &config.partitions);
+        (row.setup)(&mut sys, &mut config, &mut resolved);
+        let mut boot = Boot::new(&mut sys);
+        boot.config = config;
+        boot.resolved = resolved;
+        mount_persistent(&mut boot, Slot::A);
+        let h = &boot.report.handoff;
+        let name = row.name;
+        assert_eq!(boot.report.kinds(), row.kinds, "{name}");
+        assert_eq!(h.persistent_degraded, row.degraded, "{name}");
+        assert_eq!(h.machine_id_source.as_deref(), Some(row.source), "{name}");
+        assert_eq!(h.slot_dir.as_deref(), Some("system_a"), "{name}");
+        if row.source.ends_with("persistent") || row.source == "persistent-copy" {
+            assert_eq!(h.machine_id.as_deref(), Some(ID), "{name}");
+        }
+        let mounts = h.mounts.clone();
+        let mut at = 0;
+        for call in row.calls {
+            let found = sys.calls[at..].iter().position(|c| c.starts_with(call));
+            assert!(
+                found.is_some(),
+                "{name}: {call:?} after #{at} in {:#?}",
+                sys.calls
+            );
+            at += found.unwrap_or(0) + 1;
+        }
+        for call in row.never {
+            assert!(
+                sys.calls_starting(call).is_empty(),
+                "{name}: {call:?} in {:#?}",
+                sys.calls
+            );
+        }
+        // The handoff lists the persistent mount only when it was made.
+        let listed = mounts.iter().any(|m| m.starts_with("/dev/vda6 "));
+        let mounted = !row.kinds.contains(&kind::PERSISTENT_MOUNT)
+            && !row.kinds.contains(&kind::PERSISTENT_MISSING)
+            && !row.kinds.contains(&kind::PERSISTENT_FSCK);
+        assert_eq!(listed, mounted, "{name}: {mounts:?}");
+    }
+}
+
+#[test]
+fn handoff_stage_writes_what_the_boot_did() {
+    let mut sys = Fake::default();
+    sys.files.insert(
+        "/proc/self/status".into(),
+        b"Name:\tinit\nVmHWM:\t  1234 kB\n".to_vec(),
+    );
+    let mut boot = rpi_boot(&mut sys);
+    boot.args.init_argv = vec!["single".into()];
+    boot.report.stage("setup");
+    setup::finish_handoff(&mut boot, "/sbin/init");
+    write_handoff(boot.sys, &boot.report.handoff);
+    let h = handoff_json(&sys);
+    assert_eq!(h["init"], "/sbin/init");
+    assert_eq!(h["init_args"], serde_json::json!(["single"]));
+    assert_eq!(h["vmhwm_kb"], 1234);
+    assert_eq!(
+        (h["cpu_user_us"].clone(), h["cpu_sys_us"].clone()),
+        (1000.into(), 2000.into())
+    );
+    assert_eq!(
+        sys.calls,
+        [
+            "read-file /proc/self/status",
+            "getrusage",
+            "create-dir-all /run/slotinit",
+            "write-file /run/slotinit/handoff.json",
+        ]
+    );
+    // A handoff that cannot be written is logged; the boot goes on.
+    let mut sys = Fake {
+        fail: vec!["write-file".into()],
+        ..Fake::default()
+    };
+    write_handoff(&mut sys, &crate::handoff::Handoff::new());
+    assert!(!sys.files.contains_key(Path::new(HANDOFF_PATH)));
+}
+
+#[test]
+fn fatal_path_writes_the_handoff_then_tries_the_shell_then_reboots() {
+    let mut sys = Fake::default();
+    sys.add_exec("/bin/busybox");
+    let mut boot = rpi_boot(&mut sys);
+    boot.args.emergency_shell = true;
+    boot.config.boot.reboot_delay_s = 7;
+    let e = fatal_until_reboot(&mut boot, "no slot");
+    assert_eq!(
+        e.raw_os_error(),
+        Some(libc::EPERM),
+        "the fake's reboot fails"
+    );
+    assert_eq!(
+        sys.calls,
+        [
+            "create-dir-all /run/slotinit",
+            "write-file /run/slotinit/handoff.json",
+            "exists /bin/sh",
+            "exists /bin/busybox",
+            "reset-signals",
+            "execv /bin/busybox /bin/sh -i",
+            "sleep 7000ms",
+            "reboot",
+        ]
+    );
+    let h = handoff_json(&sys);
+    assert_eq!(h["errors"][0]["kind"], kind::FATAL);
+    // Without slotinit.emergency=shell: straight to the reboot.
+    let mut sys = Fake::default();
+    sys.add_exec("/bin/sh");
+    let mut boot = rpi_boot(&mut sys);
+    fatal_until_reboot(&mut boot, "no slot");
+    assert_eq!(
+        sys.calls,
+        [
+            "create-dir-all /run/slotinit",
+            "write-file /run/slotinit/handoff.json",
+            "sleep 10000ms",
+            "reboot",
+        ]
+    );
+}

@@ -17,6 +17,8 @@ pub struct Fake {
     pub calls: Vec<String>,
     /// A call whose line starts with one of these fails with EIO.
     pub fail: Vec<String>,
+    /// Like `fail`, but only the first such call fails.
+    pub fail_once: Vec<String>,
     /// A call whose line starts with the prefix fails with that errno (looked
     /// at before `fail`).
     pub errno: Vec<(String, i32)>,
@@ -51,6 +53,14 @@ impl Fake {
                     .iter()
                     .any(|f| line.starts_with(f.as_str()))
                     .then_some(libc::EIO)
+            })
+            .or_else(|| {
+                let once = self
+                    .fail_once
+                    .iter()
+                    .position(|f| line.starts_with(f.as_str()))?;
+                self.fail_once.remove(once);
+                Some(libc::EIO)
             });
         self.calls.push(line);
         match errno {
@@ -100,7 +110,12 @@ impl Fake {
     fn has_dir(&self, path: &Path) -> bool {
         path == Path::new("/")
             || self.dirs.contains(path)
-            || self.files.keys().any(|f| f.starts_with(path) && f != path)
+            || self
+                .files
+                .keys()
+                .chain(self.links.keys())
+                .chain(&self.dirs)
+                .any(|f| f.starts_with(path) && f != path)
     }
 }
 
