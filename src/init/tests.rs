@@ -276,183 +276,185 @@ const TRANSIENT_BIND: &str = "bind /run/slotinit/machine-id /sysroot/etc/machine
 const PERSISTENT_BIND: &str =
     "bind /sysroot/persistent/common/etc/machine-id /sysroot/etc/machine-id";
 
+/// One row per way the persistent partition goes: see [`persistent_degrade_matrix`].
+const DEGRADE_MATRIX: &[Row] = &[
+    Row {
+        name: "healthy",
+        setup: |sys, _, _| stored_id(sys),
+        kinds: &[],
+        degraded: false,
+        source: "persistent",
+        calls: &[
+            PERSISTENT_MOUNT,
+            "statvfs /sysroot/persistent",
+            PERSISTENT_BIND,
+        ],
+        never: &[TMPFS_VAR, "run "],
+    },
+    Row {
+        name: "missing",
+        setup: |_, _, resolved| resolved.persistent = None,
+        kinds: &[kind::PERSISTENT_MISSING],
+        degraded: true,
+        source: "generated-transient",
+        calls: &[
+            TMPFS_VAR,
+            "write /run/slotinit/machine-id 444",
+            TRANSIENT_BIND,
+        ],
+        never: &["mount /dev/vda6"],
+    },
+    Row {
+        name: "fsck failed",
+        setup: |sys, config, _| {
+            config.persistent.fsck = true;
+            sys.exit.insert("/sbin/e2fsck".into(), Some(4));
+        },
+        kinds: &[kind::PERSISTENT_FSCK],
+        degraded: true,
+        source: "generated-transient",
+        calls: &["run /sbin/e2fsck -p /dev/vda6", TMPFS_VAR, TRANSIENT_BIND],
+        never: &["mount /dev/vda6"],
+    },
+    Row {
+        name: "fsck killed",
+        setup: |sys, config, _| {
+            config.persistent.fsck = true;
+            sys.exit.insert("/sbin/e2fsck".into(), None);
+        },
+        kinds: &[kind::PERSISTENT_FSCK],
+        degraded: true,
+        source: "generated-transient",
+        calls: &["run /sbin/e2fsck -p /dev/vda6", TMPFS_VAR],
+        never: &["mount /dev/vda6"],
+    },
+    Row {
+        name: "fsck passed",
+        setup: |sys, config, _| {
+            config.persistent.fsck = true;
+            sys.exit.insert("/sbin/e2fsck".into(), Some(1));
+            stored_id(sys);
+        },
+        kinds: &[],
+        degraded: false,
+        source: "persistent",
+        calls: &[
+            "run /sbin/e2fsck -p /dev/vda6",
+            PERSISTENT_MOUNT,
+            PERSISTENT_BIND,
+        ],
+        never: &[TMPFS_VAR],
+    },
+    Row {
+        name: "mount failed, no checker",
+        setup: |sys, _, _| sys.fail.push("mount /dev/vda6".into()),
+        kinds: &[kind::PERSISTENT_MOUNT],
+        degraded: true,
+        source: "generated-transient",
+        calls: &[
+            PERSISTENT_MOUNT,
+            "exists /sbin/e2fsck",
+            TMPFS_VAR,
+            TRANSIENT_BIND,
+        ],
+        never: &["run "],
+    },
+    Row {
+        name: "mount failed, repaired",
+        setup: |sys, _, _| {
+            sys.fail_once.push("mount /dev/vda6".into());
+            sys.add_exec("/sbin/e2fsck");
+            sys.exit.insert("/sbin/e2fsck".into(), Some(1));
+            stored_id(sys);
+        },
+        kinds: &[kind::PERSISTENT_REPAIR],
+        degraded: false,
+        source: "persistent",
+        calls: &[
+            PERSISTENT_MOUNT,
+            "run /sbin/e2fsck -p /dev/vda6",
+            PERSISTENT_MOUNT,
+            PERSISTENT_BIND,
+        ],
+        never: &[TMPFS_VAR, "run /sbin/e2fsck -y"],
+    },
+    Row {
+        name: "mount failed, repair failed",
+        setup: |sys, _, _| {
+            sys.fail.push("mount /dev/vda6".into());
+            sys.add_exec("/sbin/e2fsck");
+            sys.exit.insert("/sbin/e2fsck".into(), Some(4));
+        },
+        kinds: &[kind::PERSISTENT_MOUNT, kind::PERSISTENT_REPAIR],
+        degraded: true,
+        source: "generated-transient",
+        calls: &[
+            PERSISTENT_MOUNT,
+            "run /sbin/e2fsck -p /dev/vda6",
+            "run /sbin/e2fsck -y /dev/vda6",
+            TMPFS_VAR,
+        ],
+        never: &[],
+    },
+    Row {
+        name: "read-only",
+        setup: |sys, _, _| {
+            sys.read_only.insert("/sysroot/persistent".into());
+            stored_id(sys);
+        },
+        kinds: &[kind::PERSISTENT_READ_ONLY],
+        degraded: true,
+        source: "persistent-copy",
+        calls: &[
+            PERSISTENT_MOUNT,
+            "statvfs /sysroot/persistent",
+            TMPFS_VAR,
+            "read /sysroot/persistent/common/etc/machine-id",
+            "write /run/slotinit/machine-id 444",
+            TRANSIENT_BIND,
+        ],
+        never: &["bind /sysroot/persistent/home"],
+    },
+    Row {
+        name: "a bind failed",
+        setup: |sys, _, _| {
+            sys.fail.push("bind /sysroot/persistent/home".into());
+            stored_id(sys);
+        },
+        kinds: &[kind::PERSISTENT_STEP, kind::BIND_REPLACED],
+        degraded: false,
+        source: "persistent",
+        calls: &[
+            "bind /sysroot/persistent/home /sysroot/home",
+            "mount tmpfs /sysroot/home tmpfs rw,nosuid,nodev mode=0755",
+            PERSISTENT_BIND,
+        ],
+        never: &[TMPFS_VAR, TRANSIENT_BIND],
+    },
+    Row {
+        name: "the machine-id failed",
+        setup: |sys, _, _| sys.fail.push(format!("write {STORED_ID}")),
+        kinds: &[kind::MACHINE_ID],
+        degraded: true,
+        source: "generated-transient",
+        calls: &[
+            PERSISTENT_MOUNT,
+            "write /sysroot/persistent/common/etc/machine-id 444",
+            "read /sysroot/persistent/common/etc/machine-id",
+            "write /run/slotinit/machine-id 444",
+            TRANSIENT_BIND,
+        ],
+        never: &[TMPFS_VAR, PERSISTENT_BIND],
+    },
+];
+
 /// The persistent partition missing, its check failing, its mount failing
 /// (repaired or not), read-only, a bind failing, the machine-id failing: what
 /// the stage asks the kernel, the error kinds, `persistent_degraded` and
 /// where the machine-id came from.
 #[test]
 fn persistent_degrade_matrix() {
-    let rows = [
-        Row {
-            name: "healthy",
-            setup: |sys, _, _| stored_id(sys),
-            kinds: &[],
-            degraded: false,
-            source: "persistent",
-            calls: &[
-                PERSISTENT_MOUNT,
-                "statvfs /sysroot/persistent",
-                PERSISTENT_BIND,
-            ],
-            never: &[TMPFS_VAR, "run "],
-        },
-        Row {
-            name: "missing",
-            setup: |_, _, resolved| resolved.persistent = None,
-            kinds: &[kind::PERSISTENT_MISSING],
-            degraded: true,
-            source: "generated-transient",
-            calls: &[
-                TMPFS_VAR,
-                "write /run/slotinit/machine-id 444",
-                TRANSIENT_BIND,
-            ],
-            never: &["mount /dev/vda6"],
-        },
-        Row {
-            name: "fsck failed",
-            setup: |sys, config, _| {
-                config.persistent.fsck = true;
-                sys.exit.insert("/sbin/e2fsck".into(), Some(4));
-            },
-            kinds: &[kind::PERSISTENT_FSCK],
-            degraded: true,
-            source: "generated-transient",
-            calls: &["run /sbin/e2fsck -p /dev/vda6", TMPFS_VAR, TRANSIENT_BIND],
-            never: &["mount /dev/vda6"],
-        },
-        Row {
-            name: "fsck killed",
-            setup: |sys, config, _| {
-                config.persistent.fsck = true;
-                sys.exit.insert("/sbin/e2fsck".into(), None);
-            },
-            kinds: &[kind::PERSISTENT_FSCK],
-            degraded: true,
-            source: "generated-transient",
-            calls: &["run /sbin/e2fsck -p /dev/vda6", TMPFS_VAR],
-            never: &["mount /dev/vda6"],
-        },
-        Row {
-            name: "fsck passed",
-            setup: |sys, config, _| {
-                config.persistent.fsck = true;
-                sys.exit.insert("/sbin/e2fsck".into(), Some(1));
-                stored_id(sys);
-            },
-            kinds: &[],
-            degraded: false,
-            source: "persistent",
-            calls: &[
-                "run /sbin/e2fsck -p /dev/vda6",
-                PERSISTENT_MOUNT,
-                PERSISTENT_BIND,
-            ],
-            never: &[TMPFS_VAR],
-        },
-        Row {
-            name: "mount failed, no checker",
-            setup: |sys, _, _| sys.fail.push("mount /dev/vda6".into()),
-            kinds: &[kind::PERSISTENT_MOUNT],
-            degraded: true,
-            source: "generated-transient",
-            calls: &[
-                PERSISTENT_MOUNT,
-                "exists /sbin/e2fsck",
-                TMPFS_VAR,
-                TRANSIENT_BIND,
-            ],
-            never: &["run "],
-        },
-        Row {
-            name: "mount failed, repaired",
-            setup: |sys, _, _| {
-                sys.fail_once.push("mount /dev/vda6".into());
-                sys.add_exec("/sbin/e2fsck");
-                sys.exit.insert("/sbin/e2fsck".into(), Some(1));
-                stored_id(sys);
-            },
-            kinds: &[kind::PERSISTENT_REPAIR],
-            degraded: false,
-            source: "persistent",
-            calls: &[
-                PERSISTENT_MOUNT,
-                "run /sbin/e2fsck -p /dev/vda6",
-                PERSISTENT_MOUNT,
-                PERSISTENT_BIND,
-            ],
-            never: &[TMPFS_VAR, "run /sbin/e2fsck -y"],
-        },
-        Row {
-            name: "mount failed, repair failed",
-            setup: |sys, _, _| {
-                sys.fail.push("mount /dev/vda6".into());
-                sys.add_exec("/sbin/e2fsck");
-                sys.exit.insert("/sbin/e2fsck".into(), Some(4));
-            },
-            kinds: &[kind::PERSISTENT_MOUNT, kind::PERSISTENT_REPAIR],
-            degraded: true,
-            source: "generated-transient",
-            calls: &[
-                PERSISTENT_MOUNT,
-                "run /sbin/e2fsck -p /dev/vda6",
-                "run /sbin/e2fsck -y /dev/vda6",
-                TMPFS_VAR,
-            ],
-            never: &[],
-        },
-        Row {
-            name: "read-only",
-            setup: |sys, _, _| {
-                sys.read_only.insert("/sysroot/persistent".into());
-                stored_id(sys);
-            },
-            kinds: &[kind::PERSISTENT_READ_ONLY],
-            degraded: true,
-            source: "persistent-copy",
-            calls: &[
-                PERSISTENT_MOUNT,
-                "statvfs /sysroot/persistent",
-                TMPFS_VAR,
-                "read /sysroot/persistent/common/etc/machine-id",
-                "write /run/slotinit/machine-id 444",
-                TRANSIENT_BIND,
-            ],
-            never: &["bind /sysroot/persistent/home"],
-        },
-        Row {
-            name: "a bind failed",
-            setup: |sys, _, _| {
-                sys.fail.push("bind /sysroot/persistent/home".into());
-                stored_id(sys);
-            },
-            kinds: &[kind::PERSISTENT_STEP, kind::BIND_REPLACED],
-            degraded: false,
-            source: "persistent",
-            calls: &[
-                "bind /sysroot/persistent/home /sysroot/home",
-                "mount tmpfs /sysroot/home tmpfs rw,nosuid,nodev mode=0755",
-                PERSISTENT_BIND,
-            ],
-            never: &[TMPFS_VAR, TRANSIENT_BIND],
-        },
-        Row {
-            name: "the machine-id failed",
-            setup: |sys, _, _| sys.fail.push(format!("write {STORED_ID}")),
-            kinds: &[kind::MACHINE_ID],
-            degraded: true,
-            source: "generated-transient",
-            calls: &[
-                PERSISTENT_MOUNT,
-                "write /sysroot/persistent/common/etc/machine-id 444",
-                "read /sysroot/persistent/common/etc/machine-id",
-                "write /run/slotinit/machine-id 444",
-                TRANSIENT_BIND,
-            ],
-            never: &[TMPFS_VAR, PERSISTENT_BIND],
-        },
-    ];
-    for row in rows {
+    for row in DEGRADE_MATRIX {
         let mut sys = Fake::default();
         let mut config = crate::config::Config::default();
         let mut resolved = devices::resolve(&rpi_disk("vda"), &config.partitions);

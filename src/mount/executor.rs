@@ -190,68 +190,8 @@ fn run_step<S: Sys + ?Sized>(
     outcome: &mut Outcome,
 ) -> Result<(), StepError> {
     match step {
-        Step::Mount {
-            source,
-            target,
-            fstype,
-            readonly,
-            options,
-        } => {
-            let (mut flags, data) = split_options(MsFlags::empty(), options);
-            // A read-only step stays read-only whatever its options say ("rw").
-            if *readonly {
-                flags |= MsFlags::MS_RDONLY;
-            }
-            // A mapped device is mounted by the node its setup returned.
-            let mapped = outcome
-                .mapped
-                .iter()
-                .find(|(name, _)| mapped_node(name) == *source)
-                .map(|(_, node)| node.to_string_lossy().into_owned());
-            let device = mapped.as_deref().unwrap_or(source);
-            sys.mount(device, target, fstype, flags, &data)
-                .map_err(|error| StepError::Mount {
-                    source: device.to_string(),
-                    target: target.clone(),
-                    fstype: fstype.clone(),
-                    error,
-                })?;
-            if mapped.is_some() {
-                outcome.undo.push(Undo::MountedMapped(target.clone()));
-            }
-            Ok(())
-        }
-        Step::DeviceMapper {
-            name,
-            device,
-            readonly,
-            table,
-        } => {
-            // A target stacked on another (verity over crypt) names it by the
-            // node its setup returned.
-            let table: Vec<_> = table
-                .iter()
-                .map(|line| {
-                    let mut line = line.clone();
-                    for (below, node) in &outcome.mapped {
-                        let node = node.to_string_lossy();
-                        line.params = line.params.replace(&mapped_node(below), &node);
-                    }
-                    line
-                })
-                .collect();
-            let node = sys.dm_create(name, *readonly, &table).map_err(|error| {
-                StepError::DeviceMapper {
-                    name: name.clone(),
-                    device: device.clone(),
-                    error,
-                }
-            })?;
-            log::info!("{} mapped as {name} ({})", device.display(), node.display());
-            outcome.mapped.push((name.clone(), node));
-            outcome.undo.push(Undo::Mapped(name.clone()));
-            Ok(())
-        }
+        Step::Mount { .. } => mount_step(sys, step, outcome),
+        Step::DeviceMapper { .. } => device_mapper_step(sys, step, outcome),
         Step::Mkdir { path, mode } => sys.mkdir(path, *mode).map_err(|error| StepError::Mkdir {
             path: path.clone(),
             error,
@@ -304,6 +244,88 @@ fn run_step<S: Sys + ?Sized>(
             Ok(())
         }
     }
+}
+
+/// A [`Step::Mount`]; a mapped device is mounted by the node its setup returned.
+fn mount_step<S: Sys + ?Sized>(
+    sys: &mut S,
+    step: &Step,
+    outcome: &mut Outcome,
+) -> Result<(), StepError> {
+    let Step::Mount {
+        source,
+        target,
+        fstype,
+        readonly,
+        options,
+    } = step
+    else {
+        return Ok(());
+    };
+    let (mut flags, data) = split_options(MsFlags::empty(), options);
+    // A read-only step stays read-only whatever its options say ("rw").
+    if *readonly {
+        flags |= MsFlags::MS_RDONLY;
+    }
+    let mapped = outcome
+        .mapped
+        .iter()
+        .find(|(name, _)| mapped_node(name) == *source)
+        .map(|(_, node)| node.to_string_lossy().into_owned());
+    let device = mapped.as_deref().unwrap_or(source);
+    sys.mount(device, target, fstype, flags, &data)
+        .map_err(|error| StepError::Mount {
+            source: device.to_string(),
+            target: target.clone(),
+            fstype: fstype.clone(),
+            error,
+        })?;
+    if mapped.is_some() {
+        outcome.undo.push(Undo::MountedMapped(target.clone()));
+    }
+    Ok(())
+}
+
+/// A [`Step::DeviceMapper`]: the target is set up and remembered for the
+/// mounts after it and for the teardown.
+fn device_mapper_step<S: Sys + ?Sized>(
+    sys: &mut S,
+    step: &Step,
+    outcome: &mut Outcome,
+) -> Result<(), StepError> {
+    let Step::DeviceMapper {
+        name,
+        device,
+        readonly,
+        table,
+    } = step
+    else {
+        return Ok(());
+    };
+    // A target stacked on another (verity over crypt) names it by the node
+    // its setup returned.
+    let table: Vec<_> = table
+        .iter()
+        .map(|line| {
+            let mut line = line.clone();
+            for (below, node) in &outcome.mapped {
+                let node = node.to_string_lossy();
+                line.params = line.params.replace(&mapped_node(below), &node);
+            }
+            line
+        })
+        .collect();
+    let node = sys
+        .dm_create(name, *readonly, &table)
+        .map_err(|error| StepError::DeviceMapper {
+            name: name.clone(),
+            device: device.clone(),
+            error,
+        })?;
+    log::info!("{} mapped as {name} ({})", device.display(), node.display());
+    outcome.mapped.push((name.clone(), node));
+    outcome.undo.push(Undo::Mapped(name.clone()));
+    Ok(())
 }
 
 /// Keeps a valid stored id, otherwise generates one and stores it before binding
