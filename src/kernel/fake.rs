@@ -395,6 +395,21 @@ impl Sys for Fake {
         self.mapped.retain(|(n, _)| n != name);
         Ok(())
     }
+    /// An anonymous temp file holding the tree's bytes for `path` (what is
+    /// written to it stays there).
+    fn open(&mut self, p: &Path, _: &std::fs::OpenOptions) -> io::Result<File> {
+        use std::io::{Seek, Write};
+        self.record(format!("open {}", p.display()))?;
+        let data = self
+            .files
+            .get(&self.resolve(p))
+            .cloned()
+            .ok_or_else(not_found)?;
+        let mut file = tempfile::tempfile()?;
+        file.write_all(&data)?;
+        file.rewind()?;
+        Ok(file)
+    }
     fn flock_exclusive(&mut self, _: &File) -> io::Result<()> {
         self.record("flock".into())
     }
@@ -432,6 +447,12 @@ mod tests {
         let e = sys.symlink(Path::new("t"), Path::new("/l")).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::EIO));
         assert!(sys.exists(Path::new("/etc")));
+        let mut f = sys
+            .open(Path::new("/etc/x"), std::fs::OpenOptions::new().read(true))
+            .unwrap();
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut f, &mut text).unwrap();
+        assert_eq!(text, "x");
         assert_eq!(
             sys.read_dir(Path::new("/")).unwrap(),
             [PathBuf::from("/etc")]
@@ -444,6 +465,7 @@ mod tests {
                 "umount /a detach",
                 "symlink /l -> t",
                 "exists /etc",
+                "open /etc/x",
                 "read-dir /",
             ]
         );

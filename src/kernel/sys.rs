@@ -140,6 +140,9 @@ pub trait Sys {
     fn dm_remove(&mut self, name: &str) -> io::Result<()>;
 
     // For the boot-state store (`state/`), so that its conversion is mechanical.
+    /// Opens `path` as `options` say (the env file or device: O_DIRECT, O_EXCL
+    /// through `custom_flags`); reads, writes and fsync then go to the File.
+    fn open(&mut self, path: &Path, options: &std::fs::OpenOptions) -> io::Result<File>;
     /// flock(2) exclusive and non-blocking; held until `file` is closed.
     fn flock_exclusive(&mut self, file: &File) -> io::Result<()>;
     /// FIBMAP: see [`fibmap`].
@@ -975,6 +978,10 @@ impl Sys for Real {
         dm_ioctl(&control, DM_DEV_REMOVE, &mut remove)
     }
 
+    fn open(&mut self, path: &Path, options: &std::fs::OpenOptions) -> io::Result<File> {
+        options.open(path)
+    }
+
     fn flock_exclusive(&mut self, file: &File) -> io::Result<()> {
         // SAFETY: flock(2) on a descriptor `file` keeps open for the whole call;
         // no memory is passed.
@@ -1535,6 +1542,45 @@ mod tests {
             ..table[1].clone()
         };
         assert!(dm_buffer("root", 0, &[long_type]).is_err());
+    }
+
+    #[test]
+    fn real_file_and_process_calls() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let mut sys = Real;
+        sys.create_dir_all(&d.join("a/b")).unwrap();
+        sys.write_file(&d.join("a/f"), b"x").unwrap();
+        std::fs::set_permissions(d.join("a/f"), std::fs::Permissions::from_mode(0o750)).unwrap();
+        sys.symlink(Path::new("f"), &d.join("a/l")).unwrap();
+        sys.copy_file(&d.join("a/f"), &d.join("a/g")).unwrap();
+        let st = sys.lstat(&d.join("a/g")).unwrap();
+        assert_eq!((st.kind, st.mode), (FileKind::File, 0o750), "mode copied");
+        assert_eq!(sys.lstat(&d.join("a/l")).unwrap().kind, FileKind::Symlink);
+        assert_eq!(sys.lstat(&d.join("a/b")).unwrap().kind, FileKind::Dir);
+        assert_eq!(sys.read_link(&d.join("a/l")).unwrap(), Path::new("f"));
+        let mut names = sys.read_dir(&d.join("a")).unwrap();
+        names.sort();
+        let want: Vec<PathBuf> = ["b", "f", "g", "l"]
+            .iter()
+            .map(|n| d.join("a").join(n))
+            .collect();
+        assert_eq!(names, want);
+        assert!(sys.exists(&d.join("a/l")) && sys.is_dir(&d.join("a/b")));
+        assert!(!sys.is_read_only(d).unwrap());
+        assert!(sys.statfs_type(d).is_ok());
+        sys.remove_file(&d.join("a/l")).unwrap();
+        sys.remove_dir(&d.join("a/b")).unwrap();
+        assert!(!sys.exists(&d.join("a/b")));
+        assert_eq!(sys.read_file(&d.join("none")).unwrap(), None);
+        assert_eq!(sys.run("true", &[]).unwrap(), Some(0));
+        let code = [OsStr::new("-c"), OsStr::new("exit 4")];
+        assert_eq!(sys.run("sh", &code).unwrap(), Some(4));
+        let killed = [OsStr::new("-c"), OsStr::new("kill -9 $$")];
+        assert_eq!(sys.run("sh", &killed).unwrap(), None, "killed by a signal");
+        assert!(sys.run("/nonexistent/e2fsck", &[]).is_err());
+        let (user, system) = sys.cpu_times_us().unwrap();
+        assert!(user + system > 0);
     }
 
     #[test]
