@@ -1452,6 +1452,15 @@ mod tests {
             std::fs::read(sysroot.join("var/log/journal/j")).unwrap(),
             b"journal"
         );
+        // The binds hold the temp dir: without them it is removed (and no
+        // directory is left in /tmp).
+        for bound in ["var/log/journal", "var"] {
+            sys.umount(&sysroot.join(bound), nix::mount::MntFlags::MNT_DETACH)
+                .unwrap();
+        }
+        let path = top.path().to_path_buf();
+        drop(top);
+        assert!(!path.exists(), "{} is left", path.display());
     }
 
     #[test]
