@@ -316,7 +316,10 @@ fn check_config_on_every_profile() {
             "stm32mp.toml",
             "counter = \"bootloader\"",
             "countr = \"bootloader\"",
-            &[":25:1:", "[bootstate] countr: unknown field `countr`"],
+            &[
+                ":27:1:",
+                "[bootstate.uboot-env] countr: unknown field `countr`",
+            ],
         ),
         (
             "mapio.toml",
