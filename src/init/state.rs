@@ -8,7 +8,7 @@ use crate::decide::sources;
 use crate::disk::devices::Resolved;
 use crate::kernel::cmdline::{BootArgs, Cmdline};
 use crate::paths::STATE_MOUNT;
-use crate::state::decision::{self, DecideCtx, Line};
+use crate::state::decision::{DecideCtx, Line};
 use crate::state::{self, Backend};
 use crate::types::error_chain;
 use crate::types::Slot;
@@ -83,7 +83,7 @@ pub(super) fn decide(
         },
     );
     // Without a store there is nothing to count: the bootloader's word decides.
-    if store.as_ref().is_none_or(|b| b.bootloader_decides()) {
+    if state::bootloader_decides(config) {
         for line in &asked {
             log::info!("{line}");
         }
@@ -109,7 +109,7 @@ pub(super) fn decide(
             report.handoff.bootstate = Some(backend.record());
             outcome
         }
-        None => decision::follow_bootloader(&ctx),
+        None => state::decide_unopened(config, &ctx),
     }
     .map_err(|e| error_chain(&e))?;
     for line in &outcome.lines {
@@ -217,7 +217,7 @@ mod tests {
         assert_eq!(slot, Ok(Slot::A), "{:?}", handoff.errors);
         assert_eq!(
             handoff.decision.as_ref().map(|d| d.source),
-            Some(decision::Source::Fallback)
+            Some(crate::state::decision::Source::Fallback)
         );
         assert!(
             handoff.errors.iter().any(|e| e.kind == "bootstate-write"
@@ -247,6 +247,99 @@ mod tests {
                 .any(|e| e.kind == "bootstate-write" && e.message.contains("UNCOUNTED")),
             "{:?}",
             handoff.errors
+        );
+    }
+
+    /// A `[bootstate]` its backend refuses boots nothing, as any invalid
+    /// config, and nothing is opened or written.
+    #[test]
+    fn invalid_bootstate_fails_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("uboot.env");
+        for keys in ["size = 1", "countr = 1", "counter = \"uboot\""] {
+            let text = format!(
+                "[bootstate.uboot-env]\nfw_env = [\"{} 0x0 0x4000\"]\n{keys}\n",
+                file.display()
+            );
+            let config = Config::parse(&text, "t").unwrap();
+            let mut report = Report::new();
+            assert!(open_store(&config, &Resolved::default(), &mut report).is_none());
+            let cmdline = Cmdline::parse(b"");
+            let args = BootArgs::from_cmdline(&cmdline);
+            let slot = decide(
+                &config,
+                &args,
+                &cmdline,
+                &Resolved::default(),
+                None,
+                &[],
+                &mut report,
+            );
+            let err = slot.unwrap_err();
+            assert!(
+                err.starts_with("config: ") && err.contains("refusing to boot"),
+                "{err}"
+            );
+            assert!(!file.exists(), "{keys}");
+        }
+    }
+
+    #[test]
+    fn deprecated_spelling_boots_with_a_warning_of_its_kind() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("uboot.env");
+        for (text, warned) in [
+            (
+                format!(
+                    "[bootstate]\nfw_env = [\"{} 0x0 0x4000\"]\n",
+                    file.display()
+                ),
+                true,
+            ),
+            (
+                format!(
+                    "[bootstate.uboot-env]\nfw_env = [\"{} 0x0 0x4000\"]\n",
+                    file.display()
+                ),
+                false,
+            ),
+        ] {
+            let config = Config::parse(&text, "t").unwrap();
+            let mut report = Report::new();
+            let store = open_store(&config, &Resolved::default(), &mut report);
+            assert!(store.is_some());
+            assert_eq!(
+                report.kinds().contains(&CONFIG_DEPRECATED),
+                warned,
+                "{text}"
+            );
+            close_store(store, &mut report);
+        }
+    }
+
+    /// The store cannot be opened: an error of its kind, and counter = "init"
+    /// boots the default slot, not the cmdline's word.
+    #[test]
+    fn unavailable_store_is_reported_and_the_default_boots() {
+        let config = Config::default();
+        let mut report = Report::new();
+        assert!(open_store(&config, &Resolved::default(), &mut report).is_none());
+        assert_eq!(report.kinds(), ["bootstate-unavailable"]);
+        let cmdline = Cmdline::parse(b"rauc.slot=B");
+        let args = BootArgs::from_cmdline(&cmdline);
+        let slot = decide(
+            &config,
+            &args,
+            &cmdline,
+            &Resolved::default(),
+            None,
+            &[],
+            &mut report,
+        );
+        assert_eq!(slot, Ok(Slot::A));
+        assert_eq!(
+            report.handoff.decision.map(|d| d.source),
+            Some(crate::state::decision::Source::Default)
         );
     }
 }

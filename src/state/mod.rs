@@ -9,6 +9,8 @@
 //! says and its own trial flag, and `mark` from its own metadata.
 
 pub mod decision;
+#[cfg(test)]
+mod fake;
 pub mod uboot;
 
 use crate::config::{BootStateConfig, Config, ConfigError, BACKEND_NONE};
@@ -36,6 +38,14 @@ pub struct Entry {
     /// Opens the store. `resolved` are the layout's partitions; `mount_dir`
     /// is where a backend may mount one.
     pub open: OpenFn,
+    /// This boot's decision when the store could not be opened.
+    pub unavailable: fn(&BootStateConfig, &DecideCtx) -> Result<Outcome, DecideError>,
+    /// Whether the bootloader's (firmware's) word picks the slot, so the
+    /// slot sources asked are worth logging.
+    pub bootloader_decides: fn(&BootStateConfig) -> bool,
+    /// The block devices the config names for the store (they tell which
+    /// disk the bootloader booted from).
+    pub devices: fn(&BootStateConfig) -> Vec<String>,
 }
 
 /// How a backend opens: the config, the layout's partitions, a directory to
@@ -52,9 +62,6 @@ pub trait Backend {
     /// backend counts; a write that fails never lets a trial boot uncounted
     /// when another slot is known good.
     fn decide(&mut self, ctx: &DecideCtx) -> Result<Outcome, DecideError>;
-    /// True when the bootloader (or firmware) picks the slot and the
-    /// decision follows its word (the slot sources are then logged).
-    fn bootloader_decides(&self) -> bool;
     /// `commit = "on-mount"`: the slot mounted and has an init. Ok(false):
     /// nothing to commit (no usable state).
     fn commit_good(&mut self, slot: Slot) -> Result<bool, CommitError>;
@@ -227,6 +234,10 @@ pub fn check(config: &Config) -> Result<Checked, CheckError> {
 }
 
 pub fn check_with(backends: &[Entry], bs: &BootStateConfig) -> Result<Checked, CheckError> {
+    let chosen = match bs.backend.as_str() {
+        BACKEND_NONE => None,
+        name => Some(entry(backends, name)?),
+    };
     for key in bs.keys.keys() {
         let known = backends
             .iter()
@@ -241,10 +252,8 @@ pub fn check_with(backends: &[Entry], bs: &BootStateConfig) -> Result<Checked, C
         }
     }
     let mut checked = (uboot::BACKEND.check)(bs)?;
-    if bs.backend != BACKEND_NONE && bs.backend != uboot::config::NAME {
-        checked
-            .deprecated
-            .extend((entry(backends, &bs.backend)?.check)(bs)?.deprecated);
+    if let Some(e) = chosen.filter(|e| e.name != uboot::config::NAME) {
+        checked.deprecated.extend((e.check)(bs)?.deprecated);
     }
     Ok(checked)
 }
@@ -340,4 +349,354 @@ pub fn slot_names(config: &Config) -> Result<(uboot::rauc::Bootnames, String), C
         .bootnames()
         .map_err(|e| CheckError::Backend(Box::new(e)))?;
     Ok((names, parsed.config.cmdline_key))
+}
+
+/// This boot's decision without an open store: backend "none" follows the
+/// bootloader's word; a backend whose store could not be opened says what
+/// it does without it.
+pub fn decide_unopened(config: &Config, ctx: &DecideCtx) -> Result<Outcome, DecideError> {
+    let bs = &config.bootstate;
+    match entry(BACKENDS, &bs.backend) {
+        Ok(entry) if bs.backend != BACKEND_NONE => (entry.unavailable)(bs, ctx),
+        _ => decision::follow_bootloader(ctx),
+    }
+}
+
+/// Whether the bootloader's word picks the slot (always, without a store).
+pub fn bootloader_decides(config: &Config) -> bool {
+    let bs = &config.bootstate;
+    bs.backend == BACKEND_NONE
+        || entry(BACKENDS, &bs.backend).is_ok_and(|e| (e.bootloader_decides)(bs))
+}
+
+/// The block devices the boot-state config names (`fw_env` lines), for
+/// `disk::devices::BootDiskHint`: the bootloader's env is on its boot disk.
+pub fn boot_devices(config: &Config) -> Vec<String> {
+    let bs = &config.bootstate;
+    let mut devices: Vec<String> = BACKENDS.iter().flat_map(|e| (e.devices)(bs)).collect();
+    devices.dedup();
+    devices
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decision::{Decision, Hint, Line, Problem, Source};
+    use super::*;
+
+    /// A second backend is its module and this one line.
+    const REGISTRY: &[Entry] = &[uboot::BACKEND, fake::BACKEND];
+
+    fn config(text: &str) -> Config {
+        Config::parse(text, "t").unwrap()
+    }
+
+    fn ctx<'a>(hint: Option<&'a Hint>, failed: &'a [(Slot, String)]) -> DecideCtx<'a> {
+        DecideCtx {
+            override_slot: None,
+            default_slot: Slot::A,
+            hint,
+            failed,
+        }
+    }
+
+    /// A U-Boot env store in `dir` (fw_env lines, no mount), in the new spelling.
+    fn uboot_config(dir: &Path, extra: &str) -> Config {
+        config(&format!(
+            "[bootstate.uboot-env]\nfw_env = [\"{} 0x0 0x4000\"]\n{extra}",
+            dir.join("uboot.env").display()
+        ))
+    }
+
+    fn open_uboot(dir: &Path, config: &Config) -> Box<dyn Backend> {
+        open(config, &Resolved::default(), dir).unwrap().unwrap()
+    }
+
+    #[test]
+    fn a_second_backend_is_a_module_and_a_registry_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = config("[bootstate]\nbackend = \"fake\"\n[bootstate.fake]\ncommitted = \"b\"\n");
+        // Not registered: an unknown backend, named with the known ones.
+        match check(&c) {
+            Err(CheckError::UnknownBackend { name, known }) => {
+                assert_eq!(name, "fake");
+                assert_eq!(known, "none, uboot-env");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(open(&c, &Resolved::default(), dir.path()).is_err());
+        // Registered: checked, opened and used through the trait alone.
+        check_with(REGISTRY, &c.bootstate).unwrap();
+        let bad = config("[bootstate]\nbackend = \"fake\"\n[bootstate.fake]\ncomitted = \"b\"\n");
+        assert!(matches!(
+            check_with(REGISTRY, &bad.bootstate),
+            Err(CheckError::Key(_))
+        ));
+        let mut b = open_with(REGISTRY, &c, &Resolved::default(), dir.path())
+            .unwrap()
+            .unwrap();
+        assert_eq!(b.name(), "fake");
+        let out = b.decide(&ctx(None, &[])).unwrap();
+        assert_eq!(
+            out.decision,
+            Decision {
+                slot: Slot::B,
+                source: Source::Bootloader
+            }
+        );
+        assert_eq!(
+            b.mark(Mark::Active, Slot::A, false).unwrap(),
+            "slot a marked active"
+        );
+        assert_eq!(
+            b.mark(Mark::Bad, Slot::B, false).unwrap_err().kind(),
+            "mark-refused"
+        );
+        b.close();
+        // The trial is armed on the medium; the next boot tries it once.
+        let mut b = open_with(REGISTRY, &c, &Resolved::default(), dir.path())
+            .unwrap()
+            .unwrap();
+        assert_eq!(b.decide(&ctx(None, &[])).unwrap().decision.slot, Slot::A);
+        assert_eq!(b.status(Some(Slot::A)).boot, "trial");
+        assert!(b.commit_good(Slot::A).unwrap());
+        assert_eq!(b.status(Some(Slot::A)).boot, "committed");
+        assert_eq!(b.record().order, ["a"]);
+    }
+
+    #[test]
+    fn backend_none_opens_nothing_and_follows_the_bootloader() {
+        let c = config("[bootstate]\nbackend = \"none\"\n");
+        let dir = tempfile::tempdir().unwrap();
+        assert!(open(&c, &Resolved::default(), dir.path())
+            .unwrap()
+            .is_none());
+        assert!(bootloader_decides(&c));
+        let hint = Hint {
+            slot: Some(Slot::B),
+            source: "rauc.slot=\"B\"".into(),
+        };
+        let out = decide_unopened(&c, &ctx(Some(&hint), &[])).unwrap();
+        assert_eq!(out.decision.source, Source::Bootloader);
+        assert_eq!(out.decision.slot, Slot::B);
+        let failed = [(Slot::B, "no init".to_string())];
+        let out = decide_unopened(&c, &ctx(Some(&hint), &failed)).unwrap();
+        assert_eq!(
+            out.decision,
+            Decision {
+                slot: Slot::A,
+                source: Source::Fallback
+            }
+        );
+        let both = [(Slot::A, "x".to_string()), (Slot::B, "y".to_string())];
+        let err = decide_unopened(&c, &ctx(None, &both)).unwrap_err();
+        assert!(matches!(err, DecideError::BothFailed));
+        assert_eq!(err.kind(), "decision");
+        // A hint that names no slot is an error of kind "decision".
+        let nameless = Hint {
+            slot: None,
+            source: "rauc.slot=\"Z\"".into(),
+        };
+        let out = decide_unopened(&c, &ctx(Some(&nameless), &[])).unwrap();
+        assert_eq!(out.decision.source, Source::Default);
+        assert_eq!(
+            out.problems().map(Problem::kind).collect::<Vec<_>>(),
+            ["decision"]
+        );
+    }
+
+    // Before the trait, a U-Boot store that could not be opened left
+    // counter = "init" booting the default slot, never the cmdline's word.
+    #[test]
+    fn unopened_uboot_store_decides_as_its_counter_says() {
+        let hint = Hint {
+            slot: Some(Slot::B),
+            source: "rauc.slot=\"B\"".into(),
+        };
+        let init = config("[bootstate.uboot-env]\ncounter = \"init\"\n");
+        assert!(!bootloader_decides(&init));
+        let out = decide_unopened(&init, &ctx(Some(&hint), &[])).unwrap();
+        assert_eq!(
+            out.decision,
+            Decision {
+                slot: Slot::A,
+                source: Source::Default
+            }
+        );
+        let follow = config("[bootstate]\ncounter = \"bootloader\"\n");
+        assert!(bootloader_decides(&follow));
+        let out = decide_unopened(&follow, &ctx(Some(&hint), &[])).unwrap();
+        assert_eq!(out.decision.slot, Slot::B);
+        assert_eq!(out.decision.source, Source::Bootloader);
+    }
+
+    /// The U-Boot backend through the trait: decide counts and commits,
+    /// on-mount commit, the marks, status, the record.
+    #[test]
+    fn uboot_backend_round_trips_through_the_trait() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = uboot_config(dir.path(), "");
+        let mut b = open_uboot(dir.path(), &c);
+        assert_eq!(b.name(), "uboot-env");
+        assert_eq!(b.record().health, "no environment yet");
+        let out = b.decide(&ctx(None, &[])).unwrap();
+        assert_eq!(
+            out.decision,
+            Decision {
+                slot: Slot::A,
+                source: Source::Counters
+            }
+        );
+        assert!(out.problems().next().is_none(), "{:?}", out.lines);
+        assert!(out
+            .lines
+            .iter()
+            .any(|l| matches!(l, Line::Note(n) if n.starts_with("boot state committed"))));
+        // Committed before decide returned: a fresh open reads the count.
+        b.close();
+        let mut b = open_uboot(dir.path(), &c);
+        assert_eq!(b.record().left, [("A".into(), 2), ("B".into(), 3)]);
+        assert_eq!(
+            b.status(Some(Slot::A)),
+            BootStatus {
+                boot: "trial",
+                attempts_left: Some(2)
+            }
+        );
+        assert!(b.commit_good(Slot::A).unwrap());
+        assert_eq!(b.status(Some(Slot::A)).boot, "committed");
+        let line = b.mark(Mark::Active, Slot::B, false).unwrap();
+        assert!(line.starts_with("slot b (B) marked active"), "{line}");
+        assert_eq!(b.record().order, ["B", "A"]);
+        let line = b.mark(Mark::Good, Slot::B, false).unwrap();
+        assert!(line.contains("marked good"), "{line}");
+        b.mark(Mark::Bad, Slot::A, false).unwrap();
+        let refused = b.mark(Mark::Bad, Slot::B, false).unwrap_err();
+        assert_eq!(refused.kind(), "mark-refused");
+        b.close();
+        let b = open_uboot(dir.path(), &c);
+        assert_eq!(b.record().order, ["B"]);
+        assert_eq!(b.status(Some(Slot::B)).boot, "committed");
+        assert_eq!(b.status(None).boot, "unknown");
+        b.close();
+    }
+
+    #[test]
+    fn uboot_backend_marks_nothing_on_a_corrupt_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("uboot.env");
+        std::fs::write(&file, vec![0x55u8; 0x4000]).unwrap();
+        let c = uboot_config(dir.path(), "");
+        let mut b = open_uboot(dir.path(), &c);
+        assert!(b.record().error.is_some());
+        let err = b.mark(Mark::Good, Slot::A, false).unwrap_err();
+        assert!(matches!(err, MarkError::Unusable(_)), "{err}");
+        assert_eq!(err.kind(), "bootstate-unusable");
+        // commit on mount has nothing to commit, and writes nothing.
+        assert!(!b.commit_good(Slot::A).unwrap());
+        assert_eq!(std::fs::read(&file).unwrap(), vec![0x55u8; 0x4000]);
+        // --force writes a fresh state (the env is slotinit's).
+        b.mark(Mark::Active, Slot::B, true).unwrap();
+        b.close();
+        let b = open_uboot(dir.path(), &c);
+        assert_eq!(b.record().order, ["B", "A"]);
+    }
+
+    #[test]
+    fn the_store_that_cannot_be_opened_has_a_kind() {
+        let dir = tempfile::tempdir().unwrap();
+        // Files on a layout member that was not found.
+        let err = open(&Config::default(), &Resolved::default(), dir.path())
+            .err()
+            .unwrap();
+        assert_eq!(err.kind(), "bootstate-unavailable");
+        assert!(
+            crate::types::error_chain(&err).contains("no bootconfig partition"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_of_bootstate_are_located() {
+        let text =
+            "[boot]\ninit = \"/sbin/init\"\n[bootstate]\nbackend = \"uboot-env\"\ncountr = 1\n";
+        // The config alone carries them; the backend check refuses them.
+        assert!(Config::parse(text, "t").is_ok());
+        match parse(text, "t") {
+            Err(ConfigError::Parse {
+                line,
+                column,
+                message,
+                ..
+            }) => {
+                assert_eq!((line, column), (5, 1));
+                assert_eq!(message, "[bootstate] countr: unknown field `countr`");
+            }
+            other => panic!("{other:?}"),
+        }
+        let text = "[bootstate.uboot-env]\n  counter = \"uboot\"\n";
+        match parse(text, "t") {
+            Err(ConfigError::Parse {
+                line,
+                column,
+                message,
+                ..
+            }) => {
+                assert_eq!((line, column), (2, 13), "{message}");
+                assert!(
+                    message.starts_with("[bootstate.uboot-env] counter: unknown variant `uboot`"),
+                    "{message}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let text = "[bootstate]\nbackend = \"uboot\"\n";
+        let err = parse(text, "t").unwrap_err();
+        assert_eq!(err.kind(), "config");
+        assert!(
+            crate::types::error_chain(&err).contains("unknown backend \"uboot\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn deprecated_spelling_is_named_and_both_spellings_must_agree() {
+        let (_, checked) = parse("[bootstate]\ncounter = \"bootloader\"\n", "t").unwrap();
+        assert_eq!(checked.deprecated.len(), 1);
+        assert!(
+            checked.deprecated[0].contains("counter")
+                && checked.deprecated[0].contains("[bootstate.uboot-env]"),
+            "{:?}",
+            checked.deprecated
+        );
+        let (_, checked) = parse("[bootstate.uboot-env]\ncounter = \"bootloader\"\n", "t").unwrap();
+        assert!(checked.deprecated.is_empty());
+        let err = parse(
+            "[bootstate]\nsize = 0x2000\n[bootstate.uboot-env]\nsize = 0x4000\n",
+            "t",
+        )
+        .unwrap_err();
+        let text = crate::types::error_chain(&err);
+        assert!(
+            text.contains("bootstate.size") && text.contains("bootstate.uboot-env.size"),
+            "{text}"
+        );
+    }
+
+    // Before the table, backend "none" took any value of the U-Boot keys.
+    #[test]
+    fn backend_none_checks_the_types_of_the_uboot_keys_only() {
+        assert!(parse("[bootstate]\nbackend = \"none\"\nsize = 1\n", "t").is_ok());
+        assert!(parse("[bootstate]\nbackend = \"none\"\nsize = \"x\"\n", "t").is_err());
+        assert!(parse("[bootstate]\nsize = 1\n", "t").is_err());
+    }
+
+    #[test]
+    fn boot_devices_are_the_fw_env_devices_of_either_spelling() {
+        for text in [
+            "[bootstate]\nfw_env = [\"# c\", \"/dev/mmcblk0boot1 0x3e0000 0x20000\"]\n",
+            "[bootstate.uboot-env]\nfw_env = [\"# c\", \"/dev/mmcblk0boot1 0x3e0000 0x20000\"]\n",
+        ] {
+            assert_eq!(boot_devices(&config(text)), ["/dev/mmcblk0boot1"], "{text}");
+        }
+    }
 }

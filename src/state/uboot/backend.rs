@@ -127,10 +127,6 @@ impl Backend for UbootEnv {
         })
     }
 
-    fn bootloader_decides(&self) -> bool {
-        self.config.counter == super::config::Counter::Bootloader
-    }
-
     fn commit_good(&mut self, slot: Slot) -> Result<bool, CommitError> {
         let Some(state) = self.store.state(&self.config) else {
             return Ok(false);

@@ -180,6 +180,18 @@ impl UbootEnvConfig {
     /// Reads and checks the backend's keys of `[bootstate]`: its table and
     /// the deprecated flat keys (other keys are the registry's to judge).
     pub fn from_bootstate(bs: &BootStateConfig) -> Result<Parsed, UbootConfigError> {
+        let (parsed, at) = Self::read(bs)?;
+        parsed.config.validate(&|key| at(key))?;
+        Ok(parsed)
+    }
+
+    /// Reads the keys (their types, and both spellings agreeing) without the
+    /// checks of their values: what another backend, or "none", needs of them
+    /// (the slot names), as before the table existed. Also says which table
+    /// each key was read from.
+    pub fn read(
+        bs: &BootStateConfig,
+    ) -> Result<(Parsed, impl Fn(&str) -> &'static str), UbootConfigError> {
         let mut old = toml::Table::new();
         for (key, value) in &bs.keys {
             if KEYS.contains(&key.as_str()) {
@@ -227,12 +239,12 @@ impl UbootEnvConfig {
                         message: e.message().to_string(),
                     })
                 })?;
-        let at = |key: &str| if new.contains_key(key) { NEW } else { OLD };
-        config.validate(&at)?;
-        Ok(Parsed {
+        let at = move |key: &str| if new.contains_key(key) { NEW } else { OLD };
+        let parsed = Parsed {
             config,
             deprecated: old.keys().cloned().collect(),
-        })
+        };
+        Ok((parsed, at))
     }
 
     /// Every key the table may hold, spelled both ways, for the lenient
