@@ -150,7 +150,7 @@ fn is_guid(text: &str) -> bool {
             .all(|g| g.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
-/// The role names of the members, as `bootstate.partition` names them.
+/// The role names of the members, as a backend's `partition` key names them.
 pub const MEMBERS: [&str; 6] = [
     "bootconfig",
     "persistent",

@@ -308,6 +308,12 @@ fn located(e: CheckError, text: &str, path: &str) -> ConfigError {
                 }
             }
         }
+        CheckError::UnknownBackend { name, known } => ConfigError::parse(
+            text,
+            path,
+            crate::config::span_of(text, "bootstate", "backend", true),
+            &format!("unknown backend {name:?} (one of {known})"),
+        ),
         e => ConfigError::Backend {
             path: path.into(),
             error: Box::new(e),
@@ -652,10 +658,42 @@ mod tests {
         let text = "[bootstate]\nbackend = \"uboot\"\n";
         let err = parse(text, "t").unwrap_err();
         assert_eq!(err.kind(), "config");
-        assert!(
-            crate::types::error_chain(&err).contains("unknown backend \"uboot\""),
-            "{err}"
+        assert_eq!(
+            crate::types::error_chain(&err),
+            "t:2:11: [bootstate] backend: unknown backend \"uboot\" (one of none, uboot-env)"
         );
+    }
+
+    /// What `check-config` accepts reads back the same from its TOML (the
+    /// config fuzz target's property), in both spellings.
+    #[test]
+    fn accepted_configs_round_trip() {
+        let mut texts: Vec<String> = [
+            "rpi-ab-userdata",
+            "mapio",
+            "generic-ab",
+            "stm32mp",
+            "uboot-rauc",
+        ]
+        .iter()
+        .map(|n| {
+            std::fs::read_to_string(
+                Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("configs/{n}.toml")),
+            )
+            .unwrap()
+        })
+        .collect();
+        texts
+            .push("[bootstate]\nfw_env = [\"/dev/x 0 0x4000\"]\ncounter = \"bootloader\"\n".into());
+        texts.push(
+            "[bootstate]\nbackend = \"none\"\nattempts = 2\n[bootstate.uboot-env]\nattempts = 2\n"
+                .into(),
+        );
+        for text in texts {
+            let (c, _) = parse(&text, "t").unwrap();
+            let again = toml::to_string(&c).unwrap();
+            assert_eq!(parse(&again, "again").unwrap().0, c, "{again}");
+        }
     }
 
     #[test]

@@ -25,8 +25,8 @@
 //!
 //! A write never replaces the bootloader's own variables with nothing
 //! (issue 11, item 1): it starts from the current valid copy, else from
-//! `bootstate.base_env`, else (an env only slotinit uses,
-//! `bootstate.env_owner = "slotinit"`) from an empty env, and otherwise refuses.
+//! `bootstate.uboot-env.base_env`, else (an env only slotinit uses,
+//! `bootstate.uboot-env.env_owner = "slotinit"`) from an empty env, and otherwise refuses.
 
 use crate::disk::devices::{Partition, Resolved};
 use crate::state::uboot::config::{EnvOwner, UbootEnvConfig};
@@ -88,19 +88,19 @@ pub enum CommitError {
     /// No valid copy and no base env, where U-Boot reads the env as its own.
     #[error(
         "refusing to write {location}: no valid copy holds U-Boot's own variables and \
-         bootstate.base_env is not set, so the env written would have no bootcmd and \
-         U-Boot would stop at its prompt; set bootstate.base_env to the board's default \
+         bootstate.uboot-env.base_env is not set, so the env written would have no bootcmd and \
+         U-Boot would stop at its prompt; set bootstate.uboot-env.base_env to the board's default \
          env (name=value lines, e.g. U-Boot's u-boot-initial-env), or \
-         bootstate.env_owner = \"slotinit\" if U-Boot does not read this env"
+         bootstate.uboot-env.env_owner = \"slotinit\" if U-Boot does not read this env"
     )]
     NoBaseEnv { location: String },
-    #[error("cannot read bootstate.base_env {}", .path.display())]
+    #[error("cannot read bootstate.uboot-env.base_env {}", .path.display())]
     ReadBaseEnv {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("invalid bootstate.base_env {}", .path.display())]
+    #[error("invalid bootstate.uboot-env.base_env {}", .path.display())]
     ParseBaseEnv {
         path: PathBuf,
         #[source]
@@ -303,25 +303,25 @@ fn layout_fix(
         .to_string();
     match (found, config.fw_env.is_empty(), config.raw_offsets.is_empty()) {
         (Layout::Single, false, _) => format!(
-            "keep only the bootstate.fw_env line of {} (offset {offset:#x}), as U-Boot keeps one copy",
+            "keep only the bootstate.uboot-env.fw_env line of {} (offset {offset:#x}), as U-Boot keeps one copy",
             path.display()
         ),
         (Layout::Redundant, false, _) => format!(
-            "add the second copy to bootstate.fw_env (U-Boot's CONFIG_ENV_OFFSET_REDUND), \
+            "add the second copy to bootstate.uboot-env.fw_env (U-Boot's CONFIG_ENV_OFFSET_REDUND), \
              as {} is one copy of a redundant pair",
             path.display()
         ),
         (Layout::Single, true, false) => format!(
-            "set bootstate.raw_offsets = [{offset:#x}] (one copy, as U-Boot keeps it)"
+            "set bootstate.uboot-env.raw_offsets = [{offset:#x}] (one copy, as U-Boot keeps it)"
         ),
         (Layout::Redundant, true, false) => format!(
-            "set bootstate.raw_offsets = [{offset:#x}, <U-Boot's CONFIG_ENV_OFFSET_REDUND>]"
+            "set bootstate.uboot-env.raw_offsets = [{offset:#x}, <U-Boot's CONFIG_ENV_OFFSET_REDUND>]"
         ),
         (Layout::Single, true, true) => format!(
-            "set bootstate.files = [\"{file}\"] (U-Boot keeps a single copy: no CONFIG_ENV_REDUNDANT)"
+            "set bootstate.uboot-env.files = [\"{file}\"] (U-Boot keeps a single copy: no CONFIG_ENV_REDUNDANT)"
         ),
         (Layout::Redundant, true, true) => format!(
-            "set bootstate.files = [\"{file}\", \"<U-Boot's CONFIG_ENV_FAT_FILE_REDUND>\"] \
+            "set bootstate.uboot-env.files = [\"{file}\", \"<U-Boot's CONFIG_ENV_FAT_FILE_REDUND>\"] \
              (U-Boot keeps a redundant pair)"
         ),
     }
@@ -388,8 +388,8 @@ impl Store {
 
     /// `mark-active --force`: writes `state` even over an unusable store,
     /// on top of the current valid copy if there is one (its variables kept,
-    /// RAUC's replaced), else on top of `bootstate.base_env`, else (only
-    /// where `bootstate.env_owner = "slotinit"`) alone; otherwise
+    /// RAUC's replaced), else on top of `bootstate.uboot-env.base_env`, else (only
+    /// where `bootstate.uboot-env.env_owner = "slotinit"`) alone; otherwise
     /// [`CommitError::NoBaseEnv`] and nothing is written.
     pub fn force_commit(&mut self, state: &State) -> Result<(), CommitError> {
         self.write_state(state, None, IfAllCorrupt::Overwrite)
@@ -806,7 +806,7 @@ mod tests {
         let err = store.commit(&state, None).unwrap_err();
         assert!(matches!(err, CommitError::NoBaseEnv { .. }), "{err}");
         let text = err.to_string();
-        assert!(text.contains("bootstate.base_env"), "{text}");
+        assert!(text.contains("bootstate.uboot-env.base_env"), "{text}");
         assert!(text.contains(&file.display().to_string()), "{text}");
         assert!(!file.exists(), "nothing may be written");
     }
@@ -944,7 +944,7 @@ mod tests {
         assert!(matches!(err, OpenError::WrongLayout { .. }), "{text}");
         assert!(text.contains("single-copy env"), "{text}");
         assert!(
-            text.contains("keep only the bootstate.fw_env line"),
+            text.contains("keep only the bootstate.uboot-env.fw_env line"),
             "{text}"
         );
         assert_eq!(std::fs::read(&a).unwrap(), before);
@@ -954,20 +954,20 @@ mod tests {
         let files = UbootEnvConfig::default();
         assert_eq!(
             layout_fix(&files, dir.path(), &a, 0, Layout::Single),
-            "set bootstate.files = [\"uboot.env\"] (U-Boot keeps a single copy: no CONFIG_ENV_REDUNDANT)"
+            "set bootstate.uboot-env.files = [\"uboot.env\"] (U-Boot keeps a single copy: no CONFIG_ENV_REDUNDANT)"
         );
         let raw = UbootEnvConfig {
             raw_offsets: vec![0, 0x4000],
             ..UbootEnvConfig::default()
         };
         assert!(layout_fix(&raw, dir.path(), &a, 0x4000, Layout::Single)
-            .contains("bootstate.raw_offsets = [0x4000]"));
+            .contains("bootstate.uboot-env.raw_offsets = [0x4000]"));
         let single = UbootEnvConfig {
             files: vec!["uboot.env".into()],
             ..UbootEnvConfig::default()
         };
         assert!(layout_fix(&single, dir.path(), &a, 0, Layout::Redundant)
-            .contains("bootstate.files = [\"uboot.env\", "));
+            .contains("bootstate.uboot-env.files = [\"uboot.env\", "));
     }
 
     // Issue 11, item 14 through the store: the newer copy with an entry
