@@ -342,4 +342,27 @@ mod tests {
             Some(crate::state::decision::Source::Default)
         );
     }
+
+    /// The kinds the state module gives its errors are the report's kinds.
+    #[test]
+    fn state_kinds_are_the_report_kinds() {
+        use crate::state::decision::{DecideError, Problem};
+        let write = Problem::NotWritten("x".into());
+        assert_eq!(write.kind(), kind::BOOTSTATE_WRITE);
+        assert_eq!(
+            Problem::RepairFailed("x".into()).kind(),
+            kind::BOOTSTATE_REPAIR
+        );
+        assert_eq!(Problem::NoHint.kind(), kind::DECISION);
+        assert_eq!(DecideError::BothFailed.kind(), kind::DECISION);
+        let commit = crate::state::CommitError {
+            slot: Slot::A,
+            message: "x".into(),
+        };
+        assert_eq!(commit.kind(), kind::COMMIT);
+        let unavailable = crate::state::OpenError::Backend("x".into());
+        assert_eq!(unavailable.kind(), kind::BOOTSTATE_UNAVAILABLE);
+        let config = crate::state::parse("[bootstate]\nsize = 1\n", "t").unwrap_err();
+        assert_eq!(config.kind(), kind::CONFIG);
+    }
 }

@@ -1,12 +1,20 @@
 //! The boot state: what the firmware booted, trial or committed, this boot's
 //! decision, the commit, mark-good / bad / active, and what `status` shows,
-//! behind one trait ([`Backend`]). Each backend is a module with its config
-//! table (`[bootstate.<name>]`), and one line in [`BACKENDS`].
+//! behind one trait ([`Backend`]). The init's state stage and the CLI use
+//! only the trait and the functions here.
 //!
+//! A new backend is one module (its `[bootstate.<name>]` table, read and
+//! checked by the module itself, and a type implementing [`Backend`]) and one
+//! line in [`BACKENDS`]; `state::fake` (a test) is such a second backend.
 //! The U-Boot env with RAUC's contract (`uboot`) is the first. The trait
 //! assumes no counters: a backend whose firmware picks the slot (Raspberry
-//! Pi tryboot, Arm FWU metadata) answers `decide` from what the firmware
-//! says and its own trial flag, and `mark` from its own metadata.
+//! Pi tryboot, Arm FWU metadata) answers `decide` from what the firmware says
+//! and its own trial flag, `mark` from its own metadata, and `record` with
+//! its slots in `order` and what is left of a trial in `left`.
+//!
+//! RAUC's bootnames and cmdline key (`[bootstate.uboot-env]`) also serve the
+//! `rauc` slot source and the CLI's slot argument whatever the backend, so
+//! the U-Boot keys are read (their types checked) with every backend.
 
 pub mod decision;
 #[cfg(test)]
