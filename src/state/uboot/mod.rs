@@ -42,8 +42,8 @@ fn check(bs: &BootStateConfig) -> Result<Checked, CheckError> {
         Vec::new()
     } else {
         vec![format!(
-            "[bootstate] {} directly in [bootstate] is deprecated and read for one more \
-             release: move it to [bootstate.{}]",
+            "{} directly in [bootstate]: deprecated, read for one more release; \
+             move to [bootstate.{}]",
             parsed.deprecated.join(", "),
             config::NAME
         )]
