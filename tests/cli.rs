@@ -10,10 +10,17 @@ struct Device {
 }
 
 impl Device {
+    /// The config in the backend's own table, `[bootstate.uboot-env]`.
     fn new() -> Device {
+        Device::spelled("[bootstate.uboot-env]")
+    }
+
+    /// The config with the keys directly in `table` (`[bootstate]`: the
+    /// deprecated spelling, still read).
+    fn spelled(table: &str) -> Device {
         let dir = tempfile::tempdir().unwrap();
         let env = dir.path().join("uboot.env");
-        let config = format!("[bootstate]\nfw_env = [\"{} 0x0 0x4000\"]\n", env.display());
+        let config = format!("{table}\nfw_env = [\"{} 0x0 0x4000\"]\n", env.display());
         std::fs::write(dir.path().join("slotinit.toml"), config).unwrap();
         std::fs::write(
             dir.path().join("fw_env.config"),
@@ -84,7 +91,12 @@ fn text(out: &Output) -> String {
 
 #[test]
 fn update_flow_mark_active_then_good() {
-    let d = Device::new();
+    for table in ["[bootstate.uboot-env]", "[bootstate]"] {
+        update_flow(Device::spelled(table));
+    }
+}
+
+fn update_flow(d: Device) {
     d.booted("a");
     let out = d.run(&["mark-active", "b"]);
     assert!(out.status.success(), "{}", text(&out));
@@ -118,7 +130,12 @@ fn update_flow_mark_active_then_good() {
 
 #[test]
 fn mark_bad_takes_the_slot_out_but_never_the_last() {
-    let d = Device::new();
+    for table in ["[bootstate.uboot-env]", "[bootstate]"] {
+        mark_bad_never_the_last(Device::spelled(table));
+    }
+}
+
+fn mark_bad_never_the_last(d: Device) {
     d.booted("a");
     assert!(d.run(&["mark-bad", "b"]).status.success());
     assert_eq!(d.printenv("BOOT_ORDER"), "A");
@@ -226,6 +243,7 @@ fn status_fails_when_the_boot_state_cannot_be_read() {
     let status: serde_json::Value =
         serde_json::from_slice(&d.run(&["status", "--json"]).stdout).unwrap();
     assert!(status["store_error"].as_str().unwrap().contains("notadir"));
+    assert_eq!(status["store_error_kind"], "bootstate-unavailable");
 }
 
 #[test]
@@ -316,7 +334,10 @@ fn check_config_on_every_profile() {
             "stm32mp.toml",
             "counter = \"bootloader\"",
             "countr = \"bootloader\"",
-            &[":25:1:", "[bootstate] countr: unknown field `countr`"],
+            &[
+                ":27:1:",
+                "[bootstate.uboot-env] countr: unknown field `countr`",
+            ],
         ),
         (
             "mapio.toml",
@@ -350,6 +371,60 @@ fn check_config_on_every_profile() {
             assert!(msg.contains(needle), "{profile}: {needle:?} not in {msg}");
         }
     }
+}
+
+/// The keys directly in [bootstate] are read for one release, with a
+/// warning; both spellings with different values are an error naming both.
+#[test]
+fn check_config_reads_both_spellings() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |name: &str, text: &str| {
+        let file = dir.path().join(name);
+        std::fs::write(&file, text).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_slotinit"))
+            .arg("check-config")
+            .arg(&file)
+            .output()
+            .unwrap()
+    };
+    let out = check(
+        "old.toml",
+        "[bootstate]\ncounter = \"bootloader\"\nsize = 0x2000\n",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let warning = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        warning.contains("deprecated") && warning.contains("counter, size"),
+        "{warning}"
+    );
+    let out = check(
+        "new.toml",
+        "[bootstate.uboot-env]\ncounter = \"bootloader\"\nsize = 0x2000\n",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(out.stderr.is_empty(), "{}", text(&out));
+    let out = check(
+        "both.toml",
+        "[bootstate]\nsize = 0x2000\n[bootstate.uboot-env]\nsize = 0x4000\n",
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let msg = text(&out);
+    assert!(
+        msg.contains("bootstate.size") && msg.contains("bootstate.uboot-env.size"),
+        "{msg}"
+    );
+    let out = check(
+        "same.toml",
+        "[bootstate]\nsize = 0x2000\n[bootstate.uboot-env]\nsize = 0x2000\n",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = check("unknown.toml", "[bootstate]\nbackend = \"tryboot\"\n");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("unknown backend \"tryboot\""),
+        "{}",
+        text(&out)
+    );
 }
 
 fn text_of(out: &Output) -> String {

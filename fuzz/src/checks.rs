@@ -9,12 +9,13 @@
 use std::io::Cursor;
 use std::path::PathBuf;
 
-use slotinit::config::{Config, ConfigError, Counter, Partitions};
-use slotinit::decide::slot::{self, Inputs};
+use slotinit::config::{ConfigError, Partitions};
 use slotinit::decide::sources;
 use slotinit::disk::devices::{self, Partition};
 use slotinit::disk::gpt::{self, GptError};
 use slotinit::kernel::cmdline::{self, BootArgs, Cmdline};
+use slotinit::state::uboot::config::Counter;
+use slotinit::state::uboot::decide::{self as slot, Inputs};
 use slotinit::state::uboot::envblock::{
     self, CopyIndex, Env, EnvError, Header, Layout, RedundantCopy,
 };
@@ -448,17 +449,18 @@ pub fn cmdline(data: &[u8]) {
 // ---------------------------------------------------------------------------
 // config
 
-/// `Config::parse` never panics; an accepted config serialized back to TOML is
-/// accepted again and equal (the validation holds for what it let through);
-/// errors locate a line of the text.
+/// `state::parse` (the config and its boot-state backend's keys, as
+/// `check-config` and the init check them) never panics; an accepted config
+/// serialized back to TOML is accepted again and equal (the validation holds
+/// for what it let through); errors locate a line of the text.
 pub fn config(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
-    match Config::parse(&text, "fuzz") {
-        Ok(config) => {
+    match slotinit::state::parse(&text, "fuzz") {
+        Ok((config, _)) => {
             let again = toml::to_string(&config)
                 .unwrap_or_else(|e| panic!("an accepted config does not serialize: {e}"));
-            match Config::parse(&again, "fuzz-again") {
-                Ok(reparsed) => assert_eq!(reparsed, config, "{again}"),
+            match slotinit::state::parse(&again, "fuzz-again") {
+                Ok((reparsed, _)) => assert_eq!(reparsed, config, "{again}"),
                 Err(e) => panic!("accepted config rejected after a round trip: {e}\n{again}"),
             }
             // Matching its layout against a real disk is defined for every valid config.

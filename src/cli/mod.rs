@@ -5,13 +5,10 @@
 
 pub mod udev;
 
-use crate::config::{Backend, Config};
+use crate::config::{Config, BACKEND_NONE};
 use crate::handoff::Handoff;
 use crate::paths::{CONFIG_PATH, HANDOFF_PATH, RUN_CONFIG, STATE_MOUNT};
-use crate::state::uboot::envstore::EnvStoreError;
-use crate::state::uboot::rauc::Bootnames;
-use crate::state::uboot::rauc::{self, Change, State};
-use crate::state::uboot::store::{self, Contents, Record, Store};
+use crate::state::{self, Backend, Mark, MarkError, Record};
 use crate::types::{error_chain, Slot};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -107,8 +104,11 @@ fn check_config(file: &str) -> ExitCode {
         Ok(text) => text,
         Err(e) => return fail(EXIT_ERROR, format!("cannot read {file}: {e}")),
     };
-    match Config::parse(&text, file) {
-        Ok(_) => {
+    match state::parse(&text, file) {
+        Ok((_, checked)) => {
+            for warning in &checked.deprecated {
+                eprintln!("slotinit: {file}: warning: {warning}");
+            }
             println!("{file}: ok");
             ExitCode::SUCCESS
         }
@@ -122,7 +122,7 @@ fn load_config(opts: &Options) -> Result<Config, String> {
     if opts.config.is_none() {
         if let Ok(text) = std::fs::read_to_string(RUN_CONFIG) {
             let (config, dropped) =
-                Config::parse_lenient(&text, RUN_CONFIG).map_err(|e| error_chain(&e))?;
+                state::parse_lenient(&text, RUN_CONFIG).map_err(|e| error_chain(&e))?;
             if !dropped.is_empty() {
                 eprintln!(
                     "slotinit: {RUN_CONFIG}: ignoring keys this release does not know: {}",
@@ -136,30 +136,42 @@ fn load_config(opts: &Options) -> Result<Config, String> {
         .config
         .clone()
         .unwrap_or_else(|| PathBuf::from(CONFIG_PATH));
-    Config::load(&path).map_err(|e| error_chain(&e))
+    state::load(&path)
+        .map(|(config, _)| config)
+        .map_err(|e| error_chain(&e))
 }
 
 fn load_handoff(opts: &Options) -> Option<Handoff> {
     Handoff::load(&opts.handoff).ok()
 }
 
-fn open_store(config: &Config, handoff: Option<&Handoff>) -> Result<Store, (u8, String)> {
-    let partition = handoff.and_then(|h| store::member(&h.devices, &config.bootstate.partition));
-    match store::open(&config.bootstate, partition, Path::new(STATE_MOUNT)) {
+/// The kind `status --json` gives a store that backend "none" does not keep.
+const KIND_NO_STORE: &str = "bootstate-none";
+
+/// The open backend, or the kind and message of why not.
+fn open_store(
+    config: &Config,
+    handoff: Option<&Handoff>,
+) -> Result<Box<dyn Backend>, (&'static str, String)> {
+    let devices = handoff.map(|h| h.devices.clone()).unwrap_or_default();
+    match state::open(config, &devices, Path::new(STATE_MOUNT)) {
         Ok(Some(store)) => Ok(store),
         Ok(None) => Err((
-            EXIT_ERROR,
+            KIND_NO_STORE,
             "boot state: backend is \"none\" in the config".into(),
         )),
-        Err(e) => Err((EXIT_ERROR, error_chain(&e))),
+        Err(e) => Err((e.kind(), error_chain(&e))),
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Mark {
-    Good,
-    Bad,
-    Active,
+/// The exit status of a mark that wrote nothing.
+fn mark_exit(e: &MarkError) -> u8 {
+    match e {
+        MarkError::Unusable(_) | MarkError::Invalid(_) => EXIT_CORRUPT,
+        MarkError::Locked(_) => EXIT_LOCKED,
+        MarkError::Refused(_) => EXIT_REFUSED,
+        MarkError::Write(_) => EXIT_ERROR,
+    }
 }
 
 fn mark(opts: &Options, how: Mark, slot_arg: Option<&str>) -> ExitCode {
@@ -167,10 +179,9 @@ fn mark(opts: &Options, how: Mark, slot_arg: Option<&str>) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(EXIT_ERROR, e),
     };
-    let bs = &config.bootstate;
-    let (names, rauc) = match (store::bootnames(bs), store::rauc_config(bs)) {
-        (Ok(n), Ok(r)) => (n, r),
-        (Err(e), _) | (_, Err(e)) => return fail(EXIT_ERROR, format!("bootstate config: {e}")),
+    let names = match state::slot_names(&config) {
+        Ok((names, _)) => names,
+        Err(e) => return fail(EXIT_ERROR, format!("bootstate config: {e}")),
     };
     let handoff = load_handoff(opts);
     let slot = match slot_arg {
@@ -201,126 +212,17 @@ fn mark(opts: &Options, how: Mark, slot_arg: Option<&str>) -> ExitCode {
     };
     let mut store = match open_store(&config, handoff.as_ref()) {
         Ok(s) => s,
-        Err((code, e)) => return fail(code, e),
+        Err((_, e)) => return fail(EXIT_ERROR, e),
     };
-    let result = mark_in(&mut store, &config, &names, &rauc, how, slot, opts.force);
+    let result = store.mark(how, slot, opts.force);
     store.close();
     match result {
         Ok(message) => {
             println!("{message}");
             ExitCode::SUCCESS
         }
-        Err((code, message)) => fail(code, message),
+        Err(e) => fail(mark_exit(&e), e),
     }
-}
-
-fn mark_in(
-    store: &mut Store,
-    config: &Config,
-    names: &Bootnames,
-    rauc: &rauc::Config,
-    how: Mark,
-    slot: Slot,
-    force: bool,
-) -> Result<String, (u8, String)> {
-    let bs = &config.bootstate;
-    let overwrite = matches!(store.contents, Contents::Unusable(_)) && force;
-    let state = match (&store.contents, force) {
-        (Contents::State(s), _) => s.clone(),
-        (Contents::Fresh, _) => State::initial(rauc),
-        (Contents::Unusable(why), true) => {
-            eprintln!("slotinit: overwriting the unusable boot state ({why}) as --force asks");
-            State::initial(rauc)
-        }
-        (Contents::Unusable(why), false) => {
-            return Err((
-                EXIT_CORRUPT,
-                format!(
-                    "boot state {} is unusable ({why}); nothing written. \
-                     `slotinit mark-active <slot> --force` writes a fresh state",
-                    store.record().location
-                ),
-            ))
-        }
-    };
-    let name = names.of(slot);
-    let marked = match how {
-        Mark::Good => rauc::mark_good(&state, name, bs.attempts),
-        Mark::Bad => rauc::mark_bad(&state, name),
-        Mark::Active => rauc::mark_active(&state, name, bs.attempts_primary),
-    }
-    .map_err(|e| (EXIT_CORRUPT, format!("boot state: {e}")))?;
-    let verb = match how {
-        Mark::Good => "good",
-        Mark::Bad => "bad",
-        Mark::Active => "active",
-    };
-    if let Change::Unchanged = marked.change {
-        if !overwrite && !matches!(store.contents, Contents::Fresh) {
-            return Ok(format!("slot {slot} ({name}) already marked {verb}"));
-        }
-    }
-    // What boots next is what the boot script (or the init) makes of the
-    // state: with no slot it would boot, every counter is reset and a slot
-    // that was just marked bad boots again.
-    if how == Mark::Bad && marked.state.bootable(rauc).is_empty() {
-        let consequence = format!(
-            "the next boot finds no slot with attempts left, resets every counter \
-             and boots slot {} first",
-            rauc.slots.first().map_or("?", |s| s.as_str())
-        );
-        if !force {
-            return Err((
-                EXIT_REFUSED,
-                format!(
-                    "refusing to mark slot {slot} ({name}) bad: no other slot of BOOT_ORDER \
-                     \"{}\" would have attempts left ({}), so {consequence}; nothing written. \
-                     `--force` marks it anyway",
-                    order_text(&marked.state),
-                    left_text(&marked.state)
-                ),
-            ));
-        }
-        eprintln!("slotinit: --force: marking slot {slot} bad; {consequence}");
-    }
-    // Over an unusable store, on top of the bootloader's own variables (the
-    // last valid copy or bootstate.base_env), never in their place.
-    let written = if overwrite {
-        store.force_commit(&marked.state)
-    } else {
-        store.commit(&marked.state, None)
-    };
-    written.map_err(|e| {
-        let code = match &e {
-            store::CommitError::Store(EnvStoreError::Locked { .. }) => EXIT_LOCKED,
-            store::CommitError::Store(EnvStoreError::AllCorrupt) => EXIT_CORRUPT,
-            _ => EXIT_ERROR,
-        };
-        (code, error_chain(&e))
-    })?;
-    Ok(format!(
-        "slot {slot} ({name}) marked {verb}: BOOT_ORDER=\"{}\" {}",
-        order_text(&marked.state),
-        left_text(&marked.state)
-    ))
-}
-
-fn order_text(state: &State) -> String {
-    state
-        .order
-        .iter()
-        .map(|b| b.as_str())
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-fn left_text(state: &State) -> String {
-    state
-        .left
-        .iter()
-        .map(|(b, l)| format!("{}={l}", b.left_variable()))
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// `status --json`.
@@ -333,6 +235,8 @@ struct Status {
     attempts_left: Option<u32>,
     store: Option<Record>,
     store_error: Option<String>,
+    /// The stable kind of `store_error`.
+    store_error_kind: Option<String>,
     last_fallback: Option<String>,
     persistent_degraded: Option<bool>,
     errors: Vec<crate::handoff::Problem>,
@@ -344,29 +248,18 @@ fn status(opts: &Options) -> ExitCode {
         Err(e) => return fail(EXIT_ERROR, e),
     };
     let handoff = load_handoff(opts);
-    let names = store::bootnames(&config.bootstate).ok();
-    let (store, store_error) = match open_store(&config, handoff.as_ref()) {
+    let slot = handoff.as_ref().and_then(|h| h.slot);
+    let (store, boot, store_error) = match open_store(&config, handoff.as_ref()) {
         Ok(store) => {
             let record = store.record();
+            let boot = store.status(slot);
             store.close();
-            (Some(record), None)
+            (Some(record), Some(boot), None)
         }
-        Err((_, e)) => (None, Some(e)),
+        Err(e) => (None, None, Some(e)),
     };
-    let slot = handoff.as_ref().and_then(|h| h.slot);
-    let attempts_left = match (&store, &names, slot) {
-        (Some(r), Some(n), Some(s)) => r
-            .left
-            .iter()
-            .find(|(b, _)| b == n.of(s).as_str())
-            .map(|(_, l)| *l),
-        _ => None,
-    };
-    let boot = match attempts_left {
-        Some(l) if l >= config.bootstate.attempts => "committed",
-        Some(_) => "trial",
-        None => "unknown",
-    };
+    let attempts_left = boot.as_ref().and_then(|b| b.attempts_left);
+    let boot = boot.map_or("unknown", |b| b.boot);
     let status = Status {
         booted_slot: slot,
         source: handoff
@@ -380,7 +273,8 @@ fn status(opts: &Options) -> ExitCode {
             .and_then(|h| h.fallback.clone())
             .or_else(|| store.as_ref().and_then(|r| r.last_fallback.clone())),
         store,
-        store_error,
+        store_error_kind: store_error.as_ref().map(|(k, _)| k.to_string()),
+        store_error: store_error.map(|(_, e)| e),
         persistent_degraded: handoff.as_ref().map(|h| h.persistent_degraded),
         errors: handoff
             .as_ref()
@@ -391,7 +285,7 @@ fn status(opts: &Options) -> ExitCode {
     let unreadable = status
         .store_error
         .as_ref()
-        .filter(|_| config.bootstate.backend != Backend::None);
+        .filter(|_| config.bootstate.backend != BACKEND_NONE);
     if opts.json {
         match serde_json::to_string_pretty(&status) {
             Ok(text) => println!("{text}"),

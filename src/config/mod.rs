@@ -5,7 +5,7 @@ use crate::types::Slot;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub boot: BootConfig,
@@ -90,7 +90,7 @@ impl PartSpec {
     }
 
     /// The reference, or why the table does not name exactly one way.
-    pub fn to_ref(&self) -> Result<PartRef, String> {
+    pub fn to_ref(&self) -> Result<PartRef, PartRefError> {
         let by = match self {
             PartSpec::Name(n) if n.is_empty() => return Ok(PartRef::Absent),
             PartSpec::Name(n) => return Ok(PartRef::Name(n.clone())),
@@ -101,20 +101,29 @@ impl PartSpec {
             (None, Some(u), None, None, None) if is_guid(u) => {
                 Ok(PartRef::Uuid(u.to_ascii_lowercase()))
             }
-            (None, Some(u), None, None, None) => Err(format!("partuuid {u:?} is not a GUID")),
+            (None, Some(u), None, None, None) => Err(PartRefError::NotAGuid(u.clone())),
             (None, None, Some(d), None, None) if d.starts_with("/dev/") => {
                 Ok(PartRef::Device(d.clone()))
             }
-            (None, None, Some(d), None, None) => Err(format!("device {d:?} is not under /dev")),
+            (None, None, Some(d), None, None) => Err(PartRefError::NotUnderDev(d.clone())),
             (None, None, None, disk, Some(number)) if number > 0 => Ok(PartRef::Number {
                 disk: disk.clone(),
                 number,
             }),
-            _ => Err("name exactly one of partname, partuuid, device, or number \
-                      (with an optional disk)"
-                .into()),
+            _ => Err(PartRefError::NotExactlyOne),
         }
     }
+}
+
+/// Why a member's table does not name one partition.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PartRefError {
+    #[error("partuuid {0:?} is not a GUID")]
+    NotAGuid(String),
+    #[error("device {0:?} is not under /dev")]
+    NotUnderDev(String),
+    #[error("name exactly one of partname, partuuid, device, or number (with an optional disk)")]
+    NotExactlyOne,
 }
 
 impl std::fmt::Display for PartRef {
@@ -141,7 +150,7 @@ fn is_guid(text: &str) -> bool {
             .all(|g| g.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
-/// The role names of the members, as `bootstate.partition` names them.
+/// The role names of the members, as a backend's `partition` key names them.
 pub const MEMBERS: [&str; 6] = [
     "bootconfig",
     "persistent",
@@ -244,77 +253,29 @@ pub struct PersistentConfig {
     pub binds: Vec<BindSpec>,
 }
 
-/// Where the boot counters live and who counts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+/// `[bootstate]`: which backend keeps the boot state, and when a trial is
+/// committed. Everything else in the table belongs to a backend: its own
+/// table (`[bootstate.uboot-env]`) and, for one release, the keys the U-Boot
+/// backend read directly in `[bootstate]`. The backend reads and checks them
+/// (`state::check`); this module only carries them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct BootStateConfig {
-    pub backend: Backend,
-    pub counter: Counter,
+    /// A registered backend (`state::BACKENDS`, e.g. "uboot-env"), or "none":
+    /// no store, the bootloader's word decides.
+    pub backend: String,
     pub commit: Commit,
-    /// The layout member holding the env files (`bootconfig`, `boot_a`, ...).
-    pub partition: String,
-    /// Filesystem of that member.
-    pub fstype: String,
-    /// One file (single copy) or two (a redundant pair), relative to its root.
-    pub files: Vec<String>,
-    /// Environment size in bytes (U-Boot's CONFIG_ENV_SIZE).
-    pub size: usize,
-    /// Instead of files: the member partition itself holds the env (raw, as on
-    /// eMMC layouts), one copy per offset (negative: from its end); one or two.
-    pub raw_offsets: Vec<i64>,
-    /// Instead of files: `fw_env.config` lines (`device offset size`), one or two.
+    /// Deprecated spelling of `[bootstate.uboot-env] fw_env`. A field of its
+    /// own because `disk::devices::BootDiskHint` reads it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub fw_env: Vec<String>,
-    /// RAUC bootname of each slot.
-    pub bootname_a: String,
-    pub bootname_b: String,
-    /// RAUC `boot-attempts` (mark-good, reset) and `boot-attempts-primary` (mark-active).
-    pub attempts: u32,
-    pub attempts_primary: u32,
-    /// The cmdline key the bootloader names the slot with (counter = "bootloader").
-    pub cmdline_key: String,
-    /// Whose env this is: "bootloader" (U-Boot reads it as its own env, with
-    /// `bootcmd` and the rest) or "slotinit" (a file only the counters live in).
-    pub env_owner: EnvOwner,
-    /// An absolute path (read in the root slotinit runs in: the initramfs at
-    /// boot, the system for the subcommands) to the board's default env as
-    /// `name=value` lines, the format of `mkenvimage` input and U-Boot's
-    /// `u-boot-initial-env`. Written under the counters when no valid copy
-    /// exists. "" for none.
-    pub base_env: String,
+    /// The backends' tables and the deprecated flat keys, as written.
+    #[serde(flatten)]
+    pub keys: toml::Table,
 }
 
-/// Whose env the store holds, which decides what a write may start from when
-/// no copy is valid (issue 11, item 1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum EnvOwner {
-    /// U-Boot's own env: an env holding only the counters would leave U-Boot
-    /// without `bootcmd`, so slotinit writes on top of the last valid copy or
-    /// `base_env`, and otherwise refuses.
-    Bootloader,
-    /// A file of its own (the default rpi profile, uboot/boot.cmd): the
-    /// counters alone are a complete env.
-    Slotinit,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Backend {
-    /// No boot counting: the override or the default slot boots.
-    None,
-    /// U-Boot environment with RAUC's variables.
-    UbootEnv,
-}
-
-/// Who decrements the attempts counter: exactly one party may.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Counter {
-    /// slotinit walks BOOT_ORDER and decrements before switch_root.
-    Init,
-    /// The bootloader did; slotinit follows its `rauc.slot=` and never decrements.
-    Bootloader,
-}
+/// The backend name that keeps no store.
+pub const BACKEND_NONE: &str = "none";
 
 /// When a trial boot is committed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -329,23 +290,10 @@ pub enum Commit {
 impl Default for BootStateConfig {
     fn default() -> Self {
         BootStateConfig {
-            backend: Backend::UbootEnv,
-            counter: Counter::Init,
+            backend: "uboot-env".into(),
             commit: Commit::Userspace,
-            partition: "bootconfig".into(),
-            fstype: "vfat".into(),
-            files: vec!["uboot.env".into(), "uboot-redund.env".into()],
-            size: 0x4000,
-            raw_offsets: Vec::new(),
             fw_env: Vec::new(),
-            bootname_a: "A".into(),
-            bootname_b: "B".into(),
-            attempts: 3,
-            attempts_primary: 3,
-            cmdline_key: "rauc.slot".into(),
-            // The default profile's uboot.env holds only the counters.
-            env_owner: EnvOwner::Slotinit,
-            base_env: String::new(),
+            keys: toml::Table::new(),
         }
     }
 }
@@ -509,40 +457,161 @@ pub enum ConfigError {
         column: usize,
         message: String,
     },
-    #[error("{path}: {message}")]
-    Invalid { path: String, message: String },
+    #[error("{path}: {error}")]
+    Invalid { path: String, error: Invalid },
+    /// The boot-state backend's own keys (`state::check`).
+    #[error("{path}")]
+    Backend {
+        path: String,
+        #[source]
+        error: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl ConfigError {
+    /// The handoff kind of every config error.
+    pub fn kind(&self) -> &'static str {
+        "config"
+    }
+
+    /// A parse error of `text` at a byte span, worded as [`Config::parse`]
+    /// words its own: the table and key it is in.
+    pub fn parse(
+        text: &str,
+        path: &str,
+        span: Option<std::ops::Range<usize>>,
+        message: &str,
+    ) -> Self {
+        let (line, column) = span
+            .clone()
+            .map(|span| line_column(text, span.start))
+            .unwrap_or((0, 0));
+        let message = message.trim_end().to_string();
+        // An error in a value names the key it is assigned to.
+        let key = match key_of_line(text, line) {
+            Some((key, eq)) if column > eq => Some(key),
+            _ => key_at(text, span),
+        };
+        let message = match (key, table_of_line(text, line)) {
+            (Some(key), Some(table)) => format!("[{table}] {key}: {message}"),
+            (Some(key), None) => format!("{key}: {message}"),
+            (None, Some(table)) => format!("in [{table}]: {message}"),
+            (None, None) => message,
+        };
+        ConfigError::Parse {
+            path: path.into(),
+            line,
+            column,
+            message,
+        }
+    }
+}
+
+/// Where `key` is assigned in `[table]` of `text`: the byte span of the key,
+/// or with `value` of its value. For a backend that reads its keys from the
+/// parsed table and still wants to say on which line a bad one is.
+pub fn span_of(text: &str, table: &str, key: &str, value: bool) -> Option<std::ops::Range<usize>> {
+    let mut offset = 0;
+    let mut current = String::new();
+    for line in text.split_inclusive('\n') {
+        let start = offset;
+        offset += line.len();
+        let trimmed = line.trim();
+        if let Some(t) = trimmed.strip_prefix('[') {
+            current = t
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .trim()
+                .to_string();
+            continue;
+        }
+        let Some((k, rest)) = line.split_once('=') else {
+            continue;
+        };
+        if current != table || k.trim() != key {
+            continue;
+        }
+        let indent = line.len() - line.trim_start().len();
+        if !value {
+            return Some(start + indent..start + indent + key.len());
+        }
+        let at = start + k.len() + 1 + (rest.len() - rest.trim_start().len());
+        return Some(at..start + line.trim_end().len());
+    }
+    None
+}
+
+/// Why a config that parsed cannot be used: checks that serde cannot express.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Invalid {
+    #[error("partitions.{role}: {error}")]
+    Member {
+        role: &'static str,
+        error: PartRefError,
+    },
+    #[error("partitions.{role}: {reference} is already partitions.{other}")]
+    SameMember {
+        role: &'static str,
+        reference: PartRef,
+        other: &'static str,
+    },
+    #[error("partitions.system_{0}: a slot needs its system partition")]
+    NoSystem(Slot),
+    #[error("boot.init: {0:?} must be an absolute path")]
+    InitNotAbsolute(String),
+    #[error(
+        "boot.device_timeout_ms: {0} is outside {lo}..={hi}: too short races the disk \
+         driver, too long never reaches the reboot",
+        lo = DEVICE_TIMEOUT_MS.start(),
+        hi = DEVICE_TIMEOUT_MS.end()
+    )]
+    DeviceTimeout(u64),
+    #[error("boot.settle_ms: {settle} is longer than boot.device_timeout_ms ({timeout})")]
+    SettleLonger { settle: u64, timeout: u64 },
+    #[error(
+        "boot.reboot_delay_s: {0} s is more than {MAX_REBOOT_DELAY_S} s: a failed boot \
+         would hang instead of rebooting"
+    )]
+    RebootDelay(u64),
+    #[error(
+        "system.options: {0:?} would mount the system writable; it is always \
+         mounted read-only (use an [[overlay]] for writable paths)"
+    )]
+    SystemWritable(String),
+    #[error("system.options: {0:?} has whitespace; options are separated by commas only")]
+    SystemWhitespace(String),
+    #[error("persistent.mountpoint: {0:?} must be an absolute path")]
+    MountpointNotAbsolute(String),
+    #[error("{key}: {path:?} must be a relative path inside the persistent partition")]
+    NotRelative { key: &'static str, path: String },
+    #[error("persistent.dir {path:?}: mode {mode:o} is not a permission mode")]
+    DirMode { path: String, mode: u32 },
+    #[error("{key}: {path:?} must be an absolute path without ..")]
+    NotAbsolute { key: &'static str, path: String },
+    #[error("overlay {0:?}: upper = \"persistent\" needs a path")]
+    OverlayNeedsPath(String),
+    #[error("overlay {0:?}: path is only for upper = \"persistent\"")]
+    OverlayPathWithTmpfs(String),
+    #[error(
+        "overlay \"/\": the whole root can only have a tmpfs upper \
+         (the persistent partition mounts inside it)"
+    )]
+    OverlayRootPersistent,
+    #[error("overlay {target:?}: size {size:?} is not a tmpfs size")]
+    OverlaySize { target: String, size: String },
+    #[error("bootstate.backend: the backend needs a name (\"none\" for no store)")]
+    NoBackend,
 }
 
 impl Config {
     /// Parses and validates config text; `path` only names the source in errors.
+    /// The boot-state backend's keys are checked by `state::check`.
     pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| {
-            let (line, column) = e
-                .span()
-                .map(|span| line_column(text, span.start))
-                .unwrap_or((0, 0));
-            let message = e.message().trim_end().to_string();
-            // An error in a value names the key it is assigned to.
-            let key = match key_of_line(text, line) {
-                Some((key, eq)) if column > eq => Some(key),
-                _ => key_at(text, e.span()),
-            };
-            let message = match (key, table_of_line(text, line)) {
-                (Some(key), Some(table)) => format!("[{table}] {key}: {message}"),
-                (Some(key), None) => format!("{key}: {message}"),
-                (None, Some(table)) => format!("in [{table}]: {message}"),
-                (None, None) => message,
-            };
-            ConfigError::Parse {
-                path: path.into(),
-                line,
-                column,
-                message,
-            }
-        })?;
-        config.validate().map_err(|message| ConfigError::Invalid {
+        let config: Config = toml::from_str(text)
+            .map_err(|e| ConfigError::parse(text, path, e.span(), e.message()))?;
+        config.validate().map_err(|error| ConfigError::Invalid {
             path: path.into(),
-            message,
+            error,
         })?;
         Ok(config)
     }
@@ -550,10 +619,18 @@ impl Config {
     /// For the booted system's subcommands reading the config the init used: an
     /// initramfs newer than the slot's binary may use keys this binary does not
     /// know. Those keys are dropped (and named) instead of failing the health
-    /// check's `mark-good`; everything else is checked as usual.
-    pub fn parse_lenient(text: &str, path: &str) -> Result<(Config, Vec<String>), ConfigError> {
-        let invalid = |message: String| ConfigError::Invalid {
+    /// check's `mark-good`; everything else is checked as usual. `bootstate`
+    /// is what `[bootstate]` may hold besides its own keys (the backends'
+    /// keys and tables, from `state`).
+    pub fn parse_lenient(
+        text: &str,
+        path: &str,
+        bootstate: &toml::Table,
+    ) -> Result<(Config, Vec<String>), ConfigError> {
+        let invalid = |message: String| ConfigError::Parse {
             path: path.into(),
+            line: 0,
+            column: 0,
             message,
         };
         let mut table: toml::Table = match toml::from_str(text) {
@@ -563,13 +640,19 @@ impl Config {
         let reference = toml::Value::try_from(Config::exemplar())
             .map_err(|e| invalid(format!("internal: {e}")))?;
         let mut dropped = Vec::new();
-        if let toml::Value::Table(reference) = reference {
+        if let toml::Value::Table(mut reference) = reference {
+            if let Some(toml::Value::Table(bs)) = reference.get_mut("bootstate") {
+                bs.extend(bootstate.clone());
+            }
             prune(&mut table, &reference, "", &mut dropped);
         }
         let config: Config = toml::Value::Table(table)
             .try_into()
             .map_err(|e: toml::de::Error| invalid(e.message().to_string()))?;
-        config.validate().map_err(invalid)?;
+        config.validate().map_err(|error| ConfigError::Invalid {
+            path: path.into(),
+            error,
+        })?;
         Ok((config, dropped))
     }
 
@@ -591,7 +674,6 @@ impl Config {
             size: default_overlay_size(),
             path: some(),
         }];
-        c.bootstate.raw_offsets = vec![0];
         c.bootstate.fw_env = vec![String::new()];
         c
     }
@@ -610,182 +692,94 @@ impl Config {
 
     /// Checks that serde cannot express: names unique, paths relative or absolute
     /// where they must be, modes in range.
-    fn validate(&self) -> Result<(), String> {
-        let mut seen: Vec<(&str, PartRef)> = Vec::new();
+    fn validate(&self) -> Result<(), Invalid> {
+        let mut seen: Vec<(&'static str, PartRef)> = Vec::new();
         for role in MEMBERS {
-            let spec = self.partitions.member(role).ok_or("partitions")?;
+            let Some(spec) = self.partitions.member(role) else {
+                continue;
+            };
             let r = spec
                 .to_ref()
-                .map_err(|e| format!("partitions.{role}: {e}"))?;
+                .map_err(|error| Invalid::Member { role, error })?;
             // A shared partition (MAPIO's one boot partition for both slots) is
             // fine for boot members; two slots on one system partition are not.
             if let Some((other, _)) = seen.iter().find(|(_, o)| *o == r && r != PartRef::Absent) {
                 // One boot partition may serve both slots and hold the boot state.
                 let boot = |m: &str| m.starts_with("boot");
-                let shared_boot = boot(role) && boot(other);
-                if !shared_boot {
-                    return Err(format!(
-                        "partitions.{role}: {r} is already partitions.{other}"
-                    ));
+                if !(boot(role) && boot(other)) {
+                    return Err(Invalid::SameMember {
+                        role,
+                        reference: r,
+                        other,
+                    });
                 }
             }
             seen.push((role, r));
         }
         for slot in Slot::ALL {
             if self.partitions.system(slot).to_ref() == Ok(PartRef::Absent) {
-                return Err(format!(
-                    "partitions.system_{slot}: a slot needs its system partition"
-                ));
+                return Err(Invalid::NoSystem(slot));
             }
         }
         if !self.boot.init.starts_with('/') {
-            return Err(format!(
-                "boot.init: {:?} must be an absolute path",
-                self.boot.init
-            ));
+            return Err(Invalid::InitNotAbsolute(self.boot.init.clone()));
         }
         self.boot.validate_times()?;
         check_system_options(&self.system.options)?;
         if !self.persistent.mountpoint.starts_with('/') {
-            return Err(format!(
-                "persistent.mountpoint: {:?} must be an absolute path",
-                self.persistent.mountpoint
+            return Err(Invalid::MountpointNotAbsolute(
+                self.persistent.mountpoint.clone(),
             ));
         }
         for d in &self.persistent.dirs {
             check_relative("persistent.dir.path", &d.path)?;
             if d.mode > 0o7777 {
-                return Err(format!(
-                    "persistent.dir {:?}: mode {:o} is not a permission mode",
-                    d.path, d.mode
-                ));
+                return Err(Invalid::DirMode {
+                    path: d.path.clone(),
+                    mode: d.mode,
+                });
             }
         }
+        let absolute = |key, path: &str| {
+            if !path.starts_with('/') || path.split('/').any(|c| c == "..") {
+                return Err(Invalid::NotAbsolute {
+                    key,
+                    path: path.to_string(),
+                });
+            }
+            Ok(())
+        };
         for b in &self.persistent.binds {
             check_relative("persistent.bind.source", &b.source)?;
-            if !b.target.starts_with('/') || b.target.split('/').any(|c| c == "..") {
-                return Err(format!(
-                    "persistent.bind.target: {:?} must be an absolute path without ..",
-                    b.target
-                ));
-            }
+            absolute("persistent.bind.target", &b.target)?;
         }
         if !self.persistent.machine_id.is_empty() {
             check_relative("persistent.machine_id", &self.persistent.machine_id)?;
         }
         for o in &self.overlay {
-            if !o.target.starts_with('/') || o.target.split('/').any(|c| c == "..") {
-                return Err(format!(
-                    "overlay.target: {:?} must be an absolute path without ..",
-                    o.target
-                ));
-            }
+            absolute("overlay.target", &o.target)?;
             match (o.upper, &o.path) {
                 (Upper::Persistent, Some(path)) => check_relative("overlay.path", path)?,
                 (Upper::Persistent, None) => {
-                    return Err(format!(
-                        "overlay {:?}: upper = \"persistent\" needs a path",
-                        o.target
-                    ))
+                    return Err(Invalid::OverlayNeedsPath(o.target.clone()))
                 }
                 (Upper::Tmpfs, Some(_)) => {
-                    return Err(format!(
-                        "overlay {:?}: path is only for upper = \"persistent\"",
-                        o.target
-                    ))
+                    return Err(Invalid::OverlayPathWithTmpfs(o.target.clone()))
                 }
                 (Upper::Tmpfs, None) => {}
             }
             if o.target == "/" && o.upper == Upper::Persistent {
-                return Err("overlay \"/\": the whole root can only have a tmpfs upper \
-                            (the persistent partition mounts inside it)"
-                    .into());
+                return Err(Invalid::OverlayRootPersistent);
             }
             if o.size.is_empty() || o.size.contains(',') {
-                return Err(format!(
-                    "overlay {:?}: size {:?} is not a tmpfs size",
-                    o.target, o.size
-                ));
+                return Err(Invalid::OverlaySize {
+                    target: o.target.clone(),
+                    size: o.size.clone(),
+                });
             }
         }
-        self.bootstate.validate()
-    }
-}
-
-impl BootStateConfig {
-    fn validate(&self) -> Result<(), String> {
-        if self.backend == Backend::None {
-            return Ok(());
-        }
-        if self.fw_env.is_empty() {
-            if !MEMBERS.contains(&self.partition.as_str()) {
-                return Err(format!(
-                    "bootstate.partition: {:?} is not a layout member (one of {})",
-                    self.partition,
-                    MEMBERS.join(", ")
-                ));
-            }
-            if self.raw_offsets.len() > 2 {
-                return Err(
-                    "bootstate.raw_offsets: one offset, or two for a redundant pair".into(),
-                );
-            }
-            if self.raw_offsets.is_empty() && !(1..=2).contains(&self.files.len()) {
-                return Err("bootstate.files: one file, or two for a redundant pair".into());
-            }
-            for f in &self.files {
-                check_relative("bootstate.files", f)?;
-            }
-            // FAT names are case-insensitive; "./a" is "a".
-            let norm = |f: &str| f.trim_start_matches("./").to_ascii_lowercase();
-            if let [a, b] = self.files.as_slice() {
-                if self.raw_offsets.is_empty() && norm(a) == norm(b) {
-                    return Err(format!(
-                        "bootstate.files: both copies of the pair are {a:?}; a redundant pair needs two files"
-                    ));
-                }
-            }
-            if let [a, b] = self.raw_offsets.as_slice() {
-                if crate::state::uboot::fwenv::overlaps(*a, *b, self.size) {
-                    return Err(format!(
-                        "bootstate.raw_offsets: copies at {a:#x} and {b:#x} overlap ({:#x} bytes each)",
-                        self.size
-                    ));
-                }
-            }
-        } else {
-            crate::state::uboot::fwenv::parse(&self.fw_env.join("\n"))
-                .map_err(|e| format!("bootstate.fw_env: {}", crate::types::error_chain(&e)))?;
-        }
-        if self.size < crate::state::uboot::envblock::MIN_SIZE {
-            return Err(format!("bootstate.size: {} bytes is too small", self.size));
-        }
-        // PID 1 allocates the size: an absurd one would abort the boot.
-        if self.size > crate::state::uboot::envblock::MAX_SIZE {
-            return Err(format!(
-                "bootstate.size: {:#x} bytes is larger than {:#x} (U-Boot's CONFIG_ENV_SIZE is usually 0x2000 to 0x20000)",
-                self.size,
-                crate::state::uboot::envblock::MAX_SIZE
-            ));
-        }
-        if !self.base_env.is_empty() && !self.base_env.starts_with('/') {
-            return Err(format!(
-                "bootstate.base_env: {:?} must be an absolute path",
-                self.base_env
-            ));
-        }
-        for (key, name) in [
-            ("bootname_a", &self.bootname_a),
-            ("bootname_b", &self.bootname_b),
-        ] {
-            crate::state::uboot::rauc::Bootname::new(name)
-                .map_err(|e| format!("bootstate.{key}: {e}"))?;
-        }
-        if self.bootname_a == self.bootname_b {
-            return Err("bootstate: both slots have the same bootname".into());
-        }
-        if self.attempts == 0 || self.attempts_primary == 0 {
-            return Err("bootstate: attempts must be at least 1".into());
+        if self.bootstate.backend.is_empty() {
+            return Err(Invalid::NoBackend);
         }
         Ok(())
     }
@@ -826,28 +820,18 @@ pub const DEVICE_TIMEOUT_MS: std::ops::RangeInclusive<u64> = 100..=600_000;
 pub const MAX_REBOOT_DELAY_S: u64 = 3_600;
 
 impl BootConfig {
-    fn validate_times(&self) -> Result<(), String> {
+    fn validate_times(&self) -> Result<(), Invalid> {
         if !DEVICE_TIMEOUT_MS.contains(&self.device_timeout_ms) {
-            return Err(format!(
-                "boot.device_timeout_ms: {} is outside {}..={}: too short races the disk \
-                 driver, too long never reaches the reboot",
-                self.device_timeout_ms,
-                DEVICE_TIMEOUT_MS.start(),
-                DEVICE_TIMEOUT_MS.end()
-            ));
+            return Err(Invalid::DeviceTimeout(self.device_timeout_ms));
         }
         if self.settle_ms > self.device_timeout_ms {
-            return Err(format!(
-                "boot.settle_ms: {} is longer than boot.device_timeout_ms ({})",
-                self.settle_ms, self.device_timeout_ms
-            ));
+            return Err(Invalid::SettleLonger {
+                settle: self.settle_ms,
+                timeout: self.device_timeout_ms,
+            });
         }
         if self.reboot_delay_s > MAX_REBOOT_DELAY_S {
-            return Err(format!(
-                "boot.reboot_delay_s: {} s is more than {MAX_REBOOT_DELAY_S} s: a failed boot \
-                 would hang instead of rebooting",
-                self.reboot_delay_s
-            ));
+            return Err(Invalid::RebootDelay(self.reboot_delay_s));
         }
         Ok(())
     }
@@ -856,29 +840,25 @@ impl BootConfig {
 /// The system is always mounted read-only (the slot must stay as it was
 /// installed and verified): no option may turn that off, and an option the
 /// kernel cannot parse fails every mount of both slots.
-fn check_system_options(options: &str) -> Result<(), String> {
+fn check_system_options(options: &str) -> Result<(), Invalid> {
     for opt in options.split(',') {
         if opt.trim().eq_ignore_ascii_case("rw") {
-            return Err(format!(
-                "system.options: {opt:?} would mount the system writable; it is always \
-                 mounted read-only (use an [[overlay]] for writable paths)"
-            ));
+            return Err(Invalid::SystemWritable(opt.to_string()));
         }
         if opt.contains(char::is_whitespace) {
-            return Err(format!(
-                "system.options: {opt:?} has whitespace; options are separated by commas only"
-            ));
+            return Err(Invalid::SystemWhitespace(opt.to_string()));
         }
     }
     Ok(())
 }
 
 /// Paths on the persistent partition stay beneath it.
-fn check_relative(key: &str, path: &str) -> Result<(), String> {
+pub fn check_relative(key: &'static str, path: &str) -> Result<(), Invalid> {
     if path.is_empty() || path.starts_with('/') || path.split('/').any(|c| c == "..") {
-        return Err(format!(
-            "{key}: {path:?} must be a relative path inside the persistent partition"
-        ));
+        return Err(Invalid::NotRelative {
+            key,
+            path: path.to_string(),
+        });
     }
     Ok(())
 }
@@ -1043,21 +1023,31 @@ mod tests {
         let text = "[boot]\nfuture_key = 1\ndefault_slot = \"b\"\n[future_table]\nx = 1\n\
                     [bootstate]\nattempts = 5\nfuture = true\n";
         assert!(Config::parse(text, "t").is_err());
-        let (c, mut dropped) = Config::parse_lenient(text, "t").unwrap();
+        let uboot = |c: &Config| {
+            crate::state::uboot::config::UbootEnvConfig::from_bootstate(&c.bootstate)
+                .unwrap()
+                .config
+        };
+        let (c, mut dropped) = crate::state::parse_lenient(text, "t").unwrap();
         dropped.sort();
         assert_eq!(c.boot.default_slot, Slot::B);
-        assert_eq!(c.bootstate.attempts, 5);
+        assert_eq!(uboot(&c).attempts, 5);
         assert_eq!(
             dropped,
             vec!["boot.future_key", "bootstate.future", "future_table"]
         );
+        // The same in the backend's own table.
+        let text = "[bootstate.uboot-env]\nattempts = 5\nfuture = true\n";
+        let (c, dropped) = crate::state::parse_lenient(text, "t").unwrap();
+        assert_eq!(uboot(&c).attempts, 5);
+        assert_eq!(dropped, vec!["bootstate.uboot-env.future"]);
         // Every key this release knows is kept, optional ones and list items too.
         let full = "[persistent]\nmachine_id = \"\"\n\
                     dir = [{ path = \"x\", mode = 0o700, group = \"g\", owner = \"o\" }]\n\
                     bind = [{ source = \"x\", target = \"/x\", create = false, mode = 0o700, owner = \"o\", group = \"g\" }]\n\
                     [[overlay]]\ntarget = \"/srv\"\nupper = \"persistent\"\npath = \"o/{slot}\"\nsize = \"1m\"\n\
                     [bootstate]\nraw_offsets = [0, 16384]\n";
-        let (c, dropped) = Config::parse_lenient(full, "t").unwrap();
+        let (c, dropped) = crate::state::parse_lenient(full, "t").unwrap();
         assert_eq!(dropped, Vec::<String>::new());
         assert_eq!(c, Config::parse(full, "t").unwrap());
         let shipped = include_str!(concat!(
@@ -1065,11 +1055,14 @@ mod tests {
             "/configs/rpi-ab-userdata.toml"
         ));
         assert_eq!(
-            Config::parse_lenient(shipped, "t").unwrap().1,
+            crate::state::parse_lenient(shipped, "t").unwrap().1,
             Vec::<String>::new()
         );
         // A wrong type is still an error.
-        assert!(Config::parse_lenient("[bootstate]\nattempts = \"x\"\n", "t").is_err());
+        assert!(crate::state::parse_lenient("[bootstate]\nattempts = \"x\"\n", "t").is_err());
+        assert!(
+            crate::state::parse_lenient("[bootstate.uboot-env]\nattempts = \"x\"\n", "t").is_err()
+        );
     }
 
     #[test]
@@ -1084,7 +1077,15 @@ mod tests {
         for options in ["rw", "noatime,rw", "RW", " rw", "ro,rw", "noatime, ro"] {
             let text = format!("[system]\noptions = {options:?}\n");
             match Config::parse(&text, "t") {
-                Err(ConfigError::Invalid { message, .. }) => {
+                Err(ConfigError::Invalid { error, .. }) => {
+                    let message = error.to_string();
+                    assert!(
+                        matches!(
+                            error,
+                            Invalid::SystemWritable(_) | Invalid::SystemWhitespace(_)
+                        ),
+                        "{options}: {message}"
+                    );
                     assert!(
                         message.starts_with("system.options: "),
                         "{options}: {message}"
@@ -1113,8 +1114,18 @@ mod tests {
         for line in bad {
             let text = format!("[boot]\n{line}\n");
             match Config::parse(&text, "t") {
-                Err(ConfigError::Invalid { message, .. }) => {
-                    assert!(message.starts_with("boot."), "{line}: {message}")
+                Err(ConfigError::Invalid { error, .. }) => {
+                    let message = error.to_string();
+                    assert!(message.starts_with("boot."), "{line}: {message}");
+                    assert!(
+                        matches!(
+                            error,
+                            Invalid::DeviceTimeout(_)
+                                | Invalid::SettleLonger { .. }
+                                | Invalid::RebootDelay(_)
+                        ),
+                        "{line}: {message}"
+                    );
                 }
                 other => panic!("{line}: {other:?}"),
             }
@@ -1177,9 +1188,10 @@ mod shipped {
             env!("CARGO_MANIFEST_DIR"),
             "/configs/rpi-ab-userdata.toml"
         ));
-        assert_eq!(
-            Config::parse(text, "rpi-ab-userdata.toml").unwrap(),
-            Config::default()
-        );
+        let mut parsed = Config::parse(text, "rpi-ab-userdata.toml").unwrap();
+        // The backend's table is the backend's defaults
+        // (state::uboot::config::tests::shipped_example_is_the_defaults).
+        assert!(parsed.bootstate.keys.remove("uboot-env").is_some());
+        assert_eq!(parsed, Config::default());
     }
 }

@@ -1,4 +1,5 @@
-//! Which slot boots: what the bootloader says it booted, and the decision.
+//! Which slot boots: what the bootloader says it booted (the slot sources);
+//! the boot-state backend decides from it (`state::Backend::decide`).
 
 pub mod slot;
 pub mod sources;

@@ -10,9 +10,9 @@
 //! back to the boot state's order as if the bootloader had said nothing usable.
 
 use crate::config::PartRef;
-use crate::decide::slot::Hint;
 use crate::disk::devices::{matches, Resolved};
 use crate::kernel::cmdline::Cmdline;
+use crate::state::decision::Hint;
 use crate::state::uboot::rauc::Bootnames;
 use crate::types::{Slot, SourceKind};
 

@@ -1,31 +1,37 @@
-//! The boot-state stage: open the store, decide the slot with its count
-//! committed durably before the slot is used, commit on mount, close.
+//! The boot-state stage: open the configured backend, decide the slot with
+//! its count committed durably before the slot is used, commit on mount,
+//! close. Only the `state::Backend` trait is used here.
 
 use super::report::{kind, Report};
 use crate::config::Config;
-use crate::config::Counter;
-use crate::decide::slot::{self, Inputs};
 use crate::decide::sources;
 use crate::disk::devices::Resolved;
 use crate::kernel::cmdline::{BootArgs, Cmdline};
 use crate::paths::STATE_MOUNT;
-use crate::state::uboot::store::{self, Store};
+use crate::state::decision::{DecideCtx, Line};
+use crate::state::{self, Backend};
 use crate::types::error_chain;
 use crate::types::Slot;
 use std::path::Path;
 
-/// Opens the boot-state store; a store that cannot be opened is logged and the
-/// boot goes on without counters.
+/// The kind of the warning a deprecated config spelling gives.
+const CONFIG_DEPRECATED: &str = "config-deprecated";
+
+/// Opens the boot-state backend; one that cannot be opened is logged and the
+/// boot goes on without counters. A `[bootstate]` the backend refuses opens
+/// nothing: [`decide`] then fails closed, as for any invalid config.
 pub(super) fn open_store(
     config: &Config,
     resolved: &Resolved,
     report: &mut Report,
-) -> Option<Store> {
-    let bs = &config.bootstate;
-    let partition = store::member(resolved, &bs.partition);
-    match store::open(bs, partition, Path::new(STATE_MOUNT)) {
-        Ok(Some(store)) => {
-            let record = store.record();
+) -> Option<Box<dyn Backend>> {
+    let checked = state::check(config).ok()?;
+    for warning in checked.deprecated {
+        report.warn(CONFIG_DEPRECATED, warning);
+    }
+    match state::open(config, resolved, Path::new(STATE_MOUNT)) {
+        Ok(Some(backend)) => {
+            let record = backend.record();
             match &record.error {
                 Some(e) => {
                     let message = format!(
@@ -37,12 +43,12 @@ pub(super) fn open_store(
                 None => log::info!("boot state {}: {}", record.location, record.health),
             }
             report.handoff.bootstate = Some(record);
-            Some(store)
+            Some(backend)
         }
         Ok(None) => None,
         Err(e) => {
             let message = format!("{}; booting without counters", error_chain(&e));
-            report.error(kind::BOOTSTATE_UNAVAILABLE, message);
+            report.error(e.kind(), message);
             None
         }
     }
@@ -54,25 +60,15 @@ pub(super) fn decide(
     args: &BootArgs,
     cmdline: &Cmdline,
     resolved: &Resolved,
-    store: Option<&mut Store>,
+    store: Option<&mut Box<dyn Backend>>,
     failed: &[(Slot, String)],
     report: &mut Report,
 ) -> Result<Slot, String> {
-    let bs = &config.bootstate;
-    let names = store::bootnames(bs).map_err(|e| format!("bootstate config: {e}"))?;
-    let rauc = store::rauc_config(bs).map_err(|e| format!("bootstate config: {e}"))?;
-    let state = store.as_deref().and_then(|s| s.state(bs));
-    // What the medium holds now: the fallback if this boot's count cannot be
-    // written. A fresh store holds nothing.
-    let on_disk = store.as_deref().and_then(|s| match &s.contents {
-        store::Contents::State(st) => Some(st.clone()),
-        _ => None,
-    });
-    // Without a store there is nothing to count: the bootloader's word decides.
-    let counter = match bs.backend {
-        crate::config::Backend::None => Counter::Bootloader,
-        crate::config::Backend::UbootEnv => bs.counter,
-    };
+    // Fail closed on a [bootstate] the backend refuses, as on any invalid config.
+    state::check(config)
+        .map_err(|e| format!("config: {}; refusing to boot with it", error_chain(&e)))?;
+    let (names, cmdline_key) =
+        state::slot_names(config).map_err(|e| format!("bootstate config: {e}"))?;
     let dt_partition = std::fs::read(crate::paths::DT_PARTITION)
         .ok()
         .and_then(|b| sources::parse_dt_u32(&b));
@@ -80,13 +76,14 @@ pub(super) fn decide(
         &config.boot.sources,
         &sources::Facts {
             cmdline,
-            rauc_key: &bs.cmdline_key,
+            rauc_key: &cmdline_key,
             names: &names,
             resolved,
             dt_partition,
         },
     );
-    if counter == Counter::Bootloader {
+    // Without a store there is nothing to count: the bootloader's word decides.
+    if state::bootloader_decides(config) {
         for line in &asked {
             log::info!("{line}");
         }
@@ -100,61 +97,26 @@ pub(super) fn decide(
         }
         other => other,
     };
-    let inputs = Inputs {
+    let ctx = DecideCtx {
         override_slot,
         default_slot: config.boot.default_slot,
-        counter,
         hint: hint.as_ref(),
-        state: state.as_ref(),
-        names: &names,
-        config: &rauc,
         failed,
     };
-    let mut outcome = slot::decide(&inputs)?;
-    for note in &outcome.notes {
-        log::info!("{note}");
-    }
-    for error in &outcome.errors {
-        report.error(kind::DECISION, error.clone());
-    }
-    if let Some(store) = store {
-        let written = match &outcome.state {
-            Some(new) => store
-                .commit(new, outcome.fallback.as_deref())
-                .map(|()| true)
-                .map_err(|e| error_chain(&e)),
-            None => store.repair().map_err(|e| error_chain(&e)),
-        };
-        // Store::commit takes the new state as its contents once it is on the
-        // medium; what fails after that (repairing the other copy) loses no count.
-        let durable = |store: &Store| {
-            matches!((&outcome.state, &store.contents),
-                (Some(new), store::Contents::State(now)) if new == now)
-        };
-        match written {
-            Ok(true) => log::info!("boot state committed: {}", store.loaded.health),
-            Ok(false) => {}
-            Err(e) if outcome.counted && !durable(store) => {
-                outcome = slot::uncounted(&inputs, &outcome, on_disk.as_ref(), &e);
-                for error in &outcome.errors {
-                    report.error(kind::BOOTSTATE_WRITE, error.clone());
-                }
-            }
-            Err(e) => {
-                let message = if durable(store) {
-                    format!("boot state committed, but {e}")
-                } else {
-                    format!("boot state not written: {e}")
-                };
-                let repair_or_write = if durable(store) {
-                    kind::BOOTSTATE_REPAIR
-                } else {
-                    kind::BOOTSTATE_WRITE
-                };
-                report.error(repair_or_write, message);
-            }
+    let outcome = match store {
+        Some(backend) => {
+            let outcome = backend.decide(&ctx);
+            report.handoff.bootstate = Some(backend.record());
+            outcome
         }
-        report.handoff.bootstate = Some(store.record());
+        None => state::decide_unopened(config, &ctx),
+    }
+    .map_err(|e| error_chain(&e))?;
+    for line in &outcome.lines {
+        match line {
+            Line::Note(note) => log::info!("{note}"),
+            Line::Problem(p) => report.error(p.kind(), p.to_string()),
+        }
     }
     let decision = outcome.decision.clone();
     log::info!("slot {} ({:?})", decision.slot, decision.source);
@@ -168,32 +130,23 @@ pub(super) fn decide(
 
 /// commit = "on-mount": the slot mounted and has an init, so it is good.
 pub(super) fn commit_good(
-    config: &Config,
-    store: Option<&mut Store>,
+    _config: &Config,
+    store: Option<&mut Box<dyn Backend>>,
     slot: Slot,
     report: &mut Report,
 ) {
     let Some(store) = store else {
         return;
     };
-    let bs = &config.bootstate;
-    let (Some(state), Ok(names)) = (store.state(bs), store::bootnames(bs)) else {
-        return;
-    };
-    let result = crate::state::uboot::rauc::mark_good(&state, names.of(slot), bs.attempts)
-        .map_err(|e| e.to_string())
-        .and_then(|m| store.commit(&m.state, None).map_err(|e| error_chain(&e)));
-    match result {
-        Ok(()) => log::info!("slot {slot} committed on mount"),
-        Err(e) => {
-            let message = format!("cannot commit slot {slot}: {e}");
-            report.error(kind::COMMIT, message);
-        }
+    match store.commit_good(slot) {
+        Ok(true) => log::info!("slot {slot} committed on mount"),
+        Ok(false) => return,
+        Err(e) => report.error(e.kind(), e.to_string()),
     }
     report.handoff.bootstate = Some(store.record());
 }
 
-pub(super) fn close_store(store: Option<Store>, report: &mut Report) {
+pub(super) fn close_store(store: Option<Box<dyn Backend>>, report: &mut Report) {
     if let Some(store) = store {
         report.handoff.bootstate = Some(store.record());
         store.close();
@@ -209,16 +162,21 @@ mod tests {
     /// A store holding `pairs` in `dir/sub/uboot.env`, opened, whose every
     /// later write fails: `dir/sub` is then a regular file (ENOTDIR), which
     /// stops root too, unlike a chmod.
-    fn failing_store(dir: &Path, pairs: &[(&str, &str)]) -> (Config, Store, PathBuf) {
+    fn failing_store(dir: &Path, pairs: &[(&str, &str)]) -> (Config, Box<dyn Backend>, PathBuf) {
         let sub = dir.join("sub");
         std::fs::create_dir(&sub).unwrap();
         let file = sub.join("uboot.env");
         let env = Env::from_pairs(pairs.iter().copied()).unwrap();
         let block = envblock::serialize(&env, 0x4000, Header::Single).unwrap();
         std::fs::write(&file, &block).unwrap();
-        let mut config = Config::default();
-        config.bootstate.fw_env = vec![format!("{} 0x0 0x4000", file.display())];
-        let store = store::open(&config.bootstate, None, dir).unwrap().unwrap();
+        let text = format!(
+            "[bootstate.uboot-env]\nfw_env = [\"{} 0x0 0x4000\"]\n",
+            file.display()
+        );
+        let config = Config::parse(&text, "t").unwrap();
+        let store = state::open(&config, &Resolved::default(), dir)
+            .unwrap()
+            .unwrap();
         let kept = dir.join("kept");
         std::fs::rename(&sub, &kept).unwrap();
         std::fs::write(&sub, b"not a directory").unwrap();
@@ -227,7 +185,7 @@ mod tests {
 
     fn decide_with(
         config: &Config,
-        store: &mut Store,
+        store: &mut Box<dyn Backend>,
     ) -> (Result<Slot, String>, crate::handoff::Handoff) {
         let cmdline = Cmdline::parse(b"");
         let args = BootArgs::from_cmdline(&cmdline);
@@ -259,7 +217,7 @@ mod tests {
         assert_eq!(slot, Ok(Slot::A), "{:?}", handoff.errors);
         assert_eq!(
             handoff.decision.as_ref().map(|d| d.source),
-            Some(slot::Source::Fallback)
+            Some(crate::state::decision::Source::Fallback)
         );
         assert!(
             handoff.errors.iter().any(|e| e.kind == "bootstate-write"
@@ -290,5 +248,121 @@ mod tests {
             "{:?}",
             handoff.errors
         );
+    }
+
+    /// A `[bootstate]` its backend refuses boots nothing, as any invalid
+    /// config, and nothing is opened or written.
+    #[test]
+    fn invalid_bootstate_fails_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("uboot.env");
+        for keys in ["size = 1", "countr = 1", "counter = \"uboot\""] {
+            let text = format!(
+                "[bootstate.uboot-env]\nfw_env = [\"{} 0x0 0x4000\"]\n{keys}\n",
+                file.display()
+            );
+            let config = Config::parse(&text, "t").unwrap();
+            let mut report = Report::new();
+            assert!(open_store(&config, &Resolved::default(), &mut report).is_none());
+            let cmdline = Cmdline::parse(b"");
+            let args = BootArgs::from_cmdline(&cmdline);
+            let slot = decide(
+                &config,
+                &args,
+                &cmdline,
+                &Resolved::default(),
+                None,
+                &[],
+                &mut report,
+            );
+            let err = slot.unwrap_err();
+            assert!(
+                err.starts_with("config: ") && err.contains("refusing to boot"),
+                "{err}"
+            );
+            assert!(!file.exists(), "{keys}");
+        }
+    }
+
+    #[test]
+    fn deprecated_spelling_boots_with_a_warning_of_its_kind() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("uboot.env");
+        for (text, warned) in [
+            (
+                format!(
+                    "[bootstate]\nfw_env = [\"{} 0x0 0x4000\"]\n",
+                    file.display()
+                ),
+                true,
+            ),
+            (
+                format!(
+                    "[bootstate.uboot-env]\nfw_env = [\"{} 0x0 0x4000\"]\n",
+                    file.display()
+                ),
+                false,
+            ),
+        ] {
+            let config = Config::parse(&text, "t").unwrap();
+            let mut report = Report::new();
+            let store = open_store(&config, &Resolved::default(), &mut report);
+            assert!(store.is_some());
+            assert_eq!(
+                report.kinds().contains(&CONFIG_DEPRECATED),
+                warned,
+                "{text}"
+            );
+            close_store(store, &mut report);
+        }
+    }
+
+    /// The store cannot be opened: an error of its kind, and counter = "init"
+    /// boots the default slot, not the cmdline's word.
+    #[test]
+    fn unavailable_store_is_reported_and_the_default_boots() {
+        let config = Config::default();
+        let mut report = Report::new();
+        assert!(open_store(&config, &Resolved::default(), &mut report).is_none());
+        assert_eq!(report.kinds(), ["bootstate-unavailable"]);
+        let cmdline = Cmdline::parse(b"rauc.slot=B");
+        let args = BootArgs::from_cmdline(&cmdline);
+        let slot = decide(
+            &config,
+            &args,
+            &cmdline,
+            &Resolved::default(),
+            None,
+            &[],
+            &mut report,
+        );
+        assert_eq!(slot, Ok(Slot::A));
+        assert_eq!(
+            report.handoff.decision.map(|d| d.source),
+            Some(crate::state::decision::Source::Default)
+        );
+    }
+
+    /// The kinds the state module gives its errors are the report's kinds.
+    #[test]
+    fn state_kinds_are_the_report_kinds() {
+        use crate::state::decision::{DecideError, Problem};
+        let write = Problem::NotWritten("x".into());
+        assert_eq!(write.kind(), kind::BOOTSTATE_WRITE);
+        assert_eq!(
+            Problem::RepairFailed("x".into()).kind(),
+            kind::BOOTSTATE_REPAIR
+        );
+        assert_eq!(Problem::NoHint.kind(), kind::DECISION);
+        assert_eq!(DecideError::BothFailed.kind(), kind::DECISION);
+        let commit = crate::state::CommitError {
+            slot: Slot::A,
+            message: "x".into(),
+        };
+        assert_eq!(commit.kind(), kind::COMMIT);
+        let unavailable = crate::state::OpenError::Backend("x".into());
+        assert_eq!(unavailable.kind(), kind::BOOTSTATE_UNAVAILABLE);
+        let config = crate::state::parse("[bootstate]\nsize = 1\n", "t").unwrap_err();
+        assert_eq!(config.kind(), kind::CONFIG);
     }
 }

@@ -1,4 +1,748 @@
-//! The boot state: what the firmware booted, the trial counters, and the
-//! commit. Each backend is a folder.
+//! The boot state: what the firmware booted, trial or committed, this boot's
+//! decision, the commit, mark-good / bad / active, and what `status` shows,
+//! behind one trait ([`Backend`]). The init's state stage and the CLI use
+//! only the trait and the functions here.
+//!
+//! A new backend is one module (its `[bootstate.<name>]` table, read and
+//! checked by the module itself, and a type implementing [`Backend`]) and one
+//! line in [`BACKENDS`]; `state::fake` (a test) is such a second backend.
+//! The U-Boot env with RAUC's contract (`uboot`) is the first. The trait
+//! assumes no counters: a backend whose firmware picks the slot (Raspberry
+//! Pi tryboot, Arm FWU metadata) answers `decide` from what the firmware says
+//! and its own trial flag, `mark` from its own metadata, and `record` with
+//! its slots in `order` and what is left of a trial in `left`.
+//!
+//! RAUC's bootnames and cmdline key (`[bootstate.uboot-env]`) also serve the
+//! `rauc` slot source and the CLI's slot argument whatever the backend, so
+//! the U-Boot keys are read (their types checked) with every backend.
 
+pub mod decision;
+#[cfg(test)]
+mod fake;
 pub mod uboot;
+
+use crate::config::{BootStateConfig, Config, ConfigError, BACKEND_NONE};
+use crate::disk::devices::Resolved;
+use crate::types::Slot;
+use decision::{DecideCtx, DecideError, Outcome};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// The backends, by the name `[bootstate] backend` gives: a new backend is a
+/// module and a line here.
+pub const BACKENDS: &[Entry] = &[uboot::BACKEND];
+
+/// One backend: its name (also the name of its table in `[bootstate]`), its
+/// config check and how it opens.
+pub struct Entry {
+    pub name: &'static str,
+    /// Keys it read directly in `[bootstate]` before it had a table (read
+    /// for one release, with a warning); empty for a new backend.
+    pub legacy_keys: &'static [&'static str],
+    /// Reads and checks the backend's keys of `[bootstate]`.
+    pub check: fn(&BootStateConfig) -> Result<Checked, CheckError>,
+    /// Every key the backend's keys may be (for the lenient parse).
+    pub reference: fn() -> toml::Table,
+    /// Opens the store. `resolved` are the layout's partitions; `mount_dir`
+    /// is where a backend may mount one.
+    pub open: OpenFn,
+    /// This boot's decision when the store could not be opened.
+    pub unavailable: fn(&BootStateConfig, &DecideCtx) -> Result<Outcome, DecideError>,
+    /// Whether the bootloader's (firmware's) word picks the slot, so the
+    /// slot sources asked are worth logging.
+    pub bootloader_decides: fn(&BootStateConfig) -> bool,
+    /// The block devices the config names for the store (they tell which
+    /// disk the bootloader booted from).
+    pub devices: fn(&BootStateConfig) -> Vec<String>,
+}
+
+/// How a backend opens: the config, the layout's partitions, a directory to
+/// mount on.
+pub type OpenFn = fn(&Config, &Resolved, &Path) -> Result<Box<dyn Backend>, OpenError>;
+
+/// What a boot-state backend does, for the init's state stage and the CLI.
+pub trait Backend {
+    fn name(&self) -> &'static str;
+    /// Where the state lives, its health and error, and per-slot state: the
+    /// handoff's `bootstate` and `status`'s `store`.
+    fn record(&self) -> Record;
+    /// This boot's slot, committed durably before it returns where the
+    /// backend counts; a write that fails never lets a trial boot uncounted
+    /// when another slot is known good.
+    fn decide(&mut self, ctx: &DecideCtx) -> Result<Outcome, DecideError>;
+    /// `commit = "on-mount"`: the slot mounted and has an init. Ok(false):
+    /// nothing to commit (no usable state).
+    fn commit_good(&mut self, slot: Slot) -> Result<bool, CommitError>;
+    /// `mark-good`, `mark-bad`, `mark-active`: the line to print.
+    fn mark(&mut self, how: Mark, slot: Slot, force: bool) -> Result<String, MarkError>;
+    /// Trial or committed, and what is left of the trial, for `status`.
+    fn status(&self, booted: Option<Slot>) -> BootStatus;
+    /// Undoes what open did (a mount).
+    fn close(self: Box<Self>);
+}
+
+/// The store's state as recorded in the handoff and shown by `status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub location: String,
+    pub health: String,
+    pub error: Option<String>,
+    /// The slots in the order they are tried (U-Boot: BOOT_ORDER).
+    pub order: Vec<String>,
+    /// What is left of each slot's trial (U-Boot: BOOT_x_LEFT).
+    pub left: Vec<(String, u32)>,
+    pub last_fallback: Option<String>,
+}
+
+/// `status`: the booted slot's boot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootStatus {
+    /// "trial", "committed", or "unknown".
+    pub boot: &'static str,
+    pub attempts_left: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mark {
+    Good,
+    Bad,
+    Active,
+}
+
+impl Mark {
+    pub fn verb(self) -> &'static str {
+        match self {
+            Mark::Good => "good",
+            Mark::Bad => "bad",
+            Mark::Active => "active",
+        }
+    }
+}
+
+/// A key of `[bootstate]` (or a backend's table) that cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{table}.{key}: {message}")]
+pub struct KeyError {
+    /// `bootstate` or `bootstate.<backend>`.
+    pub table: String,
+    pub key: String,
+    /// The value is wrong (else the key is unknown).
+    pub in_value: bool,
+    pub message: String,
+}
+
+/// `[bootstate]` as a backend reads it, when usable.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Checked {
+    /// Deprecated spellings used: each a "config-deprecated" warning.
+    pub deprecated: Vec<String>,
+}
+
+/// A `[bootstate]` that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error("bootstate.backend: unknown backend {name:?} (one of {known})")]
+    UnknownBackend { name: String, known: String },
+    #[error(transparent)]
+    Key(KeyError),
+    /// The backend's own check; its message says the key.
+    #[error("{0}")]
+    Backend(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl CheckError {
+    pub fn kind(&self) -> &'static str {
+        "config"
+    }
+}
+
+/// The store cannot be opened; the boot goes on without it.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Config(#[from] CheckError),
+    #[error(transparent)]
+    Backend(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl OpenError {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            OpenError::Config(e) => e.kind(),
+            OpenError::Backend(_) => "bootstate-unavailable",
+        }
+    }
+}
+
+/// The commit on mount failed.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot commit slot {slot}: {message}")]
+pub struct CommitError {
+    pub slot: Slot,
+    pub message: String,
+}
+
+impl CommitError {
+    pub fn kind(&self) -> &'static str {
+        "commit"
+    }
+}
+
+/// Why a mark wrote nothing (or failed writing).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MarkError {
+    /// The stored state is corrupt or invalid; `--force` writes a fresh one.
+    #[error("{0}")]
+    Unusable(String),
+    /// The mark cannot apply to the stored state.
+    #[error("boot state: {0}")]
+    Invalid(String),
+    /// Another writer holds the store.
+    #[error("{0}")]
+    Locked(String),
+    /// The mark would leave no slot to boot; `--force` marks anyway.
+    #[error("{0}")]
+    Refused(String),
+    #[error("{0}")]
+    Write(String),
+}
+
+impl MarkError {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            MarkError::Unusable(_) => "bootstate-unusable",
+            MarkError::Invalid(_) => "bootstate-invalid",
+            MarkError::Locked(_) => "bootstate-locked",
+            MarkError::Refused(_) => "mark-refused",
+            MarkError::Write(_) => "bootstate-write",
+        }
+    }
+}
+
+/// The registry entry for `name`.
+fn entry<'a>(backends: &'a [Entry], name: &str) -> Result<&'a Entry, CheckError> {
+    backends
+        .iter()
+        .find(|e| e.name == name)
+        .ok_or_else(|| CheckError::UnknownBackend {
+            name: name.into(),
+            known: std::iter::once(BACKEND_NONE)
+                .chain(backends.iter().map(|e| e.name))
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+}
+
+/// Checks `[bootstate]` against the registry: every key is a backend's table
+/// or a backend's deprecated key, and the chosen backend accepts its keys.
+/// The U-Boot backend's keys are checked whatever the backend (its names
+/// serve the `rauc` slot source).
+pub fn check(config: &Config) -> Result<Checked, CheckError> {
+    check_with(BACKENDS, &config.bootstate)
+}
+
+pub fn check_with(backends: &[Entry], bs: &BootStateConfig) -> Result<Checked, CheckError> {
+    let chosen = match bs.backend.as_str() {
+        BACKEND_NONE => None,
+        name => Some(entry(backends, name)?),
+    };
+    for key in bs.keys.keys() {
+        let known = backends
+            .iter()
+            .any(|e| e.name == key || e.legacy_keys.contains(&key.as_str()));
+        if !known {
+            return Err(CheckError::Key(KeyError {
+                table: "bootstate".into(),
+                key: key.clone(),
+                in_value: false,
+                message: format!("unknown field `{key}`"),
+            }));
+        }
+    }
+    let mut checked = (uboot::BACKEND.check)(bs)?;
+    if let Some(e) = chosen.filter(|e| e.name != uboot::config::NAME) {
+        checked.deprecated.extend((e.check)(bs)?.deprecated);
+    }
+    Ok(checked)
+}
+
+/// [`Config::parse`] and [`check`], the errors located in `text`.
+pub fn parse(text: &str, path: &str) -> Result<(Config, Checked), ConfigError> {
+    let config = Config::parse(text, path)?;
+    let checked = check(&config).map_err(|e| located(e, text, path))?;
+    Ok((config, checked))
+}
+
+/// Reads and checks `path`; a missing file is the defaults.
+pub fn load(path: &Path) -> Result<(Config, Checked), ConfigError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse(&text, &path.display().to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let config = Config::default();
+            let checked = check(&config).map_err(|e| located(e, "", "defaults"))?;
+            Ok((config, checked))
+        }
+        Err(source) => Err(ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        }),
+    }
+}
+
+/// [`Config::parse_lenient`] knowing every backend's keys.
+pub fn parse_lenient(text: &str, path: &str) -> Result<(Config, Vec<String>), ConfigError> {
+    let mut reference = toml::Table::new();
+    for e in BACKENDS {
+        reference.extend((e.reference)());
+    }
+    let (config, dropped) = Config::parse_lenient(text, path, &reference)?;
+    check(&config).map_err(|e| located(e, text, path))?;
+    Ok((config, dropped))
+}
+
+/// A check error as a config error: a key error located in `text`.
+fn located(e: CheckError, text: &str, path: &str) -> ConfigError {
+    match e {
+        CheckError::Key(k) => {
+            let span = crate::config::span_of(text, &k.table, &k.key, k.in_value);
+            if span.is_some() {
+                ConfigError::parse(text, path, span, &k.message)
+            } else {
+                ConfigError::Parse {
+                    path: path.into(),
+                    line: 0,
+                    column: 0,
+                    message: k.to_string(),
+                }
+            }
+        }
+        CheckError::UnknownBackend { name, known } => ConfigError::parse(
+            text,
+            path,
+            crate::config::span_of(text, "bootstate", "backend", true),
+            &format!("unknown backend {name:?} (one of {known})"),
+        ),
+        e => ConfigError::Backend {
+            path: path.into(),
+            error: Box::new(e),
+        },
+    }
+}
+
+/// Opens the configured backend; None for backend "none".
+pub fn open(
+    config: &Config,
+    resolved: &Resolved,
+    mount_dir: &Path,
+) -> Result<Option<Box<dyn Backend>>, OpenError> {
+    open_with(BACKENDS, config, resolved, mount_dir)
+}
+
+pub fn open_with(
+    backends: &[Entry],
+    config: &Config,
+    resolved: &Resolved,
+    mount_dir: &Path,
+) -> Result<Option<Box<dyn Backend>>, OpenError> {
+    check_with(backends, &config.bootstate)?;
+    if config.bootstate.backend == BACKEND_NONE {
+        return Ok(None);
+    }
+    let entry = entry(backends, &config.bootstate.backend)?;
+    (entry.open)(config, resolved, mount_dir).map(Some)
+}
+
+/// How the bootloader names the slots on the cmdline, for the `rauc` slot
+/// source and the CLI's slot argument: RAUC's bootnames and cmdline key
+/// (`[bootstate.uboot-env]`, read whatever the backend).
+pub fn slot_names(config: &Config) -> Result<(uboot::rauc::Bootnames, String), CheckError> {
+    let parsed = uboot::config::UbootEnvConfig::from_bootstate(&config.bootstate)
+        .map_err(uboot::check_error)?;
+    let names = parsed
+        .config
+        .bootnames()
+        .map_err(|e| CheckError::Backend(Box::new(e)))?;
+    Ok((names, parsed.config.cmdline_key))
+}
+
+/// This boot's decision without an open store: backend "none" follows the
+/// bootloader's word; a backend whose store could not be opened says what
+/// it does without it.
+pub fn decide_unopened(config: &Config, ctx: &DecideCtx) -> Result<Outcome, DecideError> {
+    let bs = &config.bootstate;
+    match entry(BACKENDS, &bs.backend) {
+        Ok(entry) if bs.backend != BACKEND_NONE => (entry.unavailable)(bs, ctx),
+        _ => decision::follow_bootloader(ctx),
+    }
+}
+
+/// Whether the bootloader's word picks the slot (always, without a store).
+pub fn bootloader_decides(config: &Config) -> bool {
+    let bs = &config.bootstate;
+    bs.backend == BACKEND_NONE
+        || entry(BACKENDS, &bs.backend).is_ok_and(|e| (e.bootloader_decides)(bs))
+}
+
+/// The block devices the boot-state config names (`fw_env` lines), for
+/// `disk::devices::BootDiskHint`: the bootloader's env is on its boot disk.
+pub fn boot_devices(config: &Config) -> Vec<String> {
+    let bs = &config.bootstate;
+    let mut devices: Vec<String> = BACKENDS.iter().flat_map(|e| (e.devices)(bs)).collect();
+    devices.dedup();
+    devices
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decision::{Decision, Hint, Line, Problem, Source};
+    use super::*;
+
+    /// A second backend is its module and this one line.
+    const REGISTRY: &[Entry] = &[uboot::BACKEND, fake::BACKEND];
+
+    fn config(text: &str) -> Config {
+        Config::parse(text, "t").unwrap()
+    }
+
+    fn ctx<'a>(hint: Option<&'a Hint>, failed: &'a [(Slot, String)]) -> DecideCtx<'a> {
+        DecideCtx {
+            override_slot: None,
+            default_slot: Slot::A,
+            hint,
+            failed,
+        }
+    }
+
+    /// A U-Boot env store in `dir` (fw_env lines, no mount), in the new spelling.
+    fn uboot_config(dir: &Path, extra: &str) -> Config {
+        config(&format!(
+            "[bootstate.uboot-env]\nfw_env = [\"{} 0x0 0x4000\"]\n{extra}",
+            dir.join("uboot.env").display()
+        ))
+    }
+
+    fn open_uboot(dir: &Path, config: &Config) -> Box<dyn Backend> {
+        open(config, &Resolved::default(), dir).unwrap().unwrap()
+    }
+
+    #[test]
+    fn a_second_backend_is_a_module_and_a_registry_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = config("[bootstate]\nbackend = \"fake\"\n[bootstate.fake]\ncommitted = \"b\"\n");
+        // Not registered: an unknown backend, named with the known ones.
+        match check(&c) {
+            Err(CheckError::UnknownBackend { name, known }) => {
+                assert_eq!(name, "fake");
+                assert_eq!(known, "none, uboot-env");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(open(&c, &Resolved::default(), dir.path()).is_err());
+        // Registered: checked, opened and used through the trait alone.
+        check_with(REGISTRY, &c.bootstate).unwrap();
+        let bad = config("[bootstate]\nbackend = \"fake\"\n[bootstate.fake]\ncomitted = \"b\"\n");
+        assert!(matches!(
+            check_with(REGISTRY, &bad.bootstate),
+            Err(CheckError::Key(_))
+        ));
+        let mut b = open_with(REGISTRY, &c, &Resolved::default(), dir.path())
+            .unwrap()
+            .unwrap();
+        assert_eq!(b.name(), "fake");
+        let out = b.decide(&ctx(None, &[])).unwrap();
+        assert_eq!(
+            out.decision,
+            Decision {
+                slot: Slot::B,
+                source: Source::Bootloader
+            }
+        );
+        assert_eq!(
+            b.mark(Mark::Active, Slot::A, false).unwrap(),
+            "slot a marked active"
+        );
+        assert_eq!(
+            b.mark(Mark::Bad, Slot::B, false).unwrap_err().kind(),
+            "mark-refused"
+        );
+        b.close();
+        // The trial is armed on the medium; the next boot tries it once.
+        let mut b = open_with(REGISTRY, &c, &Resolved::default(), dir.path())
+            .unwrap()
+            .unwrap();
+        assert_eq!(b.decide(&ctx(None, &[])).unwrap().decision.slot, Slot::A);
+        assert_eq!(b.status(Some(Slot::A)).boot, "trial");
+        assert!(b.commit_good(Slot::A).unwrap());
+        assert_eq!(b.status(Some(Slot::A)).boot, "committed");
+        assert_eq!(b.record().order, ["a"]);
+    }
+
+    #[test]
+    fn backend_none_opens_nothing_and_follows_the_bootloader() {
+        let c = config("[bootstate]\nbackend = \"none\"\n");
+        let dir = tempfile::tempdir().unwrap();
+        assert!(open(&c, &Resolved::default(), dir.path())
+            .unwrap()
+            .is_none());
+        assert!(bootloader_decides(&c));
+        let hint = Hint {
+            slot: Some(Slot::B),
+            source: "rauc.slot=\"B\"".into(),
+        };
+        let out = decide_unopened(&c, &ctx(Some(&hint), &[])).unwrap();
+        assert_eq!(out.decision.source, Source::Bootloader);
+        assert_eq!(out.decision.slot, Slot::B);
+        let failed = [(Slot::B, "no init".to_string())];
+        let out = decide_unopened(&c, &ctx(Some(&hint), &failed)).unwrap();
+        assert_eq!(
+            out.decision,
+            Decision {
+                slot: Slot::A,
+                source: Source::Fallback
+            }
+        );
+        let both = [(Slot::A, "x".to_string()), (Slot::B, "y".to_string())];
+        let err = decide_unopened(&c, &ctx(None, &both)).unwrap_err();
+        assert!(matches!(err, DecideError::BothFailed));
+        assert_eq!(err.kind(), "decision");
+        // A hint that names no slot is an error of kind "decision".
+        let nameless = Hint {
+            slot: None,
+            source: "rauc.slot=\"Z\"".into(),
+        };
+        let out = decide_unopened(&c, &ctx(Some(&nameless), &[])).unwrap();
+        assert_eq!(out.decision.source, Source::Default);
+        assert_eq!(
+            out.problems().map(Problem::kind).collect::<Vec<_>>(),
+            ["decision"]
+        );
+    }
+
+    // Before the trait, a U-Boot store that could not be opened left
+    // counter = "init" booting the default slot, never the cmdline's word.
+    #[test]
+    fn unopened_uboot_store_decides_as_its_counter_says() {
+        let hint = Hint {
+            slot: Some(Slot::B),
+            source: "rauc.slot=\"B\"".into(),
+        };
+        let init = config("[bootstate.uboot-env]\ncounter = \"init\"\n");
+        assert!(!bootloader_decides(&init));
+        let out = decide_unopened(&init, &ctx(Some(&hint), &[])).unwrap();
+        assert_eq!(
+            out.decision,
+            Decision {
+                slot: Slot::A,
+                source: Source::Default
+            }
+        );
+        let follow = config("[bootstate]\ncounter = \"bootloader\"\n");
+        assert!(bootloader_decides(&follow));
+        let out = decide_unopened(&follow, &ctx(Some(&hint), &[])).unwrap();
+        assert_eq!(out.decision.slot, Slot::B);
+        assert_eq!(out.decision.source, Source::Bootloader);
+    }
+
+    /// The U-Boot backend through the trait: decide counts and commits,
+    /// on-mount commit, the marks, status, the record.
+    #[test]
+    fn uboot_backend_round_trips_through_the_trait() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = uboot_config(dir.path(), "");
+        let mut b = open_uboot(dir.path(), &c);
+        assert_eq!(b.name(), "uboot-env");
+        assert_eq!(b.record().health, "no environment yet");
+        let out = b.decide(&ctx(None, &[])).unwrap();
+        assert_eq!(
+            out.decision,
+            Decision {
+                slot: Slot::A,
+                source: Source::Counters
+            }
+        );
+        assert!(out.problems().next().is_none(), "{:?}", out.lines);
+        assert!(out
+            .lines
+            .iter()
+            .any(|l| matches!(l, Line::Note(n) if n.starts_with("boot state committed"))));
+        // Committed before decide returned: a fresh open reads the count.
+        b.close();
+        let mut b = open_uboot(dir.path(), &c);
+        assert_eq!(b.record().left, [("A".into(), 2), ("B".into(), 3)]);
+        assert_eq!(
+            b.status(Some(Slot::A)),
+            BootStatus {
+                boot: "trial",
+                attempts_left: Some(2)
+            }
+        );
+        assert!(b.commit_good(Slot::A).unwrap());
+        assert_eq!(b.status(Some(Slot::A)).boot, "committed");
+        let line = b.mark(Mark::Active, Slot::B, false).unwrap();
+        assert!(line.starts_with("slot b (B) marked active"), "{line}");
+        assert_eq!(b.record().order, ["B", "A"]);
+        let line = b.mark(Mark::Good, Slot::B, false).unwrap();
+        assert!(line.contains("marked good"), "{line}");
+        b.mark(Mark::Bad, Slot::A, false).unwrap();
+        let refused = b.mark(Mark::Bad, Slot::B, false).unwrap_err();
+        assert_eq!(refused.kind(), "mark-refused");
+        b.close();
+        let b = open_uboot(dir.path(), &c);
+        assert_eq!(b.record().order, ["B"]);
+        assert_eq!(b.status(Some(Slot::B)).boot, "committed");
+        assert_eq!(b.status(None).boot, "unknown");
+        b.close();
+    }
+
+    #[test]
+    fn uboot_backend_marks_nothing_on_a_corrupt_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("uboot.env");
+        std::fs::write(&file, vec![0x55u8; 0x4000]).unwrap();
+        let c = uboot_config(dir.path(), "");
+        let mut b = open_uboot(dir.path(), &c);
+        assert!(b.record().error.is_some());
+        let err = b.mark(Mark::Good, Slot::A, false).unwrap_err();
+        assert!(matches!(err, MarkError::Unusable(_)), "{err}");
+        assert_eq!(err.kind(), "bootstate-unusable");
+        // commit on mount has nothing to commit, and writes nothing.
+        assert!(!b.commit_good(Slot::A).unwrap());
+        assert_eq!(std::fs::read(&file).unwrap(), vec![0x55u8; 0x4000]);
+        // --force writes a fresh state (the env is slotinit's).
+        b.mark(Mark::Active, Slot::B, true).unwrap();
+        b.close();
+        let b = open_uboot(dir.path(), &c);
+        assert_eq!(b.record().order, ["B", "A"]);
+    }
+
+    #[test]
+    fn the_store_that_cannot_be_opened_has_a_kind() {
+        let dir = tempfile::tempdir().unwrap();
+        // Files on a layout member that was not found.
+        let err = open(&Config::default(), &Resolved::default(), dir.path())
+            .err()
+            .unwrap();
+        assert_eq!(err.kind(), "bootstate-unavailable");
+        assert!(
+            crate::types::error_chain(&err).contains("no bootconfig partition"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_of_bootstate_are_located() {
+        let text =
+            "[boot]\ninit = \"/sbin/init\"\n[bootstate]\nbackend = \"uboot-env\"\ncountr = 1\n";
+        // The config alone carries them; the backend check refuses them.
+        assert!(Config::parse(text, "t").is_ok());
+        match parse(text, "t") {
+            Err(ConfigError::Parse {
+                line,
+                column,
+                message,
+                ..
+            }) => {
+                assert_eq!((line, column), (5, 1));
+                assert_eq!(message, "[bootstate] countr: unknown field `countr`");
+            }
+            other => panic!("{other:?}"),
+        }
+        let text = "[bootstate.uboot-env]\n  counter = \"uboot\"\n";
+        match parse(text, "t") {
+            Err(ConfigError::Parse {
+                line,
+                column,
+                message,
+                ..
+            }) => {
+                assert_eq!((line, column), (2, 13), "{message}");
+                assert!(
+                    message.starts_with("[bootstate.uboot-env] counter: unknown variant `uboot`"),
+                    "{message}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let text = "[bootstate]\nbackend = \"uboot\"\n";
+        let err = parse(text, "t").unwrap_err();
+        assert_eq!(err.kind(), "config");
+        assert_eq!(
+            crate::types::error_chain(&err),
+            "t:2:11: [bootstate] backend: unknown backend \"uboot\" (one of none, uboot-env)"
+        );
+    }
+
+    /// What `check-config` accepts reads back the same from its TOML (the
+    /// config fuzz target's property), in both spellings.
+    #[test]
+    fn accepted_configs_round_trip() {
+        let mut texts: Vec<String> = [
+            "rpi-ab-userdata",
+            "mapio",
+            "generic-ab",
+            "stm32mp",
+            "uboot-rauc",
+        ]
+        .iter()
+        .map(|n| {
+            std::fs::read_to_string(
+                Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("configs/{n}.toml")),
+            )
+            .unwrap()
+        })
+        .collect();
+        texts
+            .push("[bootstate]\nfw_env = [\"/dev/x 0 0x4000\"]\ncounter = \"bootloader\"\n".into());
+        texts.push(
+            "[bootstate]\nbackend = \"none\"\nattempts = 2\n[bootstate.uboot-env]\nattempts = 2\n"
+                .into(),
+        );
+        for text in texts {
+            let (c, _) = parse(&text, "t").unwrap();
+            let again = toml::to_string(&c).unwrap();
+            assert_eq!(parse(&again, "again").unwrap().0, c, "{again}");
+        }
+    }
+
+    #[test]
+    fn deprecated_spelling_is_named_and_both_spellings_must_agree() {
+        let (_, checked) = parse("[bootstate]\ncounter = \"bootloader\"\n", "t").unwrap();
+        assert_eq!(checked.deprecated.len(), 1);
+        assert!(
+            checked.deprecated[0].contains("counter")
+                && checked.deprecated[0].contains("[bootstate.uboot-env]"),
+            "{:?}",
+            checked.deprecated
+        );
+        let (_, checked) = parse("[bootstate.uboot-env]\ncounter = \"bootloader\"\n", "t").unwrap();
+        assert!(checked.deprecated.is_empty());
+        let err = parse(
+            "[bootstate]\nsize = 0x2000\n[bootstate.uboot-env]\nsize = 0x4000\n",
+            "t",
+        )
+        .unwrap_err();
+        let text = crate::types::error_chain(&err);
+        assert!(
+            text.contains("bootstate.size") && text.contains("bootstate.uboot-env.size"),
+            "{text}"
+        );
+    }
+
+    // Before the table, backend "none" took any value of the U-Boot keys.
+    #[test]
+    fn backend_none_checks_the_types_of_the_uboot_keys_only() {
+        assert!(parse("[bootstate]\nbackend = \"none\"\nsize = 1\n", "t").is_ok());
+        assert!(parse("[bootstate]\nbackend = \"none\"\nsize = \"x\"\n", "t").is_err());
+        assert!(parse("[bootstate]\nsize = 1\n", "t").is_err());
+    }
+
+    #[test]
+    fn boot_devices_are_the_fw_env_devices_of_either_spelling() {
+        for text in [
+            "[bootstate]\nfw_env = [\"# c\", \"/dev/mmcblk0boot1 0x3e0000 0x20000\"]\n",
+            "[bootstate.uboot-env]\nfw_env = [\"# c\", \"/dev/mmcblk0boot1 0x3e0000 0x20000\"]\n",
+        ] {
+            assert_eq!(boot_devices(&config(text)), ["/dev/mmcblk0boot1"], "{text}");
+        }
+    }
+}

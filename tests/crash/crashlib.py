@@ -317,9 +317,13 @@ class Store:
     def from_config(cls, path):
         import tomllib
         cfg = tomllib.loads(Path(path).read_text())
-        bs = cfg.get("bootstate", {})
-        if bs.get("backend", "uboot-env") != "uboot-env":
-            raise RuntimeError(f"{path}: backend {bs.get('backend')!r}: only uboot-env is enumerated")
+        top = cfg.get("bootstate", {})
+        if top.get("backend", "uboot-env") != "uboot-env":
+            raise RuntimeError(f"{path}: backend {top.get('backend')!r}: only uboot-env is enumerated")
+        # The backend's table [bootstate.uboot-env], over the keys directly in
+        # [bootstate] that older configs have (slotinit reads both).
+        new = top.get("uboot-env", {})
+        bs = {**{k: v for k, v in top.items() if k != "uboot-env"}, **new}
         raw = tuple(bs.get("raw_offsets", []))
         files = () if raw else tuple(bs.get("files", ["uboot.env", "uboot-redund.env"]))
         part = bs.get("partition", "bootconfig")

@@ -1,8 +1,108 @@
 //! The U-Boot environment with RAUC's contract (BOOT_ORDER, BOOT_x_LEFT): the
-//! env format, where its copies live, and the store that reads and writes it.
+//! env format, where its copies live, the store that reads and writes it,
+//! RAUC's decision over it, and the backend the init and the CLI use.
 
+mod backend;
+pub mod config;
+pub mod decide;
 pub mod envblock;
 pub mod envstore;
 pub mod fwenv;
 pub mod rauc;
 pub mod store;
+
+pub use backend::UbootEnv;
+
+use crate::config::BootStateConfig;
+use crate::state::decision::{DecideCtx, DecideError, Line, Outcome};
+use crate::state::{CheckError, Checked, Entry};
+
+/// The registry line.
+pub const BACKEND: Entry = Entry {
+    name: config::NAME,
+    legacy_keys: config::KEYS,
+    check,
+    reference: config::UbootEnvConfig::reference,
+    open: backend::open,
+    unavailable,
+    bootloader_decides,
+    devices,
+};
+
+/// Checks the keys; their values only where this is the backend (before the
+/// table existed, backend "none" took any value).
+fn check(bs: &BootStateConfig) -> Result<Checked, CheckError> {
+    let parsed = if bs.backend == config::NAME {
+        config::UbootEnvConfig::from_bootstate(bs)
+    } else {
+        config::UbootEnvConfig::read(bs).map(|(parsed, _)| parsed)
+    }
+    .map_err(check_error)?;
+    let deprecated = if parsed.deprecated.is_empty() {
+        Vec::new()
+    } else {
+        vec![format!(
+            "{} directly in [bootstate]: deprecated, read for one more release; \
+             move to [bootstate.{}]",
+            parsed.deprecated.join(", "),
+            config::NAME
+        )]
+    };
+    Ok(Checked { deprecated })
+}
+
+pub(crate) fn check_error(e: config::UbootConfigError) -> CheckError {
+    match e {
+        config::UbootConfigError::Key(k) => CheckError::Key(k),
+        e => CheckError::Backend(Box::new(e)),
+    }
+}
+
+/// Without the store: RAUC's decision over no state (counter = "init": the
+/// default slot; "bootloader": its word), nothing to commit.
+fn unavailable(bs: &BootStateConfig, ctx: &DecideCtx) -> Result<Outcome, DecideError> {
+    let invalid = |e: Box<dyn std::error::Error + Send + Sync>| DecideError::State(e);
+    let (parsed, _) = config::UbootEnvConfig::read(bs).map_err(|e| invalid(Box::new(e)))?;
+    let names = parsed
+        .config
+        .bootnames()
+        .map_err(|e| invalid(Box::new(e)))?;
+    let rauc = parsed.config.rauc().map_err(|e| invalid(Box::new(e)))?;
+    let out = decide::decide(&decide::Inputs {
+        override_slot: ctx.override_slot,
+        default_slot: ctx.default_slot,
+        counter: parsed.config.counter,
+        hint: ctx.hint,
+        state: None,
+        names: &names,
+        config: &rauc,
+        failed: ctx.failed,
+    })?;
+    let mut lines: Vec<Line> = out.notes.into_iter().map(Line::Note).collect();
+    lines.extend(out.errors.into_iter().map(Line::Problem));
+    Ok(Outcome {
+        decision: out.decision,
+        fallback: out.fallback,
+        lines,
+    })
+}
+
+fn bootloader_decides(bs: &BootStateConfig) -> bool {
+    config::UbootEnvConfig::read(bs)
+        .is_ok_and(|(p, _)| p.config.counter == config::Counter::Bootloader)
+}
+
+/// The devices of the fw_env lines: the bootloader's env lives on the disk
+/// it booted from.
+fn devices(bs: &BootStateConfig) -> Vec<String> {
+    let Ok((parsed, _)) = config::UbootEnvConfig::read(bs) else {
+        return Vec::new();
+    };
+    parsed
+        .config
+        .fw_env
+        .iter()
+        .filter_map(|line| line.split('#').next()?.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}

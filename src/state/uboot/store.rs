@@ -25,21 +25,19 @@
 //!
 //! A write never replaces the bootloader's own variables with nothing
 //! (issue 11, item 1): it starts from the current valid copy, else from
-//! `bootstate.base_env`, else (an env only slotinit uses,
-//! `bootstate.env_owner = "slotinit"`) from an empty env, and otherwise refuses.
+//! `bootstate.uboot-env.base_env`, else (an env only slotinit uses,
+//! `bootstate.uboot-env.env_owner = "slotinit"`) from an empty env, and otherwise refuses.
 
-use crate::config::{Backend, BootStateConfig, EnvOwner};
 use crate::disk::devices::{Partition, Resolved};
-use crate::state::uboot::rauc::{self, Bootname, State};
+use crate::state::uboot::config::{EnvOwner, UbootEnvConfig};
+use crate::state::uboot::rauc::{self, State};
 
 use crate::state::uboot::envblock::{self, Env, Layout};
 use crate::state::uboot::envstore::{
     self, EnvLocation, EnvStoreError, Health, IfAllCorrupt, LoadedEnv,
 };
 use crate::state::uboot::fwenv;
-use crate::state::uboot::rauc::Bootnames;
 use nix::mount::MsFlags;
-use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// The variable where slotinit leaves why it last gave up a slot.
@@ -77,16 +75,9 @@ pub struct Store {
     base_env: Option<PathBuf>,
 }
 
-/// The store's state as recorded in the handoff and shown by `status`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Record {
-    pub location: String,
-    pub health: String,
-    pub error: Option<String>,
-    pub order: Vec<String>,
-    pub left: Vec<(String, u32)>,
-    pub last_fallback: Option<String>,
-}
+/// The store's state as recorded in the handoff and shown by `status`
+/// (the handoff names it by this path).
+pub use crate::state::Record;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CommitError {
@@ -97,19 +88,19 @@ pub enum CommitError {
     /// No valid copy and no base env, where U-Boot reads the env as its own.
     #[error(
         "refusing to write {location}: no valid copy holds U-Boot's own variables and \
-         bootstate.base_env is not set, so the env written would have no bootcmd and \
-         U-Boot would stop at its prompt; set bootstate.base_env to the board's default \
+         bootstate.uboot-env.base_env is not set, so the env written would have no bootcmd and \
+         U-Boot would stop at its prompt; set bootstate.uboot-env.base_env to the board's default \
          env (name=value lines, e.g. U-Boot's u-boot-initial-env), or \
-         bootstate.env_owner = \"slotinit\" if U-Boot does not read this env"
+         bootstate.uboot-env.env_owner = \"slotinit\" if U-Boot does not read this env"
     )]
     NoBaseEnv { location: String },
-    #[error("cannot read bootstate.base_env {}", .path.display())]
+    #[error("cannot read bootstate.uboot-env.base_env {}", .path.display())]
     ReadBaseEnv {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("invalid bootstate.base_env {}", .path.display())]
+    #[error("invalid bootstate.uboot-env.base_env {}", .path.display())]
     ParseBaseEnv {
         path: PathBuf,
         #[source]
@@ -167,23 +158,6 @@ pub enum OpenError {
     Store(#[source] EnvStoreError),
 }
 
-pub fn bootnames(config: &BootStateConfig) -> Result<Bootnames, rauc::BootStateError> {
-    Ok(Bootnames {
-        a: Bootname::new(&config.bootname_a)?,
-        b: Bootname::new(&config.bootname_b)?,
-    })
-}
-
-/// RAUC's slot list and attempt counts from the config.
-pub fn rauc_config(config: &BootStateConfig) -> Result<rauc::Config, rauc::BootStateError> {
-    let names = bootnames(config)?;
-    rauc::Config::new(
-        vec![names.a, names.b],
-        config.attempts,
-        config.attempts_primary,
-    )
-}
-
 /// The partition of a layout member by its role name.
 pub fn member<'a>(resolved: &'a Resolved, role: &str) -> Option<&'a Partition> {
     match role {
@@ -198,16 +172,12 @@ pub fn member<'a>(resolved: &'a Resolved, role: &str) -> Option<&'a Partition> {
 }
 
 /// Opens the store: mounts the partition on `mount_dir` (files) or uses the
-/// fw_env device lines, then loads and judges the environment. None when the
-/// backend is "none".
+/// fw_env device lines, then loads and judges the environment.
 pub fn open(
-    config: &BootStateConfig,
+    config: &UbootEnvConfig,
     partition: Option<&Partition>,
     mount_dir: &Path,
-) -> Result<Option<Store>, OpenError> {
-    if config.backend == Backend::None {
-        return Ok(None);
-    }
+) -> Result<Store, OpenError> {
     let part = || {
         partition.ok_or_else(|| OpenError::NoPartition {
             member: config.partition.clone(),
@@ -271,7 +241,7 @@ pub fn open(
         base_env: (!config.base_env.is_empty()).then(|| PathBuf::from(&config.base_env)),
     };
     store.contents = judge(&store.loaded, config);
-    Ok(Some(store))
+    Ok(store)
 }
 
 /// Flags of the boot-state mount; `MS_RDONLY` is added or removed around writes.
@@ -320,7 +290,7 @@ fn mount_flags(node: &Path, fstype: &str, dir: &Path, flags: MsFlags) -> nix::Re
 /// The config change that makes the config describe what the medium holds
 /// (issue 11, item 15): `found` is the layout of the valid env at `path`.
 fn layout_fix(
-    config: &BootStateConfig,
+    config: &UbootEnvConfig,
     mount_dir: &Path,
     path: &Path,
     offset: u64,
@@ -333,33 +303,33 @@ fn layout_fix(
         .to_string();
     match (found, config.fw_env.is_empty(), config.raw_offsets.is_empty()) {
         (Layout::Single, false, _) => format!(
-            "keep only the bootstate.fw_env line of {} (offset {offset:#x}), as U-Boot keeps one copy",
+            "keep only the bootstate.uboot-env.fw_env line of {} (offset {offset:#x}), as U-Boot keeps one copy",
             path.display()
         ),
         (Layout::Redundant, false, _) => format!(
-            "add the second copy to bootstate.fw_env (U-Boot's CONFIG_ENV_OFFSET_REDUND), \
+            "add the second copy to bootstate.uboot-env.fw_env (U-Boot's CONFIG_ENV_OFFSET_REDUND), \
              as {} is one copy of a redundant pair",
             path.display()
         ),
         (Layout::Single, true, false) => format!(
-            "set bootstate.raw_offsets = [{offset:#x}] (one copy, as U-Boot keeps it)"
+            "set bootstate.uboot-env.raw_offsets = [{offset:#x}] (one copy, as U-Boot keeps it)"
         ),
         (Layout::Redundant, true, false) => format!(
-            "set bootstate.raw_offsets = [{offset:#x}, <U-Boot's CONFIG_ENV_OFFSET_REDUND>]"
+            "set bootstate.uboot-env.raw_offsets = [{offset:#x}, <U-Boot's CONFIG_ENV_OFFSET_REDUND>]"
         ),
         (Layout::Single, true, true) => format!(
-            "set bootstate.files = [\"{file}\"] (U-Boot keeps a single copy: no CONFIG_ENV_REDUNDANT)"
+            "set bootstate.uboot-env.files = [\"{file}\"] (U-Boot keeps a single copy: no CONFIG_ENV_REDUNDANT)"
         ),
         (Layout::Redundant, true, true) => format!(
-            "set bootstate.files = [\"{file}\", \"<U-Boot's CONFIG_ENV_FAT_FILE_REDUND>\"] \
+            "set bootstate.uboot-env.files = [\"{file}\", \"<U-Boot's CONFIG_ENV_FAT_FILE_REDUND>\"] \
              (U-Boot keeps a redundant pair)"
         ),
     }
 }
 
 /// What a load means for the decision.
-pub fn judge(loaded: &LoadedEnv, config: &BootStateConfig) -> Contents {
-    let rauc = match rauc_config(config) {
+pub fn judge(loaded: &LoadedEnv, config: &UbootEnvConfig) -> Contents {
+    let rauc = match config.rauc() {
         Ok(r) => r,
         Err(e) => return Contents::Unusable(format!("config: {e}")),
     };
@@ -394,10 +364,10 @@ pub fn judge(loaded: &LoadedEnv, config: &BootStateConfig) -> Contents {
 
 impl Store {
     /// The state for the decision: a fresh store starts from the initial state.
-    pub fn state(&self, config: &BootStateConfig) -> Option<State> {
+    pub fn state(&self, config: &UbootEnvConfig) -> Option<State> {
         match &self.contents {
             Contents::State(s) => Some(s.clone()),
-            Contents::Fresh => rauc_config(config).ok().map(|r| State::initial(&r)),
+            Contents::Fresh => config.rauc().ok().map(|r| State::initial(&r)),
             Contents::Unusable(_) => None,
         }
     }
@@ -418,8 +388,8 @@ impl Store {
 
     /// `mark-active --force`: writes `state` even over an unusable store,
     /// on top of the current valid copy if there is one (its variables kept,
-    /// RAUC's replaced), else on top of `bootstate.base_env`, else (only
-    /// where `bootstate.env_owner = "slotinit"`) alone; otherwise
+    /// RAUC's replaced), else on top of `bootstate.uboot-env.base_env`, else (only
+    /// where `bootstate.uboot-env.env_owner = "slotinit"`) alone; otherwise
     /// [`CommitError::NoBaseEnv`] and nothing is written.
     pub fn force_commit(&mut self, state: &State) -> Result<(), CommitError> {
         self.write_state(state, None, IfAllCorrupt::Overwrite)
@@ -731,10 +701,10 @@ fn is_mount_point(dir: &Path) -> bool {
 mod tests {
     use super::*;
 
-    fn config_for(path: &Path) -> BootStateConfig {
-        BootStateConfig {
+    fn config_for(path: &Path) -> UbootEnvConfig {
+        UbootEnvConfig {
             fw_env: vec![format!("{} 0x0 0x4000", path.display())],
-            ..BootStateConfig::default()
+            ..UbootEnvConfig::default()
         }
     }
 
@@ -743,12 +713,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("uboot.env");
         let config = config_for(&file);
-        let mut store = open(&config, None, dir.path()).unwrap().unwrap();
+        let mut store = open(&config, None, dir.path()).unwrap();
         assert_eq!(store.contents, Contents::Fresh);
         let state = store.state(&config).unwrap();
         store.commit(&state, Some("why")).unwrap();
         assert_eq!(store.contents, Contents::State(state.clone()));
-        let store = open(&config, None, dir.path()).unwrap().unwrap();
+        let store = open(&config, None, dir.path()).unwrap();
         assert_eq!(store.contents, Contents::State(state));
         let record = store.record();
         assert_eq!(record.order, vec!["A", "B"]);
@@ -761,10 +731,10 @@ mod tests {
         let file = dir.path().join("uboot.env");
         std::fs::write(&file, vec![0x55u8; 0x4000]).unwrap();
         let config = config_for(&file);
-        let mut store = open(&config, None, dir.path()).unwrap().unwrap();
+        let mut store = open(&config, None, dir.path()).unwrap();
         assert!(matches!(store.contents, Contents::Unusable(_)));
         assert_eq!(store.state(&config), None);
-        let rauc = rauc_config(&config).unwrap();
+        let rauc = config.rauc().unwrap();
         assert!(store.commit(&State::initial(&rauc), None).is_err());
         assert_eq!(std::fs::read(&file).unwrap(), vec![0x55u8; 0x4000]);
         assert!(store.record().error.is_some());
@@ -777,11 +747,11 @@ mod tests {
         let env = Env::from_pairs([("bootcmd", "run x")]).unwrap();
         write_single(&file, &env);
         let config = config_for(&file);
-        let mut store = open(&config, None, dir.path()).unwrap().unwrap();
+        let mut store = open(&config, None, dir.path()).unwrap();
         assert_eq!(store.contents, Contents::Fresh);
         let state = store.state(&config).unwrap();
         store.commit(&state, None).unwrap();
-        let store = open(&config, None, dir.path()).unwrap().unwrap();
+        let store = open(&config, None, dir.path()).unwrap();
         let env = store.loaded.env.unwrap();
         assert_eq!(
             env.get("bootcmd"),
@@ -801,7 +771,7 @@ mod tests {
         ])
         .unwrap();
         write_single(&file, &env);
-        let store = open(&config_for(&file), None, dir.path()).unwrap().unwrap();
+        let store = open(&config_for(&file), None, dir.path()).unwrap();
         assert!(matches!(&store.contents, Contents::Unusable(e) if e.contains("BOOT_A_LEFT")));
     }
 
@@ -815,8 +785,8 @@ mod tests {
         std::fs::write(path, block).unwrap();
     }
 
-    fn bootloader_config(path: &Path, base: Option<&Path>) -> BootStateConfig {
-        BootStateConfig {
+    fn bootloader_config(path: &Path, base: Option<&Path>) -> UbootEnvConfig {
+        UbootEnvConfig {
             env_owner: EnvOwner::Bootloader,
             base_env: base.map(|b| b.display().to_string()).unwrap_or_default(),
             ..config_for(path)
@@ -830,13 +800,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("uboot.env");
         let config = bootloader_config(&file, None);
-        let mut store = open(&config, None, dir.path()).unwrap().unwrap();
+        let mut store = open(&config, None, dir.path()).unwrap();
         assert_eq!(store.contents, Contents::Fresh);
         let state = store.state(&config).unwrap();
         let err = store.commit(&state, None).unwrap_err();
         assert!(matches!(err, CommitError::NoBaseEnv { .. }), "{err}");
         let text = err.to_string();
-        assert!(text.contains("bootstate.base_env"), "{text}");
+        assert!(text.contains("bootstate.uboot-env.base_env"), "{text}");
         assert!(text.contains(&file.display().to_string()), "{text}");
         assert!(!file.exists(), "nothing may be written");
     }
@@ -852,15 +822,10 @@ mod tests {
         )
         .unwrap();
         let config = bootloader_config(&file, Some(&base));
-        let mut store = open(&config, None, dir.path()).unwrap().unwrap();
+        let mut store = open(&config, None, dir.path()).unwrap();
         let state = store.state(&config).unwrap();
         store.commit(&state, None).unwrap();
-        let env = open(&config, None, dir.path())
-            .unwrap()
-            .unwrap()
-            .loaded
-            .env
-            .unwrap();
+        let env = open(&config, None, dir.path()).unwrap().loaded.env.unwrap();
         assert_eq!(env.get("bootcmd"), Some(&b"run distro_bootcmd"[..]));
         assert_eq!(env.get("bootdelay"), Some(&b"2"[..]));
         // The counters are slotinit's, not the base env's.
@@ -875,7 +840,7 @@ mod tests {
         let base = dir.path().join("base.env");
         std::fs::write(&base, "bootcmd=x\nnot a variable\n").unwrap();
         let config = bootloader_config(&file, Some(&base));
-        let mut store = open(&config, None, dir.path()).unwrap().unwrap();
+        let mut store = open(&config, None, dir.path()).unwrap();
         let state = store.state(&config).unwrap();
         let err = store.commit(&state, None).unwrap_err();
         assert!(
@@ -889,7 +854,7 @@ mod tests {
             "{err}"
         );
         let missing = bootloader_config(&file, Some(&dir.path().join("nope")));
-        let mut store = open(&missing, None, dir.path()).unwrap().unwrap();
+        let mut store = open(&missing, None, dir.path()).unwrap();
         assert!(matches!(
             store.commit(&state, None),
             Err(CommitError::ReadBaseEnv { .. })
@@ -904,8 +869,8 @@ mod tests {
         let file = dir.path().join("uboot.env");
         std::fs::write(&file, vec![0x55u8; 0x4000]).unwrap();
         let config = bootloader_config(&file, None);
-        let rauc = rauc_config(&config).unwrap();
-        let mut store = open(&config, None, dir.path()).unwrap().unwrap();
+        let rauc = config.rauc().unwrap();
+        let mut store = open(&config, None, dir.path()).unwrap();
         assert!(matches!(store.contents, Contents::Unusable(_)));
         assert!(matches!(
             store.force_commit(&State::initial(&rauc)),
@@ -916,9 +881,9 @@ mod tests {
         let base = dir.path().join("base.env");
         std::fs::write(&base, "bootcmd=run x\n").unwrap();
         let config = bootloader_config(&file, Some(&base));
-        let mut store = open(&config, None, dir.path()).unwrap().unwrap();
+        let mut store = open(&config, None, dir.path()).unwrap();
         store.force_commit(&State::initial(&rauc)).unwrap();
-        let store = open(&config, None, dir.path()).unwrap().unwrap();
+        let store = open(&config, None, dir.path()).unwrap();
         assert_eq!(store.contents, Contents::State(State::initial(&rauc)));
         let env = store.loaded.env.unwrap();
         assert_eq!(env.get("bootcmd"), Some(&b"run x"[..]));
@@ -926,14 +891,9 @@ mod tests {
         // Where the env is slotinit's own, the counters alone are fine.
         std::fs::write(&file, vec![0x55u8; 0x4000]).unwrap();
         let config = config_for(&file);
-        let mut store = open(&config, None, dir.path()).unwrap().unwrap();
+        let mut store = open(&config, None, dir.path()).unwrap();
         store.force_commit(&State::initial(&rauc)).unwrap();
-        let env = open(&config, None, dir.path())
-            .unwrap()
-            .unwrap()
-            .loaded
-            .env
-            .unwrap();
+        let env = open(&config, None, dir.path()).unwrap().loaded.env.unwrap();
         assert_eq!(env.len(), 3, "{env}");
     }
 
@@ -951,12 +911,12 @@ mod tests {
         .unwrap();
         write_single(&file, &env);
         let config = bootloader_config(&file, None);
-        let rauc = rauc_config(&config).unwrap();
-        let mut store = open(&config, None, dir.path()).unwrap().unwrap();
+        let rauc = config.rauc().unwrap();
+        let mut store = open(&config, None, dir.path()).unwrap();
         assert!(matches!(store.contents, Contents::Unusable(_)));
         store.force_commit(&State::initial(&rauc)).unwrap();
         assert_eq!(store.contents, Contents::State(State::initial(&rauc)));
-        let store = open(&config, None, dir.path()).unwrap().unwrap();
+        let store = open(&config, None, dir.path()).unwrap();
         assert_eq!(store.contents, Contents::State(State::initial(&rauc)));
         assert_eq!(
             store.loaded.env.unwrap().get("bootcmd"),
@@ -972,42 +932,42 @@ mod tests {
         let b = dir.path().join("uboot-redund.env");
         write_single(&a, &Env::from_pairs([("bootcmd", "run z")]).unwrap());
         let before = std::fs::read(&a).unwrap();
-        let config = BootStateConfig {
+        let config = UbootEnvConfig {
             fw_env: vec![
                 format!("{} 0x0 0x4000", a.display()),
                 format!("{} 0x0 0x4000", b.display()),
             ],
-            ..BootStateConfig::default()
+            ..UbootEnvConfig::default()
         };
         let err = open(&config, None, dir.path()).err().unwrap();
         let text = crate::types::error_chain(&err);
         assert!(matches!(err, OpenError::WrongLayout { .. }), "{text}");
         assert!(text.contains("single-copy env"), "{text}");
         assert!(
-            text.contains("keep only the bootstate.fw_env line"),
+            text.contains("keep only the bootstate.uboot-env.fw_env line"),
             "{text}"
         );
         assert_eq!(std::fs::read(&a).unwrap(), before);
         assert!(!b.exists());
 
         // The advice for each way of naming the env.
-        let files = BootStateConfig::default();
+        let files = UbootEnvConfig::default();
         assert_eq!(
             layout_fix(&files, dir.path(), &a, 0, Layout::Single),
-            "set bootstate.files = [\"uboot.env\"] (U-Boot keeps a single copy: no CONFIG_ENV_REDUNDANT)"
+            "set bootstate.uboot-env.files = [\"uboot.env\"] (U-Boot keeps a single copy: no CONFIG_ENV_REDUNDANT)"
         );
-        let raw = BootStateConfig {
+        let raw = UbootEnvConfig {
             raw_offsets: vec![0, 0x4000],
-            ..BootStateConfig::default()
+            ..UbootEnvConfig::default()
         };
         assert!(layout_fix(&raw, dir.path(), &a, 0x4000, Layout::Single)
-            .contains("bootstate.raw_offsets = [0x4000]"));
-        let single = BootStateConfig {
+            .contains("bootstate.uboot-env.raw_offsets = [0x4000]"));
+        let single = UbootEnvConfig {
             files: vec!["uboot.env".into()],
-            ..BootStateConfig::default()
+            ..UbootEnvConfig::default()
         };
         assert!(layout_fix(&single, dir.path(), &a, 0, Layout::Redundant)
-            .contains("bootstate.files = [\"uboot.env\", "));
+            .contains("bootstate.uboot-env.files = [\"uboot.env\", "));
     }
 
     // Issue 11, item 14 through the store: the newer copy with an entry
@@ -1022,14 +982,14 @@ mod tests {
         std::fs::copy(fixtures.join("redundant-1.env"), &a).unwrap();
         std::fs::copy(fixtures.join("redundant-junk.env"), &b).unwrap();
         let before = std::fs::read(&b).unwrap();
-        let config = BootStateConfig {
+        let config = UbootEnvConfig {
             fw_env: vec![
                 format!("{} 0x0 0x4000", a.display()),
                 format!("{} 0x0 0x4000", b.display()),
             ],
-            ..BootStateConfig::default()
+            ..UbootEnvConfig::default()
         };
-        let mut store = open(&config, None, dir.path()).unwrap().unwrap();
+        let mut store = open(&config, None, dir.path()).unwrap();
         let Contents::State(state) = store.contents.clone() else {
             panic!("{:?}", store.contents);
         };
@@ -1078,9 +1038,15 @@ mod tests {
         ];
         for (line, needle) in cases {
             let text = format!("[bootstate]\n{line}\n");
-            let err = crate::config::Config::parse(&text, "t").unwrap_err();
+            let err = crate::state::parse(&text, "t").unwrap_err();
             let msg = crate::types::error_chain(&err);
             assert!(msg.contains(needle), "{line}: {msg}");
+            // The backend's own table names its own keys.
+            let text = format!("[bootstate.uboot-env]\n{line}\n");
+            let err = crate::state::parse(&text, "t").unwrap_err();
+            let msg = crate::types::error_chain(&err);
+            let needle = needle.replace("bootstate.", "bootstate.uboot-env.");
+            assert!(msg.contains(&needle), "{line}: {msg}");
         }
         for line in [
             "size = 0x100000",
@@ -1089,7 +1055,10 @@ mod tests {
             "env_owner = \"bootloader\"\nbase_env = \"/etc/u-boot-initial-env\"",
         ] {
             let text = format!("[bootstate]\n{line}\n");
-            assert!(crate::config::Config::parse(&text, "t").is_ok(), "{line}");
+            assert!(crate::state::parse(&text, "t").is_ok(), "{line}");
+            // The same key in the backend's own table.
+            let text = format!("[bootstate.uboot-env]\n{line}\n");
+            assert!(crate::state::parse(&text, "t").is_ok(), "{line}");
         }
     }
 
@@ -1102,9 +1071,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mnt = dir.path().join("bootstate");
         // tmpfs ignores the device node; it stands in for the vfat partition.
-        let config = BootStateConfig {
+        let config = UbootEnvConfig {
             fstype: "tmpfs".into(),
-            ..BootStateConfig::default()
+            ..UbootEnvConfig::default()
         };
         let part = Partition {
             dev: "slotinit-test".into(),
@@ -1120,7 +1089,7 @@ mod tests {
                 .contains(nix::sys::statvfs::FsFlags::ST_RDONLY)
         };
         let outcome = std::panic::catch_unwind(|| {
-            let mut store = open(&config, Some(&part), &mnt).unwrap().unwrap();
+            let mut store = open(&config, Some(&part), &mnt).unwrap();
             assert!(is_mount_point(&mnt));
             assert!(read_only(&mnt), "opened read-write");
             assert_eq!(store.contents, Contents::Fresh);
@@ -1193,9 +1162,9 @@ mod tests {
             None::<&str>,
         )
         .unwrap();
-        let config = BootStateConfig {
+        let config = UbootEnvConfig {
             fstype: "ext2".into(),
-            ..BootStateConfig::default()
+            ..UbootEnvConfig::default()
         };
         let part = Partition {
             dev: node.strip_prefix("/dev").unwrap().display().to_string(),
@@ -1206,7 +1175,7 @@ mod tests {
         };
         let mnt = dir.path().join("bootstate");
         let result = || {
-            let mut store = open(&config, Some(&part), &mnt).unwrap().unwrap();
+            let mut store = open(&config, Some(&part), &mnt).unwrap();
             assert!(is_mount_point(&mnt));
             assert!(!store.remount);
             let state = store.state(&config).unwrap();

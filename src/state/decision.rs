@@ -1,0 +1,211 @@
+//! The words of this boot's decision every backend shares: what the
+//! bootloader said it booted ([`Hint`]), the slot chosen and why
+//! ([`Decision`]), what a backend's decision reports ([`Outcome`], with each
+//! problem's stable kind), and the decision without a store (backend "none":
+//! the bootloader's word).
+
+use crate::types::Slot;
+use serde::{Deserialize, Serialize};
+
+/// A slot source's statement: which slot the bootloader booted, and which
+/// source said so (`rauc.slot="B"`, `root=PARTLABEL=system_b`, ...). `slot` is
+/// None when the source spoke but named no slot this layout has.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hint {
+    pub slot: Option<Slot>,
+    pub source: String,
+}
+
+/// Where the decision came from; recorded in the handoff and shown by `status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Source {
+    /// `slotinit.slot=` on the cmdline.
+    Override,
+    /// slotinit's walk of BOOT_ORDER (counter = "init").
+    Counters,
+    /// The bootloader's `rauc.slot=` (counter = "bootloader").
+    Bootloader,
+    /// No usable boot state: the configured default slot.
+    Default,
+    /// The first choice could not be used; the other slot in the same boot.
+    Fallback,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    pub slot: Slot,
+    pub source: Source,
+}
+
+/// What every backend's decision is given.
+#[derive(Debug, Clone, Copy)]
+pub struct DecideCtx<'a> {
+    /// `slotinit.slot=` from the cmdline, if allowed.
+    pub override_slot: Option<Slot>,
+    pub default_slot: Slot,
+    /// What the bootloader said it booted (the first slot source that spoke).
+    pub hint: Option<&'a Hint>,
+    /// Slots that already failed in this boot, and why.
+    pub failed: &'a [(Slot, String)],
+}
+
+impl DecideCtx<'_> {
+    pub fn usable(&self, slot: Slot) -> bool {
+        !self.failed.iter().any(|(s, _)| *s == slot)
+    }
+}
+
+/// A problem of the decision or of making it durable, which the boot goes on
+/// with; [`Problem::kind`] is the stable kind the handoff records.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Problem {
+    /// No slot had attempts left; the counters were reset.
+    #[error("{0}")]
+    Exhausted(String),
+    #[error("the bootloader named no slot (no slot source spoke)")]
+    NoHint,
+    #[error("ignoring {hint}: it names no slot")]
+    HintNamesNoSlot { hint: String },
+    #[error("the bootloader booted slot {slot}, which the boot state marks bad; refusing it")]
+    RefusedBad { slot: Slot },
+    #[error(
+        "boot state not written ({why}): slot {chosen} would boot uncounted, \
+         so slot {slot} boots instead, the other bootable slot of the stored BOOT_ORDER"
+    )]
+    Uncounted {
+        why: String,
+        chosen: Slot,
+        slot: Slot,
+    },
+    #[error(
+        "boot state not written ({why}): booting slot {chosen} UNCOUNTED, as no other \
+         slot of the stored BOOT_ORDER is bootable; if it fails, it is tried again on every boot"
+    )]
+    BootsUncounted { why: String, chosen: Slot },
+    #[error("boot state not written: {0}")]
+    NotWritten(String),
+    #[error("boot state committed, but {0}")]
+    RepairFailed(String),
+}
+
+impl Problem {
+    /// The handoff kind (`init::report::kind`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Problem::Exhausted(_)
+            | Problem::NoHint
+            | Problem::HintNamesNoSlot { .. }
+            | Problem::RefusedBad { .. } => "decision",
+            Problem::Uncounted { .. } | Problem::BootsUncounted { .. } | Problem::NotWritten(_) => {
+                "bootstate-write"
+            }
+            Problem::RepairFailed(_) => "bootstate-repair",
+        }
+    }
+}
+
+/// One line of what a decision did, in the order it happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Line {
+    /// For the log.
+    Note(String),
+    /// For the log and the handoff, with its kind.
+    Problem(Problem),
+}
+
+/// This boot's decision, with its state committed durably where the backend
+/// counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub decision: Decision,
+    /// Why a slot was given up, in words `status` shows on later boots.
+    pub fallback: Option<String>,
+    pub lines: Vec<Line>,
+}
+
+impl Outcome {
+    pub fn problems(&self) -> impl Iterator<Item = &Problem> {
+        self.lines.iter().filter_map(|l| match l {
+            Line::Problem(p) => Some(p),
+            Line::Note(_) => None,
+        })
+    }
+}
+
+/// A decision that cannot boot anything; the boot ends in the fallback.
+#[derive(Debug, thiserror::Error)]
+pub enum DecideError {
+    #[error("both slots failed in this boot")]
+    BothFailed,
+    #[error("boot state")]
+    State(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("boot state names unknown slot {0}")]
+    UnknownSlot(String),
+}
+
+impl DecideError {
+    pub fn kind(&self) -> &'static str {
+        "decision"
+    }
+}
+
+/// Without a store (backend "none"): the override, else the slot the
+/// bootloader named, else the default; never a slot that failed in this boot.
+pub fn follow_bootloader(ctx: &DecideCtx) -> Result<Outcome, DecideError> {
+    let mut out = Outcome {
+        decision: Decision {
+            slot: ctx.default_slot,
+            source: Source::Default,
+        },
+        fallback: None,
+        lines: Vec::new(),
+    };
+    for (slot, why) in ctx.failed {
+        out.fallback = Some(format!("slot {slot} failed to boot: {why}"));
+    }
+    if !Slot::ALL.iter().any(|s| ctx.usable(*s)) {
+        return Err(DecideError::BothFailed);
+    }
+    if let Some(slot) = ctx.override_slot.filter(|s| ctx.usable(*s)) {
+        out.lines.push(Line::Note(format!(
+            "slotinit.slot={slot} overrides; counters untouched"
+        )));
+        out.decision = Decision {
+            slot,
+            source: Source::Override,
+        };
+        return Ok(out);
+    }
+    let named = match ctx.hint {
+        None => {
+            out.lines.push(Line::Note(Problem::NoHint.to_string()));
+            None
+        }
+        Some(Hint { slot: None, source }) => {
+            out.lines.push(Line::Problem(Problem::HintNamesNoSlot {
+                hint: source.clone(),
+            }));
+            None
+        }
+        Some(Hint {
+            slot: Some(slot), ..
+        }) => Some(*slot),
+    };
+    let slot = named
+        .filter(|s| ctx.usable(*s))
+        .unwrap_or(if ctx.usable(ctx.default_slot) {
+            ctx.default_slot
+        } else {
+            ctx.default_slot.other()
+        });
+    let source = if Some(slot) == named {
+        Source::Bootloader
+    } else if named.is_some() || !ctx.failed.is_empty() {
+        Source::Fallback
+    } else {
+        Source::Default
+    };
+    out.decision = Decision { slot, source };
+    Ok(out)
+}

@@ -1,0 +1,263 @@
+//! The U-Boot env as a [`Backend`]: the store, RAUC's decision over it with
+//! this boot's count committed before the slot is used, and the marks.
+
+use super::config::UbootEnvConfig;
+use super::decide::{self, Inputs};
+use super::envstore::EnvStoreError;
+use super::rauc::{self, Bootnames, Change, State};
+use super::store::{self, Contents, Store};
+use crate::config::Config;
+use crate::disk::devices::Resolved;
+use crate::state::decision::{DecideCtx, DecideError, Line, Outcome, Problem};
+use crate::state::{
+    Backend, BootStatus, CheckError, CommitError, Mark, MarkError, OpenError, Record,
+};
+use crate::types::{error_chain, Slot};
+use std::path::Path;
+
+/// An open U-Boot env store with RAUC's contract.
+pub struct UbootEnv {
+    config: UbootEnvConfig,
+    names: Bootnames,
+    rauc: rauc::Config,
+    store: Store,
+}
+
+/// The registry's `open`.
+pub(super) fn open(
+    config: &Config,
+    resolved: &Resolved,
+    mount_dir: &Path,
+) -> Result<Box<dyn Backend>, OpenError> {
+    let parsed = UbootEnvConfig::from_bootstate(&config.bootstate).map_err(super::check_error)?;
+    Ok(Box::new(UbootEnv::open(
+        parsed.config,
+        resolved,
+        mount_dir,
+    )?))
+}
+
+impl UbootEnv {
+    pub fn open(
+        config: UbootEnvConfig,
+        resolved: &Resolved,
+        mount_dir: &Path,
+    ) -> Result<Self, OpenError> {
+        let invalid = |e: rauc::BootStateError| OpenError::Config(CheckError::Backend(Box::new(e)));
+        let names = config.bootnames().map_err(invalid)?;
+        let rauc = config.rauc().map_err(invalid)?;
+        let partition = store::member(resolved, &config.partition);
+        let store = store::open(&config, partition, mount_dir)
+            .map_err(|e| OpenError::Backend(Box::new(e)))?;
+        Ok(UbootEnv {
+            config,
+            names,
+            rauc,
+            store,
+        })
+    }
+
+    /// The store underneath, for tests.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+}
+
+impl Backend for UbootEnv {
+    fn name(&self) -> &'static str {
+        super::config::NAME
+    }
+
+    fn record(&self) -> Record {
+        self.store.record()
+    }
+
+    fn decide(&mut self, ctx: &DecideCtx) -> Result<Outcome, DecideError> {
+        let state = self.store.state(&self.config);
+        // What the medium holds now: the fallback if this boot's count cannot be
+        // written. A fresh store holds nothing.
+        let on_disk = match &self.store.contents {
+            Contents::State(st) => Some(st.clone()),
+            _ => None,
+        };
+        let inputs = Inputs {
+            override_slot: ctx.override_slot,
+            default_slot: ctx.default_slot,
+            counter: self.config.counter,
+            hint: ctx.hint,
+            state: state.as_ref(),
+            names: &self.names,
+            config: &self.rauc,
+            failed: ctx.failed,
+        };
+        let mut outcome = decide::decide(&inputs)?;
+        let mut lines: Vec<Line> = outcome.notes.iter().cloned().map(Line::Note).collect();
+        lines.extend(outcome.errors.iter().cloned().map(Line::Problem));
+        let store = &mut self.store;
+        let written = match &outcome.state {
+            Some(new) => store
+                .commit(new, outcome.fallback.as_deref())
+                .map(|()| true)
+                .map_err(|e| error_chain(&e)),
+            None => store.repair().map_err(|e| error_chain(&e)),
+        };
+        // Store::commit takes the new state as its contents once it is on the
+        // medium; what fails after that (repairing the other copy) loses no count.
+        let durable = |store: &Store| {
+            matches!((&outcome.state, &store.contents),
+                (Some(new), Contents::State(now)) if new == now)
+        };
+        match written {
+            Ok(true) => lines.push(Line::Note(format!(
+                "boot state committed: {}",
+                store.loaded.health
+            ))),
+            Ok(false) => {}
+            Err(e) if outcome.counted && !durable(store) => {
+                outcome = decide::uncounted(&inputs, &outcome, on_disk.as_ref(), &e);
+                lines.extend(outcome.errors.iter().cloned().map(Line::Problem));
+            }
+            Err(e) if durable(store) => lines.push(Line::Problem(Problem::RepairFailed(e))),
+            Err(e) => lines.push(Line::Problem(Problem::NotWritten(e))),
+        }
+        Ok(Outcome {
+            decision: outcome.decision,
+            fallback: outcome.fallback,
+            lines,
+        })
+    }
+
+    fn commit_good(&mut self, slot: Slot) -> Result<bool, CommitError> {
+        let Some(state) = self.store.state(&self.config) else {
+            return Ok(false);
+        };
+        rauc::mark_good(&state, self.names.of(slot), self.config.attempts)
+            .map_err(|e| e.to_string())
+            .and_then(|m| {
+                self.store
+                    .commit(&m.state, None)
+                    .map_err(|e| error_chain(&e))
+            })
+            .map(|()| true)
+            .map_err(|message| CommitError { slot, message })
+    }
+
+    fn mark(&mut self, how: Mark, slot: Slot, force: bool) -> Result<String, MarkError> {
+        let (rauc, store) = (&self.rauc, &mut self.store);
+        let overwrite = matches!(store.contents, Contents::Unusable(_)) && force;
+        let state = match (&store.contents, force) {
+            (Contents::State(s), _) => s.clone(),
+            (Contents::Fresh, _) => State::initial(rauc),
+            (Contents::Unusable(why), true) => {
+                eprintln!("slotinit: overwriting the unusable boot state ({why}) as --force asks");
+                State::initial(rauc)
+            }
+            (Contents::Unusable(why), false) => {
+                return Err(MarkError::Unusable(format!(
+                    "boot state {} is unusable ({why}); nothing written. \
+                     `slotinit mark-active <slot> --force` writes a fresh state",
+                    store.record().location
+                )))
+            }
+        };
+        let name = self.names.of(slot);
+        let marked = match how {
+            Mark::Good => rauc::mark_good(&state, name, self.config.attempts),
+            Mark::Bad => rauc::mark_bad(&state, name),
+            Mark::Active => rauc::mark_active(&state, name, self.config.attempts_primary),
+        }
+        .map_err(|e| MarkError::Invalid(e.to_string()))?;
+        let verb = how.verb();
+        if let Change::Unchanged = marked.change {
+            if !overwrite && !matches!(store.contents, Contents::Fresh) {
+                return Ok(format!("slot {slot} ({name}) already marked {verb}"));
+            }
+        }
+        // What boots next is what the boot script (or the init) makes of the
+        // state: with no slot it would boot, every counter is reset and a slot
+        // that was just marked bad boots again.
+        if how == Mark::Bad && marked.state.bootable(rauc).is_empty() {
+            let consequence = format!(
+                "the next boot finds no slot with attempts left, resets every counter \
+                 and boots slot {} first",
+                rauc.slots.first().map_or("?", |s| s.as_str())
+            );
+            if !force {
+                return Err(MarkError::Refused(format!(
+                    "refusing to mark slot {slot} ({name}) bad: no other slot of BOOT_ORDER \
+                     \"{}\" would have attempts left ({}), so {consequence}; nothing written. \
+                     `--force` marks it anyway",
+                    order_text(&marked.state),
+                    left_text(&marked.state)
+                )));
+            }
+            eprintln!("slotinit: --force: marking slot {slot} bad; {consequence}");
+        }
+        // Over an unusable store, on top of the bootloader's own variables (the
+        // last valid copy or bootstate.base_env), never in their place.
+        let written = if overwrite {
+            store.force_commit(&marked.state)
+        } else {
+            store.commit(&marked.state, None)
+        };
+        written.map_err(|e| {
+            let message = error_chain(&e);
+            match &e {
+                store::CommitError::Store(EnvStoreError::Locked { .. }) => {
+                    MarkError::Locked(message)
+                }
+                store::CommitError::Store(EnvStoreError::AllCorrupt) => {
+                    MarkError::Unusable(message)
+                }
+                _ => MarkError::Write(message),
+            }
+        })?;
+        Ok(format!(
+            "slot {slot} ({name}) marked {verb}: BOOT_ORDER=\"{}\" {}",
+            order_text(&marked.state),
+            left_text(&marked.state)
+        ))
+    }
+
+    fn status(&self, booted: Option<Slot>) -> BootStatus {
+        let record = self.store.record();
+        let attempts_left = booted.and_then(|s| {
+            record
+                .left
+                .iter()
+                .find(|(b, _)| b == self.names.of(s).as_str())
+                .map(|(_, l)| *l)
+        });
+        let boot = match attempts_left {
+            Some(l) if l >= self.config.attempts => "committed",
+            Some(_) => "trial",
+            None => "unknown",
+        };
+        BootStatus {
+            boot,
+            attempts_left,
+        }
+    }
+
+    fn close(self: Box<Self>) {
+        self.store.close();
+    }
+}
+
+fn order_text(state: &State) -> String {
+    state
+        .order
+        .iter()
+        .map(|b| b.as_str())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn left_text(state: &State) -> String {
+    state
+        .left
+        .iter()
+        .map(|(b, l)| format!("{}={l}", b.left_variable()))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
