@@ -1,8 +1,8 @@
 //! The handoff record: what this boot did, left in /run/slotinit/handoff.json for
 //! the booted system (`slotinit status`, udev rules, health checks).
 
-use crate::decide::slot::Decision;
 use crate::disk::devices::Resolved;
+use crate::state::decision::{Decision, Hint};
 use crate::types::Slot;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -61,9 +61,9 @@ pub struct Handoff {
     pub slot_dir: Option<String>,
     pub devices: Resolved,
     /// The boot-state store after this boot's writes.
-    pub bootstate: Option<crate::state::uboot::store::Record>,
+    pub bootstate: Option<crate::state::Record>,
     /// What the bootloader said it booted, if a slot source spoke.
-    pub hint: Option<crate::decide::slot::Hint>,
+    pub hint: Option<Hint>,
     /// Why a slot was given up in this boot, if one was.
     pub fallback: Option<String>,
     /// Where things were mounted, as "source target fstype options".
@@ -133,7 +133,7 @@ pub fn parse_vmhwm_kb(status: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decide::slot::Source;
+    use crate::state::decision::Source;
 
     #[test]
     fn vmhwm() {

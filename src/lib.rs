@@ -11,7 +11,6 @@
 
 pub mod cli;
 pub mod config;
-pub mod decide;
 pub mod disk;
 pub mod handoff;
 pub mod init;

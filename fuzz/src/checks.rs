@@ -10,10 +10,10 @@ use std::io::Cursor;
 use std::path::PathBuf;
 
 use slotinit::config::{ConfigError, Partitions};
-use slotinit::decide::sources;
 use slotinit::disk::devices::{self, Partition};
 use slotinit::disk::gpt::{self, GptError};
 use slotinit::kernel::cmdline::{self, BootArgs, Cmdline};
+use slotinit::state::sources;
 use slotinit::state::uboot::config::Counter;
 use slotinit::state::uboot::decide::{self as slot, Inputs};
 use slotinit::state::uboot::envblock::{

@@ -1,7 +1,7 @@
 //! Device resolution: the partitions the kernel announced, matched against the
 //! layout's names. Pure matching over a list; a thin reader builds the list from sysfs.
 
-use crate::config::{Config, PartRef, Partitions};
+use crate::config::{PartRef, Partitions};
 use crate::kernel::cmdline::Cmdline;
 use crate::kernel::sys::Sys;
 use crate::types::Slot;
@@ -123,18 +123,13 @@ pub struct BootDiskHint {
 }
 
 impl BootDiskHint {
-    pub fn new(cmdline: &Cmdline, config: &Config) -> Self {
+    /// `env_devices`: the block devices the boot-state backend's config names
+    /// (`state::boot_devices`).
+    pub fn new(cmdline: &Cmdline, env_devices: Vec<String>) -> Self {
         let root = match crate::kernel::cmdline::conflict(cmdline, "root") {
             Some(_) => None,
             None => cmdline.get("root").map(str::to_string),
         };
-        let env_devices = config
-            .bootstate
-            .fw_env
-            .iter()
-            .filter_map(|line| line.split('#').next()?.split_whitespace().next())
-            .map(str::to_string)
-            .collect();
         BootDiskHint { root, env_devices }
     }
 }
@@ -652,7 +647,7 @@ mod tests {
 
     /// MAPIO's layout: members by bare number.
     fn mapio() -> Partitions {
-        Config::parse(
+        crate::config::Config::parse(
             include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/configs/mapio.toml")),
             "mapio.toml",
         )
@@ -840,16 +835,15 @@ mod tests {
     }
 
     #[test]
-    fn hint_from_cmdline_and_config() {
-        let mut config = Config::default();
-        config.bootstate.fw_env = vec!["# c".into(), "/dev/mmcblk0boot1 0x3e0000 0x20000".into()];
+    fn hint_from_cmdline_and_env_devices() {
+        let devices = vec!["/dev/mmcblk0boot1".to_string()];
         let c = Cmdline::parse(b"root=/dev/mmcblk0p2 ro");
-        let h = BootDiskHint::new(&c, &config);
+        let h = BootDiskHint::new(&c, devices.clone());
         assert_eq!(h.root.as_deref(), Some("/dev/mmcblk0p2"));
         assert_eq!(h.env_devices, ["/dev/mmcblk0boot1"]);
         // Two parties disagreeing on root= name no disk.
         let c = Cmdline::parse(b"root=/dev/mmcblk0p2 root=/dev/sda2");
-        assert_eq!(BootDiskHint::new(&c, &config).root, None);
+        assert_eq!(BootDiskHint::new(&c, devices).root, None);
     }
 
     #[test]

@@ -34,7 +34,7 @@ pub(super) fn load_modules<S: Sys + ?Sized>(boot: &mut Boot<S>) {
 pub(super) fn find_devices<S: Sys + ?Sized>(boot: &mut Boot<S>, listener: &Listener) {
     let config = &boot.config;
     // Bare partition numbers are on the disk the bootloader's word names.
-    let boot_disk = devices::BootDiskHint::new(&boot.cmdline, config);
+    let boot_disk = devices::BootDiskHint::new(&boot.cmdline, crate::state::boot_devices(config));
     let waited = uevent::wait_for(
         boot.sys,
         listener,

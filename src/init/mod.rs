@@ -7,7 +7,7 @@
 use crate::config::Commit;
 use crate::kernel::sys::{Real, Sys};
 use crate::kernel::{kmsg, switch_root};
-use crate::state::uboot::store::Store;
+use crate::state::Backend;
 use crate::types::error_chain;
 use crate::types::Slot;
 use context::Boot;
@@ -88,7 +88,7 @@ pub fn run() -> ! {
 /// Err when no slot is left to decide on (the cause of a fatal end).
 fn mount_a_slot<S: Sys + ?Sized>(
     boot: &mut Boot<S>,
-    mut store: Option<&mut Store>,
+    mut store: Option<&mut Box<dyn Backend>>,
     init: &str,
 ) -> Result<Slot, String> {
     let mut failed: Vec<(Slot, String)> = Vec::new();

@@ -10,6 +10,7 @@ use std::time::Instant;
 pub mod kind {
     pub const CMDLINE: &str = "cmdline";
     pub const CONFIG: &str = "config";
+    pub const CONFIG_DEPRECATED: &str = "config-deprecated";
     pub const MODULE: &str = "module-load";
     pub const DEVICE_TIMEOUT: &str = "device-timeout";
     pub const DEVICES: &str = "devices";

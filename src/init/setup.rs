@@ -95,7 +95,7 @@ pub(super) fn load_config<S: Sys + ?Sized>(boot: &mut Boot<S>) -> Result<(), Str
     Ok(())
 }
 
-/// [`Config::load`] through `sys`: no file is the defaults.
+/// [`crate::state::load`] through `sys`: no file is the defaults.
 fn read_config<S: Sys + ?Sized>(sys: &mut S, path: &Path) -> Result<Config, ConfigError> {
     let read_error = |source| ConfigError::Read {
         path: path.display().to_string(),
@@ -109,7 +109,8 @@ fn read_config<S: Sys + ?Sized>(sys: &mut S, path: &Path) -> Result<Config, Conf
                     "stream did not contain valid UTF-8",
                 ))
             })?;
-            Config::parse(&text, &path.display().to_string())
+            // The boot-state backend checks its own table: fail closed on it here too.
+            crate::state::parse(&text, &path.display().to_string()).map(|(config, _)| config)
         }
         Ok(None) => Ok(Config::default()),
         Err(source) => Err(read_error(source)),

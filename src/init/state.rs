@@ -4,18 +4,15 @@
 
 use super::report::{kind, Report};
 use crate::config::Config;
-use crate::decide::sources;
 use crate::disk::devices::Resolved;
 use crate::kernel::cmdline::{BootArgs, Cmdline};
 use crate::paths::STATE_MOUNT;
 use crate::state::decision::{DecideCtx, Line};
+use crate::state::sources;
 use crate::state::{self, Backend};
 use crate::types::error_chain;
 use crate::types::Slot;
 use std::path::Path;
-
-/// The kind of the warning a deprecated config spelling gives.
-const CONFIG_DEPRECATED: &str = "config-deprecated";
 
 /// Opens the boot-state backend; one that cannot be opened is logged and the
 /// boot goes on without counters. A `[bootstate]` the backend refuses opens
@@ -27,7 +24,7 @@ pub(super) fn open_store(
 ) -> Option<Box<dyn Backend>> {
     let checked = state::check(config).ok()?;
     for warning in checked.deprecated {
-        report.warn(CONFIG_DEPRECATED, warning);
+        report.warn(kind::CONFIG_DEPRECATED, warning);
     }
     match state::open(config, resolved, Path::new(STATE_MOUNT)) {
         Ok(Some(backend)) => {
@@ -309,7 +306,7 @@ mod tests {
             let store = open_store(&config, &Resolved::default(), &mut report);
             assert!(store.is_some());
             assert_eq!(
-                report.kinds().contains(&CONFIG_DEPRECATED),
+                report.kinds().contains(&kind::CONFIG_DEPRECATED),
                 warned,
                 "{text}"
             );

@@ -237,7 +237,7 @@ fn a_slot_that_cannot_be_used_is_unmounted_and_the_other_one_boots() {
             .to_vec(),
     );
     let mut boot = rpi_boot(&mut sys);
-    boot.config.bootstate.backend = crate::config::Backend::None;
+    boot.config.bootstate.backend = crate::config::BACKEND_NONE.into();
     // Slot A's system does not mount.
     boot.sys.fail.push("mount /dev/vda4".into());
     let slot = mount_a_slot(&mut boot, None, "/sbin/init").unwrap();

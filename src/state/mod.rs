@@ -19,6 +19,7 @@
 pub mod decision;
 #[cfg(test)]
 mod fake;
+pub mod sources;
 pub mod uboot;
 
 use crate::config::{BootStateConfig, Config, ConfigError, BACKEND_NONE};
