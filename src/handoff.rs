@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 /// 2: errors and warnings are `{kind, message}` objects (1: strings).
-pub const VERSION: u32 = 2;
+/// 3: mounts are `{what, target, fstype, options}` objects.
+pub const VERSION: u32 = 3;
 
 /// One error or warning of a boot: a stable `kind` for programs (health
 /// checks, `status --json`, the tests) and a message for people.
@@ -49,6 +50,71 @@ impl<'de> Deserialize<'de> for Problem {
     }
 }
 
+/// One mount slotinit made, as the booted system sees it (the sysroot is `/`):
+/// what `slotinit mount-units` writes a unit file for.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct MountRecord {
+    /// A device, a file system name (`tmpfs`, `overlay`), or the directory a
+    /// bind shows.
+    pub what: String,
+    /// The mount point.
+    pub target: String,
+    /// The file system type; `none` for a bind.
+    pub fstype: String,
+    /// `ro`/`rw` and the mount options; `bind` for a bind.
+    pub options: String,
+}
+
+/// A version 1 or 2 record's "what target fstype options" line reads as its
+/// four words (a path with a space in it was ambiguous there already).
+impl<'de> Deserialize<'de> for MountRecord {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Fields {
+            what: String,
+            target: String,
+            fstype: String,
+            options: String,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Text(String),
+            Object(Fields),
+        }
+        Ok(match Either::deserialize(d)? {
+            Either::Text(line) => {
+                let mut words = line.split_whitespace().map(str::to_string);
+                let mut next = || words.next().unwrap_or_default();
+                let (what, target, fstype) = (next(), next(), next());
+                let options = next();
+                // Version 1 and 2 wrote a bind as "what target bind".
+                if fstype == "bind" {
+                    MountRecord {
+                        what,
+                        target,
+                        fstype: "none".into(),
+                        options: "bind".into(),
+                    }
+                } else {
+                    MountRecord {
+                        what,
+                        target,
+                        fstype,
+                        options,
+                    }
+                }
+            }
+            Either::Object(f) => MountRecord {
+                what: f.what,
+                target: f.target,
+                fstype: f.fstype,
+                options: f.options,
+            },
+        })
+    }
+}
+
 /// Fields default when absent, so a newer or older record still reads.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -66,8 +132,8 @@ pub struct Handoff {
     pub hint: Option<Hint>,
     /// Why a slot was given up in this boot, if one was.
     pub fallback: Option<String>,
-    /// Where things were mounted, as "source target fstype options".
-    pub mounts: Vec<String>,
+    /// What slotinit mounted, in order, as the booted system sees it.
+    pub mounts: Vec<MountRecord>,
     /// The machine-id the system sees and where it came from.
     pub machine_id: Option<String>,
     pub machine_id_source: Option<String>,
@@ -160,6 +226,21 @@ mod tests {
         let text = h.to_json();
         assert!(text.contains("\"slot\": \"b\""), "{text}");
         assert_eq!(Handoff::parse(&text).unwrap(), h);
+    }
+
+    #[test]
+    fn an_older_record_with_mount_lines_still_reads() {
+        let h = Handoff::parse(
+            r#"{"version": 2, "mounts": ["/dev/vda6 /sysroot/persistent ext4 rw,noatime",
+                "/sysroot/persistent/home /sysroot/home bind"]}"#,
+        )
+        .unwrap();
+        assert_eq!(h.mounts[0].target, "/sysroot/persistent");
+        assert_eq!(h.mounts[0].options, "rw,noatime");
+        assert_eq!(
+            (h.mounts[1].fstype.as_str(), h.mounts[1].options.as_str()),
+            ("none", "bind")
+        );
     }
 
     #[test]

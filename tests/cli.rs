@@ -430,3 +430,63 @@ fn check_config_reads_both_spellings() {
 fn text_of(out: &Output) -> String {
     text(out)
 }
+
+/// The systemd generator: a unit per mount of the handoff, an existing unit
+/// kept, nothing at all when slotinit did not boot the system.
+#[test]
+fn mount_units_are_written_from_the_handoff() {
+    let dir = tempfile::tempdir().unwrap();
+    let units = dir.path().join("units");
+    std::fs::create_dir(&units).unwrap();
+    let handoff = dir.path().join("handoff.json");
+    std::fs::write(
+        &handoff,
+        r#"{"version": 3, "mounts": [
+            {"what": "/dev/vda3", "target": "/", "fstype": "ext4", "options": "ro"},
+            {"what": "/dev/vda6", "target": "/persistent", "fstype": "ext4", "options": "rw,nosuid,nodev"},
+            {"what": "/persistent/slots/system_a/var", "target": "/var", "fstype": "none", "options": "bind"},
+            {"what": "/persistent/log/journal", "target": "/var/log/journal", "fstype": "none", "options": "bind"}]}"#,
+    )
+    .unwrap();
+    std::fs::write(units.join("var.mount"), "from fstab").unwrap();
+    let run = |handoff: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_slotinit"))
+            .arg("--handoff")
+            .arg(handoff)
+            .arg("mount-units")
+            .arg(&units)
+            .arg("/early")
+            .arg("/late")
+            .output()
+            .unwrap()
+    };
+    let out = run(&handoff);
+    assert!(out.status.success(), "{}", text(&out));
+    let mut names: Vec<String> = std::fs::read_dir(&units)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["persistent.mount", "var-log-journal.mount", "var.mount"]
+    );
+    assert_eq!(
+        std::fs::read_to_string(units.join("var.mount")).unwrap(),
+        "from fstab"
+    );
+    let journal = std::fs::read_to_string(units.join("var-log-journal.mount")).unwrap();
+    assert!(
+        journal.contains(
+            "What=/persistent/log/journal\nWhere=/var/log/journal\nType=none\nOptions=bind\n"
+        ),
+        "{journal}"
+    );
+    assert!(text(&out).contains("var.mount exists"), "{}", text(&out));
+    // Not booted by slotinit: no handoff, no units, success.
+    std::fs::remove_dir_all(&units).unwrap();
+    std::fs::create_dir(&units).unwrap();
+    let out = run(&dir.path().join("missing.json"));
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(std::fs::read_dir(&units).unwrap().count(), 0);
+}

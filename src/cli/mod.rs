@@ -3,6 +3,7 @@
 //! the init left under /run/slotinit and change the boot state with RAUC's
 //! semantics, never partially.
 
+pub mod mount_units;
 pub mod udev;
 
 use crate::config::{Config, BACKEND_NONE};
@@ -23,6 +24,9 @@ pub const USAGE: &str = "usage: slotinit [--config FILE] [--handoff FILE] <comma
   check-config FILE        validate a config as the init would
   udev-links DEVNAME [--handoff FILE] [--sys DIR]
                            the /dev/disk/by-slot names of a partition (for the udev rule)
+  mount-units DIR [EARLY LATE]
+                           systemd generator: a .mount unit in DIR for each mount slotinit made
+                           (from the handoff; none when slotinit did not boot this system)
   --force                  (mark-*) write a fresh state over a store whose copies are all corrupt;
                            (mark-bad) mark it even if no slot would have attempts left
 exit codes: 0 ok, 1 error (status: the boot state cannot be read), 2 usage,
@@ -95,6 +99,7 @@ pub fn main(args: Vec<String>) -> ExitCode {
         ["mark-bad", slot] => mark(&opts, Mark::Bad, Some(slot)),
         ["mark-active", slot] => mark(&opts, Mark::Active, Some(slot)),
         ["check-config", file] => check_config(file),
+        ["mount-units", dir, ..] => mount_units(&opts, dir),
         _ => fail(EXIT_USAGE, USAGE),
     }
 }
@@ -139,6 +144,26 @@ fn load_config(opts: &Options) -> Result<Config, String> {
     state::load(&path)
         .map(|(config, _)| config)
         .map_err(|e| error_chain(&e))
+}
+
+/// The systemd generator's run: no handoff, no units (not booted by slotinit).
+fn mount_units(opts: &Options, dir: &str) -> ExitCode {
+    let dir = Path::new(dir);
+    if !dir.is_dir() {
+        return fail(
+            EXIT_USAGE,
+            format!("mount-units: {} is not a directory", dir.display()),
+        );
+    }
+    let handoff = match Handoff::load(&opts.handoff) {
+        Ok(h) => h,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return ExitCode::SUCCESS,
+        Err(e) => return fail(EXIT_ERROR, format!("mount-units: {e}")),
+    };
+    for problem in mount_units::write(&handoff, dir) {
+        eprintln!("slotinit mount-units: {problem}");
+    }
+    ExitCode::SUCCESS
 }
 
 fn load_handoff(opts: &Options) -> Option<Handoff> {

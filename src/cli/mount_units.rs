@@ -49,7 +49,10 @@ pub fn escape_path(path: &str) -> String {
 /// file systems.
 fn is_systems_own(target: &str) -> bool {
     let p = Path::new(target);
-    target == "/" || ["/proc", "/sys", "/dev", "/run"].iter().any(|a| p.starts_with(a))
+    target == "/"
+        || ["/proc", "/sys", "/dev", "/run"]
+            .iter()
+            .any(|a| p.starts_with(a))
 }
 
 /// The unit files for the mounts of a boot, in the order they were made.
@@ -135,13 +138,26 @@ mod tests {
         let mounts = [
             record("/dev/vda3", "/", "ext4", "ro"),
             record("overlay", "/run/slotinit/lower", "ext4", "ro"),
-            record("/dev/vda6", "/persistent", "ext4", "rw,nosuid,nodev,noatime"),
+            record(
+                "/dev/vda6",
+                "/persistent",
+                "ext4",
+                "rw,nosuid,nodev,noatime",
+            ),
             record("/persistent/slots/system_a/var", "/var", "none", "bind"),
-            record("/persistent/log/journal", "/var/log/journal", "none", "bind"),
+            record(
+                "/persistent/log/journal",
+                "/var/log/journal",
+                "none",
+                "bind",
+            ),
         ];
         let u = units(&mounts);
         let names: Vec<_> = u.iter().map(|u| u.name.as_str()).collect();
-        assert_eq!(names, ["persistent.mount", "var.mount", "var-log-journal.mount"]);
+        assert_eq!(
+            names,
+            ["persistent.mount", "var.mount", "var-log-journal.mount"]
+        );
         assert!(u[1].text.contains(
             "[Mount]\nWhat=/persistent/slots/system_a/var\nWhere=/var\nType=none\nOptions=bind\n"
         ));
@@ -159,7 +175,10 @@ mod tests {
         let problems = write(&h, dir.path());
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(problems[0].contains("var.mount exists"));
-        assert_eq!(std::fs::read(dir.path().join("var.mount")).unwrap(), b"fstab's");
+        assert_eq!(
+            std::fs::read(dir.path().join("var.mount")).unwrap(),
+            b"fstab's"
+        );
         let home = std::fs::read_to_string(dir.path().join("home.mount")).unwrap();
         assert!(home.contains("Where=/home\n"), "{home}");
     }

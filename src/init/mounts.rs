@@ -4,6 +4,7 @@
 use super::context::Boot;
 use super::report::{kind, Report};
 use crate::disk::devices::{self, Partition};
+use crate::handoff::MountRecord;
 use crate::kernel::switch_root;
 use crate::kernel::sys::Sys;
 use crate::mount::executor::{self, MachineIdOutcome, Outcome};
@@ -38,7 +39,7 @@ pub(super) fn mount_root<S: Sys + ?Sized>(
             system.node().display()
         ));
     }
-    record_mounts(&mut boot.report, &steps);
+    record_mounts(&mut boot.report, &boot.roots.sysroot, &steps);
     Ok(())
 }
 
@@ -89,7 +90,7 @@ fn degrade<S: Sys + ?Sized>(
         let message = format!("fallback: {}", error_chain(&e));
         boot.report.error(kind::FALLBACK, message);
     }
-    record_mounts(&mut boot.report, &steps);
+    record_mounts(&mut boot.report, &boot.roots.sysroot, &steps);
     outcome
 }
 
@@ -123,7 +124,7 @@ fn mount_partition<S: Sys + ?Sized>(
         Ok(_) if is_read_only(boot.sys, &root) => {
             // errors=remount-ro, or a read-only feature: keep it mounted
             // for rescue, keep the machine-id it holds, write elsewhere.
-            record_mounts(&mut boot.report, mount);
+            record_mounts(&mut boot.report, &boot.roots.sysroot, mount);
             let cause = format!(
                 "persistent partition {} is read-only",
                 part.node().display()
@@ -137,7 +138,7 @@ fn mount_partition<S: Sys + ?Sized>(
             )
         }
         Ok(_) => {
-            record_mounts(&mut boot.report, mount);
+            record_mounts(&mut boot.report, &boot.roots.sysroot, mount);
             mount_tree(boot, rest, slot_dir, &root)
         }
     }
@@ -169,7 +170,7 @@ fn mount_tree<S: Sys + ?Sized>(
         .filter(|s| !failed_steps.contains(s))
         .cloned()
         .collect();
-    record_mounts(&mut boot.report, &made);
+    record_mounts(&mut boot.report, &boot.roots.sysroot, &made);
     for (step, e) in failed {
         let step_kind = match step {
             Step::MachineId { .. } => kind::MACHINE_ID,
@@ -336,29 +337,41 @@ pub(super) fn unmount_beneath<S: Sys + ?Sized>(sys: &mut S, roots: &[&Path]) {
     }
 }
 
-pub(super) fn record_mounts(report: &mut Report, steps: &[Step]) {
+pub(super) fn record_mounts(report: &mut Report, sysroot: &Path, steps: &[Step]) {
+    // Paths as the booted system sees them: the sysroot becomes `/`, and what
+    // is outside it (/run, moved along) keeps its path.
+    let seen = |path: &Path| match path.strip_prefix(sysroot) {
+        Ok(rest) => Path::new("/").join(rest).display().to_string(),
+        Err(_) => path.display().to_string(),
+    };
     for step in steps {
-        match step {
+        let record = match step {
             Step::Mount {
                 source,
                 target,
                 fstype,
                 readonly,
                 options,
-            } => report.handoff.mounts.push(format!(
-                "{source} {} {fstype} {}{}{options}",
-                target.display(),
-                if *readonly { "ro" } else { "rw" },
-                if options.is_empty() { "" } else { "," }
-            )),
+            } => MountRecord {
+                what: source.clone(),
+                target: seen(target),
+                fstype: fstype.clone(),
+                options: format!(
+                    "{}{}{options}",
+                    if *readonly { "ro" } else { "rw" },
+                    if options.is_empty() { "" } else { "," }
+                ),
+            },
             Step::BindBeneath {
                 root, path, target, ..
-            } => report.handoff.mounts.push(format!(
-                "{} {} bind",
-                root.join(path).display(),
-                target.display()
-            )),
-            _ => {}
-        }
+            } => MountRecord {
+                what: seen(&root.join(path)),
+                target: seen(target),
+                fstype: "none".into(),
+                options: "bind".into(),
+            },
+            _ => continue,
+        };
+        report.handoff.mounts.push(record);
     }
 }

@@ -204,7 +204,15 @@ fn mount_root_mounts_the_system_read_only_and_wants_its_init() {
     sys.add_exec("/sysroot/sbin/init");
     let mut boot = rpi_boot(&mut sys);
     mount_root(&mut boot, Slot::A, "/sbin/init").unwrap();
-    assert_eq!(boot.report.handoff.mounts, ["/dev/vda4 /sysroot ext4 ro"]);
+    assert_eq!(
+        boot.report.handoff.mounts,
+        [crate::handoff::MountRecord {
+            what: "/dev/vda4".into(),
+            target: "/".into(),
+            fstype: "ext4".into(),
+            options: "ro".into()
+        }]
+    );
     assert_eq!(
         sys.calls[..2],
         [
@@ -491,7 +499,9 @@ fn persistent_degrade_matrix() {
             );
         }
         // The handoff lists the persistent mount only when it was made.
-        let listed = mounts.iter().any(|m| m.starts_with("/dev/vda6 "));
+        let listed = mounts
+            .iter()
+            .any(|m| m.what == "/dev/vda6" && m.target == "/persistent");
         let mounted = !row.kinds.contains(&kind::PERSISTENT_MOUNT)
             && !row.kinds.contains(&kind::PERSISTENT_MISSING)
             && !row.kinds.contains(&kind::PERSISTENT_FSCK);
