@@ -24,14 +24,14 @@ impl Slot {
         }
     }
 
-    pub fn other(self) -> Slot {
+    pub(crate) fn other(self) -> Slot {
         match self {
             Slot::A => Slot::B,
             Slot::B => Slot::A,
         }
     }
 
-    pub fn letter(self) -> &'static str {
+    pub(crate) fn letter(self) -> &'static str {
         match self {
             Slot::A => "a",
             Slot::B => "b",
@@ -66,7 +66,7 @@ pub const DEFAULT_ORDER: [SourceKind; 4] = [
 ];
 
 /// `error: cause: cause` in one line, for kmsg and the handoff.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

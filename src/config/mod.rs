@@ -3,40 +3,39 @@
 
 use crate::types::Slot;
 use serde::{Deserialize, Serialize};
-use std::path::Path;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    pub boot: BootConfig,
+    pub(crate) boot: BootConfig,
     pub partitions: Partitions,
-    pub system: FsConfig,
-    pub persistent: PersistentConfig,
-    pub bootstate: BootStateConfig,
+    pub(crate) system: FsConfig,
+    pub(crate) persistent: PersistentConfig,
+    pub(crate) bootstate: BootStateConfig,
     /// OverlayFS mounts, in order.
-    pub overlay: Vec<OverlaySpec>,
+    pub(crate) overlay: Vec<OverlaySpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct BootConfig {
+pub(crate) struct BootConfig {
     /// The slot that boots when nothing else decides.
-    pub default_slot: Slot,
+    pub(crate) default_slot: Slot,
     /// The system's init, unless `init=` is on the cmdline.
-    pub init: String,
+    pub(crate) init: String,
     /// How long to wait for the disk and its partitions.
-    pub device_timeout_ms: u64,
+    pub(crate) device_timeout_ms: u64,
     /// Once some partitions are found, how long the block layer may stay quiet
     /// before the missing ones are declared absent.
-    pub settle_ms: u64,
+    pub(crate) settle_ms: u64,
     /// On a fatal error: seconds before the reboot.
-    pub reboot_delay_s: u64,
+    pub(crate) reboot_delay_s: u64,
     /// Whether `slotinit.slot=` may override the decision; production devices
     /// lock it with `false`.
-    pub allow_override: bool,
+    pub(crate) allow_override: bool,
     /// The slot sources asked, in order, when the bootloader decides (counter =
     /// "bootloader", or no boot-state store).
-    pub sources: Vec<crate::types::SourceKind>,
+    pub(crate) sources: Vec<crate::types::SourceKind>,
 }
 
 /// How the layout's members are found. Each is a GPT partition name (a string;
@@ -45,18 +44,18 @@ pub struct BootConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Partitions {
-    pub bootconfig: PartSpec,
-    pub persistent: PartSpec,
-    pub boot_a: PartSpec,
-    pub boot_b: PartSpec,
-    pub system_a: PartSpec,
-    pub system_b: PartSpec,
+    pub(crate) bootconfig: PartSpec,
+    pub(crate) persistent: PartSpec,
+    pub(crate) boot_a: PartSpec,
+    pub(crate) boot_b: PartSpec,
+    pub(crate) system_a: PartSpec,
+    pub(crate) system_b: PartSpec,
 }
 
 /// One member as written in the config.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
-pub enum PartSpec {
+pub(crate) enum PartSpec {
     /// GPT partition name (PARTNAME); empty: not in this layout.
     Name(String),
     /// `{ partuuid = "..." }`, `{ device = "/dev/..." }`, `{ number = N }` or
@@ -66,12 +65,12 @@ pub enum PartSpec {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PartBy {
-    pub partname: Option<String>,
-    pub partuuid: Option<String>,
-    pub device: Option<String>,
-    pub disk: Option<String>,
-    pub number: Option<u32>,
+pub(crate) struct PartBy {
+    pub(crate) partname: Option<String>,
+    pub(crate) partuuid: Option<String>,
+    pub(crate) device: Option<String>,
+    pub(crate) disk: Option<String>,
+    pub(crate) number: Option<u32>,
 }
 
 /// A validated member reference.
@@ -85,12 +84,12 @@ pub enum PartRef {
 }
 
 impl PartSpec {
-    pub fn name(name: &str) -> PartSpec {
+    pub(crate) fn name(name: &str) -> PartSpec {
         PartSpec::Name(name.to_string())
     }
 
     /// The reference, or why the table does not name exactly one way.
-    pub fn to_ref(&self) -> Result<PartRef, PartRefError> {
+    pub(crate) fn to_ref(&self) -> Result<PartRef, PartRefError> {
         let by = match self {
             PartSpec::Name(n) if n.is_empty() => return Ok(PartRef::Absent),
             PartSpec::Name(n) => return Ok(PartRef::Name(n.clone())),
@@ -151,7 +150,7 @@ fn is_guid(text: &str) -> bool {
 }
 
 /// The role names of the members, as a backend's `partition` key names them.
-pub const MEMBERS: [&str; 6] = [
+pub(crate) const MEMBERS: [&str; 6] = [
     "bootconfig",
     "persistent",
     "boot_a",
@@ -161,21 +160,14 @@ pub const MEMBERS: [&str; 6] = [
 ];
 
 impl Partitions {
-    pub fn system(&self, slot: Slot) -> &PartSpec {
+    pub(crate) fn system(&self, slot: Slot) -> &PartSpec {
         match slot {
             Slot::A => &self.system_a,
             Slot::B => &self.system_b,
         }
     }
 
-    pub fn boot(&self, slot: Slot) -> &PartSpec {
-        match slot {
-            Slot::A => &self.boot_a,
-            Slot::B => &self.boot_b,
-        }
-    }
-
-    pub fn member(&self, role: &str) -> Option<&PartSpec> {
+    pub(crate) fn member(&self, role: &str) -> Option<&PartSpec> {
         Some(match role {
             "bootconfig" => &self.bootconfig,
             "persistent" => &self.persistent,
@@ -189,7 +181,7 @@ impl Partitions {
 
     /// Every member's reference by role; invalid ones count as absent (the
     /// config was validated when loaded).
-    pub fn refs(&self) -> Vec<(&'static str, PartRef)> {
+    pub(crate) fn refs(&self) -> Vec<(&'static str, PartRef)> {
         MEMBERS
             .iter()
             .map(|role| {
@@ -203,7 +195,7 @@ impl Partitions {
     }
 
     /// The reference of one member by role.
-    pub fn reference(&self, role: &str) -> PartRef {
+    pub(crate) fn reference(&self, role: &str) -> PartRef {
         self.member(role)
             .and_then(|s| s.to_ref().ok())
             .unwrap_or(PartRef::Absent)
@@ -225,32 +217,32 @@ impl Default for Partitions {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct FsConfig {
-    pub fstype: String,
+pub(crate) struct FsConfig {
+    pub(crate) fstype: String,
     /// Extra mount options (comma separated); `ro` is always added for the system.
-    pub options: String,
+    pub(crate) options: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct PersistentConfig {
-    pub fstype: String,
-    pub options: String,
+pub(crate) struct PersistentConfig {
+    pub(crate) fstype: String,
+    pub(crate) options: String,
     /// Where the persistent partition appears in the booted system.
-    pub mountpoint: String,
+    pub(crate) mountpoint: String,
     /// The machine-id kept across slots, relative to the persistent root
     /// ("" leaves /etc/machine-id to the system).
-    pub machine_id: String,
+    pub(crate) machine_id: String,
     /// Check the filesystem (`e2fsck -p`) before mounting it; the initramfs
     /// must carry `fsck_path` (initramfs/build --file).
-    pub fsck: bool,
-    pub fsck_path: String,
+    pub(crate) fsck: bool,
+    pub(crate) fsck_path: String,
     /// Directories created (if missing) on the persistent partition, in order.
     #[serde(rename = "dir")]
-    pub dirs: Vec<DirSpec>,
+    pub(crate) dirs: Vec<DirSpec>,
     /// Bind mounts from the persistent partition into the system, in order.
     #[serde(rename = "bind")]
-    pub binds: Vec<BindSpec>,
+    pub(crate) binds: Vec<BindSpec>,
 }
 
 /// `[bootstate]`: which backend keeps the boot state, and when a trial is
@@ -263,24 +255,24 @@ pub struct PersistentConfig {
 pub struct BootStateConfig {
     /// A registered backend (`state::BACKENDS`, e.g. "uboot-env"), or "none":
     /// no store, the bootloader's word decides.
-    pub backend: String,
-    pub commit: Commit,
+    pub(crate) backend: String,
+    pub(crate) commit: Commit,
     /// Deprecated spelling of `[bootstate.uboot-env] fw_env`. A field of its
     /// own because `disk::devices::BootDiskHint` reads it.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub fw_env: Vec<String>,
+    pub(crate) fw_env: Vec<String>,
     /// The backends' tables and the deprecated flat keys, as written.
     #[serde(flatten)]
-    pub keys: toml::Table,
+    pub(crate) keys: toml::Table,
 }
 
 /// The backend name that keeps no store.
-pub const BACKEND_NONE: &str = "none";
+pub(crate) const BACKEND_NONE: &str = "none";
 
 /// When a trial boot is committed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Commit {
+pub(crate) enum Commit {
     /// A health check runs `slotinit mark-good`.
     Userspace,
     /// slotinit commits once the root mounted and has an init.
@@ -302,60 +294,60 @@ impl Default for BootStateConfig {
 /// directory name: the lowercased system partition name, as rpi-image-gen uses.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct DirSpec {
-    pub path: String,
+pub(crate) struct DirSpec {
+    pub(crate) path: String,
     #[serde(default = "default_dir_mode")]
-    pub mode: u32,
+    pub(crate) mode: u32,
     /// A group name looked up in the system's /etc/group; root if absent there.
     #[serde(default)]
-    pub group: Option<String>,
+    pub(crate) group: Option<String>,
     /// A user name looked up in the system's /etc/passwd; root if absent there.
     #[serde(default)]
-    pub owner: Option<String>,
+    pub(crate) owner: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct BindSpec {
+pub(crate) struct BindSpec {
     /// Relative to the persistent root; `{slot}` makes it per slot, without it
     /// both slots share it.
-    pub source: String,
+    pub(crate) source: String,
     /// Absolute path in the booted system (a mount point the image has).
-    pub target: String,
+    pub(crate) target: String,
     /// Create the source directory when missing (with `mode`, `owner`, `group`);
     /// when false, a missing source is skipped with a warning.
     #[serde(default = "default_true")]
-    pub create: bool,
+    pub(crate) create: bool,
     #[serde(default = "default_dir_mode")]
-    pub mode: u32,
+    pub(crate) mode: u32,
     #[serde(default)]
-    pub owner: Option<String>,
+    pub(crate) owner: Option<String>,
     #[serde(default)]
-    pub group: Option<String>,
+    pub(crate) group: Option<String>,
 }
 
 /// OverlayFS over a read-only directory of the system (or the whole root).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct OverlaySpec {
+pub(crate) struct OverlaySpec {
     /// Absolute path in the system; "/" overlays the whole root.
-    pub target: String,
+    pub(crate) target: String,
     /// Where changes go: a size-limited tmpfs (lost at reboot), or a directory
     /// on the persistent partition (kept; per slot with `{slot}` in `path`).
     #[serde(default)]
-    pub upper: Upper,
+    pub(crate) upper: Upper,
     /// tmpfs size limit (`size=` of tmpfs: bytes, or with k, m, g, or %).
     #[serde(default = "default_overlay_size")]
-    pub size: String,
+    pub(crate) size: String,
     /// upper = "persistent": the directory beneath the persistent root that
     /// holds `upper/` and `work/`.
     #[serde(default)]
-    pub path: Option<String>,
+    pub(crate) path: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Upper {
+pub(crate) enum Upper {
     #[default]
     Tmpfs,
     Persistent,
@@ -469,14 +461,16 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
-    /// The handoff kind of every config error.
-    pub fn kind(&self) -> &'static str {
+    /// The handoff kind of every config error. Only the tests ask: a config
+    /// the init cannot use is fatal (`kind::FATAL`), the CLI prints it.
+    #[cfg(test)]
+    pub(crate) fn kind(&self) -> &'static str {
         "config"
     }
 
     /// A parse error of `text` at a byte span, worded as [`Config::parse`]
     /// words its own: the table and key it is in.
-    pub fn parse(
+    pub(crate) fn parse(
         text: &str,
         path: &str,
         span: Option<std::ops::Range<usize>>,
@@ -510,7 +504,12 @@ impl ConfigError {
 /// Where `key` is assigned in `[table]` of `text`: the byte span of the key,
 /// or with `value` of its value. For a backend that reads its keys from the
 /// parsed table and still wants to say on which line a bad one is.
-pub fn span_of(text: &str, table: &str, key: &str, value: bool) -> Option<std::ops::Range<usize>> {
+pub(crate) fn span_of(
+    text: &str,
+    table: &str,
+    key: &str,
+    value: bool,
+) -> Option<std::ops::Range<usize>> {
     let mut offset = 0;
     let mut current = String::new();
     for line in text.split_inclusive('\n') {
@@ -606,7 +605,7 @@ pub enum Invalid {
 impl Config {
     /// Parses and validates config text; `path` only names the source in errors.
     /// The boot-state backend's keys are checked by `state::check`.
-    pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
+    pub(crate) fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
         let config: Config = toml::from_str(text)
             .map_err(|e| ConfigError::parse(text, path, e.span(), e.message()))?;
         config.validate().map_err(|error| ConfigError::Invalid {
@@ -622,7 +621,7 @@ impl Config {
     /// check's `mark-good`; everything else is checked as usual. `bootstate`
     /// is what `[bootstate]` may hold besides its own keys (the backends'
     /// keys and tables, from `state`).
-    pub fn parse_lenient(
+    pub(crate) fn parse_lenient(
         text: &str,
         path: &str,
         bootstate: &toml::Table,
@@ -676,18 +675,6 @@ impl Config {
         }];
         c.bootstate.fw_env = vec![String::new()];
         c
-    }
-
-    /// Reads `path`; a missing file is the defaults, as an initramfs may ship none.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        match std::fs::read_to_string(path) {
-            Ok(text) => Config::parse(&text, &path.display().to_string()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
-            Err(source) => Err(ConfigError::Read {
-                path: path.display().to_string(),
-                source,
-            }),
-        }
     }
 
     /// Checks that serde cannot express: names unique, paths relative or absolute
@@ -815,9 +802,9 @@ fn prune(table: &mut toml::Table, reference: &toml::Table, at: &str, dropped: &m
 
 /// Bounds on the waits: outside them PID 1 either races the disk driver (and
 /// every boot fails) or waits forever and never reaches its reboot.
-pub const DEVICE_TIMEOUT_MS: std::ops::RangeInclusive<u64> = 100..=600_000;
+pub(crate) const DEVICE_TIMEOUT_MS: std::ops::RangeInclusive<u64> = 100..=600_000;
 /// The longest pause before the reboot after a fatal error.
-pub const MAX_REBOOT_DELAY_S: u64 = 3_600;
+pub(crate) const MAX_REBOOT_DELAY_S: u64 = 3_600;
 
 impl BootConfig {
     fn validate_times(&self) -> Result<(), Invalid> {
@@ -853,7 +840,7 @@ fn check_system_options(options: &str) -> Result<(), Invalid> {
 }
 
 /// Paths on the persistent partition stay beneath it.
-pub fn check_relative(key: &'static str, path: &str) -> Result<(), Invalid> {
+pub(crate) fn check_relative(key: &'static str, path: &str) -> Result<(), Invalid> {
     if path.is_empty() || path.starts_with('/') || path.split('/').any(|c| c == "..") {
         return Err(Invalid::NotRelative {
             key,
@@ -906,7 +893,7 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
 }
 
 /// Replaces `{slot}` with the slot directory name.
-pub fn expand_slot(template: &str, slot_dir: &str) -> String {
+pub(crate) fn expand_slot(template: &str, slot_dir: &str) -> String {
     template.replace("{slot}", slot_dir)
 }
 
@@ -922,7 +909,7 @@ mod tests {
     #[test]
     fn missing_file_is_the_defaults() {
         let dir = tempfile::tempdir().unwrap();
-        let got = Config::load(&dir.path().join("none.toml")).unwrap();
+        let (got, _) = crate::state::load(&dir.path().join("none.toml")).unwrap();
         assert_eq!(got, Config::default());
     }
 

@@ -63,28 +63,28 @@ impl Partition {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Resolved {
-    pub system_a: Option<Partition>,
-    pub system_b: Option<Partition>,
-    pub boot_a: Option<Partition>,
-    pub boot_b: Option<Partition>,
-    pub bootconfig: Option<Partition>,
-    pub persistent: Option<Partition>,
+    pub(crate) system_a: Option<Partition>,
+    pub(crate) system_b: Option<Partition>,
+    pub(crate) boot_a: Option<Partition>,
+    pub(crate) boot_b: Option<Partition>,
+    pub(crate) bootconfig: Option<Partition>,
+    pub(crate) persistent: Option<Partition>,
     /// The disk bare partition numbers were taken from, and what named it.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub boot_disk: Option<String>,
+    pub(crate) boot_disk: Option<String>,
     /// Members that could not be resolved and why (missing, ambiguous).
-    pub problems: Vec<String>,
+    pub(crate) problems: Vec<String>,
 }
 
 impl Resolved {
-    pub fn system(&self, slot: Slot) -> Option<&Partition> {
+    pub(crate) fn system(&self, slot: Slot) -> Option<&Partition> {
         match slot {
             Slot::A => self.system_a.as_ref(),
             Slot::B => self.system_b.as_ref(),
         }
     }
 
-    pub fn boot(&self, slot: Slot) -> Option<&Partition> {
+    pub(crate) fn boot(&self, slot: Slot) -> Option<&Partition> {
         match slot {
             Slot::A => self.boot_a.as_ref(),
             Slot::B => self.boot_b.as_ref(),
@@ -93,7 +93,7 @@ impl Resolved {
 }
 
 /// True if `part` is the partition `r` names.
-pub fn matches(r: &PartRef, part: &Partition) -> bool {
+pub(crate) fn matches(r: &PartRef, part: &Partition) -> bool {
     match r {
         PartRef::Absent => false,
         PartRef::Name(n) => part.name.as_deref() == Some(n.as_str()),
@@ -113,19 +113,19 @@ pub fn matches(r: &PartRef, part: &Partition) -> bool {
 /// that disk, never of any disk: a second disk with a partition 2 must not
 /// make the member ambiguous, nor be taken for it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct BootDiskHint {
+pub(crate) struct BootDiskHint {
     /// `root=` as the bootloader passed it (`PARTUUID=`, `PARTLABEL=`, `/dev/`),
     /// unless it was given twice with different values.
-    pub root: Option<String>,
+    pub(crate) root: Option<String>,
     /// The devices the config's `bootstate.fw_env` lines name: the bootloader's
     /// env lives on the disk it booted from.
-    pub env_devices: Vec<String>,
+    pub(crate) env_devices: Vec<String>,
 }
 
 impl BootDiskHint {
     /// `env_devices`: the block devices the boot-state backend's config names
     /// (`state::boot_devices`).
-    pub fn new(cmdline: &Cmdline, env_devices: Vec<String>) -> Self {
+    pub(crate) fn new(cmdline: &Cmdline, env_devices: Vec<String>) -> Self {
         let root = match crate::kernel::cmdline::conflict(cmdline, "root") {
             Some(_) => None,
             None => cmdline.get("root").map(str::to_string),
@@ -136,7 +136,7 @@ impl BootDiskHint {
 
 /// Which disk bare partition numbers refer to.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BootDisk {
+pub(crate) enum BootDisk {
     /// The disk (`mmcblk0`) and what named it.
     Known { disk: String, why: String },
     /// The bootloader named a partition that is not (yet) there: bare numbers
@@ -197,7 +197,7 @@ fn disks_named(found: &[Partition], r: &PartRef) -> BTreeSet<String> {
 /// 4. the one disk holding every bare-numbered member, when only one does.
 ///
 /// The device tree's boot partition is a number, not a disk, and says nothing here.
-pub fn boot_disk(found: &[Partition], names: &Partitions, hint: &BootDiskHint) -> BootDisk {
+pub(crate) fn boot_disk(found: &[Partition], names: &Partitions, hint: &BootDiskHint) -> BootDisk {
     if let Some((root, r)) = hint
         .root
         .as_deref()
@@ -323,7 +323,11 @@ pub fn resolve(found: &[Partition], names: &Partitions) -> Resolved {
 }
 
 /// [`resolve`], with bare partition numbers on the boot disk ([`boot_disk`]).
-pub fn resolve_with(found: &[Partition], names: &Partitions, hint: &BootDiskHint) -> Resolved {
+pub(crate) fn resolve_with(
+    found: &[Partition],
+    names: &Partitions,
+    hint: &BootDiskHint,
+) -> Resolved {
     let boot = boot_disk(found, names, hint);
     let mut problems = Vec::new();
     let mut find = |role: &str| -> Option<Partition> {
@@ -391,7 +395,11 @@ pub fn all_present(found: &[Partition], names: &Partitions) -> bool {
 }
 
 /// True when every member of the layout is present, bare numbers on the boot disk.
-pub fn all_present_with(found: &[Partition], names: &Partitions, hint: &BootDiskHint) -> bool {
+pub(crate) fn all_present_with(
+    found: &[Partition],
+    names: &Partitions,
+    hint: &BootDiskHint,
+) -> bool {
     let boot = boot_disk(found, names, hint);
     names
         .refs()
@@ -407,7 +415,7 @@ pub fn any_system_present(found: &[Partition], names: &Partitions) -> bool {
 }
 
 /// [`any_system_present`], bare numbers on the boot disk.
-pub fn any_system_present_with(
+pub(crate) fn any_system_present_with(
     found: &[Partition],
     names: &Partitions,
     hint: &BootDiskHint,
@@ -444,7 +452,7 @@ pub fn slot_dir(resolved: &Resolved, slot: Slot) -> String {
 /// per disk; `cache` keeps what was read). Disks without a GPT keep None. The
 /// table is the one the kernel used ([`crate::disk::gpt::find_valid`]): the
 /// alternate when the primary is invalid and `force_gpt` (`gpt` on the cmdline).
-pub fn read_uuids<S: Sys + ?Sized>(
+pub(crate) fn read_uuids<S: Sys + ?Sized>(
     sys: &mut S,
     found: &mut [Partition],
     dev: &Path,
@@ -505,7 +513,7 @@ pub fn by_slot_links(resolved: &Resolved, active: Slot) -> Vec<(PathBuf, PathBuf
 }
 
 /// Lists the partitions under a sysfs root (`/sys` in the init, a temp dir in tests).
-pub fn list_partitions<S: Sys + ?Sized>(
+pub(crate) fn list_partitions<S: Sys + ?Sized>(
     sys: &mut S,
     sysfs: &Path,
 ) -> std::io::Result<Vec<Partition>> {
@@ -540,10 +548,10 @@ pub fn list_partitions<S: Sys + ?Sized>(
 
 /// Partitions for the stage tests: qemu/mkdisk's layout, as the kernel names it.
 #[cfg(test)]
-pub mod fixtures {
+pub(crate) mod fixtures {
     use super::Partition;
 
-    pub fn part(dev: &str, disk: &str, number: u32, name: Option<&str>) -> Partition {
+    pub(crate) fn part(dev: &str, disk: &str, number: u32, name: Option<&str>) -> Partition {
         Partition {
             dev: dev.into(),
             disk: disk.into(),
@@ -554,7 +562,7 @@ pub mod fixtures {
     }
 
     /// rpi-image-gen's gpt/ab_userdata on `disk`: `<disk>1` .. `<disk>6`.
-    pub fn rpi_disk(disk: &str) -> Vec<Partition> {
+    pub(crate) fn rpi_disk(disk: &str) -> Vec<Partition> {
         [
             "bootconfig",
             "boot_a",

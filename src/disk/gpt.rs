@@ -62,7 +62,7 @@ pub struct Header {
     /// The LBA this header says it is at (`my_lba`).
     pub my_lba: u64,
     /// Where the other copy is (`alternate_lba`).
-    pub alternate_lba: u64,
+    pub(crate) alternate_lba: u64,
     pub first_usable_lba: u64,
     pub last_usable_lba: u64,
     pub entries_lba: u64,
@@ -298,7 +298,7 @@ pub fn find_valid<D: Read + Seek>(
 }
 
 /// [`find_valid`] of a disk device (or image) with `sector`-byte blocks.
-pub fn read_as_kernel<S: crate::kernel::sys::Sys + ?Sized>(
+pub(crate) fn read_as_kernel<S: crate::kernel::sys::Sys + ?Sized>(
     sys: &mut S,
     disk: &Path,
     sector: u64,

@@ -3,4 +3,4 @@
 
 pub mod devices;
 pub mod gpt;
-pub mod uevent;
+pub(crate) mod uevent;

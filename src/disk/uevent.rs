@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 /// Subscribes to the kernel's uevents. Open it before loading the disk driver
 /// so no announcement is missed; without it only rescans see new devices.
-pub fn listen<S: Sys + ?Sized>(sys: &mut S) -> Listener {
+pub(crate) fn listen<S: Sys + ?Sized>(sys: &mut S) -> Listener {
     sys.uevent_listen().unwrap_or_else(|e| {
         log::error!("cannot listen to uevents: {e}; only the first sysfs scan counts");
         Listener::none()
@@ -17,28 +17,39 @@ pub fn listen<S: Sys + ?Sized>(sys: &mut S) -> Listener {
 }
 
 /// What the wait found, and how it ended.
-pub struct WaitResult {
-    pub partitions: Vec<Partition>,
-    pub complete: bool,
-    pub timed_out: bool,
+pub(crate) struct WaitResult {
+    pub(crate) partitions: Vec<Partition>,
+    pub(crate) end: WaitEnd,
+}
+
+/// Why the wait for the disk stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WaitEnd {
+    /// Every member of the layout is present.
+    Complete,
+    /// A system partition is present and the block layer stayed quiet for
+    /// `settle`: what is missing is absent.
+    Settled,
+    /// The timeout passed first.
+    TimedOut,
 }
 
 /// What the wait looks for.
-pub struct Lookup<'a> {
-    pub names: &'a Partitions,
+pub(crate) struct Lookup<'a> {
+    pub(crate) names: &'a Partitions,
     /// Which disk bare partition numbers are on ([`devices::boot_disk`]).
-    pub hint: &'a BootDiskHint,
+    pub(crate) hint: &'a BootDiskHint,
     /// Where the disks' nodes are, when PARTUUIDs must be read from their GPTs.
-    pub gpt_dev: Option<&'a Path>,
+    pub(crate) gpt_dev: Option<&'a Path>,
     /// `gpt` on the kernel cmdline ([`crate::kernel::cmdline::Cmdline::force_gpt`]): the
     /// kernel then uses the alternate GPT when the primary is invalid.
-    pub force_gpt: bool,
+    pub(crate) force_gpt: bool,
 }
 
 /// Waits until every member of the layout is present (bare numbers on the boot
 /// disk), or until a system partition is present and the block layer stayed
 /// quiet for `settle` (what is missing then is absent), or until `timeout`.
-pub fn wait_for<S: Sys + ?Sized>(
+pub(crate) fn wait_for<S: Sys + ?Sized>(
     sys: &mut S,
     listener: &Listener,
     sysfs: &Path,
@@ -61,16 +72,14 @@ pub fn wait_for<S: Sys + ?Sized>(
         if devices::all_present_with(&partitions, names, lookup.hint) {
             return WaitResult {
                 partitions,
-                complete: true,
-                timed_out: false,
+                end: WaitEnd::Complete,
             };
         }
         let now = Instant::now();
         if now >= deadline {
             return WaitResult {
                 partitions,
-                complete: false,
-                timed_out: true,
+                end: WaitEnd::TimedOut,
             };
         }
         let left = deadline - now;
@@ -79,8 +88,7 @@ pub fn wait_for<S: Sys + ?Sized>(
         if !sys.uevent_wait(listener, wait) && found_system {
             return WaitResult {
                 partitions,
-                complete: false,
-                timed_out: false,
+                end: WaitEnd::Settled,
             };
         }
     }
@@ -147,11 +155,43 @@ mod tests {
             Duration::from_millis(200),
             Duration::from_millis(10),
         );
-        assert!(waited.complete && !waited.timed_out);
+        assert_eq!(waited.end, WaitEnd::Complete);
         let r = devices::resolve_with(&waited.partitions, &names, &hint);
         assert_eq!(r.system_a.map(|p| p.dev).as_deref(), Some("mmcblk0p2"));
         assert_eq!(r.system_b.map(|p| p.dev).as_deref(), Some("mmcblk0p3"));
         assert!(r.problems.is_empty(), "{:?}", r.problems);
+    }
+
+    /// A system partition is there but the rest of the layout is not: once
+    /// the block layer stays quiet for `settle`, the wait ends long before
+    /// the timeout, as settled, with what it found.
+    #[test]
+    fn wait_settles_when_a_system_partition_is_present() {
+        let sys = tempfile::tempdir().unwrap();
+        add_disk(sys.path(), "mmcblk0", "p", 2);
+        let names = mapio();
+        let hint = BootDiskHint {
+            root: Some("/dev/mmcblk0p2".into()),
+            ..BootDiskHint::default()
+        };
+        let lookup = Lookup {
+            names: &names,
+            hint: &hint,
+            gpt_dev: None,
+            force_gpt: false,
+        };
+        let waited = wait_for(
+            &mut crate::kernel::sys::Real,
+            &Listener::none(),
+            sys.path(),
+            &lookup,
+            Duration::from_secs(30),
+            Duration::from_millis(10),
+        );
+        assert_eq!(waited.end, WaitEnd::Settled);
+        let r = devices::resolve_with(&waited.partitions, &names, &hint);
+        assert_eq!(r.system_a.map(|p| p.dev).as_deref(), Some("mmcblk0p2"));
+        assert_eq!(r.system_b, None);
     }
 
     /// root= names a disk that is not there: the wait does not settle on the
@@ -179,7 +219,7 @@ mod tests {
             Duration::from_millis(120),
             Duration::from_millis(10),
         );
-        assert!(!waited.complete && waited.timed_out);
+        assert_eq!(waited.end, WaitEnd::TimedOut);
         let r = devices::resolve_with(&waited.partitions, &names, &hint);
         assert_eq!(r.system_a, None);
         assert_eq!(r.system_b, None);

@@ -11,19 +11,19 @@ use crate::mount::plan::Roots;
 /// One boot. `S` is [`crate::kernel::sys::Real`] in PID 1 and the recording
 /// fake in the stage tests.
 pub(crate) struct Boot<'s, S: Sys + ?Sized> {
-    pub sys: &'s mut S,
-    pub report: Report,
-    pub cmdline: Cmdline,
-    pub args: BootArgs,
+    pub(crate) sys: &'s mut S,
+    pub(crate) report: Report,
+    pub(crate) cmdline: Cmdline,
+    pub(crate) args: BootArgs,
     /// The built-in defaults until the setup stage has loaded the config.
-    pub config: Config,
-    pub roots: Roots,
+    pub(crate) config: Config,
+    pub(crate) roots: Roots,
     /// The layout's members as found by the devices stage.
-    pub resolved: Resolved,
+    pub(crate) resolved: Resolved,
 }
 
 impl<'s, S: Sys + ?Sized> Boot<'s, S> {
-    pub fn new(sys: &'s mut S) -> Self {
+    pub(crate) fn new(sys: &'s mut S) -> Self {
         Boot {
             sys,
             report: Report::new(),
@@ -36,7 +36,7 @@ impl<'s, S: Sys + ?Sized> Boot<'s, S> {
     }
 
     /// The system's init: `init=` on the cmdline, else the config's.
-    pub fn init_path(&self) -> String {
+    pub(crate) fn init_path(&self) -> String {
         self.args
             .init
             .clone()

@@ -48,7 +48,7 @@ pub(super) fn find_devices<S: Sys + ?Sized>(boot: &mut Boot<S>, listener: &Liste
         Duration::from_millis(config.boot.device_timeout_ms),
         Duration::from_millis(config.boot.settle_ms),
     );
-    if waited.timed_out {
+    if waited.end == uevent::WaitEnd::TimedOut {
         let message = format!(
             "timed out after {} ms waiting for the disk; {} partitions found",
             config.boot.device_timeout_ms,

@@ -7,37 +7,43 @@ use std::time::Instant;
 /// The stable kinds of the problems a boot records (`handoff.json`'s
 /// `errors[].kind` and `warnings[].kind`, `status --json`). Tests and health
 /// checks match these, never the English.
-pub mod kind {
-    pub const CMDLINE: &str = "cmdline";
-    pub const CONFIG: &str = "config";
-    pub const CONFIG_DEPRECATED: &str = "config-deprecated";
-    pub const MODULE: &str = "module-load";
-    pub const DEVICE_TIMEOUT: &str = "device-timeout";
-    pub const DEVICES: &str = "devices";
-    pub const BOOTSTATE_UNUSABLE: &str = "bootstate-unusable";
-    pub const BOOTSTATE_UNAVAILABLE: &str = "bootstate-unavailable";
-    pub const BOOTSTATE_WRITE: &str = "bootstate-write";
-    pub const BOOTSTATE_REPAIR: &str = "bootstate-repair";
-    pub const DECISION: &str = "decision";
-    pub const OVERRIDE_REFUSED: &str = "override-refused";
-    pub const COMMIT: &str = "commit";
-    pub const LINK: &str = "link";
-    pub const SLOT_UNUSABLE: &str = "slot-unusable";
-    pub const PERSISTENT_MISSING: &str = "persistent-missing";
-    pub const PERSISTENT_FSCK: &str = "persistent-fsck";
-    pub const PERSISTENT_MOUNT: &str = "persistent-mount";
-    pub const PERSISTENT_READ_ONLY: &str = "persistent-read-only";
-    pub const PERSISTENT_REPAIR: &str = "persistent-repair";
-    pub const PERSISTENT_STEP: &str = "persistent-step";
-    pub const BIND_REPLACED: &str = "bind-replaced";
-    pub const MACHINE_ID: &str = "machine-id";
-    pub const FALLBACK: &str = "fallback";
-    pub const FATAL: &str = "fatal";
+pub(crate) mod kind {
+    pub(crate) const CMDLINE: &str = "cmdline";
+    #[cfg(test)]
+    pub(crate) const CONFIG: &str = "config";
+    pub(crate) const CONFIG_DEPRECATED: &str = "config-deprecated";
+    pub(crate) const MODULE: &str = "module-load";
+    pub(crate) const DEVICE_TIMEOUT: &str = "device-timeout";
+    pub(crate) const DEVICES: &str = "devices";
+    pub(crate) const BOOTSTATE_UNUSABLE: &str = "bootstate-unusable";
+    #[cfg(test)]
+    pub(crate) const BOOTSTATE_UNAVAILABLE: &str = "bootstate-unavailable";
+    #[cfg(test)]
+    pub(crate) const BOOTSTATE_WRITE: &str = "bootstate-write";
+    #[cfg(test)]
+    pub(crate) const BOOTSTATE_REPAIR: &str = "bootstate-repair";
+    #[cfg(test)]
+    pub(crate) const DECISION: &str = "decision";
+    pub(crate) const OVERRIDE_REFUSED: &str = "override-refused";
+    #[cfg(test)]
+    pub(crate) const COMMIT: &str = "commit";
+    pub(crate) const LINK: &str = "link";
+    pub(crate) const SLOT_UNUSABLE: &str = "slot-unusable";
+    pub(crate) const PERSISTENT_MISSING: &str = "persistent-missing";
+    pub(crate) const PERSISTENT_FSCK: &str = "persistent-fsck";
+    pub(crate) const PERSISTENT_MOUNT: &str = "persistent-mount";
+    pub(crate) const PERSISTENT_READ_ONLY: &str = "persistent-read-only";
+    pub(crate) const PERSISTENT_REPAIR: &str = "persistent-repair";
+    pub(crate) const PERSISTENT_STEP: &str = "persistent-step";
+    pub(crate) const BIND_REPLACED: &str = "bind-replaced";
+    pub(crate) const MACHINE_ID: &str = "machine-id";
+    pub(crate) const FALLBACK: &str = "fallback";
+    pub(crate) const FATAL: &str = "fatal";
 }
 
 /// The handoff being filled and the stage clock.
-pub struct Report {
-    pub handoff: Handoff,
+pub(crate) struct Report {
+    pub(crate) handoff: Handoff,
     start: Instant,
     last: Instant,
 }
@@ -49,7 +55,7 @@ impl Default for Report {
 }
 
 impl Report {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let now = Instant::now();
         Report {
             handoff: Handoff::new(),
@@ -59,26 +65,26 @@ impl Report {
     }
 
     /// Logs an error and records it.
-    pub fn error(&mut self, kind: &str, message: impl Into<String>) {
+    pub(crate) fn error(&mut self, kind: &str, message: impl Into<String>) {
         let problem = Problem::new(kind, message);
         log::error!("{}", problem.message);
         self.handoff.errors.push(problem);
     }
 
     /// Logs a warning and records it.
-    pub fn warn(&mut self, kind: &str, message: impl Into<String>) {
+    pub(crate) fn warn(&mut self, kind: &str, message: impl Into<String>) {
         let problem = Problem::new(kind, message);
         log::warn!("{}", problem.message);
         self.handoff.warnings.push(problem);
     }
 
     /// Records an error the stage that met it has logged already.
-    pub fn record_error(&mut self, kind: &str, message: impl Into<String>) {
+    pub(crate) fn record_error(&mut self, kind: &str, message: impl Into<String>) {
         self.handoff.errors.push(Problem::new(kind, message));
     }
 
     /// Ends a stage: logs and records how long it took since the last one.
-    pub fn stage(&mut self, name: &str) {
+    pub(crate) fn stage(&mut self, name: &str) {
         let now = Instant::now();
         let us = now.duration_since(self.last).as_micros() as u64;
         self.last = now;
@@ -86,12 +92,13 @@ impl Report {
         self.handoff.timings_us.push((name.to_string(), us));
     }
 
-    pub fn total_us(&self) -> u64 {
+    pub(crate) fn total_us(&self) -> u64 {
         self.start.elapsed().as_micros() as u64
     }
 
     /// The kinds recorded so far, errors then warnings (for tests).
-    pub fn kinds(&self) -> Vec<&str> {
+    #[cfg(test)]
+    pub(crate) fn kinds(&self) -> Vec<&str> {
         let h = &self.handoff;
         h.errors
             .iter()

@@ -181,7 +181,7 @@ impl Cmdline {
     /// `__setup("gpt", force_gpt_fn)`, and `obsolete_checksetup()` (init/main.c)
     /// matches a `__setup` name as a prefix while `force_gpt_fn` ignores the
     /// rest: every parameter starting with `gpt` sets it.
-    pub fn force_gpt(&self) -> bool {
+    pub(crate) fn force_gpt(&self) -> bool {
         self.params.iter().any(|(k, _)| k.starts_with("gpt"))
     }
 
@@ -272,7 +272,9 @@ pub const CONSUMED: [&str; 10] = [
 /// What the kernel passed PID 1 after its own name: exactly init's argument
 /// list as init/main.c built it (argv_init), with the real handler tables.
 /// Arguments that are not UTF-8 are replaced, not dropped.
-pub fn kernel_init_argv(own_argv: impl IntoIterator<Item = std::ffi::OsString>) -> Vec<String> {
+pub(crate) fn kernel_init_argv(
+    own_argv: impl IntoIterator<Item = std::ffi::OsString>,
+) -> Vec<String> {
     own_argv
         .into_iter()
         .skip(1)
@@ -281,7 +283,7 @@ pub fn kernel_init_argv(own_argv: impl IntoIterator<Item = std::ffi::OsString>) 
 }
 
 /// A module name as the kernel and kmod compare it: `-` is `_`.
-pub fn module_name(name: &str) -> String {
+pub(crate) fn module_name(name: &str) -> String {
     name.replace('-', "_")
 }
 
@@ -291,7 +293,7 @@ pub struct ModuleOption {
     /// Normalised (`usb_storage`).
     pub module: String,
     pub option: String,
-    pub value: Option<String>,
+    pub(crate) value: Option<String>,
 }
 
 impl ModuleOption {

@@ -6,8 +6,8 @@
 
 pub mod cmdline;
 #[cfg(test)]
-pub mod fake;
+pub(crate) mod fake;
 pub mod kmsg;
-pub mod modules;
-pub mod switch_root;
+pub(crate) mod modules;
+pub(crate) mod switch_root;
 pub mod sys;

@@ -11,7 +11,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 /// The module paths of a load list: one absolute path per line, `#` comments.
-pub fn parse_load_list(text: &str) -> Vec<PathBuf> {
+pub(crate) fn parse_load_list(text: &str) -> Vec<PathBuf> {
     text.lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
@@ -21,17 +21,17 @@ pub fn parse_load_list(text: &str) -> Vec<PathBuf> {
 
 /// What loading produced, for the log and the handoff.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct LoadReport {
-    pub loaded: usize,
+pub(crate) struct LoadReport {
+    pub(crate) loaded: usize,
     /// Already in the kernel (built in or loaded before).
-    pub present: usize,
+    pub(crate) present: usize,
     /// `path: error`, for each module that failed.
-    pub failed: Vec<String>,
+    pub(crate) failed: Vec<String>,
 }
 
 /// The module a file holds, as the kernel names it: the file name without
 /// `.ko` (and a compression suffix), `-` read as `_` (Kbuild's KBUILD_MODNAME).
-pub fn name_of(path: &Path) -> Option<String> {
+pub(crate) fn name_of(path: &Path) -> Option<String> {
     let file = path.file_name()?.to_str()?;
     let stem = file.split_once(".ko").map_or(file, |(stem, _)| stem);
     (!stem.is_empty()).then(|| module_name(stem))
@@ -40,7 +40,7 @@ pub fn name_of(path: &Path) -> Option<String> {
 /// The parameter string finit_module gets for `module`: its cmdline options in
 /// cmdline order, space separated, as modprobe (kmod's libkmod-config.c
 /// `kmod_config_parse_kcmdline`) passes them.
-pub fn params_for(module: &str, options: &[ModuleOption]) -> String {
+pub(crate) fn params_for(module: &str, options: &[ModuleOption]) -> String {
     let module = module_name(module);
     options
         .iter()
@@ -53,7 +53,7 @@ pub fn params_for(module: &str, options: &[ModuleOption]) -> String {
 /// Loads every module of the list in order, each with its cmdline `options`
 /// ([`crate::kernel::cmdline::Cmdline::module_options`]). A failure is logged and the
 /// rest still load: a missing filesystem module must not stop the disk driver.
-pub fn load_all_with<S: Sys + ?Sized>(
+pub(crate) fn load_all_with<S: Sys + ?Sized>(
     sys: &mut S,
     list: &Path,
     options: &[ModuleOption],

@@ -8,10 +8,10 @@ use std::ffi::{CString, OsString};
 use std::path::{Component, Path, PathBuf};
 
 /// The API filesystems that move into the new root.
-pub const MOVED: [&str; 4] = ["/dev", "/proc", "/sys", "/run"];
+pub(crate) const MOVED: [&str; 4] = ["/dev", "/proc", "/sys", "/run"];
 
 #[derive(Debug, thiserror::Error)]
-pub enum SwitchRootError {
+pub(crate) enum SwitchRootError {
     #[error("cannot enter {path}")]
     Chdir {
         path: PathBuf,
@@ -49,7 +49,7 @@ const MAX_SYMLINKS: usize = 40;
 /// ones from their directory), `..` stopping at `root`, at most 40 symlinks.
 /// Returns the host path of what it ends at, or None if a component is missing,
 /// a non-directory stands where a directory belongs, or there are too many links.
-pub fn resolve_in<S: Sys + ?Sized>(sys: &mut S, root: &Path, path: &str) -> Option<PathBuf> {
+pub(crate) fn resolve_in<S: Sys + ?Sized>(sys: &mut S, root: &Path, path: &str) -> Option<PathBuf> {
     // The directories resolved so far, below root; the components still to walk.
     let mut done: Vec<OsString> = Vec::new();
     let mut todo: VecDeque<OsString> = Path::new(path)
@@ -103,7 +103,7 @@ pub fn resolve_in<S: Sys + ?Sized>(sys: &mut S, root: &Path, path: &str) -> Opti
 /// True if `path`, resolved inside `root` as the new root will see it, is an
 /// executable regular file. Checked before the initramfs is freed, while a
 /// fallback is still possible.
-pub fn is_executable_in<S: Sys + ?Sized>(sys: &mut S, root: &Path, path: &str) -> bool {
+pub(crate) fn is_executable_in<S: Sys + ?Sized>(sys: &mut S, root: &Path, path: &str) -> bool {
     // What resolve_in ends at is no symlink: lstat is stat there.
     resolve_in(sys, root, path)
         .and_then(|host| sys.lstat(&host).ok())
@@ -111,7 +111,7 @@ pub fn is_executable_in<S: Sys + ?Sized>(sys: &mut S, root: &Path, path: &str) -
 }
 
 /// The init's argv: its path as argv[0] (as the kernel passes it), then `args`.
-pub fn init_argv(init: &str, args: &[String]) -> Result<Vec<CString>, SwitchRootError> {
+pub(crate) fn init_argv(init: &str, args: &[String]) -> Result<Vec<CString>, SwitchRootError> {
     std::iter::once(init)
         .chain(args.iter().map(String::as_str))
         .map(|a| {
@@ -126,7 +126,7 @@ pub fn init_argv(init: &str, args: &[String]) -> Result<Vec<CString>, SwitchRoot
 /// Moves the API filesystems into `new_root`, frees the initramfs, makes
 /// `new_root` the root and execs `init` with `args` (argv[1..]), every signal at
 /// its default and none blocked. Returns only on failure.
-pub fn switch_root<S: Sys + ?Sized>(
+pub(crate) fn switch_root<S: Sys + ?Sized>(
     sys: &mut S,
     new_root: &Path,
     init: &str,

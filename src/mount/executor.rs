@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 /// A step that failed, with the path it was working on.
 #[derive(Debug, thiserror::Error)]
-pub enum StepError {
+pub(crate) enum StepError {
     #[error("mount {source} on {target} ({fstype}) failed")]
     Mount {
         source: String,
@@ -54,7 +54,7 @@ pub enum StepError {
 
 /// What the machine-id step did, for the log and the handoff.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MachineIdOutcome {
+pub(crate) enum MachineIdOutcome {
     Kept(String),
     /// A new id was generated; `replaced` says what was there (absent, garbage).
     Generated {
@@ -66,10 +66,10 @@ pub enum MachineIdOutcome {
 /// The result of running a plan: what the machine-id step did, if it ran, and
 /// the device-mapper targets it set up.
 #[derive(Debug, Default)]
-pub struct Outcome {
-    pub machine_id: Option<MachineIdOutcome>,
+pub(crate) struct Outcome {
+    pub(crate) machine_id: Option<MachineIdOutcome>,
     /// (name, node) of each device-mapper target set up, in order.
-    pub mapped: Vec<(String, PathBuf)>,
+    pub(crate) mapped: Vec<(String, PathBuf)>,
     /// What to undo should a later step fail, in the order it was done.
     undo: Vec<Undo>,
 }
@@ -87,7 +87,7 @@ enum Undo {
 /// builds on the earlier ones. The block devices the run set up (device-mapper
 /// targets, and its mounts of them) are taken down again, last first, so a
 /// failed plan leaves no mapping behind for the next try.
-pub fn run<S: Sys + ?Sized>(
+pub(crate) fn run<S: Sys + ?Sized>(
     sys: &mut S,
     sysroot: &Path,
     steps: &[Step],
@@ -131,7 +131,7 @@ fn teardown<S: Sys + ?Sized>(sys: &mut S, outcome: &mut Outcome) {
 /// Steps beneath a replacement that worked do run: a failed `/var` bind becomes
 /// a tmpfs with `/var/log/journal` in it, and the journal's own bind still
 /// brings the persistent journal there.
-pub fn run_each<S: Sys + ?Sized>(
+pub(crate) fn run_each<S: Sys + ?Sized>(
     sys: &mut S,
     sysroot: &Path,
     steps: &[Step],
@@ -429,7 +429,7 @@ fn stored_id<S: Sys + ?Sized>(
 }
 
 /// Splits fstab-style options into mount flags and the filesystem's data string.
-pub fn split_options(mut flags: MsFlags, options: &str) -> (MsFlags, String) {
+pub(crate) fn split_options(mut flags: MsFlags, options: &str) -> (MsFlags, String) {
     let mut data = Vec::new();
     for opt in options.split(',').filter(|o| !o.is_empty()) {
         match opt {
@@ -468,7 +468,7 @@ fn lookup_id<S: Sys + ?Sized>(sys: &mut S, sysroot: &Path, file: &str, name: &st
 }
 
 /// Finds `name` in passwd(5) or group(5) text: both keep the id in field 3.
-pub fn parse_id(text: &str, name: &str) -> Option<u32> {
+pub(crate) fn parse_id(text: &str, name: &str) -> Option<u32> {
     text.lines().find_map(|line| {
         let mut fields = line.split(':');
         (fields.next()? == name).then_some(())?;

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 /// One step of the boot's mount work.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "step", rename_all = "kebab-case")]
-pub enum Step {
+pub(crate) enum Step {
     /// mount(2) of a device or pseudo filesystem.
     Mount {
         source: String,
@@ -59,7 +59,7 @@ pub enum Step {
 
 /// How a plan names the device a [`Step::DeviceMapper`] makes before it exists
 /// (udev's name for it; the executor puts the real node in its place).
-pub fn mapped_node(name: &str) -> String {
+pub(crate) fn mapped_node(name: &str) -> String {
     format!("/dev/mapper/{name}")
 }
 
@@ -67,7 +67,8 @@ pub fn mapped_node(name: &str) -> String {
 /// before the first mount of `device`, and every mount of `device` mounts the
 /// mapped device instead. No config key asks for it yet (LUKS and dm-verity
 /// will); unchanged when no step mounts `device`.
-pub fn map_device(
+#[cfg(test)]
+pub(crate) fn map_device(
     steps: Vec<Step>,
     name: &str,
     device: &Path,
@@ -101,7 +102,7 @@ pub fn map_device(
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
-pub enum MachineIdStore {
+pub(crate) enum MachineIdStore {
     /// On the persistent partition: the id every slot and every boot shares.
     Persistent { root: PathBuf, path: String },
     /// Only for this boot (persistent partition unusable), under /run; the id is
@@ -115,10 +116,10 @@ pub enum MachineIdStore {
 
 /// Where the pieces go: the new root and where transient state lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Roots {
-    pub sysroot: PathBuf,
+pub(crate) struct Roots {
+    pub(crate) sysroot: PathBuf,
     /// slotinit's own directory under /run (moved into the system with /run).
-    pub run_dir: PathBuf,
+    pub(crate) run_dir: PathBuf,
 }
 
 impl Default for Roots {
@@ -131,7 +132,7 @@ impl Default for Roots {
 }
 
 /// `/var` in the system becomes `<sysroot>/var` here.
-pub fn in_sysroot(sysroot: &Path, path: &str) -> PathBuf {
+pub(crate) fn in_sysroot(sysroot: &Path, path: &str) -> PathBuf {
     sysroot.join(path.trim_start_matches('/'))
 }
 
@@ -166,7 +167,7 @@ fn persistent_options(options: &str) -> String {
 /// Mount the active system read-only at the sysroot, then the tmpfs-backed
 /// overlays. With an overlay on "/", the system is mounted below /run and the
 /// sysroot is the overlay.
-pub fn root_plan(config: &Config, roots: &Roots, system: &Partition) -> Vec<Step> {
+pub(crate) fn root_plan(config: &Config, roots: &Roots, system: &Partition) -> Vec<Step> {
     let whole_root = config.overlay.iter().find(|o| o.target == "/");
     let lower = match whole_root {
         Some(_) => roots.run_dir.join("lower"),
@@ -248,7 +249,7 @@ fn overlay_mount(lower: &Path, upper: &Path, work: &Path, target: &Path) -> Step
 
 /// Mount the persistent partition, create its tree, bind it into the system and
 /// give the system its machine-id. `slot_dir` names the slot's directory.
-pub fn persistent_plan(
+pub(crate) fn persistent_plan(
     config: &Config,
     roots: &Roots,
     persistent: &Partition,
@@ -333,7 +334,7 @@ pub fn persistent_plan(
 /// target gets a tmpfs (nested targets become directories in it), directories keep
 /// their documented modes, and the machine-id lives under /run for this boot only
 /// (copied from `seed`, a read-only persistent root, when it has a valid one).
-pub fn fallback_plan(
+pub(crate) fn fallback_plan(
     config: &Config,
     roots: &Roots,
     slot_dir: &str,
@@ -411,7 +412,12 @@ fn mapped_dirs(config: &Config, roots: &Roots, slot_dir: &str, under: &str) -> V
 
 /// What replaces a bind that could not be made (a planted symlink, a full
 /// disk): a tmpfs on its target with the directories the system expects there.
-pub fn bind_fallback(config: &Config, roots: &Roots, slot_dir: &str, target: &Path) -> Vec<Step> {
+pub(crate) fn bind_fallback(
+    config: &Config,
+    roots: &Roots,
+    slot_dir: &str,
+    target: &Path,
+) -> Vec<Step> {
     let mut steps = vec![Step::Mount {
         source: "tmpfs".into(),
         target: target.to_path_buf(),
@@ -427,7 +433,11 @@ pub fn bind_fallback(config: &Config, roots: &Roots, slot_dir: &str, target: &Pa
 }
 
 /// Just the machine-id of the fallback: transient, copied from `seed` if valid.
-pub fn transient_machine_id(config: &Config, roots: &Roots, seed: Option<&Path>) -> Vec<Step> {
+pub(crate) fn transient_machine_id(
+    config: &Config,
+    roots: &Roots,
+    seed: Option<&Path>,
+) -> Vec<Step> {
     fallback_plan(config, roots, "", seed)
         .into_iter()
         .filter(|s| matches!(s, Step::MachineId { .. }))
