@@ -66,8 +66,8 @@ pub(crate) enum PartSpec {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct PartBy {
-    pub(crate) partname: Option<String>,
-    pub(crate) partuuid: Option<String>,
+    partname: Option<String>,
+    partuuid: Option<String>,
     pub(crate) device: Option<String>,
     pub(crate) disk: Option<String>,
     pub(crate) number: Option<u32>,
@@ -89,7 +89,7 @@ impl PartSpec {
     }
 
     /// The reference, or why the table does not name exactly one way.
-    pub(crate) fn to_ref(&self) -> Result<PartRef, PartRefError> {
+    fn to_ref(&self) -> Result<PartRef, PartRefError> {
         let by = match self {
             PartSpec::Name(n) if n.is_empty() => return Ok(PartRef::Absent),
             PartSpec::Name(n) => return Ok(PartRef::Name(n.clone())),
@@ -802,9 +802,9 @@ fn prune(table: &mut toml::Table, reference: &toml::Table, at: &str, dropped: &m
 
 /// Bounds on the waits: outside them PID 1 either races the disk driver (and
 /// every boot fails) or waits forever and never reaches its reboot.
-pub(crate) const DEVICE_TIMEOUT_MS: std::ops::RangeInclusive<u64> = 100..=600_000;
+const DEVICE_TIMEOUT_MS: std::ops::RangeInclusive<u64> = 100..=600_000;
 /// The longest pause before the reboot after a fatal error.
-pub(crate) const MAX_REBOOT_DELAY_S: u64 = 3_600;
+const MAX_REBOOT_DELAY_S: u64 = 3_600;
 
 impl BootConfig {
     fn validate_times(&self) -> Result<(), Invalid> {
@@ -840,7 +840,7 @@ fn check_system_options(options: &str) -> Result<(), Invalid> {
 }
 
 /// Paths on the persistent partition stay beneath it.
-pub(crate) fn check_relative(key: &'static str, path: &str) -> Result<(), Invalid> {
+fn check_relative(key: &'static str, path: &str) -> Result<(), Invalid> {
     if path.is_empty() || path.starts_with('/') || path.split('/').any(|c| c == "..") {
         return Err(Invalid::NotRelative {
             key,

@@ -119,7 +119,7 @@ pub(crate) struct BootDiskHint {
     pub(crate) root: Option<String>,
     /// The devices the config's `bootstate.fw_env` lines name: the bootloader's
     /// env lives on the disk it booted from.
-    pub(crate) env_devices: Vec<String>,
+    pub(super) env_devices: Vec<String>,
 }
 
 impl BootDiskHint {
@@ -395,7 +395,7 @@ pub fn all_present(found: &[Partition], names: &Partitions) -> bool {
 }
 
 /// True when every member of the layout is present, bare numbers on the boot disk.
-pub(crate) fn all_present_with(
+pub(super) fn all_present_with(
     found: &[Partition],
     names: &Partitions,
     hint: &BootDiskHint,
@@ -415,7 +415,7 @@ pub fn any_system_present(found: &[Partition], names: &Partitions) -> bool {
 }
 
 /// [`any_system_present`], bare numbers on the boot disk.
-pub(crate) fn any_system_present_with(
+pub(super) fn any_system_present_with(
     found: &[Partition],
     names: &Partitions,
     hint: &BootDiskHint,
@@ -452,7 +452,7 @@ pub fn slot_dir(resolved: &Resolved, slot: Slot) -> String {
 /// per disk; `cache` keeps what was read). Disks without a GPT keep None. The
 /// table is the one the kernel used ([`crate::disk::gpt::find_valid`]): the
 /// alternate when the primary is invalid and `force_gpt` (`gpt` on the cmdline).
-pub(crate) fn read_uuids<S: Sys + ?Sized>(
+pub(super) fn read_uuids<S: Sys + ?Sized>(
     sys: &mut S,
     found: &mut [Partition],
     dev: &Path,
@@ -513,7 +513,7 @@ pub fn by_slot_links(resolved: &Resolved, active: Slot) -> Vec<(PathBuf, PathBuf
 }
 
 /// Lists the partitions under a sysfs root (`/sys` in the init, a temp dir in tests).
-pub(crate) fn list_partitions<S: Sys + ?Sized>(
+pub(super) fn list_partitions<S: Sys + ?Sized>(
     sys: &mut S,
     sysfs: &Path,
 ) -> std::io::Result<Vec<Partition>> {

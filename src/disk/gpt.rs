@@ -298,7 +298,7 @@ pub fn find_valid<D: Read + Seek>(
 }
 
 /// [`find_valid`] of a disk device (or image) with `sector`-byte blocks.
-pub(crate) fn read_as_kernel<S: crate::kernel::sys::Sys + ?Sized>(
+pub(super) fn read_as_kernel<S: crate::kernel::sys::Sys + ?Sized>(
     sys: &mut S,
     disk: &Path,
     sector: u64,

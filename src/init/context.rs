@@ -10,20 +10,20 @@ use crate::mount::plan::Roots;
 
 /// One boot. `S` is [`crate::kernel::sys::Real`] in PID 1 and the recording
 /// fake in the stage tests.
-pub(crate) struct Boot<'s, S: Sys + ?Sized> {
-    pub(crate) sys: &'s mut S,
-    pub(crate) report: Report,
-    pub(crate) cmdline: Cmdline,
-    pub(crate) args: BootArgs,
+pub(super) struct Boot<'s, S: Sys + ?Sized> {
+    pub(super) sys: &'s mut S,
+    pub(super) report: Report,
+    pub(super) cmdline: Cmdline,
+    pub(super) args: BootArgs,
     /// The built-in defaults until the setup stage has loaded the config.
-    pub(crate) config: Config,
-    pub(crate) roots: Roots,
+    pub(super) config: Config,
+    pub(super) roots: Roots,
     /// The layout's members as found by the devices stage.
-    pub(crate) resolved: Resolved,
+    pub(super) resolved: Resolved,
 }
 
 impl<'s, S: Sys + ?Sized> Boot<'s, S> {
-    pub(crate) fn new(sys: &'s mut S) -> Self {
+    pub(super) fn new(sys: &'s mut S) -> Self {
         Boot {
             sys,
             report: Report::new(),
@@ -36,7 +36,7 @@ impl<'s, S: Sys + ?Sized> Boot<'s, S> {
     }
 
     /// The system's init: `init=` on the cmdline, else the config's.
-    pub(crate) fn init_path(&self) -> String {
+    pub(super) fn init_path(&self) -> String {
         self.args
             .init
             .clone()

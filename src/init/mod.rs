@@ -24,7 +24,7 @@ use std::time::Duration;
 mod context;
 mod devices;
 mod mounts;
-pub(crate) mod report;
+mod report;
 mod setup;
 mod state;
 #[cfg(test)]

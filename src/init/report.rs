@@ -7,7 +7,7 @@ use std::time::Instant;
 /// The stable kinds of the problems a boot records (`handoff.json`'s
 /// `errors[].kind` and `warnings[].kind`, `status --json`). Tests and health
 /// checks match these, never the English.
-pub(crate) mod kind {
+pub(super) mod kind {
     pub(crate) const CMDLINE: &str = "cmdline";
     #[cfg(test)]
     pub(crate) const CONFIG: &str = "config";
@@ -42,8 +42,8 @@ pub(crate) mod kind {
 }
 
 /// The handoff being filled and the stage clock.
-pub(crate) struct Report {
-    pub(crate) handoff: Handoff,
+pub(super) struct Report {
+    pub(super) handoff: Handoff,
     start: Instant,
     last: Instant,
 }
@@ -55,7 +55,7 @@ impl Default for Report {
 }
 
 impl Report {
-    pub(crate) fn new() -> Self {
+    pub(super) fn new() -> Self {
         let now = Instant::now();
         Report {
             handoff: Handoff::new(),
@@ -65,26 +65,26 @@ impl Report {
     }
 
     /// Logs an error and records it.
-    pub(crate) fn error(&mut self, kind: &str, message: impl Into<String>) {
+    pub(super) fn error(&mut self, kind: &str, message: impl Into<String>) {
         let problem = Problem::new(kind, message);
         log::error!("{}", problem.message);
         self.handoff.errors.push(problem);
     }
 
     /// Logs a warning and records it.
-    pub(crate) fn warn(&mut self, kind: &str, message: impl Into<String>) {
+    pub(super) fn warn(&mut self, kind: &str, message: impl Into<String>) {
         let problem = Problem::new(kind, message);
         log::warn!("{}", problem.message);
         self.handoff.warnings.push(problem);
     }
 
     /// Records an error the stage that met it has logged already.
-    pub(crate) fn record_error(&mut self, kind: &str, message: impl Into<String>) {
+    pub(super) fn record_error(&mut self, kind: &str, message: impl Into<String>) {
         self.handoff.errors.push(Problem::new(kind, message));
     }
 
     /// Ends a stage: logs and records how long it took since the last one.
-    pub(crate) fn stage(&mut self, name: &str) {
+    pub(super) fn stage(&mut self, name: &str) {
         let now = Instant::now();
         let us = now.duration_since(self.last).as_micros() as u64;
         self.last = now;
@@ -92,13 +92,13 @@ impl Report {
         self.handoff.timings_us.push((name.to_string(), us));
     }
 
-    pub(crate) fn total_us(&self) -> u64 {
+    pub(super) fn total_us(&self) -> u64 {
         self.start.elapsed().as_micros() as u64
     }
 
     /// The kinds recorded so far, errors then warnings (for tests).
     #[cfg(test)]
-    pub(crate) fn kinds(&self) -> Vec<&str> {
+    pub(super) fn kinds(&self) -> Vec<&str> {
         let h = &self.handoff;
         h.errors
             .iter()

@@ -283,7 +283,7 @@ pub(crate) fn kernel_init_argv(
 }
 
 /// A module name as the kernel and kmod compare it: `-` is `_`.
-pub(crate) fn module_name(name: &str) -> String {
+pub(super) fn module_name(name: &str) -> String {
     name.replace('-', "_")
 }
 

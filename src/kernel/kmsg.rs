@@ -7,7 +7,7 @@ use std::io::Write;
 use std::sync::Mutex;
 
 /// The prefix every line carries, so `dmesg | grep slotinit:` finds the boot.
-pub(crate) const PREFIX: &str = "slotinit";
+const PREFIX: &str = "slotinit";
 
 enum Sink {
     Kmsg(Mutex<Kmsg>),
@@ -59,7 +59,7 @@ fn priority(level: Level) -> u8 {
 
 /// One kmsg record: the kernel truncates a write at about 1 KiB, so long messages
 /// are cut on a character boundary rather than lost.
-pub(crate) fn format_record(level: Level, message: &str) -> String {
+fn format_record(level: Level, message: &str) -> String {
     const MAX: usize = 900;
     let mut end = message.len().min(MAX);
     while !message.is_char_boundary(end) {

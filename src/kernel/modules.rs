@@ -11,7 +11,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 /// The module paths of a load list: one absolute path per line, `#` comments.
-pub(crate) fn parse_load_list(text: &str) -> Vec<PathBuf> {
+fn parse_load_list(text: &str) -> Vec<PathBuf> {
     text.lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
@@ -31,7 +31,7 @@ pub(crate) struct LoadReport {
 
 /// The module a file holds, as the kernel names it: the file name without
 /// `.ko` (and a compression suffix), `-` read as `_` (Kbuild's KBUILD_MODNAME).
-pub(crate) fn name_of(path: &Path) -> Option<String> {
+fn name_of(path: &Path) -> Option<String> {
     let file = path.file_name()?.to_str()?;
     let stem = file.split_once(".ko").map_or(file, |(stem, _)| stem);
     (!stem.is_empty()).then(|| module_name(stem))
@@ -40,7 +40,7 @@ pub(crate) fn name_of(path: &Path) -> Option<String> {
 /// The parameter string finit_module gets for `module`: its cmdline options in
 /// cmdline order, space separated, as modprobe (kmod's libkmod-config.c
 /// `kmod_config_parse_kcmdline`) passes them.
-pub(crate) fn params_for(module: &str, options: &[ModuleOption]) -> String {
+fn params_for(module: &str, options: &[ModuleOption]) -> String {
     let module = module_name(module);
     options
         .iter()

@@ -8,7 +8,7 @@ use std::ffi::{CString, OsString};
 use std::path::{Component, Path, PathBuf};
 
 /// The API filesystems that move into the new root.
-pub(crate) const MOVED: [&str; 4] = ["/dev", "/proc", "/sys", "/run"];
+const MOVED: [&str; 4] = ["/dev", "/proc", "/sys", "/run"];
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum SwitchRootError {
@@ -49,7 +49,7 @@ const MAX_SYMLINKS: usize = 40;
 /// ones from their directory), `..` stopping at `root`, at most 40 symlinks.
 /// Returns the host path of what it ends at, or None if a component is missing,
 /// a non-directory stands where a directory belongs, or there are too many links.
-pub(crate) fn resolve_in<S: Sys + ?Sized>(sys: &mut S, root: &Path, path: &str) -> Option<PathBuf> {
+fn resolve_in<S: Sys + ?Sized>(sys: &mut S, root: &Path, path: &str) -> Option<PathBuf> {
     // The directories resolved so far, below root; the components still to walk.
     let mut done: Vec<OsString> = Vec::new();
     let mut todo: VecDeque<OsString> = Path::new(path)

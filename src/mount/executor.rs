@@ -429,7 +429,7 @@ fn stored_id<S: Sys + ?Sized>(
 }
 
 /// Splits fstab-style options into mount flags and the filesystem's data string.
-pub(crate) fn split_options(mut flags: MsFlags, options: &str) -> (MsFlags, String) {
+fn split_options(mut flags: MsFlags, options: &str) -> (MsFlags, String) {
     let mut data = Vec::new();
     for opt in options.split(',').filter(|o| !o.is_empty()) {
         match opt {
@@ -468,7 +468,7 @@ fn lookup_id<S: Sys + ?Sized>(sys: &mut S, sysroot: &Path, file: &str, name: &st
 }
 
 /// Finds `name` in passwd(5) or group(5) text: both keep the id in field 3.
-pub(crate) fn parse_id(text: &str, name: &str) -> Option<u32> {
+fn parse_id(text: &str, name: &str) -> Option<u32> {
     text.lines().find_map(|line| {
         let mut fields = line.split(':');
         (fields.next()? == name).then_some(())?;

@@ -22,12 +22,12 @@ pub(crate) fn parse(bytes: &[u8]) -> Option<String> {
 }
 
 /// The file's bytes for `id`, as machine-id(5) writes it.
-pub(crate) fn file_bytes(id: &str) -> Vec<u8> {
+pub(super) fn file_bytes(id: &str) -> Vec<u8> {
     format!("{id}\n").into_bytes()
 }
 
 /// A new id from 16 random bytes, marked as a version 4 UUID as systemd does.
-pub(crate) fn from_random(mut bytes: [u8; 16]) -> String {
+pub(super) fn from_random(mut bytes: [u8; 16]) -> String {
     bytes[6] = (bytes[6] & 0x0f) | 0x40;
     bytes[8] = (bytes[8] & 0x3f) | 0x80;
     bytes.iter().map(|b| format!("{b:02x}")).collect()

@@ -59,7 +59,7 @@ pub(crate) enum Step {
 
 /// How a plan names the device a [`Step::DeviceMapper`] makes before it exists
 /// (udev's name for it; the executor puts the real node in its place).
-pub(crate) fn mapped_node(name: &str) -> String {
+pub(super) fn mapped_node(name: &str) -> String {
     format!("/dev/mapper/{name}")
 }
 
@@ -68,7 +68,7 @@ pub(crate) fn mapped_node(name: &str) -> String {
 /// mapped device instead. No config key asks for it yet (LUKS and dm-verity
 /// will); unchanged when no step mounts `device`.
 #[cfg(test)]
-pub(crate) fn map_device(
+pub(super) fn map_device(
     steps: Vec<Step>,
     name: &str,
     device: &Path,
