@@ -44,12 +44,12 @@ pub(crate) struct BootConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Partitions {
-    pub(crate) bootconfig: PartSpec,
-    pub(crate) persistent: PartSpec,
-    pub(crate) boot_a: PartSpec,
-    pub(crate) boot_b: PartSpec,
+    bootconfig: PartSpec,
+    persistent: PartSpec,
+    boot_a: PartSpec,
+    boot_b: PartSpec,
     pub(crate) system_a: PartSpec,
-    pub(crate) system_b: PartSpec,
+    system_b: PartSpec,
 }
 
 /// One member as written in the config.
@@ -68,9 +68,9 @@ pub(crate) enum PartSpec {
 pub(crate) struct PartBy {
     partname: Option<String>,
     partuuid: Option<String>,
-    pub(crate) device: Option<String>,
-    pub(crate) disk: Option<String>,
-    pub(crate) number: Option<u32>,
+    device: Option<String>,
+    disk: Option<String>,
+    number: Option<u32>,
 }
 
 /// A validated member reference.
@@ -167,7 +167,7 @@ impl Partitions {
         }
     }
 
-    pub(crate) fn member(&self, role: &str) -> Option<&PartSpec> {
+    fn member(&self, role: &str) -> Option<&PartSpec> {
         Some(match role {
             "bootconfig" => &self.bootconfig,
             "persistent" => &self.persistent,

@@ -136,7 +136,7 @@ impl BootDiskHint {
 
 /// Which disk bare partition numbers refer to.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum BootDisk {
+enum BootDisk {
     /// The disk (`mmcblk0`) and what named it.
     Known { disk: String, why: String },
     /// The bootloader named a partition that is not (yet) there: bare numbers
@@ -197,7 +197,7 @@ fn disks_named(found: &[Partition], r: &PartRef) -> BTreeSet<String> {
 /// 4. the one disk holding every bare-numbered member, when only one does.
 ///
 /// The device tree's boot partition is a number, not a disk, and says nothing here.
-pub(crate) fn boot_disk(found: &[Partition], names: &Partitions, hint: &BootDiskHint) -> BootDisk {
+fn boot_disk(found: &[Partition], names: &Partitions, hint: &BootDiskHint) -> BootDisk {
     if let Some((root, r)) = hint
         .root
         .as_deref()

@@ -62,7 +62,7 @@ pub struct Header {
     /// The LBA this header says it is at (`my_lba`).
     pub my_lba: u64,
     /// Where the other copy is (`alternate_lba`).
-    pub(crate) alternate_lba: u64,
+    alternate_lba: u64,
     pub first_usable_lba: u64,
     pub last_usable_lba: u64,
     pub entries_lba: u64,

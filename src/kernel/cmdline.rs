@@ -293,7 +293,7 @@ pub struct ModuleOption {
     /// Normalised (`usb_storage`).
     pub module: String,
     pub option: String,
-    pub(crate) value: Option<String>,
+    value: Option<String>,
 }
 
 impl ModuleOption {

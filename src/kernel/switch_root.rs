@@ -111,7 +111,7 @@ pub(crate) fn is_executable_in<S: Sys + ?Sized>(sys: &mut S, root: &Path, path: 
 }
 
 /// The init's argv: its path as argv[0] (as the kernel passes it), then `args`.
-pub(crate) fn init_argv(init: &str, args: &[String]) -> Result<Vec<CString>, SwitchRootError> {
+fn init_argv(init: &str, args: &[String]) -> Result<Vec<CString>, SwitchRootError> {
     std::iter::once(init)
         .chain(args.iter().map(String::as_str))
         .map(|a| {

@@ -69,7 +69,7 @@ pub(crate) enum MachineIdOutcome {
 pub(crate) struct Outcome {
     pub(crate) machine_id: Option<MachineIdOutcome>,
     /// (name, node) of each device-mapper target set up, in order.
-    pub(crate) mapped: Vec<(String, PathBuf)>,
+    mapped: Vec<(String, PathBuf)>,
     /// What to undo should a later step fail, in the order it was done.
     undo: Vec<Undo>,
 }
