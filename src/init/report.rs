@@ -7,6 +7,10 @@ use std::time::Instant;
 /// The stable kinds of the problems a boot records (`handoff.json`'s
 /// `errors[].kind` and `warnings[].kind`, `status --json`). Tests and health
 /// checks match these, never the English.
+///
+/// The `cfg(test)` ones are the kinds state/ gives its own errors (their
+/// `kind()`): state/ comes before init/ and spells them itself, so here they
+/// serve only the test that holds the two spellings together.
 pub(super) mod kind {
     pub(crate) const CMDLINE: &str = "cmdline";
     #[cfg(test)]

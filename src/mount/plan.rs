@@ -66,7 +66,8 @@ pub(super) fn mapped_node(name: &str) -> String {
 /// Puts `device` behind the device-mapper target `name`: its setup step goes
 /// before the first mount of `device`, and every mount of `device` mounts the
 /// mapped device instead. No config key asks for it yet (LUKS and dm-verity
-/// will); unchanged when no step mounts `device`.
+/// will), so only the tests build with it until one does; unchanged when no
+/// step mounts `device`.
 #[cfg(test)]
 pub(super) fn map_device(
     steps: Vec<Step>,
