@@ -254,7 +254,7 @@ mod tests {
         (config, store, kept.join("uboot.env"))
     }
 
-    fn decide_with(
+    fn decide_on(
         config: &Config,
         store: &mut Box<dyn Backend>,
     ) -> (Result<Slot, String>, crate::handoff::Handoff) {
@@ -284,7 +284,7 @@ mod tests {
         ];
         let (config, mut store, kept) = failing_store(dir.path(), &pairs);
         let before = std::fs::read(&kept).unwrap();
-        let (slot, handoff) = decide_with(&config, &mut store);
+        let (slot, handoff) = decide_on(&config, &mut store);
         assert_eq!(slot, Ok(Slot::A), "{:?}", handoff.errors);
         assert_eq!(
             handoff.decision.as_ref().map(|d| d.source),
@@ -309,7 +309,7 @@ mod tests {
             ("BOOT_B_LEFT", "3"),
         ];
         let (config, mut store, _) = failing_store(dir.path(), &pairs);
-        let (slot, handoff) = decide_with(&config, &mut store);
+        let (slot, handoff) = decide_on(&config, &mut store);
         assert_eq!(slot, Ok(Slot::B));
         assert!(
             handoff
@@ -412,6 +412,114 @@ mod tests {
             report.handoff.decision.map(|d| d.source),
             Some(crate::state::decision::Source::Default)
         );
+    }
+
+    fn partition(dev: &str, number: u32) -> crate::disk::devices::Partition {
+        crate::disk::devices::Partition {
+            dev: dev.into(),
+            disk: "vda".into(),
+            number,
+            name: None,
+            uuid: None,
+        }
+    }
+
+    /// The whole stage on the recording fake: the bootconfig partition
+    /// mounted read-only, read-write only while this boot's count and the
+    /// commit on mount are written, unmounted at close.
+    #[test]
+    fn the_state_stage_on_the_fake_mounts_read_only_and_writes_between_remounts() {
+        let mut sys = crate::kernel::fake::Fake::default();
+        let config = Config::default();
+        let resolved = Resolved {
+            bootconfig: Some(partition("vda3", 3)),
+            ..Resolved::default()
+        };
+        let mut report = Report::new();
+        let mut store = open_store_with(&mut sys, &config, &resolved, &mut report);
+        assert!(store.is_some(), "{:?}", report.handoff.errors);
+        let cmdline = Cmdline::parse(b"");
+        let args = BootArgs::from_cmdline(&cmdline);
+        let inputs = Inputs {
+            config: &config,
+            args: &args,
+            cmdline: &cmdline,
+            resolved: &resolved,
+            failed: &[],
+        };
+        let slot = decide_with(&mut sys, &inputs, store.as_mut(), &mut report);
+        assert_eq!(slot, Ok(Slot::A));
+        commit_good_with(&mut sys, &config, store.as_mut(), Slot::A, &mut report);
+        close_store_with(&mut sys, store, &mut report);
+        assert!(
+            report.handoff.errors.is_empty(),
+            "{:?}",
+            report.handoff.errors
+        );
+        let record = report.handoff.bootstate.unwrap();
+        assert_eq!(record.left, [("A".into(), 3), ("B".into(), 3)]);
+        let mounts: Vec<&str> = sys
+            .calls
+            .iter()
+            .map(String::as_str)
+            .filter(|c| c.contains("mount "))
+            .collect();
+        let (rw, ro) = (
+            "remount /run/slotinit/bootstate rw,nosuid,nodev,noexec",
+            "remount /run/slotinit/bootstate ro,nosuid,nodev,noexec",
+        );
+        assert_eq!(
+            mounts,
+            [
+                "mount /dev/vda3 /run/slotinit/bootstate vfat ro,nosuid,nodev,noexec ",
+                // This boot's count, then the commit on mount.
+                rw,
+                ro,
+                rw,
+                ro,
+                "umount /run/slotinit/bootstate",
+            ]
+        );
+    }
+
+    /// The Raspberry Pi firmware's partition number is read through the
+    /// boot's Sys (the device tree under /proc).
+    #[test]
+    fn the_device_tree_partition_is_read_through_sys() {
+        let config = Config::parse(
+            "[boot]\nsources = [\"devicetree\"]\n[bootstate]\nbackend = \"none\"\n",
+            "t",
+        )
+        .unwrap();
+        let resolved = Resolved {
+            boot_a: Some(partition("vda2", 2)),
+            boot_b: Some(partition("vda3", 3)),
+            ..Resolved::default()
+        };
+        let cmdline = Cmdline::parse(b"");
+        let args = BootArgs::from_cmdline(&cmdline);
+        let inputs = Inputs {
+            config: &config,
+            args: &args,
+            cmdline: &cmdline,
+            resolved: &resolved,
+            failed: &[],
+        };
+        let dt = crate::paths::DT_PARTITION;
+        for (cell, slot) in [(Some(3u32), Slot::B), (Some(2), Slot::A), (None, Slot::A)] {
+            let mut sys = crate::kernel::fake::Fake::default();
+            if let Some(n) = cell {
+                sys.files.insert(dt.into(), n.to_be_bytes().to_vec());
+            }
+            let mut report = Report::new();
+            assert_eq!(decide_with(&mut sys, &inputs, None, &mut report), Ok(slot));
+            assert_eq!(sys.calls, [format!("read-file {dt}")]);
+            let hint = report.handoff.hint.map(|h| h.source);
+            match cell {
+                Some(n) => assert_eq!(hint, Some(format!("device-tree boot partition {n}"))),
+                None => assert_eq!(hint, None),
+            }
+        }
     }
 
     /// The kinds the state module gives its errors are the report's kinds.

@@ -628,6 +628,40 @@ mod tests {
         b.close(&mut Real);
     }
 
+    /// The writers' lock held by another writer (a second `slotinit
+    /// mark-*`, the init): the mark says so by its kind and writes nothing.
+    #[test]
+    fn uboot_backend_mark_under_a_held_lock_is_bootstate_locked() {
+        let mut sys = crate::kernel::fake::Fake {
+            errno: vec![("flock /boot".into(), libc::EWOULDBLOCK)],
+            ..Default::default()
+        };
+        sys.dirs.insert("/boot".into());
+        let c = config("[bootstate.uboot-env]\nfw_env = [\"/boot/uboot.env 0x0 0x4000\"]\n");
+        let mut b = open(&mut sys, &c, &Resolved::default(), Path::new("/mnt"))
+            .unwrap()
+            .unwrap();
+        let err = b.mark(&mut sys, Mark::Active, Slot::B, false).unwrap_err();
+        assert!(matches!(err, MarkError::Locked(_)), "{err}");
+        assert_eq!(err.kind(), "bootstate-locked");
+        assert!(
+            err.to_string().contains("locked by another writer"),
+            "{err}"
+        );
+        assert!(sys.position("flock /boot").is_some());
+        assert!(
+            sys.calls.iter().all(|c| !c.contains("write")),
+            "{:?}",
+            sys.calls
+        );
+        assert!(!sys.files.contains_key(Path::new("/boot/uboot.env")));
+        // Once the other writer is gone, the same mark writes.
+        sys.errno.clear();
+        b.mark(&mut sys, Mark::Active, Slot::B, false).unwrap();
+        b.close(&mut sys);
+        assert!(sys.files.contains_key(Path::new("/boot/uboot.env")));
+    }
+
     #[test]
     fn uboot_backend_marks_nothing_on_a_corrupt_store() {
         let dir = tempfile::tempdir().unwrap();

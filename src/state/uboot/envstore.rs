@@ -2162,6 +2162,94 @@ mod tests {
         store(&p.loc, &e, &loaded, IfAllCorrupt::Refuse).unwrap();
     }
 
+    /// A single-copy env file of the full size, replaced on a filesystem
+    /// statfs says is not FAT (temp file, fsync, rename, fsync the
+    /// directory), overwritten on its own clusters on FAT (module docs).
+    #[test]
+    fn statfs_picks_rename_or_in_place_for_a_single_copy_file() {
+        let file = Path::new("/boot/uboot.env");
+        let old = envblock::serialize(&env(&[("n", "1")]), SIZE, Header::Single).unwrap();
+        let new_env = env(&[("n", "2")]);
+        let new = envblock::serialize(&new_env, SIZE, Header::Single).unwrap();
+        let renamed = "rename /boot/.uboot.env.slotinit-tmp /boot/uboot.env";
+        for (fs_type, expected) in [
+            (
+                sys::TMPFS_MAGIC,
+                &[
+                    "open /boot/.uboot.env.slotinit-tmp write,create-new",
+                    "fsync /boot/.uboot.env.slotinit-tmp",
+                    renamed,
+                    "fsync /boot",
+                ][..],
+            ),
+            (
+                MSDOS_SUPER_MAGIC,
+                &["open /boot/uboot.env write,create", "fsync /boot/uboot.env"][..],
+            ),
+        ] {
+            let mut sys = crate::kernel::fake::Fake {
+                fs_type: Some(fs_type),
+                ..Default::default()
+            };
+            sys.files.insert(file.into(), old.clone());
+            let loc = EnvLocation::single_file(file, SIZE);
+            let loaded = load_with(&mut sys, &loc).unwrap();
+            store_with(&mut sys, &loc, &new_env, &loaded, IfAllCorrupt::Refuse).unwrap();
+            let start = sys.position("flock /boot").unwrap();
+            let written: Vec<&str> = sys.calls[start..]
+                .iter()
+                .map(String::as_str)
+                .filter(|c| {
+                    c.starts_with("rename")
+                        || c.starts_with("fsync")
+                        || (c.starts_with("open") && c.contains("write"))
+                })
+                .collect();
+            assert_eq!(written, expected, "{fs_type:#x}");
+            assert!(sys.position("statfs /boot").is_some());
+            assert_eq!(sys.files.get(file), Some(&new), "{fs_type:#x}");
+            assert!(!sys
+                .files
+                .contains_key(Path::new("/boot/.uboot.env.slotinit-tmp")));
+        }
+    }
+
+    /// A second writer holds the lock: nothing is read back or written.
+    #[test]
+    fn a_held_lock_on_the_fake_is_locked_and_writes_nothing() {
+        let mut sys = crate::kernel::fake::Fake {
+            errno: vec![("flock".into(), libc::EWOULDBLOCK)],
+            ..Default::default()
+        };
+        let e = env(&[("n", "1")]);
+        sys.files
+            .insert("/boot/uboot.env".into(), redundant_block(&e, 1));
+        sys.files
+            .insert("/boot/uboot-redund.env".into(), redundant_block(&e, 2));
+        let loc = EnvLocation::redundant_files("/boot/uboot.env", "/boot/uboot-redund.env", SIZE);
+        let loaded = load_with(&mut sys, &loc).unwrap();
+        let before = sys.calls.len();
+        let err = store_with(&mut sys, &loc, &e, &loaded, IfAllCorrupt::Refuse).unwrap_err();
+        assert!(
+            matches!(&err, EnvStoreError::Locked { path } if path == Path::new("/boot")),
+            "{err}"
+        );
+        assert_eq!(sys.calls[before..], ["open /boot", "flock /boot"]);
+        // Any other flock failure is an error of its own, with its errno.
+        sys.errno = vec![("flock".into(), libc::ENOLCK)];
+        let err = store_with(&mut sys, &loc, &e, &loaded, IfAllCorrupt::Refuse).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                EnvStoreError::Lock {
+                    source: Errno::ENOLCK,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
     #[test]
     fn misuse_is_refused_before_writing() {
         let e = env(&[("n", "1")]);

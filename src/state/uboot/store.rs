@@ -783,6 +783,7 @@ fn is_mount_point(sys: &mut dyn Sys, dir: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernel::fake::Fake;
     use crate::kernel::sys::Real;
 
     fn config_for(path: &Path) -> UbootEnvConfig {
@@ -1160,6 +1161,192 @@ mod tests {
             let text = format!("[bootstate.uboot-env]\n{line}\n");
             assert!(crate::state::parse(&text, "t").is_ok(), "{line}");
         }
+    }
+
+    /// The bootconfig partition on the recording fake, mounted on `MNT`.
+    const MNT: &str = "/mnt/bootconfig";
+
+    fn fake_partition() -> Partition {
+        Partition {
+            dev: "vda3".into(),
+            disk: "vda".into(),
+            number: 3,
+            name: None,
+            uuid: None,
+        }
+    }
+
+    /// The calls that mount, remount or unmount, and those that write.
+    fn mounts_and_writes(sys: &Fake) -> Vec<&str> {
+        sys.calls
+            .iter()
+            .map(String::as_str)
+            .filter(|c| {
+                c.starts_with("mount ")
+                    || c.starts_with("remount ")
+                    || c.starts_with("umount ")
+                    || (c.starts_with("open ") && c.contains("write"))
+            })
+            .collect()
+    }
+
+    // Issue 11, B, on the fake: the order of the calls, which the root-only
+    // test above sees only as the mount's state afterwards.
+    #[test]
+    fn the_partition_is_read_write_only_around_a_write_and_unmounted_at_close() {
+        let mut sys = Fake::default();
+        let config = UbootEnvConfig::default();
+        let mnt = Path::new(MNT);
+        let mut store = open(&mut sys, &config, Some(&fake_partition()), mnt).unwrap();
+        assert_eq!(store.contents, Contents::Fresh);
+        // Reading mounts read-only and nothing else.
+        let ro = "mount /dev/vda3 /mnt/bootconfig vfat ro,nosuid,nodev,noexec ";
+        assert_eq!(mounts_and_writes(&sys), [ro]);
+        assert!(sys.position("create-dir-all /mnt/bootconfig") < sys.position(ro));
+
+        let state = store.state(&config).unwrap();
+        store.commit(&mut sys, &state, None).unwrap();
+        // A fresh pair: both copies written, in one read-write window.
+        assert_eq!(
+            mounts_and_writes(&sys),
+            [
+                ro,
+                "remount /mnt/bootconfig rw,nosuid,nodev,noexec",
+                "open /mnt/bootconfig/uboot.env write,create",
+                "open /mnt/bootconfig/uboot-redund.env write,create",
+                "remount /mnt/bootconfig ro,nosuid,nodev,noexec",
+            ]
+        );
+        // Each copy is synced, and its new directory entry, before read-only again.
+        let back_ro = sys
+            .position("remount /mnt/bootconfig ro,nosuid,nodev,noexec")
+            .unwrap();
+        for synced in [
+            "fsync /mnt/bootconfig/uboot.env",
+            "fsync /mnt/bootconfig/uboot-redund.env",
+            "fsync /mnt/bootconfig",
+        ] {
+            assert!(
+                sys.position(synced).is_some_and(|i| i < back_ro),
+                "{synced}"
+            );
+        }
+        // The writers' lock is taken on the directory before anything is written.
+        let locked = sys.position("flock /mnt/bootconfig").unwrap();
+        assert!(locked < back_ro);
+
+        store.close(&mut sys);
+        assert_eq!(
+            sys.calls.last().map(String::as_str),
+            Some("umount /mnt/bootconfig")
+        );
+
+        // What was synced is on the (fake) medium: a new open reads the state,
+        // still read-only.
+        let before = sys.calls.len();
+        let store = open(&mut sys, &config, Some(&fake_partition()), mnt).unwrap();
+        assert_eq!(store.contents, Contents::State(state));
+        let after: Vec<&str> = sys.calls[before..]
+            .iter()
+            .map(String::as_str)
+            .filter(|c| c.contains("mount "))
+            .collect();
+        assert_eq!(after, [ro]);
+    }
+
+    #[test]
+    fn a_partition_mounted_already_is_neither_mounted_nor_remounted_nor_unmounted() {
+        let mut sys = Fake::default();
+        sys.files.insert(
+            "/proc/self/mountinfo".into(),
+            b"36 25 8:3 / /mnt/bootconfig rw,relatime shared:1 - vfat /dev/vda3 rw\n".to_vec(),
+        );
+        sys.dirs.insert(MNT.into());
+        let config = UbootEnvConfig::default();
+        let mut store = open(&mut sys, &config, Some(&fake_partition()), Path::new(MNT)).unwrap();
+        let state = store.state(&config).unwrap();
+        store.commit(&mut sys, &state, None).unwrap();
+        store.close(&mut sys);
+        assert_eq!(
+            mounts_and_writes(&sys),
+            [
+                "open /mnt/bootconfig/uboot.env write,create",
+                "open /mnt/bootconfig/uboot-redund.env write,create",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_store_that_cannot_be_read_unmounts_what_it_mounted() {
+        let mut sys = Fake {
+            errno: vec![("open /mnt/bootconfig/uboot.env".into(), libc::EIO)],
+            ..Fake::default()
+        };
+        let config = UbootEnvConfig::default();
+        let err = open(&mut sys, &config, Some(&fake_partition()), Path::new(MNT))
+            .err()
+            .unwrap();
+        assert!(
+            matches!(err, OpenError::Store(EnvStoreError::Open { .. })),
+            "{err}"
+        );
+        assert_eq!(
+            mounts_and_writes(&sys),
+            [
+                "mount /dev/vda3 /mnt/bootconfig vfat ro,nosuid,nodev,noexec ",
+                "umount /mnt/bootconfig",
+            ]
+        );
+    }
+
+    // A filesystem mounted read-write elsewhere refuses a read-only mount
+    // (EBUSY): it is shared read-write, and never remounted.
+    #[test]
+    fn a_busy_read_only_mount_is_shared_read_write_and_never_remounted() {
+        let mut sys = Fake {
+            errno: vec![(
+                "mount /dev/vda3 /mnt/bootconfig vfat ro".into(),
+                libc::EBUSY,
+            )],
+            ..Fake::default()
+        };
+        let config = UbootEnvConfig::default();
+        let mut store = open(&mut sys, &config, Some(&fake_partition()), Path::new(MNT)).unwrap();
+        let state = store.state(&config).unwrap();
+        store.commit(&mut sys, &state, None).unwrap();
+        store.close(&mut sys);
+        assert_eq!(
+            mounts_and_writes(&sys),
+            [
+                "mount /dev/vda3 /mnt/bootconfig vfat ro,nosuid,nodev,noexec ",
+                "mount /dev/vda3 /mnt/bootconfig vfat rw,nosuid,nodev,noexec ",
+                "open /mnt/bootconfig/uboot.env write,create",
+                "open /mnt/bootconfig/uboot-redund.env write,create",
+                "umount /mnt/bootconfig",
+            ]
+        );
+    }
+
+    // A remount that fails is a failed commit, and nothing is written.
+    #[test]
+    fn a_failed_remount_read_write_writes_nothing() {
+        let mut sys = Fake {
+            fail: vec!["remount /mnt/bootconfig rw".into()],
+            ..Fake::default()
+        };
+        let config = UbootEnvConfig::default();
+        let mut store = open(&mut sys, &config, Some(&fake_partition()), Path::new(MNT)).unwrap();
+        let state = store.state(&config).unwrap();
+        let err = store.commit(&mut sys, &state, None).unwrap_err();
+        assert!(
+            matches!(err, CommitError::Remount { writable: true, .. }),
+            "{err}"
+        );
+        assert!(sys
+            .calls_starting("open /mnt/bootconfig/uboot")
+            .iter()
+            .all(|c| !c.contains("write")));
+        assert_eq!(store.contents, Contents::Fresh);
     }
 
     // Issue 11, B: the partition is mounted read-only; read-write only while
