@@ -210,18 +210,7 @@ impl Backend for UbootEnv {
         } else {
             store.commit(sys, &marked.state, None)
         };
-        written.map_err(|e| {
-            let message = error_chain(&e);
-            match &e {
-                store::CommitError::Store(EnvStoreError::Locked { .. }) => {
-                    MarkError::Locked(message)
-                }
-                store::CommitError::Store(EnvStoreError::AllCorrupt) => {
-                    MarkError::Unusable(message)
-                }
-                _ => MarkError::Write(message),
-            }
-        })?;
+        written.map_err(|e| mark_error(&e))?;
         Ok(format!(
             "slot {slot} ({name}) marked {verb}: BOOT_ORDER=\"{}\" {}",
             order_text(&marked.state),
@@ -251,6 +240,16 @@ impl Backend for UbootEnv {
 
     fn close(self: Box<Self>, sys: &mut dyn Sys) {
         self.store.close(sys);
+    }
+}
+
+/// A mark's failed write, by what stopped it.
+fn mark_error(e: &store::CommitError) -> MarkError {
+    let message = error_chain(e);
+    match e {
+        store::CommitError::Store(EnvStoreError::Locked { .. }) => MarkError::Locked(message),
+        store::CommitError::Store(EnvStoreError::AllCorrupt) => MarkError::Unusable(message),
+        _ => MarkError::Write(message),
     }
 }
 
