@@ -227,6 +227,7 @@ pub(super) fn close_store_with<S: Sys>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernel::sys::Real;
     use crate::state::uboot::envblock::{self, Env, Header};
     use std::path::PathBuf;
 
@@ -261,13 +262,16 @@ mod tests {
         let cmdline = Cmdline::parse(b"");
         let args = BootArgs::from_cmdline(&cmdline);
         let mut report = Report::new();
-        let slot = decide(
-            config,
-            &args,
-            &cmdline,
-            &Resolved::default(),
+        let slot = decide_with(
+            &mut Real,
+            &Inputs {
+                config,
+                args: &args,
+                cmdline: &cmdline,
+                resolved: &Resolved::default(),
+                failed: &[],
+            },
             Some(store),
-            &[],
             &mut report,
         );
         (slot, report.handoff)
@@ -334,16 +338,21 @@ mod tests {
             );
             let config = Config::parse(&text, "t").unwrap();
             let mut report = Report::new();
-            assert!(open_store(&config, &Resolved::default(), &mut report).is_none());
+            assert!(
+                open_store_with(&mut Real, &config, &Resolved::default(), &mut report).is_none()
+            );
             let cmdline = Cmdline::parse(b"");
             let args = BootArgs::from_cmdline(&cmdline);
-            let slot = decide(
-                &config,
-                &args,
-                &cmdline,
-                &Resolved::default(),
+            let slot = decide_with(
+                &mut Real,
+                &Inputs {
+                    config: &config,
+                    args: &args,
+                    cmdline: &cmdline,
+                    resolved: &Resolved::default(),
+                    failed: &[],
+                },
                 None,
-                &[],
                 &mut report,
             );
             let err = slot.unwrap_err();
@@ -377,14 +386,14 @@ mod tests {
         ] {
             let config = Config::parse(&text, "t").unwrap();
             let mut report = Report::new();
-            let store = open_store(&config, &Resolved::default(), &mut report);
+            let store = open_store_with(&mut Real, &config, &Resolved::default(), &mut report);
             assert!(store.is_some());
             assert_eq!(
                 report.kinds().contains(&kind::CONFIG_DEPRECATED),
                 warned,
                 "{text}"
             );
-            close_store(store, &mut report);
+            close_store_with(&mut Real, store, &mut report);
         }
     }
 
@@ -394,17 +403,20 @@ mod tests {
     fn unavailable_store_is_reported_and_the_default_boots() {
         let config = Config::default();
         let mut report = Report::new();
-        assert!(open_store(&config, &Resolved::default(), &mut report).is_none());
+        assert!(open_store_with(&mut Real, &config, &Resolved::default(), &mut report).is_none());
         assert_eq!(report.kinds(), ["bootstate-unavailable"]);
         let cmdline = Cmdline::parse(b"rauc.slot=B");
         let args = BootArgs::from_cmdline(&cmdline);
-        let slot = decide(
-            &config,
-            &args,
-            &cmdline,
-            &Resolved::default(),
+        let slot = decide_with(
+            &mut Real,
+            &Inputs {
+                config: &config,
+                args: &args,
+                cmdline: &cmdline,
+                resolved: &Resolved::default(),
+                failed: &[],
+            },
             None,
-            &[],
             &mut report,
         );
         assert_eq!(slot, Ok(Slot::A));
