@@ -580,4 +580,62 @@ mod tests {
             ]
         );
     }
+
+    /// The lines name what the options ask (read from OpenOptions' Debug:
+    /// this fails if its format changes); a created file is in the tree, and
+    /// what is written reaches the tree at the sync.
+    #[test]
+    fn open_names_its_options_and_a_sync_keeps_what_was_written() {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut sys = Fake::default();
+        sys.dirs.insert("/boot".into());
+        let mut f = sys
+            .open(
+                Path::new("/boot/new"),
+                std::fs::OpenOptions::new().write(true).create(true),
+            )
+            .unwrap();
+        f.write_all(b"data").unwrap();
+        assert_eq!(sys.files.get(Path::new("/boot/new")), Some(&Vec::new()));
+        sys.fsync(&f).unwrap();
+        assert_eq!(
+            sys.files.get(Path::new("/boot/new")).map(Vec::as_slice),
+            Some(&b"data"[..])
+        );
+        let e = sys
+            .open(
+                Path::new("/boot/new"),
+                std::fs::OpenOptions::new().write(true).create_new(true),
+            )
+            .unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EEXIST));
+        let dir = sys
+            .open(Path::new("/boot"), std::fs::OpenOptions::new().read(true))
+            .unwrap();
+        sys.flock_exclusive(&dir).unwrap();
+        sys.open(
+            Path::new("/boot/new"),
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_DIRECT | libc::O_EXCL),
+        )
+        .unwrap();
+        sys.rename(Path::new("/boot/new"), Path::new("/boot/old"))
+            .unwrap();
+        assert!(sys.files.contains_key(Path::new("/boot/old")));
+        assert_eq!(
+            sys.calls,
+            [
+                "open /boot/new write,create",
+                "fsync /boot/new",
+                "open /boot/new write,create-new",
+                "open /boot",
+                "flock /boot",
+                "open /boot/new write,direct,excl",
+                "rename /boot/new /boot/old",
+            ]
+        );
+    }
 }

@@ -66,6 +66,13 @@
 //! reads every copy back through the filesystem.
 //!
 //! MTD flash (character devices, erase before write) is not supported.
+//!
+//! Every kernel call goes through [`Sys`] (the opens, with O_DIRECT and
+//! O_EXCL for the device, flock, statfs, FIBMAP/FIGETBSZ, fsync, rename,
+//! unlink); reads and writes then use the File that [`Sys::open`] returned.
+//! [`load`], [`store`] and [`read_config`] are [`load_with`], [`store_with`]
+//! and [`read_config_with`] on the real kernel, for callers outside the init
+//! and the CLI (the interoperability tests).
 
 use std::fmt;
 use std::fs::{File, OpenOptions};

@@ -27,6 +27,10 @@
 //! (issue 11, item 1): it starts from the current valid copy, else from
 //! `bootstate.uboot-env.base_env`, else (an env only slotinit uses,
 //! `bootstate.uboot-env.env_owner = "slotinit"`) from an empty env, and otherwise refuses.
+//!
+//! The store keeps no kernel handle: each call that touches the medium takes
+//! the boot's [`Sys`], so the init's host tests see the mounts, remounts and
+//! writes in order on the recording fake.
 
 use crate::disk::devices::{Partition, Resolved};
 use crate::kernel::sys::{self, Sys};
