@@ -82,7 +82,7 @@ use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 
-use crate::kernel::sys::{self, FileKind, Real, Sys};
+use crate::kernel::sys::{enoent, errno_of, FileKind, Real, Sys};
 use crate::state::uboot::envblock::{self, CopyIndex, Env, EnvError, Header, Layout};
 use crate::state::uboot::fwenv::{self, FwEnvConfig, FwEnvError};
 
@@ -401,7 +401,7 @@ pub fn read_config_with(sys: &mut dyn Sys, path: &Path) -> Result<FwEnvConfig, E
     };
     let bytes = sys
         .read_file(path)
-        .and_then(|bytes| bytes.ok_or_else(sys::enoent))
+        .and_then(|bytes| bytes.ok_or_else(enoent))
         .map_err(read_error)?;
     let text = String::from_utf8(bytes).map_err(|_| {
         read_error(io::Error::new(
@@ -1095,7 +1095,7 @@ fn lock(sys: &mut dyn Sys, location: &EnvLocation) -> Result<File, EnvStoreError
         })?;
     match sys.flock_exclusive(&file) {
         Ok(()) => Ok(file),
-        Err(e) => match sys::errno_of(&e) {
+        Err(e) => match errno_of(&e) {
             Errno::EWOULDBLOCK => Err(EnvStoreError::Locked { path }),
             errno => Err(EnvStoreError::Lock {
                 path,
@@ -2181,7 +2181,7 @@ mod tests {
         let renamed = "rename /boot/.uboot.env.slotinit-tmp /boot/uboot.env";
         for (fs_type, expected) in [
             (
-                sys::TMPFS_MAGIC,
+                crate::kernel::sys::TMPFS_MAGIC,
                 &[
                     "open /boot/.uboot.env.slotinit-tmp write,create-new",
                     "fsync /boot/.uboot.env.slotinit-tmp",

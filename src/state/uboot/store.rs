@@ -33,7 +33,7 @@
 //! writes in order on the recording fake.
 
 use crate::disk::devices::{Partition, Resolved};
-use crate::kernel::sys::{self, Sys};
+use crate::kernel::sys::{enoent, errno_of, Sys};
 use crate::state::uboot::config::{EnvOwner, UbootEnvConfig};
 use crate::state::uboot::rauc::{self, State};
 
@@ -302,7 +302,7 @@ fn mount_flags(
         }
     );
     sys.mount_follow(&node.to_string_lossy(), dir, Some(fstype), flags, None)
-        .map_err(|e| sys::errno_of(&e))
+        .map_err(|e| errno_of(&e))
 }
 
 /// The config change that makes the config describe what the medium holds
@@ -476,7 +476,7 @@ impl Store {
         if let Some(path) = &self.base_env {
             let text = sys
                 .read_file(path)
-                .and_then(|text| text.ok_or_else(sys::enoent))
+                .and_then(|text| text.ok_or_else(enoent))
                 .map_err(|source| CommitError::ReadBaseEnv {
                     path: path.clone(),
                     source,
@@ -540,7 +540,7 @@ impl Store {
         // The lock is a file on this filesystem; an open file keeps it mounted.
         raw.planned.unlock();
         if let Err(e) = sys.umount(&raw.dir, MntFlags::empty()) {
-            fall_back(&raw.file, &sys::errno_of(&e));
+            fall_back(&raw.file, &errno_of(&e));
             return Ok(false);
         }
         let written = write_sectors(sys, &raw);
@@ -760,14 +760,14 @@ fn remount(sys: &mut dyn Sys, dir: &Path, writable: bool) -> Result<(), CommitEr
     sys.remount(dir, flags).map_err(|e| CommitError::Remount {
         target: dir.to_path_buf(),
         writable,
-        source: sys::errno_of(&e),
+        source: errno_of(&e),
     })
 }
 
 fn unmount(sys: &mut dyn Sys, dir: Option<&Path>) {
     if let Some(dir) = dir {
         if let Err(e) = sys.umount(dir, MntFlags::empty()) {
-            log::warn!("cannot unmount {}: {}", dir.display(), sys::errno_of(&e));
+            log::warn!("cannot unmount {}: {}", dir.display(), errno_of(&e));
         }
     }
 }
