@@ -1353,6 +1353,76 @@ mod tests {
         assert_eq!(store.contents, Contents::Fresh);
     }
 
+    // The raw path on the fake (module docs): with a FAT mounted read-only
+    // by the store and a whole-file copy, the copy goes onto its own
+    // sectors with the partition unmounted, then the FAT is mounted
+    // read-only again and the copy read back through it. The fake's device
+    // and files do not alias, so the read-back fails: a failed commit.
+    #[test]
+    fn a_copy_written_onto_its_sectors_must_read_back_through_the_filesystem() {
+        use crate::state::uboot::envblock::{serialize, Header};
+        const BASE: u32 = 100;
+        let env = Env::from_pairs([
+            ("BOOT_ORDER", "A B"),
+            ("BOOT_A_LEFT", "3"),
+            ("BOOT_B_LEFT", "3"),
+        ])
+        .unwrap();
+        let copy = |flags| serialize(&env, 0x4000, Header::Redundant { flags }).unwrap();
+        let mut sys = Fake {
+            fs_type: Some(envstore::MSDOS_SUPER_MAGIC),
+            fibmap_offset: BASE,
+            ..Fake::default()
+        };
+        // The second copy is current, so the first is written.
+        sys.files
+            .insert("/mnt/bootconfig/uboot.env".into(), copy(1));
+        sys.files
+            .insert("/mnt/bootconfig/uboot-redund.env".into(), copy(2));
+        let at = BASE as usize * 512;
+        let mut device = vec![0u8; at + 0x4000];
+        device[at..].copy_from_slice(&copy(1));
+        sys.files.insert("/dev/vda3".into(), device);
+        let config = UbootEnvConfig::default();
+        let mut store = open(&mut sys, &config, Some(&fake_partition()), Path::new(MNT)).unwrap();
+        let state = store.state(&config).unwrap();
+        let err = store.commit(&mut sys, &state, None).unwrap_err();
+        assert!(
+            matches!(&err, CommitError::Raw { source, .. }
+                if matches!(**source, EnvStoreError::NotWritten { .. })),
+            "{err}"
+        );
+        let ro = "mount /dev/vda3 /mnt/bootconfig vfat ro,nosuid,nodev,noexec ";
+        let order = [
+            "open /dev/vda3 direct",
+            "umount /mnt/bootconfig",
+            "open /dev/vda3 write,direct,excl",
+            "fdatasync /dev/vda3",
+            ro,
+        ];
+        // Each one's last occurrence: the mount again comes after the write.
+        let found: Vec<Option<usize>> = order
+            .iter()
+            .map(|c| sys.calls.iter().rposition(|l| l == c))
+            .collect();
+        assert!(
+            found.windows(2).all(|w| w[0].is_some() && w[0] < w[1]),
+            "{:?}",
+            sys.calls
+        );
+        // The mount after the write is the second read-only one, and the
+        // filesystem was never made writable.
+        assert_eq!(sys.calls_starting("mount ").len(), 2);
+        assert!(sys.calls_starting("remount").is_empty());
+        // The new copy (flags 3) is on the device, where FIBMAP put the file.
+        assert_eq!(sys.files[Path::new("/dev/vda3")][at + 4], 3);
+        store.close(&mut sys);
+        assert_eq!(
+            sys.calls.last().map(String::as_str),
+            Some("umount /mnt/bootconfig")
+        );
+    }
+
     // Issue 11, B: the partition is mounted read-only; read-write only while
     // a commit writes. Before the fix it was mounted read-write on open, so a
     // `status` or a bootloader-counted boot set and cleared the FAT dirty bit.
