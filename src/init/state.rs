@@ -7,7 +7,7 @@ use super::report::{kind, Report};
 use crate::config::Config;
 use crate::disk::devices::Resolved;
 use crate::kernel::cmdline::{BootArgs, Cmdline};
-use crate::kernel::sys::{Real, Sys};
+use crate::kernel::sys::Sys;
 use crate::paths::STATE_MOUNT;
 use crate::state::decision::{DecideCtx, Hint, Line};
 use crate::state::sources;
@@ -16,54 +16,10 @@ use crate::types::error_chain;
 use crate::types::Slot;
 use std::path::Path;
 
-// The stage as `init::run` calls it today, on the real kernel. Once
-// `init/mod.rs` passes `boot.sys` to the `*_with` functions these four go
-// (and the `*_with` take their names).
-
-pub(super) fn open_store(
-    config: &Config,
-    resolved: &Resolved,
-    report: &mut Report,
-) -> Option<Box<dyn Backend>> {
-    open_store_with(&mut Real, config, resolved, report)
-}
-
-pub(super) fn decide(
-    config: &Config,
-    args: &BootArgs,
-    cmdline: &Cmdline,
-    resolved: &Resolved,
-    store: Option<&mut Box<dyn Backend>>,
-    failed: &[(Slot, String)],
-    report: &mut Report,
-) -> Result<Slot, String> {
-    let inputs = Inputs {
-        config,
-        args,
-        cmdline,
-        resolved,
-        failed,
-    };
-    decide_with(&mut Real, &inputs, store, report)
-}
-
-pub(super) fn commit_good(
-    config: &Config,
-    store: Option<&mut Box<dyn Backend>>,
-    slot: Slot,
-    report: &mut Report,
-) {
-    commit_good_with(&mut Real, config, store, slot, report)
-}
-
-pub(super) fn close_store(store: Option<Box<dyn Backend>>, report: &mut Report) {
-    close_store_with(&mut Real, store, report)
-}
-
 /// Opens the boot-state backend; one that cannot be opened is logged and the
 /// boot goes on without counters. A `[bootstate]` the backend refuses opens
 /// nothing: [`decide`] then fails closed, as for any invalid config.
-pub(super) fn open_store_with<S: Sys>(
+pub(super) fn open_store<S: Sys>(
     sys: &mut S,
     config: &Config,
     resolved: &Resolved,
@@ -109,7 +65,7 @@ pub(super) struct Inputs<'a> {
 }
 
 /// One slot decision, with its state committed durably before the slot is used.
-pub(super) fn decide_with<S: Sys>(
+pub(super) fn decide<S: Sys>(
     sys: &mut S,
     inputs: &Inputs,
     store: Option<&mut Box<dyn Backend>>,
@@ -195,7 +151,7 @@ fn override_slot(config: &Config, args: &BootArgs, report: &mut Report) -> Optio
 }
 
 /// commit = "on-mount": the slot mounted and has an init, so it is good.
-pub(super) fn commit_good_with<S: Sys>(
+pub(super) fn commit_good<S: Sys>(
     sys: &mut S,
     _config: &Config,
     store: Option<&mut Box<dyn Backend>>,
@@ -213,7 +169,7 @@ pub(super) fn commit_good_with<S: Sys>(
     report.handoff.bootstate = Some(store.record());
 }
 
-pub(super) fn close_store_with<S: Sys>(
+pub(super) fn close_store<S: Sys>(
     sys: &mut S,
     store: Option<Box<dyn Backend>>,
     report: &mut Report,
@@ -262,7 +218,7 @@ mod tests {
         let cmdline = Cmdline::parse(b"");
         let args = BootArgs::from_cmdline(&cmdline);
         let mut report = Report::new();
-        let slot = decide_with(
+        let slot = decide(
             &mut Real,
             &Inputs {
                 config,
@@ -338,12 +294,10 @@ mod tests {
             );
             let config = Config::parse(&text, "t").unwrap();
             let mut report = Report::new();
-            assert!(
-                open_store_with(&mut Real, &config, &Resolved::default(), &mut report).is_none()
-            );
+            assert!(open_store(&mut Real, &config, &Resolved::default(), &mut report).is_none());
             let cmdline = Cmdline::parse(b"");
             let args = BootArgs::from_cmdline(&cmdline);
-            let slot = decide_with(
+            let slot = decide(
                 &mut Real,
                 &Inputs {
                     config: &config,
@@ -386,14 +340,14 @@ mod tests {
         ] {
             let config = Config::parse(&text, "t").unwrap();
             let mut report = Report::new();
-            let store = open_store_with(&mut Real, &config, &Resolved::default(), &mut report);
+            let store = open_store(&mut Real, &config, &Resolved::default(), &mut report);
             assert!(store.is_some());
             assert_eq!(
                 report.kinds().contains(&kind::CONFIG_DEPRECATED),
                 warned,
                 "{text}"
             );
-            close_store_with(&mut Real, store, &mut report);
+            close_store(&mut Real, store, &mut report);
         }
     }
 
@@ -403,11 +357,11 @@ mod tests {
     fn unavailable_store_is_reported_and_the_default_boots() {
         let config = Config::default();
         let mut report = Report::new();
-        assert!(open_store_with(&mut Real, &config, &Resolved::default(), &mut report).is_none());
+        assert!(open_store(&mut Real, &config, &Resolved::default(), &mut report).is_none());
         assert_eq!(report.kinds(), ["bootstate-unavailable"]);
         let cmdline = Cmdline::parse(b"rauc.slot=B");
         let args = BootArgs::from_cmdline(&cmdline);
-        let slot = decide_with(
+        let slot = decide(
             &mut Real,
             &Inputs {
                 config: &config,
@@ -448,7 +402,7 @@ mod tests {
             ..Resolved::default()
         };
         let mut report = Report::new();
-        let mut store = open_store_with(&mut sys, &config, &resolved, &mut report);
+        let mut store = open_store(&mut sys, &config, &resolved, &mut report);
         assert!(store.is_some(), "{:?}", report.handoff.errors);
         let cmdline = Cmdline::parse(b"");
         let args = BootArgs::from_cmdline(&cmdline);
@@ -459,10 +413,10 @@ mod tests {
             resolved: &resolved,
             failed: &[],
         };
-        let slot = decide_with(&mut sys, &inputs, store.as_mut(), &mut report);
+        let slot = decide(&mut sys, &inputs, store.as_mut(), &mut report);
         assert_eq!(slot, Ok(Slot::A));
-        commit_good_with(&mut sys, &config, store.as_mut(), Slot::A, &mut report);
-        close_store_with(&mut sys, store, &mut report);
+        commit_good(&mut sys, &config, store.as_mut(), Slot::A, &mut report);
+        close_store(&mut sys, store, &mut report);
         assert!(
             report.handoff.errors.is_empty(),
             "{:?}",
@@ -524,7 +478,7 @@ mod tests {
                 sys.files.insert(dt.into(), n.to_be_bytes().to_vec());
             }
             let mut report = Report::new();
-            assert_eq!(decide_with(&mut sys, &inputs, None, &mut report), Ok(slot));
+            assert_eq!(decide(&mut sys, &inputs, None, &mut report), Ok(slot));
             assert_eq!(sys.calls, [format!("read-file {dt}")]);
             let hint = report.handoff.hint.map(|h| h.source);
             match cell {
