@@ -8,6 +8,7 @@ pub mod udev;
 
 use crate::config::{Config, BACKEND_NONE};
 use crate::handoff::Handoff;
+use crate::kernel::sys::Real;
 use crate::paths::{CONFIG_PATH, HANDOFF_PATH, RUN_CONFIG, STATE_MOUNT};
 use crate::state::{self, Backend, Mark, MarkError, Record};
 use crate::types::{error_chain, Slot};
@@ -141,7 +142,7 @@ fn load_config(opts: &Options) -> Result<Config, String> {
         .config
         .clone()
         .unwrap_or_else(|| PathBuf::from(CONFIG_PATH));
-    state::load(&path)
+    state::load(&mut Real, &path)
         .map(|(config, _)| config)
         .map_err(|e| error_chain(&e))
 }
@@ -179,7 +180,7 @@ fn open_store(
     handoff: Option<&Handoff>,
 ) -> Result<Box<dyn Backend>, (&'static str, String)> {
     let devices = handoff.map(|h| h.devices.clone()).unwrap_or_default();
-    match state::open(config, &devices, Path::new(STATE_MOUNT)) {
+    match state::open(&mut Real, config, &devices, Path::new(STATE_MOUNT)) {
         Ok(Some(store)) => Ok(store),
         Ok(None) => Err((
             KIND_NO_STORE,
@@ -239,8 +240,8 @@ fn mark(opts: &Options, how: Mark, slot_arg: Option<&str>) -> ExitCode {
         Ok(s) => s,
         Err((_, e)) => return fail(EXIT_ERROR, e),
     };
-    let result = store.mark(how, slot, opts.force);
-    store.close();
+    let result = store.mark(&mut Real, how, slot, opts.force);
+    store.close(&mut Real);
     match result {
         Ok(message) => {
             println!("{message}");
@@ -278,7 +279,7 @@ fn status(opts: &Options) -> ExitCode {
         Ok(store) => {
             let record = store.record();
             let boot = store.status(slot);
-            store.close();
+            store.close(&mut Real);
             (Some(record), Some(boot), None)
         }
         Err(e) => (None, None, Some(e)),

@@ -15,7 +15,7 @@ use log::LevelFilter;
 use mounts::{mount_persistent, mount_root, unmount_beneath};
 use report::kind;
 use setup::{create_links, ensure_console, mount_api_filesystems, write_handoff};
-use state::{close_store, commit_good, decide, open_store};
+use state::{close_store, commit_good, decide, open_store, Inputs};
 use std::ffi::CString;
 use std::io;
 use std::path::Path;
@@ -56,21 +56,27 @@ pub fn run() -> ! {
     drop(listener);
     boot.report.stage("devices");
 
-    let mut store = open_store(&boot.config, &boot.resolved, &mut boot.report);
+    let mut store = open_store(boot.sys, &boot.config, &boot.resolved, &mut boot.report);
     boot.report.stage("state");
 
     let init = boot.init_path();
     let active = match mount_a_slot(&mut boot, store.as_mut(), &init) {
         Ok(slot) => slot,
         Err(cause) => {
-            close_store(store, &mut boot.report);
+            close_store(boot.sys, store, &mut boot.report);
             fatal(&mut boot, &cause)
         }
     };
     if boot.config.bootstate.commit == Commit::OnMount {
-        commit_good(&boot.config, store.as_mut(), active, &mut boot.report);
+        commit_good(
+            boot.sys,
+            &boot.config,
+            store.as_mut(),
+            active,
+            &mut boot.report,
+        );
     }
-    close_store(store, &mut boot.report);
+    close_store(boot.sys, store, &mut boot.report);
     mount_persistent(&mut boot, active);
     boot.report.stage("mounts");
 
@@ -86,22 +92,21 @@ pub fn run() -> ! {
 /// Decides, commits the counters and mounts the slot's system; a slot that
 /// cannot be used is marked bad and the other one is tried in this same boot.
 /// Err when no slot is left to decide on (the cause of a fatal end).
-fn mount_a_slot<S: Sys + ?Sized>(
+fn mount_a_slot<S: Sys>(
     boot: &mut Boot<S>,
     mut store: Option<&mut Box<dyn Backend>>,
     init: &str,
 ) -> Result<Slot, String> {
     let mut failed: Vec<(Slot, String)> = Vec::new();
     loop {
-        let slot = decide(
-            &boot.config,
-            &boot.args,
-            &boot.cmdline,
-            &boot.resolved,
-            store.as_deref_mut(),
-            &failed,
-            &mut boot.report,
-        )?;
+        let inputs = Inputs {
+            config: &boot.config,
+            args: &boot.args,
+            cmdline: &boot.cmdline,
+            resolved: &boot.resolved,
+            failed: &failed,
+        };
+        let slot = decide(boot.sys, &inputs, store.as_deref_mut(), &mut boot.report)?;
         boot.report.stage("decision");
         create_links(boot, slot);
         boot.report.stage("links");

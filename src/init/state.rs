@@ -1,13 +1,15 @@
 //! The boot-state stage: open the configured backend, decide the slot with
 //! its count committed durably before the slot is used, commit on mount,
-//! close. Only the `state::Backend` trait is used here.
+//! close. Only the `state::Backend` trait is used here, and the kernel only
+//! through the boot's [`Sys`].
 
 use super::report::{kind, Report};
 use crate::config::Config;
 use crate::disk::devices::Resolved;
 use crate::kernel::cmdline::{BootArgs, Cmdline};
+use crate::kernel::sys::Sys;
 use crate::paths::STATE_MOUNT;
-use crate::state::decision::{DecideCtx, Line};
+use crate::state::decision::{DecideCtx, Hint, Line};
 use crate::state::sources;
 use crate::state::{self, Backend};
 use crate::types::error_chain;
@@ -17,7 +19,8 @@ use std::path::Path;
 /// Opens the boot-state backend; one that cannot be opened is logged and the
 /// boot goes on without counters. A `[bootstate]` the backend refuses opens
 /// nothing: [`decide`] then fails closed, as for any invalid config.
-pub(super) fn open_store(
+pub(super) fn open_store<S: Sys>(
+    sys: &mut S,
     config: &Config,
     resolved: &Resolved,
     report: &mut Report,
@@ -26,7 +29,7 @@ pub(super) fn open_store(
     for warning in checked.deprecated {
         report.warn(kind::CONFIG_DEPRECATED, warning);
     }
-    match state::open(config, resolved, Path::new(STATE_MOUNT)) {
+    match state::open(sys, config, resolved, Path::new(STATE_MOUNT)) {
         Ok(Some(backend)) => {
             let record = backend.record();
             match &record.error {
@@ -51,58 +54,38 @@ pub(super) fn open_store(
     }
 }
 
+/// What a slot decision is made from, besides the store.
+pub(super) struct Inputs<'a> {
+    pub config: &'a Config,
+    pub args: &'a BootArgs,
+    pub cmdline: &'a Cmdline,
+    pub resolved: &'a Resolved,
+    /// The slots tried this boot and why they could not be used.
+    pub failed: &'a [(Slot, String)],
+}
+
 /// One slot decision, with its state committed durably before the slot is used.
-pub(super) fn decide(
-    config: &Config,
-    args: &BootArgs,
-    cmdline: &Cmdline,
-    resolved: &Resolved,
+pub(super) fn decide<S: Sys>(
+    sys: &mut S,
+    inputs: &Inputs,
     store: Option<&mut Box<dyn Backend>>,
-    failed: &[(Slot, String)],
     report: &mut Report,
 ) -> Result<Slot, String> {
+    let config = inputs.config;
     // Fail closed on a [bootstate] the backend refuses, as on any invalid config.
     state::check(config)
         .map_err(|e| format!("config: {}; refusing to boot with it", error_chain(&e)))?;
-    let (names, cmdline_key) =
-        state::slot_names(config).map_err(|e| format!("bootstate config: {e}"))?;
-    let dt_partition = std::fs::read(crate::paths::DT_PARTITION)
-        .ok()
-        .and_then(|b| sources::parse_dt_u32(&b));
-    let (hint, asked) = sources::find(
-        &config.boot.sources,
-        &sources::Facts {
-            cmdline,
-            rauc_key: &cmdline_key,
-            names: &names,
-            resolved,
-            dt_partition,
-        },
-    );
-    // Without a store there is nothing to count: the bootloader's word decides.
-    if state::bootloader_decides(config) {
-        for line in &asked {
-            log::info!("{line}");
-        }
-    }
+    let hint = find_hint(sys, inputs)?;
     report.handoff.hint = hint.clone();
-    let override_slot = match args.slot_override {
-        Some(slot) if !config.boot.allow_override => {
-            let message = format!("ignoring slotinit.slot={slot}: boot.allow_override is false");
-            report.warn(kind::OVERRIDE_REFUSED, message);
-            None
-        }
-        other => other,
-    };
     let ctx = DecideCtx {
-        override_slot,
+        override_slot: override_slot(config, inputs.args, report),
         default_slot: config.boot.default_slot,
         hint: hint.as_ref(),
-        failed,
+        failed: inputs.failed,
     };
     let outcome = match store {
         Some(backend) => {
-            let outcome = backend.decide(&ctx);
+            let outcome = backend.decide(sys, &ctx);
             report.handoff.bootstate = Some(backend.record());
             outcome
         }
@@ -125,8 +108,51 @@ pub(super) fn decide(
     Ok(decision.slot)
 }
 
+/// What the slot sources say (the cmdline, the device tree's partition, ...);
+/// logged where the bootloader's word decides.
+fn find_hint<S: Sys>(sys: &mut S, inputs: &Inputs) -> Result<Option<Hint>, String> {
+    let config = inputs.config;
+    let (names, cmdline_key) =
+        state::slot_names(config).map_err(|e| format!("bootstate config: {e}"))?;
+    let dt_partition = sys
+        .read_file(Path::new(crate::paths::DT_PARTITION))
+        .ok()
+        .flatten()
+        .and_then(|b| sources::parse_dt_u32(&b));
+    let (hint, asked) = sources::find(
+        &config.boot.sources,
+        &sources::Facts {
+            cmdline: inputs.cmdline,
+            rauc_key: &cmdline_key,
+            names: &names,
+            resolved: inputs.resolved,
+            dt_partition,
+        },
+    );
+    // Without a store there is nothing to count: the bootloader's word decides.
+    if state::bootloader_decides(config) {
+        for line in &asked {
+            log::info!("{line}");
+        }
+    }
+    Ok(hint)
+}
+
+/// `slotinit.slot=`, unless the config refuses overrides (a warning).
+fn override_slot(config: &Config, args: &BootArgs, report: &mut Report) -> Option<Slot> {
+    match args.slot_override {
+        Some(slot) if !config.boot.allow_override => {
+            let message = format!("ignoring slotinit.slot={slot}: boot.allow_override is false");
+            report.warn(kind::OVERRIDE_REFUSED, message);
+            None
+        }
+        other => other,
+    }
+}
+
 /// commit = "on-mount": the slot mounted and has an init, so it is good.
-pub(super) fn commit_good(
+pub(super) fn commit_good<S: Sys>(
+    sys: &mut S,
     _config: &Config,
     store: Option<&mut Box<dyn Backend>>,
     slot: Slot,
@@ -135,7 +161,7 @@ pub(super) fn commit_good(
     let Some(store) = store else {
         return;
     };
-    match store.commit_good(slot) {
+    match store.commit_good(sys, slot) {
         Ok(true) => log::info!("slot {slot} committed on mount"),
         Ok(false) => return,
         Err(e) => report.error(e.kind(), e.to_string()),
@@ -143,16 +169,21 @@ pub(super) fn commit_good(
     report.handoff.bootstate = Some(store.record());
 }
 
-pub(super) fn close_store(store: Option<Box<dyn Backend>>, report: &mut Report) {
+pub(super) fn close_store<S: Sys>(
+    sys: &mut S,
+    store: Option<Box<dyn Backend>>,
+    report: &mut Report,
+) {
     if let Some(store) = store {
         report.handoff.bootstate = Some(store.record());
-        store.close();
+        store.close(sys);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernel::sys::Real;
     use crate::state::uboot::envblock::{self, Env, Header};
     use std::path::PathBuf;
 
@@ -171,7 +202,7 @@ mod tests {
             file.display()
         );
         let config = Config::parse(&text, "t").unwrap();
-        let store = state::open(&config, &Resolved::default(), dir)
+        let store = state::open(&mut Real, &config, &Resolved::default(), dir)
             .unwrap()
             .unwrap();
         let kept = dir.join("kept");
@@ -180,7 +211,7 @@ mod tests {
         (config, store, kept.join("uboot.env"))
     }
 
-    fn decide_with(
+    fn decide_on(
         config: &Config,
         store: &mut Box<dyn Backend>,
     ) -> (Result<Slot, String>, crate::handoff::Handoff) {
@@ -188,12 +219,15 @@ mod tests {
         let args = BootArgs::from_cmdline(&cmdline);
         let mut report = Report::new();
         let slot = decide(
-            config,
-            &args,
-            &cmdline,
-            &Resolved::default(),
+            &mut Real,
+            &Inputs {
+                config,
+                args: &args,
+                cmdline: &cmdline,
+                resolved: &Resolved::default(),
+                failed: &[],
+            },
             Some(store),
-            &[],
             &mut report,
         );
         (slot, report.handoff)
@@ -210,7 +244,7 @@ mod tests {
         ];
         let (config, mut store, kept) = failing_store(dir.path(), &pairs);
         let before = std::fs::read(&kept).unwrap();
-        let (slot, handoff) = decide_with(&config, &mut store);
+        let (slot, handoff) = decide_on(&config, &mut store);
         assert_eq!(slot, Ok(Slot::A), "{:?}", handoff.errors);
         assert_eq!(
             handoff.decision.as_ref().map(|d| d.source),
@@ -235,7 +269,7 @@ mod tests {
             ("BOOT_B_LEFT", "3"),
         ];
         let (config, mut store, _) = failing_store(dir.path(), &pairs);
-        let (slot, handoff) = decide_with(&config, &mut store);
+        let (slot, handoff) = decide_on(&config, &mut store);
         assert_eq!(slot, Ok(Slot::B));
         assert!(
             handoff
@@ -260,16 +294,19 @@ mod tests {
             );
             let config = Config::parse(&text, "t").unwrap();
             let mut report = Report::new();
-            assert!(open_store(&config, &Resolved::default(), &mut report).is_none());
+            assert!(open_store(&mut Real, &config, &Resolved::default(), &mut report).is_none());
             let cmdline = Cmdline::parse(b"");
             let args = BootArgs::from_cmdline(&cmdline);
             let slot = decide(
-                &config,
-                &args,
-                &cmdline,
-                &Resolved::default(),
+                &mut Real,
+                &Inputs {
+                    config: &config,
+                    args: &args,
+                    cmdline: &cmdline,
+                    resolved: &Resolved::default(),
+                    failed: &[],
+                },
                 None,
-                &[],
                 &mut report,
             );
             let err = slot.unwrap_err();
@@ -303,14 +340,14 @@ mod tests {
         ] {
             let config = Config::parse(&text, "t").unwrap();
             let mut report = Report::new();
-            let store = open_store(&config, &Resolved::default(), &mut report);
+            let store = open_store(&mut Real, &config, &Resolved::default(), &mut report);
             assert!(store.is_some());
             assert_eq!(
                 report.kinds().contains(&kind::CONFIG_DEPRECATED),
                 warned,
                 "{text}"
             );
-            close_store(store, &mut report);
+            close_store(&mut Real, store, &mut report);
         }
     }
 
@@ -320,17 +357,20 @@ mod tests {
     fn unavailable_store_is_reported_and_the_default_boots() {
         let config = Config::default();
         let mut report = Report::new();
-        assert!(open_store(&config, &Resolved::default(), &mut report).is_none());
+        assert!(open_store(&mut Real, &config, &Resolved::default(), &mut report).is_none());
         assert_eq!(report.kinds(), ["bootstate-unavailable"]);
         let cmdline = Cmdline::parse(b"rauc.slot=B");
         let args = BootArgs::from_cmdline(&cmdline);
         let slot = decide(
-            &config,
-            &args,
-            &cmdline,
-            &Resolved::default(),
+            &mut Real,
+            &Inputs {
+                config: &config,
+                args: &args,
+                cmdline: &cmdline,
+                resolved: &Resolved::default(),
+                failed: &[],
+            },
             None,
-            &[],
             &mut report,
         );
         assert_eq!(slot, Ok(Slot::A));
@@ -338,6 +378,114 @@ mod tests {
             report.handoff.decision.map(|d| d.source),
             Some(crate::state::decision::Source::Default)
         );
+    }
+
+    fn partition(dev: &str, number: u32) -> crate::disk::devices::Partition {
+        crate::disk::devices::Partition {
+            dev: dev.into(),
+            disk: "vda".into(),
+            number,
+            name: None,
+            uuid: None,
+        }
+    }
+
+    /// The whole stage on the recording fake: the bootconfig partition
+    /// mounted read-only, read-write only while this boot's count and the
+    /// commit on mount are written, unmounted at close.
+    #[test]
+    fn the_state_stage_on_the_fake_mounts_read_only_and_writes_between_remounts() {
+        let mut sys = crate::kernel::fake::Fake::default();
+        let config = Config::default();
+        let resolved = Resolved {
+            bootconfig: Some(partition("vda3", 3)),
+            ..Resolved::default()
+        };
+        let mut report = Report::new();
+        let mut store = open_store(&mut sys, &config, &resolved, &mut report);
+        assert!(store.is_some(), "{:?}", report.handoff.errors);
+        let cmdline = Cmdline::parse(b"");
+        let args = BootArgs::from_cmdline(&cmdline);
+        let inputs = Inputs {
+            config: &config,
+            args: &args,
+            cmdline: &cmdline,
+            resolved: &resolved,
+            failed: &[],
+        };
+        let slot = decide(&mut sys, &inputs, store.as_mut(), &mut report);
+        assert_eq!(slot, Ok(Slot::A));
+        commit_good(&mut sys, &config, store.as_mut(), Slot::A, &mut report);
+        close_store(&mut sys, store, &mut report);
+        assert!(
+            report.handoff.errors.is_empty(),
+            "{:?}",
+            report.handoff.errors
+        );
+        let record = report.handoff.bootstate.unwrap();
+        assert_eq!(record.left, [("A".into(), 3), ("B".into(), 3)]);
+        let mounts: Vec<&str> = sys
+            .calls
+            .iter()
+            .map(String::as_str)
+            .filter(|c| c.contains("mount "))
+            .collect();
+        let (rw, ro) = (
+            "remount /run/slotinit/bootstate rw,nosuid,nodev,noexec",
+            "remount /run/slotinit/bootstate ro,nosuid,nodev,noexec",
+        );
+        assert_eq!(
+            mounts,
+            [
+                "mount /dev/vda3 /run/slotinit/bootstate vfat ro,nosuid,nodev,noexec ",
+                // This boot's count, then the commit on mount.
+                rw,
+                ro,
+                rw,
+                ro,
+                "umount /run/slotinit/bootstate",
+            ]
+        );
+    }
+
+    /// The Raspberry Pi firmware's partition number is read through the
+    /// boot's Sys (the device tree under /proc).
+    #[test]
+    fn the_device_tree_partition_is_read_through_sys() {
+        let config = Config::parse(
+            "[boot]\nsources = [\"devicetree\"]\n[bootstate]\nbackend = \"none\"\n",
+            "t",
+        )
+        .unwrap();
+        let resolved = Resolved {
+            boot_a: Some(partition("vda2", 2)),
+            boot_b: Some(partition("vda3", 3)),
+            ..Resolved::default()
+        };
+        let cmdline = Cmdline::parse(b"");
+        let args = BootArgs::from_cmdline(&cmdline);
+        let inputs = Inputs {
+            config: &config,
+            args: &args,
+            cmdline: &cmdline,
+            resolved: &resolved,
+            failed: &[],
+        };
+        let dt = crate::paths::DT_PARTITION;
+        for (cell, slot) in [(Some(3u32), Slot::B), (Some(2), Slot::A), (None, Slot::A)] {
+            let mut sys = crate::kernel::fake::Fake::default();
+            if let Some(n) = cell {
+                sys.files.insert(dt.into(), n.to_be_bytes().to_vec());
+            }
+            let mut report = Report::new();
+            assert_eq!(decide(&mut sys, &inputs, None, &mut report), Ok(slot));
+            assert_eq!(sys.calls, [format!("read-file {dt}")]);
+            let hint = report.handoff.hint.map(|h| h.source);
+            match cell {
+                Some(n) => assert_eq!(hint, Some(format!("device-tree boot partition {n}"))),
+                None => assert_eq!(hint, None),
+            }
+        }
     }
 
     /// The kinds the state module gives its errors are the report's kinds.

@@ -38,6 +38,12 @@ pub struct Fake {
     pub fs_type: Option<i64>,
     /// Device-mapper targets made and not removed, with their nodes.
     pub mapped: Vec<(String, PathBuf)>,
+    /// What [`Sys::fibmap`] adds to the logical block (0: the block itself).
+    pub fibmap_offset: u32,
+    /// The files [`Sys::open`] handed out (their inode) and the path each
+    /// stands for, newest last: a call on a File names its path, and a sync
+    /// puts what was written into the tree.
+    pub opened: Vec<(u64, PathBuf)>,
 }
 
 impl Fake {
@@ -89,6 +95,40 @@ impl Fake {
         self.calls.iter().position(|c| c == line)
     }
 
+    /// The path a File from [`Sys::open`] stands for.
+    fn path_of(&self, file: &File) -> Option<PathBuf> {
+        use std::os::unix::fs::MetadataExt;
+        let ino = file.metadata().ok()?.ino();
+        let (_, path) = self.opened.iter().rev().find(|(i, _)| *i == ino)?;
+        Some(path.clone())
+    }
+
+    /// `{verb} {path}` for a call on a File from [`Sys::open`].
+    fn on_file(&self, verb: &str, file: &File) -> String {
+        match self.path_of(file) {
+            Some(p) => format!("{verb} {}", p.display()),
+            None => verb.to_string(),
+        }
+    }
+
+    /// After a sync, the tree holds what was written to the File (a
+    /// directory's stand-in holds nothing to keep).
+    fn keep_written(&mut self, file: &File) -> io::Result<()> {
+        use std::io::{Read, Seek};
+        let Some(path) = self.path_of(file) else {
+            return Ok(());
+        };
+        if !self.files.contains_key(&path) {
+            return Ok(());
+        }
+        let mut data = Vec::new();
+        let mut f = file.try_clone()?;
+        f.rewind()?;
+        f.read_to_end(&mut data)?;
+        self.files.insert(path, data);
+        Ok(())
+    }
+
     /// `path` with the symlinks on it followed (absolute targets; relative
     /// ones from their directory), as far as the tree knows them.
     pub fn resolve(&self, path: &Path) -> PathBuf {
@@ -135,6 +175,33 @@ fn flag_names(flags: MsFlags) -> String {
     ] {
         if flags.contains(flag) {
             out = format!("{out},{name}");
+        }
+    }
+    out
+}
+
+/// What an OpenOptions asks beyond reading, as `write,create,direct,excl`;
+/// the std type shows its fields only through Debug.
+fn open_flags(options: &std::fs::OpenOptions) -> Vec<&'static str> {
+    let text = format!("{options:?}");
+    let set = |field: &str| text.contains(&format!(" {field}: true"));
+    let custom = text
+        .split("custom_flags: ")
+        .nth(1)
+        .and_then(|rest| rest.split([',', ' ']).next())
+        .and_then(|n| n.parse::<i32>().ok())
+        .unwrap_or(0);
+    let mut out = Vec::new();
+    for (on, name) in [
+        (set("write"), "write"),
+        (set("truncate"), "truncate"),
+        (set("create"), "create"),
+        (set("create_new"), "create-new"),
+        (custom & libc::O_DIRECT != 0, "direct"),
+        (custom & libc::O_EXCL != 0, "excl"),
+    ] {
+        if on {
+            out.push(name);
         }
     }
     out
@@ -214,6 +281,10 @@ impl Sys for Fake {
             ""
         };
         self.record(format!("umount {}{detach}", t.display()))
+    }
+    fn remount(&mut self, t: &Path, fl: MsFlags) -> io::Result<()> {
+        let flags = flag_names(fl);
+        self.record(format!("remount {} {flags}", t.display()))
     }
     fn is_read_only(&mut self, p: &Path) -> io::Result<bool> {
         self.record(format!("statvfs {}", p.display()))?;
@@ -396,30 +467,69 @@ impl Sys for Fake {
         Ok(())
     }
     /// An anonymous temp file holding the tree's bytes for `path` (what is
-    /// written to it stays there).
-    fn open(&mut self, p: &Path, _: &std::fs::OpenOptions) -> io::Result<File> {
+    /// written to it goes into the tree at the next fsync or fdatasync); an
+    /// empty one for a directory, and for a missing file that `options`
+    /// create (the file is then in the tree, empty). The line names what
+    /// `options` ask beyond reading: `open /x write,create`.
+    fn open(&mut self, p: &Path, options: &std::fs::OpenOptions) -> io::Result<File> {
         use std::io::{Seek, Write};
-        self.record(format!("open {}", p.display()))?;
-        let data = self
-            .files
-            .get(&self.resolve(p))
-            .cloned()
-            .ok_or_else(not_found)?;
+        use std::os::unix::fs::MetadataExt;
+        let flags = open_flags(options);
+        let line = match flags.as_slice() {
+            [] => format!("open {}", p.display()),
+            f => format!("open {} {}", p.display(), f.join(",")),
+        };
+        self.record(line)?;
+        let path = self.resolve(p);
+        let data = match self.files.get(&path) {
+            Some(_) if flags.contains(&"create-new") => {
+                return Err(io::Error::from_raw_os_error(libc::EEXIST))
+            }
+            Some(_) if flags.contains(&"truncate") => Vec::new(),
+            Some(data) => data.clone(),
+            None if self.has_dir(&path) => Vec::new(),
+            None if flags.contains(&"create") || flags.contains(&"create-new") => {
+                self.files.insert(path.clone(), Vec::new());
+                Vec::new()
+            }
+            None => return Err(not_found()),
+        };
         let mut file = tempfile::tempfile()?;
         file.write_all(&data)?;
         file.rewind()?;
+        self.opened.push((file.metadata()?.ino(), path));
         Ok(file)
     }
-    fn flock_exclusive(&mut self, _: &File) -> io::Result<()> {
-        self.record("flock".into())
+    fn flock_exclusive(&mut self, f: &File) -> io::Result<()> {
+        let line = self.on_file("flock", f);
+        self.record(line)
     }
     fn fibmap(&mut self, _: &File, logical: u32) -> io::Result<u32> {
         self.record(format!("fibmap {logical}"))?;
-        Ok(logical)
+        Ok(logical + self.fibmap_offset)
     }
     fn figetbsz(&mut self, _: &File) -> io::Result<u32> {
         self.record("figetbsz".into())?;
         Ok(512)
+    }
+    fn rename(&mut self, from: &Path, to: &Path) -> io::Result<()> {
+        self.record(format!("rename {} {}", from.display(), to.display()))?;
+        let data = self.files.remove(from).ok_or_else(not_found)?;
+        self.files.insert(to.to_path_buf(), data);
+        if let Some(mode) = self.modes.remove(from) {
+            self.modes.insert(to.to_path_buf(), mode);
+        }
+        Ok(())
+    }
+    fn fsync(&mut self, f: &File) -> io::Result<()> {
+        let line = self.on_file("fsync", f);
+        self.record(line)?;
+        self.keep_written(f)
+    }
+    fn fdatasync(&mut self, f: &File) -> io::Result<()> {
+        let line = self.on_file("fdatasync", f);
+        self.record(line)?;
+        self.keep_written(f)
     }
 }
 
@@ -467,6 +577,64 @@ mod tests {
                 "exists /etc",
                 "open /etc/x",
                 "read-dir /",
+            ]
+        );
+    }
+
+    /// The lines name what the options ask (read from OpenOptions' Debug:
+    /// this fails if its format changes); a created file is in the tree, and
+    /// what is written reaches the tree at the sync.
+    #[test]
+    fn open_names_its_options_and_a_sync_keeps_what_was_written() {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut sys = Fake::default();
+        sys.dirs.insert("/boot".into());
+        let mut f = sys
+            .open(
+                Path::new("/boot/new"),
+                std::fs::OpenOptions::new().write(true).create(true),
+            )
+            .unwrap();
+        f.write_all(b"data").unwrap();
+        assert_eq!(sys.files.get(Path::new("/boot/new")), Some(&Vec::new()));
+        sys.fsync(&f).unwrap();
+        assert_eq!(
+            sys.files.get(Path::new("/boot/new")).map(Vec::as_slice),
+            Some(&b"data"[..])
+        );
+        let e = sys
+            .open(
+                Path::new("/boot/new"),
+                std::fs::OpenOptions::new().write(true).create_new(true),
+            )
+            .unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EEXIST));
+        let dir = sys
+            .open(Path::new("/boot"), std::fs::OpenOptions::new().read(true))
+            .unwrap();
+        sys.flock_exclusive(&dir).unwrap();
+        sys.open(
+            Path::new("/boot/new"),
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_DIRECT | libc::O_EXCL),
+        )
+        .unwrap();
+        sys.rename(Path::new("/boot/new"), Path::new("/boot/old"))
+            .unwrap();
+        assert!(sys.files.contains_key(Path::new("/boot/old")));
+        assert_eq!(
+            sys.calls,
+            [
+                "open /boot/new write,create",
+                "fsync /boot/new",
+                "open /boot/new write,create-new",
+                "open /boot",
+                "flock /boot",
+                "open /boot/new write,direct,excl",
+                "rename /boot/new /boot/old",
             ]
         );
     }

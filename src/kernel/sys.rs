@@ -76,6 +76,9 @@ pub trait Sys {
     ) -> io::Result<()>;
     /// umount2(2).
     fn umount(&mut self, target: &Path, flags: MntFlags) -> io::Result<()>;
+    /// mount(2) with `MS_REMOUNT | flags` and no source, type or data: the
+    /// mount on `target` (symlinks followed) changes its flags.
+    fn remount(&mut self, target: &Path, flags: MsFlags) -> io::Result<()>;
     /// statvfs(2): whether the filesystem at `path` is mounted read-only.
     fn is_read_only(&mut self, path: &Path) -> io::Result<bool>;
     /// statfs(2): the filesystem type (`f_type`, a magic number) at `path`.
@@ -149,6 +152,14 @@ pub trait Sys {
     fn fibmap(&mut self, file: &File, logical: u32) -> io::Result<u32>;
     /// FIGETBSZ: see [`figetbsz`].
     fn figetbsz(&mut self, file: &File) -> io::Result<u32>;
+    /// rename(2): `from` replaces `to` (on one filesystem).
+    fn rename(&mut self, from: &Path, to: &Path) -> io::Result<()>;
+    /// fsync(2) of `file` (a file or a directory opened with [`Sys::open`]):
+    /// its data and metadata are durable when it returns.
+    fn fsync(&mut self, file: &File) -> io::Result<()>;
+    /// fdatasync(2) of `file`: its data (for a block device: its dirty pages
+    /// and a cache flush) is durable when it returns.
+    fn fdatasync(&mut self, file: &File) -> io::Result<()>;
 }
 
 /// statfs(2) `f_type` of tmpfs and ramfs (include/uapi/linux/magic.h).
@@ -760,6 +771,18 @@ impl Sys for Real {
         nix::mount::umount2(target, flags).map_err(nix_err)
     }
 
+    fn remount(&mut self, target: &Path, flags: MsFlags) -> io::Result<()> {
+        log::debug!("remount {} flags {flags:?}", target.display());
+        nix::mount::mount(
+            None::<&str>,
+            target,
+            None::<&str>,
+            MsFlags::MS_REMOUNT | flags,
+            None::<&str>,
+        )
+        .map_err(nix_err)
+    }
+
     fn is_read_only(&mut self, path: &Path) -> io::Result<bool> {
         nix::sys::statvfs::statvfs(path)
             .map(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
@@ -998,6 +1021,19 @@ impl Sys for Real {
 
     fn figetbsz(&mut self, file: &File) -> io::Result<u32> {
         figetbsz(file)
+    }
+
+    fn rename(&mut self, from: &Path, to: &Path) -> io::Result<()> {
+        log::debug!("rename {} {}", from.display(), to.display());
+        std::fs::rename(from, to)
+    }
+
+    fn fsync(&mut self, file: &File) -> io::Result<()> {
+        file.sync_all()
+    }
+
+    fn fdatasync(&mut self, file: &File) -> io::Result<()> {
+        file.sync_data()
     }
 }
 

@@ -6,6 +6,7 @@
 
 use crate::config::{BootStateConfig, Config};
 use crate::disk::devices::Resolved;
+use crate::kernel::sys::Sys;
 use crate::state::decision::{DecideCtx, DecideError, Decision, Line, Outcome, Source};
 use crate::state::{
     Backend, BootStatus, CheckError, Checked, CommitError, Entry, KeyError, Mark, MarkError,
@@ -71,10 +72,16 @@ pub struct Fake {
     trial: Option<Slot>,
 }
 
-fn open(config: &Config, _: &Resolved, mount_dir: &Path) -> Result<Box<dyn Backend>, OpenError> {
+fn open(
+    sys: &mut dyn Sys,
+    config: &Config,
+    _: &Resolved,
+    mount_dir: &Path,
+) -> Result<Box<dyn Backend>, OpenError> {
     let cfg = table(&config.bootstate)?;
     let file = mount_dir.join("fake-state");
-    let text = std::fs::read_to_string(&file).unwrap_or_default();
+    let bytes = sys.read_file(&file).ok().flatten().unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes);
     let mut words = text.split_whitespace();
     let committed = words
         .next()
@@ -90,10 +97,13 @@ fn open(config: &Config, _: &Resolved, mount_dir: &Path) -> Result<Box<dyn Backe
 }
 
 impl Fake {
-    fn save(&self) -> Result<(), String> {
+    fn save(&self, sys: &mut dyn Sys) -> Result<(), String> {
         let trial = self.trial.map_or("-", |s| s.letter());
-        std::fs::write(&self.file, format!("{} {trial}\n", self.committed))
-            .map_err(|e| e.to_string())
+        sys.write_file(
+            &self.file,
+            format!("{} {trial}\n", self.committed).as_bytes(),
+        )
+        .map_err(|e| e.to_string())
     }
 }
 
@@ -115,10 +125,10 @@ impl Backend for Fake {
         }
     }
 
-    fn decide(&mut self, ctx: &DecideCtx) -> Result<Outcome, DecideError> {
+    fn decide(&mut self, sys: &mut dyn Sys, ctx: &DecideCtx) -> Result<Outcome, DecideError> {
         // The tryboot flag is one-shot: the firmware boots the trial once.
         let slot = self.trial.take().unwrap_or(self.committed);
-        self.save().map_err(|e| DecideError::State(e.into()))?;
+        self.save(sys).map_err(|e| DecideError::State(e.into()))?;
         let source = if ctx.usable(slot) {
             Source::Bootloader
         } else {
@@ -132,14 +142,20 @@ impl Backend for Fake {
         })
     }
 
-    fn commit_good(&mut self, slot: Slot) -> Result<bool, CommitError> {
+    fn commit_good(&mut self, sys: &mut dyn Sys, slot: Slot) -> Result<bool, CommitError> {
         self.committed = slot;
-        self.save()
+        self.save(sys)
             .map(|()| true)
             .map_err(|message| CommitError { slot, message })
     }
 
-    fn mark(&mut self, how: Mark, slot: Slot, _force: bool) -> Result<String, MarkError> {
+    fn mark(
+        &mut self,
+        sys: &mut dyn Sys,
+        how: Mark,
+        slot: Slot,
+        _force: bool,
+    ) -> Result<String, MarkError> {
         match how {
             Mark::Good => self.committed = slot,
             Mark::Active => self.trial = Some(slot),
@@ -150,7 +166,7 @@ impl Backend for Fake {
             }
             Mark::Bad => self.trial = None,
         }
-        self.save().map_err(MarkError::Write)?;
+        self.save(sys).map_err(MarkError::Write)?;
         Ok(format!("slot {slot} marked {}", how.verb()))
     }
 
@@ -166,5 +182,5 @@ impl Backend for Fake {
         }
     }
 
-    fn close(self: Box<Self>) {}
+    fn close(self: Box<Self>, _: &mut dyn Sys) {}
 }

@@ -24,6 +24,7 @@ pub mod uboot;
 
 use crate::config::{BootStateConfig, Config, ConfigError, BACKEND_NONE};
 use crate::disk::devices::Resolved;
+use crate::kernel::sys::Sys;
 use crate::types::Slot;
 use decision::{DecideCtx, DecideError, Outcome};
 use serde::{Deserialize, Serialize};
@@ -44,8 +45,8 @@ pub struct Entry {
     pub check: fn(&BootStateConfig) -> Result<Checked, CheckError>,
     /// Every key the backend's keys may be (for the lenient parse).
     pub reference: fn() -> toml::Table,
-    /// Opens the store. `resolved` are the layout's partitions; `mount_dir`
-    /// is where a backend may mount one.
+    /// Opens the store through `sys`. `resolved` are the layout's
+    /// partitions; `mount_dir` is where a backend may mount one.
     pub open: OpenFn,
     /// This boot's decision when the store could not be opened.
     pub unavailable: fn(&BootStateConfig, &DecideCtx) -> Result<Outcome, DecideError>,
@@ -57,11 +58,18 @@ pub struct Entry {
     pub devices: fn(&BootStateConfig) -> Vec<String>,
 }
 
-/// How a backend opens: the config, the layout's partitions, a directory to
-/// mount on.
-pub type OpenFn = fn(&Config, &Resolved, &Path) -> Result<Box<dyn Backend>, OpenError>;
+/// How a backend opens: the kernel, the config, the layout's partitions, a
+/// directory to mount on.
+pub type OpenFn =
+    fn(&mut dyn Sys, &Config, &Resolved, &Path) -> Result<Box<dyn Backend>, OpenError>;
 
 /// What a boot-state backend does, for the init's state stage and the CLI.
+///
+/// The methods that touch the medium take the kernel (`sys`) as an argument
+/// rather than the backend keeping it: PID 1 interleaves the backend's calls
+/// with the other stages' on the one [`Sys`] of the boot, the host tests
+/// then read one recorded sequence of calls, and no backend holds a borrow
+/// across stages.
 pub trait Backend {
     fn name(&self) -> &'static str;
     /// Where the state lives, its health and error, and per-slot state: the
@@ -70,16 +78,22 @@ pub trait Backend {
     /// This boot's slot, committed durably before it returns where the
     /// backend counts; a write that fails never lets a trial boot uncounted
     /// when another slot is known good.
-    fn decide(&mut self, ctx: &DecideCtx) -> Result<Outcome, DecideError>;
+    fn decide(&mut self, sys: &mut dyn Sys, ctx: &DecideCtx) -> Result<Outcome, DecideError>;
     /// `commit = "on-mount"`: the slot mounted and has an init. Ok(false):
     /// nothing to commit (no usable state).
-    fn commit_good(&mut self, slot: Slot) -> Result<bool, CommitError>;
+    fn commit_good(&mut self, sys: &mut dyn Sys, slot: Slot) -> Result<bool, CommitError>;
     /// `mark-good`, `mark-bad`, `mark-active`: the line to print.
-    fn mark(&mut self, how: Mark, slot: Slot, force: bool) -> Result<String, MarkError>;
+    fn mark(
+        &mut self,
+        sys: &mut dyn Sys,
+        how: Mark,
+        slot: Slot,
+        force: bool,
+    ) -> Result<String, MarkError>;
     /// Trial or committed, and what is left of the trial, for `status`.
     fn status(&self, booted: Option<Slot>) -> BootStatus;
     /// Undoes what open did (a mount).
-    fn close(self: Box<Self>);
+    fn close(self: Box<Self>, sys: &mut dyn Sys);
 }
 
 /// The store's state as recorded in the handoff and shown by `status`.
@@ -275,18 +289,27 @@ pub fn parse(text: &str, path: &str) -> Result<(Config, Checked), ConfigError> {
 }
 
 /// Reads and checks `path`; a missing file is the defaults.
-pub fn load(path: &Path) -> Result<(Config, Checked), ConfigError> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => parse(&text, &path.display().to_string()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+pub fn load(sys: &mut dyn Sys, path: &Path) -> Result<(Config, Checked), ConfigError> {
+    let read_error = |source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    };
+    match sys.read_file(path) {
+        Ok(Some(bytes)) => {
+            let text = String::from_utf8(bytes).map_err(|_| {
+                read_error(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "stream did not contain valid UTF-8",
+                ))
+            })?;
+            parse(&text, &path.display().to_string())
+        }
+        Ok(None) => {
             let config = Config::default();
             let checked = check(&config).map_err(|e| located(e, "", "defaults"))?;
             Ok((config, checked))
         }
-        Err(source) => Err(ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        }),
+        Err(source) => Err(read_error(source)),
     }
 }
 
@@ -330,17 +353,19 @@ fn located(e: CheckError, text: &str, path: &str) -> ConfigError {
     }
 }
 
-/// Opens the configured backend; None for backend "none".
+/// Opens the configured backend through `sys`; None for backend "none".
 pub fn open(
+    sys: &mut dyn Sys,
     config: &Config,
     resolved: &Resolved,
     mount_dir: &Path,
 ) -> Result<Option<Box<dyn Backend>>, OpenError> {
-    open_with(BACKENDS, config, resolved, mount_dir)
+    open_with(BACKENDS, sys, config, resolved, mount_dir)
 }
 
 pub fn open_with(
     backends: &[Entry],
+    sys: &mut dyn Sys,
     config: &Config,
     resolved: &Resolved,
     mount_dir: &Path,
@@ -350,7 +375,7 @@ pub fn open_with(
         return Ok(None);
     }
     let entry = entry(backends, &config.bootstate.backend)?;
-    (entry.open)(config, resolved, mount_dir).map(Some)
+    (entry.open)(sys, config, resolved, mount_dir).map(Some)
 }
 
 /// How the bootloader names the slots on the cmdline, for the `rauc` slot
@@ -397,6 +422,7 @@ pub fn boot_devices(config: &Config) -> Vec<String> {
 mod tests {
     use super::decision::{Decision, Hint, Line, Problem, Source};
     use super::*;
+    use crate::kernel::sys::Real;
 
     /// A second backend is its module and this one line.
     const REGISTRY: &[Entry] = &[uboot::BACKEND, fake::BACKEND];
@@ -423,7 +449,9 @@ mod tests {
     }
 
     fn open_uboot(dir: &Path, config: &Config) -> Box<dyn Backend> {
-        open(config, &Resolved::default(), dir).unwrap().unwrap()
+        open(&mut Real, config, &Resolved::default(), dir)
+            .unwrap()
+            .unwrap()
     }
 
     #[test]
@@ -438,7 +466,7 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert!(open(&c, &Resolved::default(), dir.path()).is_err());
+        assert!(open(&mut Real, &c, &Resolved::default(), dir.path()).is_err());
         // Registered: checked, opened and used through the trait alone.
         check_with(REGISTRY, &c.bootstate).unwrap();
         let bad = config("[bootstate]\nbackend = \"fake\"\n[bootstate.fake]\ncomitted = \"b\"\n");
@@ -446,11 +474,11 @@ mod tests {
             check_with(REGISTRY, &bad.bootstate),
             Err(CheckError::Key(_))
         ));
-        let mut b = open_with(REGISTRY, &c, &Resolved::default(), dir.path())
+        let mut b = open_with(REGISTRY, &mut Real, &c, &Resolved::default(), dir.path())
             .unwrap()
             .unwrap();
         assert_eq!(b.name(), "fake");
-        let out = b.decide(&ctx(None, &[])).unwrap();
+        let out = b.decide(&mut Real, &ctx(None, &[])).unwrap();
         assert_eq!(
             out.decision,
             Decision {
@@ -459,21 +487,26 @@ mod tests {
             }
         );
         assert_eq!(
-            b.mark(Mark::Active, Slot::A, false).unwrap(),
+            b.mark(&mut Real, Mark::Active, Slot::A, false).unwrap(),
             "slot a marked active"
         );
         assert_eq!(
-            b.mark(Mark::Bad, Slot::B, false).unwrap_err().kind(),
+            b.mark(&mut Real, Mark::Bad, Slot::B, false)
+                .unwrap_err()
+                .kind(),
             "mark-refused"
         );
-        b.close();
+        b.close(&mut Real);
         // The trial is armed on the medium; the next boot tries it once.
-        let mut b = open_with(REGISTRY, &c, &Resolved::default(), dir.path())
+        let mut b = open_with(REGISTRY, &mut Real, &c, &Resolved::default(), dir.path())
             .unwrap()
             .unwrap();
-        assert_eq!(b.decide(&ctx(None, &[])).unwrap().decision.slot, Slot::A);
+        assert_eq!(
+            b.decide(&mut Real, &ctx(None, &[])).unwrap().decision.slot,
+            Slot::A
+        );
         assert_eq!(b.status(Some(Slot::A)).boot, "trial");
-        assert!(b.commit_good(Slot::A).unwrap());
+        assert!(b.commit_good(&mut Real, Slot::A).unwrap());
         assert_eq!(b.status(Some(Slot::A)).boot, "committed");
         assert_eq!(b.record().order, ["a"]);
     }
@@ -482,7 +515,7 @@ mod tests {
     fn backend_none_opens_nothing_and_follows_the_bootloader() {
         let c = config("[bootstate]\nbackend = \"none\"\n");
         let dir = tempfile::tempdir().unwrap();
-        assert!(open(&c, &Resolved::default(), dir.path())
+        assert!(open(&mut Real, &c, &Resolved::default(), dir.path())
             .unwrap()
             .is_none());
         assert!(bootloader_decides(&c));
@@ -553,7 +586,7 @@ mod tests {
         let mut b = open_uboot(dir.path(), &c);
         assert_eq!(b.name(), "uboot-env");
         assert_eq!(b.record().health, "no environment yet");
-        let out = b.decide(&ctx(None, &[])).unwrap();
+        let out = b.decide(&mut Real, &ctx(None, &[])).unwrap();
         assert_eq!(
             out.decision,
             Decision {
@@ -567,7 +600,7 @@ mod tests {
             .iter()
             .any(|l| matches!(l, Line::Note(n) if n.starts_with("boot state committed"))));
         // Committed before decide returned: a fresh open reads the count.
-        b.close();
+        b.close(&mut Real);
         let mut b = open_uboot(dir.path(), &c);
         assert_eq!(b.record().left, [("A".into(), 2), ("B".into(), 3)]);
         assert_eq!(
@@ -577,22 +610,56 @@ mod tests {
                 attempts_left: Some(2)
             }
         );
-        assert!(b.commit_good(Slot::A).unwrap());
+        assert!(b.commit_good(&mut Real, Slot::A).unwrap());
         assert_eq!(b.status(Some(Slot::A)).boot, "committed");
-        let line = b.mark(Mark::Active, Slot::B, false).unwrap();
+        let line = b.mark(&mut Real, Mark::Active, Slot::B, false).unwrap();
         assert!(line.starts_with("slot b (B) marked active"), "{line}");
         assert_eq!(b.record().order, ["B", "A"]);
-        let line = b.mark(Mark::Good, Slot::B, false).unwrap();
+        let line = b.mark(&mut Real, Mark::Good, Slot::B, false).unwrap();
         assert!(line.contains("marked good"), "{line}");
-        b.mark(Mark::Bad, Slot::A, false).unwrap();
-        let refused = b.mark(Mark::Bad, Slot::B, false).unwrap_err();
+        b.mark(&mut Real, Mark::Bad, Slot::A, false).unwrap();
+        let refused = b.mark(&mut Real, Mark::Bad, Slot::B, false).unwrap_err();
         assert_eq!(refused.kind(), "mark-refused");
-        b.close();
+        b.close(&mut Real);
         let b = open_uboot(dir.path(), &c);
         assert_eq!(b.record().order, ["B"]);
         assert_eq!(b.status(Some(Slot::B)).boot, "committed");
         assert_eq!(b.status(None).boot, "unknown");
-        b.close();
+        b.close(&mut Real);
+    }
+
+    /// The writers' lock held by another writer (a second `slotinit
+    /// mark-*`, the init): the mark says so by its kind and writes nothing.
+    #[test]
+    fn uboot_backend_mark_under_a_held_lock_is_bootstate_locked() {
+        let mut sys = crate::kernel::fake::Fake {
+            errno: vec![("flock /boot".into(), libc::EWOULDBLOCK)],
+            ..Default::default()
+        };
+        sys.dirs.insert("/boot".into());
+        let c = config("[bootstate.uboot-env]\nfw_env = [\"/boot/uboot.env 0x0 0x4000\"]\n");
+        let mut b = open(&mut sys, &c, &Resolved::default(), Path::new("/mnt"))
+            .unwrap()
+            .unwrap();
+        let err = b.mark(&mut sys, Mark::Active, Slot::B, false).unwrap_err();
+        assert!(matches!(err, MarkError::Locked(_)), "{err}");
+        assert_eq!(err.kind(), "bootstate-locked");
+        assert!(
+            err.to_string().contains("locked by another writer"),
+            "{err}"
+        );
+        assert!(sys.position("flock /boot").is_some());
+        assert!(
+            sys.calls.iter().all(|c| !c.contains("write")),
+            "{:?}",
+            sys.calls
+        );
+        assert!(!sys.files.contains_key(Path::new("/boot/uboot.env")));
+        // Once the other writer is gone, the same mark writes.
+        sys.errno.clear();
+        b.mark(&mut sys, Mark::Active, Slot::B, false).unwrap();
+        b.close(&mut sys);
+        assert!(sys.files.contains_key(Path::new("/boot/uboot.env")));
     }
 
     #[test]
@@ -603,15 +670,15 @@ mod tests {
         let c = uboot_config(dir.path(), "");
         let mut b = open_uboot(dir.path(), &c);
         assert!(b.record().error.is_some());
-        let err = b.mark(Mark::Good, Slot::A, false).unwrap_err();
+        let err = b.mark(&mut Real, Mark::Good, Slot::A, false).unwrap_err();
         assert!(matches!(err, MarkError::Unusable(_)), "{err}");
         assert_eq!(err.kind(), "bootstate-unusable");
         // commit on mount has nothing to commit, and writes nothing.
-        assert!(!b.commit_good(Slot::A).unwrap());
+        assert!(!b.commit_good(&mut Real, Slot::A).unwrap());
         assert_eq!(std::fs::read(&file).unwrap(), vec![0x55u8; 0x4000]);
         // --force writes a fresh state (the env is slotinit's).
-        b.mark(Mark::Active, Slot::B, true).unwrap();
-        b.close();
+        b.mark(&mut Real, Mark::Active, Slot::B, true).unwrap();
+        b.close(&mut Real);
         let b = open_uboot(dir.path(), &c);
         assert_eq!(b.record().order, ["B", "A"]);
     }
@@ -620,9 +687,14 @@ mod tests {
     fn the_store_that_cannot_be_opened_has_a_kind() {
         let dir = tempfile::tempdir().unwrap();
         // Files on a layout member that was not found.
-        let err = open(&Config::default(), &Resolved::default(), dir.path())
-            .err()
-            .unwrap();
+        let err = open(
+            &mut Real,
+            &Config::default(),
+            &Resolved::default(),
+            dir.path(),
+        )
+        .err()
+        .unwrap();
         assert_eq!(err.kind(), "bootstate-unavailable");
         assert!(
             crate::types::error_chain(&err).contains("no bootconfig partition"),

@@ -72,50 +72,19 @@ fn ask(kind: SourceKind, f: &Facts) -> Option<Hint> {
         SourceKind::Rauc => f.rauc_key,
         SourceKind::Root => "root",
         SourceKind::Android => "androidboot.slot_suffix",
-        SourceKind::Devicetree => "",
+        SourceKind::Devicetree => return from_devicetree(f),
     };
-    let raw = match kind {
-        SourceKind::Devicetree => None,
-        _ => match single(f, key) {
-            Ok(raw) => raw,
-            Err(conflict) => return Some(conflict),
-        },
+    let raw = match single(f, key) {
+        Ok(raw) => raw?,
+        Err(conflict) => return Some(conflict),
     };
     match kind {
-        SourceKind::Rauc => {
-            let raw = raw?;
-            Some(Hint {
-                slot: f.names.slot(raw),
-                source: format!("{}={raw:?}", f.rauc_key),
-            })
-        }
-        SourceKind::Root => {
-            let raw = raw?;
-            let r = if let Some(label) = raw.strip_prefix("PARTLABEL=") {
-                PartRef::Name(label.to_string())
-            } else if let Some(uuid) = raw.strip_prefix("PARTUUID=") {
-                PartRef::Uuid(uuid.to_ascii_lowercase())
-            } else if raw.starts_with("/dev/") {
-                PartRef::Device(raw.to_string())
-            } else {
-                // UUID=, LABEL=: filesystem ids, identical on both slots.
-                return Some(Hint {
-                    slot: None,
-                    source: format!(
-                        "root={raw} (only PARTLABEL=, PARTUUID= or /dev/ tell slots apart)"
-                    ),
-                });
-            };
-            let slot = Slot::ALL
-                .into_iter()
-                .find(|s| f.resolved.system(*s).is_some_and(|p| matches(&r, p)));
-            Some(Hint {
-                slot,
-                source: format!("root={raw}"),
-            })
-        }
+        SourceKind::Rauc => Some(Hint {
+            slot: f.names.slot(raw),
+            source: format!("{}={raw:?}", f.rauc_key),
+        }),
+        SourceKind::Root => Some(from_root(raw, f)),
         SourceKind::Android => {
-            let raw = raw?;
             let slot = match raw {
                 "_a" => Some(Slot::A),
                 "_b" => Some(Slot::B),
@@ -126,27 +95,55 @@ fn ask(kind: SourceKind, f: &Facts) -> Option<Hint> {
                 source: format!("androidboot.slot_suffix={raw}"),
             })
         }
-        SourceKind::Devicetree => {
-            let number = f.dt_partition?;
-            // The firmware names the partition it loaded the kernel from: a boot
-            // partition, or a system partition on layouts that boot from it.
-            let slot = Slot::ALL.into_iter().find(|s| {
-                f.resolved.boot(*s).is_some_and(|p| p.number == number)
-                    && f.resolved
-                        .boot(s.other())
-                        .is_none_or(|p| p.number != number)
-            });
-            let slot = slot.or_else(|| {
-                Slot::ALL
-                    .into_iter()
-                    .find(|s| f.resolved.system(*s).is_some_and(|p| p.number == number))
-            });
-            Some(Hint {
-                slot,
-                source: format!("device-tree boot partition {number}"),
-            })
-        }
+        // Answered above, from the device tree, not the cmdline.
+        SourceKind::Devicetree => None,
     }
+}
+
+/// `root=`: the system partition it names.
+fn from_root(raw: &str, f: &Facts) -> Hint {
+    let r = if let Some(label) = raw.strip_prefix("PARTLABEL=") {
+        PartRef::Name(label.to_string())
+    } else if let Some(uuid) = raw.strip_prefix("PARTUUID=") {
+        PartRef::Uuid(uuid.to_ascii_lowercase())
+    } else if raw.starts_with("/dev/") {
+        PartRef::Device(raw.to_string())
+    } else {
+        // UUID=, LABEL=: filesystem ids, identical on both slots.
+        return Hint {
+            slot: None,
+            source: format!("root={raw} (only PARTLABEL=, PARTUUID= or /dev/ tell slots apart)"),
+        };
+    };
+    let slot = Slot::ALL
+        .into_iter()
+        .find(|s| f.resolved.system(*s).is_some_and(|p| matches(&r, p)));
+    Hint {
+        slot,
+        source: format!("root={raw}"),
+    }
+}
+
+/// The partition the Raspberry Pi firmware says it booted from.
+fn from_devicetree(f: &Facts) -> Option<Hint> {
+    let number = f.dt_partition?;
+    // The firmware names the partition it loaded the kernel from: a boot
+    // partition, or a system partition on layouts that boot from it.
+    let slot = Slot::ALL.into_iter().find(|s| {
+        f.resolved.boot(*s).is_some_and(|p| p.number == number)
+            && f.resolved
+                .boot(s.other())
+                .is_none_or(|p| p.number != number)
+    });
+    let slot = slot.or_else(|| {
+        Slot::ALL
+            .into_iter()
+            .find(|s| f.resolved.system(*s).is_some_and(|p| p.number == number))
+    });
+    Some(Hint {
+        slot,
+        source: format!("device-tree boot partition {number}"),
+    })
 }
 
 /// The device tree's u32 cell, big-endian.

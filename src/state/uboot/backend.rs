@@ -8,6 +8,7 @@ use super::rauc::{self, Bootnames, Change, State};
 use super::store::{self, Contents, Store};
 use crate::config::Config;
 use crate::disk::devices::Resolved;
+use crate::kernel::sys::Sys;
 use crate::state::decision::{DecideCtx, DecideError, Line, Outcome, Problem};
 use crate::state::{
     Backend, BootStatus, CheckError, CommitError, Mark, MarkError, OpenError, Record,
@@ -25,12 +26,14 @@ pub struct UbootEnv {
 
 /// The registry's `open`.
 pub(super) fn open(
+    sys: &mut dyn Sys,
     config: &Config,
     resolved: &Resolved,
     mount_dir: &Path,
 ) -> Result<Box<dyn Backend>, OpenError> {
     let parsed = UbootEnvConfig::from_bootstate(&config.bootstate).map_err(super::check_error)?;
     Ok(Box::new(UbootEnv::open(
+        sys,
         parsed.config,
         resolved,
         mount_dir,
@@ -39,6 +42,7 @@ pub(super) fn open(
 
 impl UbootEnv {
     pub fn open(
+        sys: &mut dyn Sys,
         config: UbootEnvConfig,
         resolved: &Resolved,
         mount_dir: &Path,
@@ -47,7 +51,7 @@ impl UbootEnv {
         let names = config.bootnames().map_err(invalid)?;
         let rauc = config.rauc().map_err(invalid)?;
         let partition = store::member(resolved, &config.partition);
-        let store = store::open(&config, partition, mount_dir)
+        let store = store::open(sys, &config, partition, mount_dir)
             .map_err(|e| OpenError::Backend(Box::new(e)))?;
         Ok(UbootEnv {
             config,
@@ -72,7 +76,7 @@ impl Backend for UbootEnv {
         self.store.record()
     }
 
-    fn decide(&mut self, ctx: &DecideCtx) -> Result<Outcome, DecideError> {
+    fn decide(&mut self, sys: &mut dyn Sys, ctx: &DecideCtx) -> Result<Outcome, DecideError> {
         let state = self.store.state(&self.config);
         // What the medium holds now: the fallback if this boot's count cannot be
         // written. A fresh store holds nothing.
@@ -96,10 +100,10 @@ impl Backend for UbootEnv {
         let store = &mut self.store;
         let written = match &outcome.state {
             Some(new) => store
-                .commit(new, outcome.fallback.as_deref())
+                .commit(sys, new, outcome.fallback.as_deref())
                 .map(|()| true)
                 .map_err(|e| error_chain(&e)),
-            None => store.repair().map_err(|e| error_chain(&e)),
+            None => store.repair(sys).map_err(|e| error_chain(&e)),
         };
         // Store::commit takes the new state as its contents once it is on the
         // medium; what fails after that (repairing the other copy) loses no count.
@@ -127,7 +131,7 @@ impl Backend for UbootEnv {
         })
     }
 
-    fn commit_good(&mut self, slot: Slot) -> Result<bool, CommitError> {
+    fn commit_good(&mut self, sys: &mut dyn Sys, slot: Slot) -> Result<bool, CommitError> {
         let Some(state) = self.store.state(&self.config) else {
             return Ok(false);
         };
@@ -135,14 +139,20 @@ impl Backend for UbootEnv {
             .map_err(|e| e.to_string())
             .and_then(|m| {
                 self.store
-                    .commit(&m.state, None)
+                    .commit(sys, &m.state, None)
                     .map_err(|e| error_chain(&e))
             })
             .map(|()| true)
             .map_err(|message| CommitError { slot, message })
     }
 
-    fn mark(&mut self, how: Mark, slot: Slot, force: bool) -> Result<String, MarkError> {
+    fn mark(
+        &mut self,
+        sys: &mut dyn Sys,
+        how: Mark,
+        slot: Slot,
+        force: bool,
+    ) -> Result<String, MarkError> {
         let (rauc, store) = (&self.rauc, &mut self.store);
         let overwrite = matches!(store.contents, Contents::Unusable(_)) && force;
         let state = match (&store.contents, force) {
@@ -196,22 +206,11 @@ impl Backend for UbootEnv {
         // Over an unusable store, on top of the bootloader's own variables (the
         // last valid copy or bootstate.base_env), never in their place.
         let written = if overwrite {
-            store.force_commit(&marked.state)
+            store.force_commit(sys, &marked.state)
         } else {
-            store.commit(&marked.state, None)
+            store.commit(sys, &marked.state, None)
         };
-        written.map_err(|e| {
-            let message = error_chain(&e);
-            match &e {
-                store::CommitError::Store(EnvStoreError::Locked { .. }) => {
-                    MarkError::Locked(message)
-                }
-                store::CommitError::Store(EnvStoreError::AllCorrupt) => {
-                    MarkError::Unusable(message)
-                }
-                _ => MarkError::Write(message),
-            }
-        })?;
+        written.map_err(|e| mark_error(&e))?;
         Ok(format!(
             "slot {slot} ({name}) marked {verb}: BOOT_ORDER=\"{}\" {}",
             order_text(&marked.state),
@@ -239,8 +238,18 @@ impl Backend for UbootEnv {
         }
     }
 
-    fn close(self: Box<Self>) {
-        self.store.close();
+    fn close(self: Box<Self>, sys: &mut dyn Sys) {
+        self.store.close(sys);
+    }
+}
+
+/// A mark's failed write, by what stopped it.
+fn mark_error(e: &store::CommitError) -> MarkError {
+    let message = error_chain(e);
+    match e {
+        store::CommitError::Store(EnvStoreError::Locked { .. }) => MarkError::Locked(message),
+        store::CommitError::Store(EnvStoreError::AllCorrupt) => MarkError::Unusable(message),
+        _ => MarkError::Write(message),
     }
 }
 

@@ -280,48 +280,7 @@ impl UbootEnvConfig {
     fn validate(&self, at: &dyn Fn(&str) -> &'static str) -> Result<(), UbootConfigError> {
         use UbootConfigError as E;
         if self.fw_env.is_empty() {
-            if !MEMBERS.contains(&self.partition.as_str()) {
-                return Err(E::NotAMember {
-                    at: at("partition"),
-                    partition: self.partition.clone(),
-                });
-            }
-            if self.raw_offsets.len() > 2 {
-                return Err(E::RawOffsets {
-                    at: at("raw_offsets"),
-                });
-            }
-            if self.raw_offsets.is_empty() && !(1..=2).contains(&self.files.len()) {
-                return Err(E::Files { at: at("files") });
-            }
-            for f in &self.files {
-                if f.is_empty() || f.starts_with('/') || f.split('/').any(|c| c == "..") {
-                    return Err(E::FileNotRelative {
-                        at: at("files"),
-                        file: f.clone(),
-                    });
-                }
-            }
-            // FAT names are case-insensitive; "./a" is "a".
-            let norm = |f: &str| f.trim_start_matches("./").to_ascii_lowercase();
-            if let [a, b] = self.files.as_slice() {
-                if self.raw_offsets.is_empty() && norm(a) == norm(b) {
-                    return Err(E::SameFile {
-                        at: at("files"),
-                        file: a.clone(),
-                    });
-                }
-            }
-            if let [a, b] = self.raw_offsets.as_slice() {
-                if fwenv::overlaps(*a, *b, self.size) {
-                    return Err(E::Overlap {
-                        at: at("raw_offsets"),
-                        a: *a,
-                        b: *b,
-                        size: self.size,
-                    });
-                }
-            }
+            self.validate_partition(at)?;
         } else {
             fwenv::parse(&self.fw_env.join("\n")).map_err(|error| E::FwEnv {
                 at: at("fw_env"),
@@ -364,6 +323,58 @@ impl UbootEnvConfig {
         }
         if self.attempts == 0 || self.attempts_primary == 0 {
             return Err(E::Attempts { at: at("attempts") });
+        }
+        Ok(())
+    }
+
+    /// The env on a layout partition (files, or raw offsets), without
+    /// fw_env lines.
+    fn validate_partition(
+        &self,
+        at: &dyn Fn(&str) -> &'static str,
+    ) -> Result<(), UbootConfigError> {
+        use UbootConfigError as E;
+        if !MEMBERS.contains(&self.partition.as_str()) {
+            return Err(E::NotAMember {
+                at: at("partition"),
+                partition: self.partition.clone(),
+            });
+        }
+        if self.raw_offsets.len() > 2 {
+            return Err(E::RawOffsets {
+                at: at("raw_offsets"),
+            });
+        }
+        if self.raw_offsets.is_empty() && !(1..=2).contains(&self.files.len()) {
+            return Err(E::Files { at: at("files") });
+        }
+        for f in &self.files {
+            if f.is_empty() || f.starts_with('/') || f.split('/').any(|c| c == "..") {
+                return Err(E::FileNotRelative {
+                    at: at("files"),
+                    file: f.clone(),
+                });
+            }
+        }
+        // FAT names are case-insensitive; "./a" is "a".
+        let norm = |f: &str| f.trim_start_matches("./").to_ascii_lowercase();
+        if let [a, b] = self.files.as_slice() {
+            if self.raw_offsets.is_empty() && norm(a) == norm(b) {
+                return Err(E::SameFile {
+                    at: at("files"),
+                    file: a.clone(),
+                });
+            }
+        }
+        if let [a, b] = self.raw_offsets.as_slice() {
+            if fwenv::overlaps(*a, *b, self.size) {
+                return Err(E::Overlap {
+                    at: at("raw_offsets"),
+                    a: *a,
+                    b: *b,
+                    size: self.size,
+                });
+            }
         }
         Ok(())
     }

@@ -43,7 +43,6 @@ pub struct Outcome {
 
 /// Decides the slot. Fails only when no slot is left to try in this boot.
 pub fn decide(inputs: &Inputs) -> Result<Outcome, DecideError> {
-    let usable = |slot: Slot| !inputs.failed.iter().any(|(s, _)| *s == slot);
     let mut out = Outcome {
         decision: Decision {
             slot: inputs.default_slot,
@@ -55,30 +54,13 @@ pub fn decide(inputs: &Inputs) -> Result<Outcome, DecideError> {
         notes: Vec::new(),
         errors: Vec::new(),
     };
-    let mut state = inputs.state.cloned();
-    for (slot, why) in inputs.failed {
-        let reason = format!("slot {slot} failed to boot: {why}");
-        if let Some(st) = &mut state {
-            if let Ok(m) = rauc::mark_bad(st, inputs.names.of(*slot)) {
-                *st = m.state;
-            }
-            out.notes.push(format!("{reason}; marked bad"));
-        }
-        out.fallback = Some(reason);
-    }
-    if !Slot::ALL.iter().any(|s| usable(*s)) {
+    let state = failed_marked_bad(inputs, &mut out);
+    if !Slot::ALL.iter().any(|s| usable(inputs, *s)) {
         return Err(DecideError::BothFailed);
     }
-    let fallback_source = |source| {
-        if inputs.failed.is_empty() {
-            source
-        } else {
-            Source::Fallback
-        }
-    };
 
     if let Some(slot) = inputs.override_slot {
-        if usable(slot) {
+        if usable(inputs, slot) {
             out.notes.push(format!(
                 "slotinit.slot={slot} overrides; counters untouched"
             ));
@@ -92,148 +74,199 @@ pub fn decide(inputs: &Inputs) -> Result<Outcome, DecideError> {
     }
 
     let state_known = state.is_some();
-    let Some(mut st) = state.or_else(|| {
+    let Some(st) = state.or_else(|| {
         // No store: only the bootloader's word or the default can decide.
         (inputs.counter == Counter::Bootloader).then(|| State {
             order: Vec::new(),
             left: Default::default(),
         })
     }) else {
-        let slot = if usable(inputs.default_slot) {
-            inputs.default_slot
-        } else {
-            inputs.default_slot.other()
-        };
         out.decision = Decision {
-            slot,
-            source: fallback_source(Source::Default),
+            slot: default_or_other(inputs),
+            source: fallback_source(inputs, Source::Default),
         };
         return Ok(out);
     };
 
     match inputs.counter {
-        Counter::Init => {
-            // A slot that used up its attempts leaves BOOT_ORDER, so the record
-            // says it was given up (RAUC's script only skips it), unless it is
-            // the last one: then the reset below gives every slot a new chance.
-            if st.order.is_empty() {
-                // The script's `setenv BOOT_ORDER "A B"`. Only a slot that
-                // failed in this boot empties the order here (reading makes an
-                // empty one the default), and that slot stays out.
-                st.order = inputs
-                    .config
-                    .slots
-                    .iter()
-                    .filter(|n| inputs.names.exact(n).is_none_or(usable))
-                    .cloned()
-                    .collect();
-            }
-            let walk = st.walk(inputs.config);
-            let bootable = walk.iter().filter(|s| st.left(s) > 0).count();
-            if bootable > 0 {
-                for name in walk {
-                    if st.left(&name) == 0 {
-                        if let Ok(m) = rauc::mark_bad(&st, &name) {
-                            st = m.state;
-                        }
-                        let reason = format!("slot {name} used up its boot attempts");
-                        out.notes.push(format!("{reason}; removed from BOOT_ORDER"));
-                        out.fallback = Some(reason);
-                    }
-                }
-            }
-            let mut choice = rauc::choose_and_decrement(&st, inputs.config)
-                .map_err(|e| DecideError::State(Box::new(e)))?;
-            if let Chosen::Exhausted { .. } = choice.how {
-                out.errors.push(Problem::Exhausted(choice.to_string()));
-            } else {
-                out.notes.push(choice.to_string());
-            }
-            // After a reset the first slot may be one that already failed now.
-            // Bounded: each pass takes one failed slot out, and one slot is usable.
-            for _ in 0..Slot::ALL.len() {
-                let Some(slot) = inputs
-                    .names
-                    .slot(choice.slot.as_str())
-                    .filter(|s| !usable(*s))
-                else {
-                    break;
-                };
-                let bad = rauc::mark_bad(&choice.state, inputs.names.of(slot))
-                    .map_err(|e| DecideError::State(Box::new(e)))?;
-                choice = rauc::choose_and_decrement(&bad.state, inputs.config)
-                    .map_err(|e| DecideError::State(Box::new(e)))?;
-            }
-            let slot = inputs
-                .names
-                .slot(choice.slot.as_str())
-                .ok_or_else(|| DecideError::UnknownSlot(choice.slot.to_string()))?;
-            out.decision = Decision {
-                slot,
-                source: fallback_source(Source::Counters),
-            };
-            out.state = changed(inputs.state, Some(choice.state));
-            out.counted = out.state.is_some();
-        }
-        Counter::Bootloader => {
-            let named = match inputs.hint {
-                None => {
-                    if state_known {
-                        out.errors.push(Problem::NoHint);
-                    } else {
-                        out.notes.push(Problem::NoHint.to_string());
-                    }
-                    None
-                }
-                Some(Hint { slot: None, source }) => {
-                    out.errors.push(Problem::HintNamesNoSlot {
-                        hint: source.clone(),
-                    });
-                    None
-                }
-                // The slot sources already logged what they found.
-                Some(Hint {
-                    slot: Some(slot), ..
-                }) => Some(*slot),
-            };
-            // Without a store there is no order: the default slot follows.
-            let walk = if state_known {
-                st.walk(inputs.config)
-            } else {
-                Vec::new()
-            };
-            let refused = named.filter(|s| state_known && !walk.contains(inputs.names.of(*s)));
-            if let Some(slot) = refused {
-                out.errors.push(Problem::RefusedBad { slot });
-            }
-            let slot = named
-                .filter(|s| usable(*s) && refused != Some(*s))
-                .or_else(|| {
-                    walk.iter()
-                        .filter_map(|n| inputs.names.exact(n))
-                        .find(|s| usable(*s))
-                })
-                .unwrap_or(if usable(inputs.default_slot) {
-                    inputs.default_slot
-                } else {
-                    inputs.default_slot.other()
-                });
-            let source = if Some(slot) == named {
-                Source::Bootloader
-            } else if named.is_some() || !inputs.failed.is_empty() {
-                Source::Fallback
-            } else if state_known {
-                Source::Counters
-            } else {
-                Source::Default
-            };
-            out.decision = Decision { slot, source };
-            if state_known {
-                out.state = changed(inputs.state, Some(st));
-            }
-        }
+        Counter::Init => by_counters(inputs, st, &mut out)?,
+        Counter::Bootloader => by_bootloader(inputs, st, state_known, &mut out),
     }
     Ok(out)
+}
+
+/// Whether `slot` has not failed in this boot.
+fn usable(inputs: &Inputs, slot: Slot) -> bool {
+    !inputs.failed.iter().any(|(s, _)| *s == slot)
+}
+
+/// `source`, or [`Source::Fallback`] once a slot failed in this boot.
+fn fallback_source(inputs: &Inputs, source: Source) -> Source {
+    if inputs.failed.is_empty() {
+        source
+    } else {
+        Source::Fallback
+    }
+}
+
+/// The default slot, or the other one if the default failed in this boot.
+fn default_or_other(inputs: &Inputs) -> Slot {
+    if usable(inputs, inputs.default_slot) {
+        inputs.default_slot
+    } else {
+        inputs.default_slot.other()
+    }
+}
+
+/// The stored state with the slots that failed in this boot marked bad; the
+/// last failure is the fallback reason.
+fn failed_marked_bad(inputs: &Inputs, out: &mut Outcome) -> Option<State> {
+    let mut state = inputs.state.cloned();
+    for (slot, why) in inputs.failed {
+        let reason = format!("slot {slot} failed to boot: {why}");
+        if let Some(st) = &mut state {
+            if let Ok(m) = rauc::mark_bad(st, inputs.names.of(*slot)) {
+                *st = m.state;
+            }
+            out.notes.push(format!("{reason}; marked bad"));
+        }
+        out.fallback = Some(reason);
+    }
+    state
+}
+
+/// `counter = "init"`: RAUC's boot script run here, this boot's attempt
+/// counted in the new state.
+fn by_counters(inputs: &Inputs, mut st: State, out: &mut Outcome) -> Result<(), DecideError> {
+    drop_used_up(inputs, &mut st, out);
+    let mut choice = rauc::choose_and_decrement(&st, inputs.config)
+        .map_err(|e| DecideError::State(Box::new(e)))?;
+    if let Chosen::Exhausted { .. } = choice.how {
+        out.errors.push(Problem::Exhausted(choice.to_string()));
+    } else {
+        out.notes.push(choice.to_string());
+    }
+    // After a reset the first slot may be one that already failed now.
+    // Bounded: each pass takes one failed slot out, and one slot is usable.
+    for _ in 0..Slot::ALL.len() {
+        let Some(slot) = inputs
+            .names
+            .slot(choice.slot.as_str())
+            .filter(|s| !usable(inputs, *s))
+        else {
+            break;
+        };
+        let bad = rauc::mark_bad(&choice.state, inputs.names.of(slot))
+            .map_err(|e| DecideError::State(Box::new(e)))?;
+        choice = rauc::choose_and_decrement(&bad.state, inputs.config)
+            .map_err(|e| DecideError::State(Box::new(e)))?;
+    }
+    let slot = inputs
+        .names
+        .slot(choice.slot.as_str())
+        .ok_or_else(|| DecideError::UnknownSlot(choice.slot.to_string()))?;
+    out.decision = Decision {
+        slot,
+        source: fallback_source(inputs, Source::Counters),
+    };
+    out.state = changed(inputs.state, Some(choice.state));
+    out.counted = out.state.is_some();
+    Ok(())
+}
+
+/// A slot that used up its attempts leaves BOOT_ORDER, so the record says it
+/// was given up (RAUC's script only skips it), unless it is the last one:
+/// then the reset in `choose_and_decrement` gives every slot a new chance.
+fn drop_used_up(inputs: &Inputs, st: &mut State, out: &mut Outcome) {
+    if st.order.is_empty() {
+        // The script's `setenv BOOT_ORDER "A B"`. Only a slot that
+        // failed in this boot empties the order here (reading makes an
+        // empty one the default), and that slot stays out.
+        st.order = inputs
+            .config
+            .slots
+            .iter()
+            .filter(|n| inputs.names.exact(n).is_none_or(|s| usable(inputs, s)))
+            .cloned()
+            .collect();
+    }
+    let walk = st.walk(inputs.config);
+    let bootable = walk.iter().filter(|s| st.left(s) > 0).count();
+    if bootable == 0 {
+        return;
+    }
+    for name in walk {
+        if st.left(&name) == 0 {
+            if let Ok(m) = rauc::mark_bad(st, &name) {
+                *st = m.state;
+            }
+            let reason = format!("slot {name} used up its boot attempts");
+            out.notes.push(format!("{reason}; removed from BOOT_ORDER"));
+            out.fallback = Some(reason);
+        }
+    }
+}
+
+/// `counter = "bootloader"` (or no store): the slot the bootloader says it
+/// booted, unless the state knows it as bad or it failed in this boot.
+fn by_bootloader(inputs: &Inputs, st: State, state_known: bool, out: &mut Outcome) {
+    let named = named_by_hint(inputs, state_known, out);
+    // Without a store there is no order: the default slot follows.
+    let walk = if state_known {
+        st.walk(inputs.config)
+    } else {
+        Vec::new()
+    };
+    let refused = named.filter(|s| state_known && !walk.contains(inputs.names.of(*s)));
+    if let Some(slot) = refused {
+        out.errors.push(Problem::RefusedBad { slot });
+    }
+    let slot = named
+        .filter(|s| usable(inputs, *s) && refused != Some(*s))
+        .or_else(|| {
+            walk.iter()
+                .filter_map(|n| inputs.names.exact(n))
+                .find(|s| usable(inputs, *s))
+        })
+        .unwrap_or(default_or_other(inputs));
+    let source = if Some(slot) == named {
+        Source::Bootloader
+    } else if named.is_some() || !inputs.failed.is_empty() {
+        Source::Fallback
+    } else if state_known {
+        Source::Counters
+    } else {
+        Source::Default
+    };
+    out.decision = Decision { slot, source };
+    if state_known {
+        out.state = changed(inputs.state, Some(st));
+    }
+}
+
+/// The slot the hint names; a missing hint or one naming no slot is a
+/// problem (only a note without a store).
+fn named_by_hint(inputs: &Inputs, state_known: bool, out: &mut Outcome) -> Option<Slot> {
+    match inputs.hint {
+        None => {
+            if state_known {
+                out.errors.push(Problem::NoHint);
+            } else {
+                out.notes.push(Problem::NoHint.to_string());
+            }
+            None
+        }
+        Some(Hint { slot: None, source }) => {
+            out.errors.push(Problem::HintNamesNoSlot {
+                hint: source.clone(),
+            });
+            None
+        }
+        // The slot sources already logged what they found.
+        Some(Hint {
+            slot: Some(slot), ..
+        }) => Some(*slot),
+    }
 }
 
 /// What boots when the state of a counted boot ([`Outcome::counted`]) could

@@ -66,16 +66,23 @@
 //! reads every copy back through the filesystem.
 //!
 //! MTD flash (character devices, erase before write) is not supported.
+//!
+//! Every kernel call goes through [`Sys`] (the opens, with O_DIRECT and
+//! O_EXCL for the device, flock, statfs, FIBMAP/FIGETBSZ, fsync, rename,
+//! unlink); reads and writes then use the File that [`Sys::open`] returned.
+//! [`load`], [`store`] and [`read_config`] are [`load_with`], [`store_with`]
+//! and [`read_config_with`] on the real kernel, for callers outside the init
+//! and the CLI (the interoperability tests).
 
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, SeekFrom, Write};
-use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
-use nix::fcntl::{Flock, FlockArg};
 
+use crate::kernel::sys::{enoent, errno_of, FileKind, Real, Sys};
 use crate::state::uboot::envblock::{self, CopyIndex, Env, EnvError, Header, Layout};
 use crate::state::uboot::fwenv::{self, FwEnvConfig, FwEnvError};
 
@@ -380,11 +387,27 @@ impl EnvLocation {
     }
 }
 
-/// Reads and parses `fw_env.config`.
+/// [`read_config_with`] on the real kernel, for the tools and tests that
+/// read an `fw_env.config` of their own.
 pub fn read_config(path: &Path) -> Result<FwEnvConfig, EnvStoreError> {
-    let text = fs::read_to_string(path).map_err(|source| EnvStoreError::ReadConfig {
+    read_config_with(&mut Real, path)
+}
+
+/// Reads and parses `fw_env.config`.
+pub fn read_config_with(sys: &mut dyn Sys, path: &Path) -> Result<FwEnvConfig, EnvStoreError> {
+    let read_error = |source| EnvStoreError::ReadConfig {
         path: path.to_owned(),
         source,
+    };
+    let bytes = sys
+        .read_file(path)
+        .and_then(|bytes| bytes.ok_or_else(enoent))
+        .map_err(read_error)?;
+    let text = String::from_utf8(bytes).map_err(|_| {
+        read_error(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "stream did not contain valid UTF-8",
+        ))
     })?;
     fwenv::parse(&text).map_err(|source| EnvStoreError::ParseConfig {
         path: path.to_owned(),
@@ -536,6 +559,12 @@ pub enum IfAllCorrupt {
     Overwrite,
 }
 
+/// [`load_with`] on the real kernel (the tools and tests outside the init
+/// and the CLI).
+pub fn load(location: &EnvLocation) -> Result<LoadedEnv, EnvStoreError> {
+    load_with(&mut Real, location)
+}
+
 /// Reads and judges every copy.
 ///
 /// I/O errors other than a missing file are errors: they say nothing about
@@ -546,8 +575,8 @@ pub enum IfAllCorrupt {
 /// the other layout (a single-copy `uboot.env` where the config names a pair,
 /// or the reverse) is [`EnvStoreError::WrongLayout`]: that env is the
 /// bootloader's, and the config must change before anything is written.
-pub fn load(location: &EnvLocation) -> Result<LoadedEnv, EnvStoreError> {
-    let raws = read_all(location)?;
+pub fn load_with(sys: &mut dyn Sys, location: &EnvLocation) -> Result<LoadedEnv, EnvStoreError> {
+    let raws = read_all(sys, location)?;
     let loaded = judge(location, raws);
     if let Health::AllCorrupt { faults } = &loaded.health {
         if let Some(CopyFault::OtherLayout {
@@ -579,12 +608,12 @@ fn check_size(size: usize) -> Result<(), EnvStoreError> {
     }
 }
 
-fn read_all(location: &EnvLocation) -> Result<Vec<Raw>, EnvStoreError> {
+fn read_all(sys: &mut dyn Sys, location: &EnvLocation) -> Result<Vec<Raw>, EnvStoreError> {
     check_size(location.size)?;
     let raws = location
         .copies()
         .into_iter()
-        .map(|(_, copy)| read_copy(location.medium, copy, location.size))
+        .map(|(_, copy)| read_copy(sys, location.medium, copy, location.size))
         .collect::<Result<Vec<Raw>, EnvStoreError>>()?;
     // Offsets from the end are only known now, with the medium's length;
     // writing one copy must never touch the other.
@@ -741,9 +770,14 @@ fn judge_copy(copy: &CopyLocation, raw: &Raw, size: usize, layout: Layout) -> Ju
     }
 }
 
-fn read_copy(medium: Medium, copy: &CopyLocation, size: usize) -> Result<Raw, EnvStoreError> {
+fn read_copy(
+    sys: &mut dyn Sys,
+    medium: Medium,
+    copy: &CopyLocation,
+    size: usize,
+) -> Result<Raw, EnvStoreError> {
     let path = &copy.path;
-    let file = match File::open(path) {
+    let file = match sys.open(path, OpenOptions::new().read(true)) {
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound && medium == Medium::File => {
             return Ok(Raw::Missing)
@@ -820,13 +854,25 @@ fn resolve_offset(offset: i64, len: u64, path: &Path) -> Result<u64, EnvStoreErr
 /// `previous` must come from [`load`] (or an earlier [`store`]) of the same
 /// `location`; it decides which copy is written and with which flags, and
 /// everything must still look as it did then.
+pub fn store_with(
+    sys: &mut dyn Sys,
+    location: &EnvLocation,
+    env: &Env,
+    previous: &LoadedEnv,
+    if_all_corrupt: IfAllCorrupt,
+) -> Result<LoadedEnv, EnvStoreError> {
+    plan(sys, location, env, previous, if_all_corrupt)?.write(sys, location)
+}
+
+/// [`store_with`] on the real kernel (the tools and tests outside the init
+/// and the CLI).
 pub fn store(
     location: &EnvLocation,
     env: &Env,
     previous: &LoadedEnv,
     if_all_corrupt: IfAllCorrupt,
 ) -> Result<LoadedEnv, EnvStoreError> {
-    plan(location, env, previous, if_all_corrupt)?.write(location)
+    store_with(&mut Real, location, env, previous, if_all_corrupt)
 }
 
 /// A [`store`] decided and checked but not yet made: the copy to write, the
@@ -839,12 +885,14 @@ pub struct Planned {
     block: Vec<u8>,
     header: Header,
     now: Vec<Raw>,
-    lock: Option<Flock<File>>,
+    /// The file holding the writers' flock; closing it lets go.
+    lock: Option<File>,
 }
 
 /// The first half of [`store`]: encodes `env` for the copy to write, takes the
 /// writers' lock and checks that nothing changed since `previous` was loaded.
 pub fn plan(
+    sys: &mut dyn Sys,
     location: &EnvLocation,
     env: &Env,
     previous: &LoadedEnv,
@@ -867,8 +915,8 @@ pub fn plan(
         }
     })?;
 
-    let lock = lock(location)?;
-    let now = read_all(location)?;
+    let lock = lock(sys, location)?;
+    let now = read_all(sys, location)?;
     for ((_, c), (seen, current)) in location
         .copies()
         .into_iter()
@@ -926,7 +974,11 @@ impl Planned {
     }
 
     /// The second half of [`store`]: writes the copy and syncs it.
-    pub fn write(self, location: &EnvLocation) -> Result<LoadedEnv, EnvStoreError> {
+    pub fn write(
+        self,
+        sys: &mut dyn Sys,
+        location: &EnvLocation,
+    ) -> Result<LoadedEnv, EnvStoreError> {
         let copy = location.copy(self.target);
         let now = &self.now;
         let (len, offset) = if location.medium == Medium::File
@@ -935,12 +987,13 @@ impl Planned {
             && now
                 .first()
                 .is_none_or(|raw| holds_only_env(raw, location.size))
-            && !(on_fat(&copy.path) && now.first().is_some_and(|raw| is_full(raw, location.size)))
+            && !(on_fat(sys, &copy.path)
+                && now.first().is_some_and(|raw| is_full(raw, location.size)))
         {
-            replace_file(&copy.path, &self.block)?;
+            replace_file(sys, &copy.path, &self.block)?;
             (self.block.len() as u64, 0)
         } else {
-            write_in_place(location.medium, copy, &self.block)?
+            write_in_place(sys, location.medium, copy, &self.block)?
         };
         let mut raws = self.now;
         if let Some(slot) = raws.get_mut(self.target.index()) {
@@ -957,8 +1010,12 @@ impl Planned {
     /// re-reads every copy and returns the new state, or
     /// [`EnvStoreError::NotWritten`] when the copy does not hold the block
     /// ([`EnvStoreError::Changed`] when another copy changed meanwhile).
-    pub fn confirm(self, location: &EnvLocation) -> Result<LoadedEnv, EnvStoreError> {
-        let raws = read_all(location)?;
+    pub fn confirm(
+        self,
+        sys: &mut dyn Sys,
+        location: &EnvLocation,
+    ) -> Result<LoadedEnv, EnvStoreError> {
+        let raws = read_all(sys, location)?;
         for ((index, c), (before, after)) in location
             .copies()
             .into_iter()
@@ -1000,11 +1057,14 @@ fn target_of(previous: &LoadedEnv) -> (CopyIndex, Header) {
     }
 }
 
+/// statfs(2) `f_type` of vfat and msdos (include/uapi/linux/magic.h).
+pub const MSDOS_SUPER_MAGIC: i64 = 0x4d44;
+
 /// True when `path` lies on a FAT filesystem (vfat/msdos), where a rename over
 /// an existing file is not crash-safe (see the module docs).
-pub fn on_fat(path: &Path) -> bool {
-    nix::sys::statfs::statfs(&parent_dir(path))
-        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::MSDOS_SUPER_MAGIC)
+pub fn on_fat(sys: &mut dyn Sys, path: &Path) -> bool {
+    sys.statfs_type(&parent_dir(path))
+        .is_ok_and(|t| t == MSDOS_SUPER_MAGIC)
 }
 
 /// The copy is there at its full size (so an in-place write keeps its clusters).
@@ -1022,25 +1082,27 @@ fn holds_only_env(raw: &Raw, size: usize) -> bool {
 }
 
 /// Exclusive, non-blocking lock serializing slotinit writers (see module docs).
-fn lock(location: &EnvLocation) -> Result<Flock<File>, EnvStoreError> {
+fn lock(sys: &mut dyn Sys, location: &EnvLocation) -> Result<File, EnvStoreError> {
     let path = match location.medium {
         Medium::Device => location.first.path.clone(),
         Medium::File => parent_dir(&location.first.path),
     };
-    let file = File::open(&path).map_err(|source| EnvStoreError::Open {
-        path: path.clone(),
-        source,
-    })?;
-    Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
-        if errno == Errno::EWOULDBLOCK {
-            EnvStoreError::Locked { path }
-        } else {
-            EnvStoreError::Lock {
+    let file = sys
+        .open(&path, OpenOptions::new().read(true))
+        .map_err(|source| EnvStoreError::Open {
+            path: path.clone(),
+            source,
+        })?;
+    match sys.flock_exclusive(&file) {
+        Ok(()) => Ok(file),
+        Err(e) => match errno_of(&e) {
+            Errno::EWOULDBLOCK => Err(EnvStoreError::Locked { path }),
+            errno => Err(EnvStoreError::Lock {
                 path,
                 source: errno,
-            }
-        }
-    })
+            }),
+        },
+    }
 }
 
 fn parent_dir(path: &Path) -> PathBuf {
@@ -1053,6 +1115,7 @@ fn parent_dir(path: &Path) -> PathBuf {
 /// Overwrites one copy where it is, then syncs it; returns the medium's
 /// length and the resolved offset.
 fn write_in_place(
+    sys: &mut dyn Sys,
     medium: Medium,
     copy: &CopyLocation,
     block: &[u8],
@@ -1060,16 +1123,18 @@ fn write_in_place(
     let path = &copy.path;
     let mut options = OpenOptions::new();
     options.write(true);
-    let created = medium == Medium::File && !path.exists();
+    let created = medium == Medium::File && !sys.exists(path);
     if medium == Medium::File {
         // A redundant copy that was missing is created; a device never is, so
         // a device node that has not appeared yet cannot turn into a file.
         options.create(true).mode(0o644);
     }
-    let file = options.open(path).map_err(|source| EnvStoreError::Open {
-        path: path.clone(),
-        source,
-    })?;
+    let file = sys
+        .open(path, &options)
+        .map_err(|source| EnvStoreError::Open {
+            path: path.clone(),
+            source,
+        })?;
     reject_char_device(&file, path)?;
     let len = medium_len(&file, path)?;
     let offset = resolve_offset(copy.offset, len, path)?;
@@ -1086,64 +1151,74 @@ fn write_in_place(
     // On a block device only the data matters (fdatasync); a file's size and
     // allocation are metadata that must be durable too (fsync).
     let synced = if is_block_device {
-        file.sync_data()
+        sys.fdatasync(&file)
     } else {
-        file.sync_all()
+        sys.fsync(&file)
     };
     synced.map_err(|source| EnvStoreError::Sync {
         path: path.clone(),
         source,
     })?;
     if created {
-        sync_dir(&parent_dir(path))?;
+        sync_dir(sys, &parent_dir(path))?;
     }
     // Writing past the end of a file grows it.
     Ok((len.max(offset + block.len() as u64), offset))
 }
 
 /// Temp file, fsync, rename over `path`, fsync the directory.
-fn replace_file(path: &Path, block: &[u8]) -> Result<(), EnvStoreError> {
+fn replace_file(sys: &mut dyn Sys, path: &Path, block: &[u8]) -> Result<(), EnvStoreError> {
     // Replace what a symlink points to, not the link, as libubootenv's realpath does.
-    let target = fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+    let target = sys.canonicalize(path).unwrap_or_else(|_| path.to_owned());
     let dir = parent_dir(&target);
     let name = target
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let temp = dir.join(format!(".{name}.slotinit-tmp"));
-    let mode = fs::metadata(&target)
-        .map(|m| m.permissions().mode() & 0o7777)
-        .unwrap_or(0o644);
+    // The canonical target is no symlink, so lstat says what stat would; a
+    // target that did not resolve (missing, dangling) gets the default.
+    let mode = sys
+        .lstat(&target)
+        .ok()
+        .filter(|st| st.kind != FileKind::Symlink)
+        .map_or(0o644, |st| st.mode);
 
     // A temp file left by a power cut during an earlier store is stale.
-    match fs::remove_file(&temp) {
+    match sys.remove_file(&temp) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(source) => {
             return Err(EnvStoreError::CreateTemp { path: temp, source });
         }
     }
-    let result = write_temp(&temp, block, mode).and_then(|()| {
-        fs::rename(&temp, &target).map_err(|source| EnvStoreError::Rename {
-            from: temp.clone(),
-            to: target.clone(),
-            source,
-        })
+    let result = write_temp(sys, &temp, block, mode).and_then(|()| {
+        sys.rename(&temp, &target)
+            .map_err(|source| EnvStoreError::Rename {
+                from: temp.clone(),
+                to: target.clone(),
+                source,
+            })
     });
     if result.is_err() {
         // Best effort: the env itself is untouched, only litter remains.
-        let _ = fs::remove_file(&temp);
+        let _ = sys.remove_file(&temp);
     }
     result?;
-    sync_dir(&dir)
+    sync_dir(sys, &dir)
 }
 
-fn write_temp(temp: &Path, block: &[u8], mode: u32) -> Result<(), EnvStoreError> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(temp)
+fn write_temp(
+    sys: &mut dyn Sys,
+    temp: &Path,
+    block: &[u8],
+    mode: u32,
+) -> Result<(), EnvStoreError> {
+    let mut file = sys
+        .open(
+            temp,
+            OpenOptions::new().write(true).create_new(true).mode(mode),
+        )
         .map_err(|source| EnvStoreError::CreateTemp {
             path: temp.to_owned(),
             source,
@@ -1154,7 +1229,7 @@ fn write_temp(temp: &Path, block: &[u8], mode: u32) -> Result<(), EnvStoreError>
             offset: 0,
             source,
         })?;
-    file.sync_all().map_err(|source| EnvStoreError::Sync {
+    sys.fsync(&file).map_err(|source| EnvStoreError::Sync {
         path: temp.to_owned(),
         source,
     })
@@ -1232,7 +1307,7 @@ pub fn first_difference(raw: &[u8], expected: &[u8]) -> Option<u64> {
 
 /// Maps the first `len` bytes of the file at `path` to its device with
 /// FIBMAP (needs CAP_SYS_RAWIO and a filesystem with bmap, as vfat has).
-pub fn map_file(path: &Path, len: u64) -> Result<Vec<Extent>, EnvStoreError> {
+pub fn map_file(sys: &mut dyn Sys, path: &Path, len: u64) -> Result<Vec<Extent>, EnvStoreError> {
     let map_err = |source| EnvStoreError::Map {
         path: path.to_owned(),
         source,
@@ -1241,11 +1316,13 @@ pub fn map_file(path: &Path, len: u64) -> Result<Vec<Extent>, EnvStoreError> {
         path: path.to_owned(),
         source,
     };
-    let file = File::open(path).map_err(|source| EnvStoreError::Open {
-        path: path.to_owned(),
-        source,
-    })?;
-    let block_size = crate::kernel::sys::figetbsz(&file).map_err(map_err)?;
+    let file = sys
+        .open(path, OpenOptions::new().read(true))
+        .map_err(|source| EnvStoreError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+    let block_size = sys.figetbsz(&file).map_err(map_err)?;
     if block_size < 512 || !block_size.is_power_of_two() {
         return Err(unmappable(ExtentError::BlockSize(block_size)));
     }
@@ -1255,7 +1332,7 @@ pub fn map_file(path: &Path, len: u64) -> Result<Vec<Extent>, EnvStoreError> {
     for logical in 0..count {
         let logical = u32::try_from(logical)
             .map_err(|_| map_err(io::Error::from_raw_os_error(libc::EFBIG)))?;
-        physical.push(crate::kernel::sys::fibmap(&file, logical).map_err(map_err)?);
+        physical.push(sys.fibmap(&file, logical).map_err(map_err)?);
     }
     extents(block_size, &physical, len).map_err(unmappable)
 }
@@ -1291,7 +1368,7 @@ impl Aligned {
 /// page, stale after the filesystem wrote the same sectors, is read or
 /// written back around ours. `write` opens it O_RDWR|O_EXCL, which fails
 /// with EBUSY while any filesystem on it is mounted (open(2)).
-pub fn open_device(path: &Path, write: bool) -> Result<File, EnvStoreError> {
+pub fn open_device(sys: &mut dyn Sys, path: &Path, write: bool) -> Result<File, EnvStoreError> {
     let mut options = OpenOptions::new();
     options.read(true);
     let mut flags = libc::O_DIRECT;
@@ -1299,9 +1376,7 @@ pub fn open_device(path: &Path, write: bool) -> Result<File, EnvStoreError> {
         options.write(true);
         flags |= libc::O_EXCL;
     }
-    options
-        .custom_flags(flags)
-        .open(path)
+    sys.open(path, options.custom_flags(flags))
         .map_err(|source| EnvStoreError::Open {
             path: path.to_owned(),
             source,
@@ -1358,6 +1433,7 @@ pub fn check_extents(
 /// syncs it: fdatasync on a block device writes its dirty pages and sends a
 /// cache flush (block/fops.c `blkdev_fsync`).
 pub fn write_extents(
+    sys: &mut dyn Sys,
     device: &File,
     device_path: &Path,
     extents: &[Extent],
@@ -1377,7 +1453,7 @@ pub fn write_extents(
                 source,
             })?;
     }
-    device.sync_data().map_err(|source| EnvStoreError::Sync {
+    sys.fdatasync(device).map_err(|source| EnvStoreError::Sync {
         path: device_path.to_owned(),
         source,
     })
@@ -1397,9 +1473,9 @@ fn extent_len(e: &Extent, len: usize, device_path: &Path) -> Result<usize, EnvSt
     }
 }
 
-fn sync_dir(dir: &Path) -> Result<(), EnvStoreError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
+fn sync_dir(sys: &mut dyn Sys, dir: &Path) -> Result<(), EnvStoreError> {
+    sys.open(dir, OpenOptions::new().read(true))
+        .and_then(|d| sys.fsync(&d))
         .map_err(|source| EnvStoreError::SyncDir {
             path: dir.to_owned(),
             source,
@@ -1409,7 +1485,9 @@ fn sync_dir(dir: &Path) -> Result<(), EnvStoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nix::fcntl::{Flock, FlockArg};
     use std::fs;
+    use std::os::unix::fs::PermissionsExt;
 
     const SIZE: usize = 0x400;
 
@@ -2091,6 +2169,94 @@ mod tests {
         store(&p.loc, &e, &loaded, IfAllCorrupt::Refuse).unwrap();
     }
 
+    /// A single-copy env file of the full size, replaced on a filesystem
+    /// statfs says is not FAT (temp file, fsync, rename, fsync the
+    /// directory), overwritten on its own clusters on FAT (module docs).
+    #[test]
+    fn statfs_picks_rename_or_in_place_for_a_single_copy_file() {
+        let file = Path::new("/boot/uboot.env");
+        let old = envblock::serialize(&env(&[("n", "1")]), SIZE, Header::Single).unwrap();
+        let new_env = env(&[("n", "2")]);
+        let new = envblock::serialize(&new_env, SIZE, Header::Single).unwrap();
+        let renamed = "rename /boot/.uboot.env.slotinit-tmp /boot/uboot.env";
+        for (fs_type, expected) in [
+            (
+                crate::kernel::sys::TMPFS_MAGIC,
+                &[
+                    "open /boot/.uboot.env.slotinit-tmp write,create-new",
+                    "fsync /boot/.uboot.env.slotinit-tmp",
+                    renamed,
+                    "fsync /boot",
+                ][..],
+            ),
+            (
+                MSDOS_SUPER_MAGIC,
+                &["open /boot/uboot.env write,create", "fsync /boot/uboot.env"][..],
+            ),
+        ] {
+            let mut sys = crate::kernel::fake::Fake {
+                fs_type: Some(fs_type),
+                ..Default::default()
+            };
+            sys.files.insert(file.into(), old.clone());
+            let loc = EnvLocation::single_file(file, SIZE);
+            let loaded = load_with(&mut sys, &loc).unwrap();
+            store_with(&mut sys, &loc, &new_env, &loaded, IfAllCorrupt::Refuse).unwrap();
+            let start = sys.position("flock /boot").unwrap();
+            let written: Vec<&str> = sys.calls[start..]
+                .iter()
+                .map(String::as_str)
+                .filter(|c| {
+                    c.starts_with("rename")
+                        || c.starts_with("fsync")
+                        || (c.starts_with("open") && c.contains("write"))
+                })
+                .collect();
+            assert_eq!(written, expected, "{fs_type:#x}");
+            assert!(sys.position("statfs /boot").is_some());
+            assert_eq!(sys.files.get(file), Some(&new), "{fs_type:#x}");
+            assert!(!sys
+                .files
+                .contains_key(Path::new("/boot/.uboot.env.slotinit-tmp")));
+        }
+    }
+
+    /// A second writer holds the lock: nothing is read back or written.
+    #[test]
+    fn a_held_lock_on_the_fake_is_locked_and_writes_nothing() {
+        let mut sys = crate::kernel::fake::Fake {
+            errno: vec![("flock".into(), libc::EWOULDBLOCK)],
+            ..Default::default()
+        };
+        let e = env(&[("n", "1")]);
+        sys.files
+            .insert("/boot/uboot.env".into(), redundant_block(&e, 1));
+        sys.files
+            .insert("/boot/uboot-redund.env".into(), redundant_block(&e, 2));
+        let loc = EnvLocation::redundant_files("/boot/uboot.env", "/boot/uboot-redund.env", SIZE);
+        let loaded = load_with(&mut sys, &loc).unwrap();
+        let before = sys.calls.len();
+        let err = store_with(&mut sys, &loc, &e, &loaded, IfAllCorrupt::Refuse).unwrap_err();
+        assert!(
+            matches!(&err, EnvStoreError::Locked { path } if path == Path::new("/boot")),
+            "{err}"
+        );
+        assert_eq!(sys.calls[before..], ["open /boot", "flock /boot"]);
+        // Any other flock failure is an error of its own, with its errno.
+        sys.errno = vec![("flock".into(), libc::ENOLCK)];
+        let err = store_with(&mut sys, &loc, &e, &loaded, IfAllCorrupt::Refuse).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                EnvStoreError::Lock {
+                    source: Errno::ENOLCK,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
     #[test]
     fn misuse_is_refused_before_writing() {
         let e = env(&[("n", "1")]);
@@ -2278,7 +2444,7 @@ mod tests {
         }
 
         let new: Vec<u8> = (0..2048).map(|i| (i % 251) as u8).collect();
-        write_extents(&device, &dev_path, &ext, &new).unwrap();
+        write_extents(&mut Real, &device, &dev_path, &ext, &new).unwrap();
         let after = fs::read(&dev_path).unwrap();
         let mut expected = image.clone();
         for (logical, block) in [10usize, 11, 40, 3].into_iter().enumerate() {
@@ -2295,7 +2461,7 @@ mod tests {
             len: 1024,
         }];
         assert!(matches!(
-            write_extents(&device, &dev_path, &beyond, &new),
+            write_extents(&mut Real, &device, &dev_path, &beyond, &new),
             Err(EnvStoreError::Unmappable {
                 source: ExtentError::Beyond {
                     end: 2560,
@@ -2320,7 +2486,7 @@ mod tests {
         let loaded = load(&p.loc).unwrap();
         let new = env(&[("BOOT_ORDER", "B A")]);
 
-        let planned = plan(&p.loc, &new, &loaded, IfAllCorrupt::Refuse).unwrap();
+        let planned = plan(&mut Real, &p.loc, &new, &loaded, IfAllCorrupt::Refuse).unwrap();
         assert_eq!(planned.path(&p.loc), p.b, "the copy that is not current");
         assert_eq!(
             planned.whole_file(&p.loc),
@@ -2329,13 +2495,13 @@ mod tests {
         assert_eq!(planned.block(), redundant_block(&new, 6));
         // Not written: the copy reads back its old bytes.
         assert!(matches!(
-            planned.confirm(&p.loc),
+            planned.confirm(&mut Real, &p.loc),
             Err(EnvStoreError::NotWritten { path }) if path == p.b
         ));
 
-        let planned = plan(&p.loc, &new, &loaded, IfAllCorrupt::Refuse).unwrap();
+        let planned = plan(&mut Real, &p.loc, &new, &loaded, IfAllCorrupt::Refuse).unwrap();
         fs::write(&p.b, planned.block()).unwrap();
-        let confirmed = planned.confirm(&p.loc).unwrap();
+        let confirmed = planned.confirm(&mut Real, &p.loc).unwrap();
         assert_eq!(
             confirmed.health,
             Health::BothGood {
@@ -2346,22 +2512,22 @@ mod tests {
         assert_eq!(confirmed.current_flags(), Some(6));
 
         // The current copy changed meanwhile: not confirmed.
-        let planned = plan(&p.loc, &old, &confirmed, IfAllCorrupt::Refuse).unwrap();
+        let planned = plan(&mut Real, &p.loc, &old, &confirmed, IfAllCorrupt::Refuse).unwrap();
         fs::write(&p.a, planned.block()).unwrap();
         corrupt(&p.b, 20);
         assert!(matches!(
-            planned.confirm(&p.loc),
+            planned.confirm(&mut Real, &p.loc),
             Err(EnvStoreError::Changed { path }) if path == p.b
         ));
 
         // A short or missing copy is no whole file: it takes the filesystem path.
         let short = pair(Some(redundant_block(&old, 5)), Some(vec![0; 100]));
         let loaded = load(&short.loc).unwrap();
-        let planned = plan(&short.loc, &new, &loaded, IfAllCorrupt::Refuse).unwrap();
+        let planned = plan(&mut Real, &short.loc, &new, &loaded, IfAllCorrupt::Refuse).unwrap();
         assert_eq!(planned.whole_file(&short.loc), None);
         let missing = pair(Some(redundant_block(&old, 5)), None);
         let loaded = load(&missing.loc).unwrap();
-        let planned = plan(&missing.loc, &new, &loaded, IfAllCorrupt::Refuse).unwrap();
+        let planned = plan(&mut Real, &missing.loc, &new, &loaded, IfAllCorrupt::Refuse).unwrap();
         assert_eq!(planned.whole_file(&missing.loc), None);
     }
 }

@@ -103,85 +103,16 @@ impl FwEnvConfig {
 pub fn parse(text: &str) -> Result<FwEnvConfig, FwEnvError> {
     let mut entries: Vec<FwEnvEntry> = Vec::new();
     for (index, raw) in text.lines().enumerate() {
-        let line = index + 1;
-        let content = raw.split('#').next().unwrap_or_default();
-        let mut fields = content.split_whitespace();
-        let Some(device) = fields.next() else {
+        let Some(entry) = parse_line(raw, index + 1)? else {
             continue;
         };
-        let offset_text = fields.next().ok_or(FwEnvError::MissingField {
-            line,
-            field: "offset",
-        })?;
-        let size_text = fields.next().ok_or(FwEnvError::MissingField {
-            line,
-            field: "size",
-        })?;
-        let offset = parse_c_integer(offset_text).map_err(|source| FwEnvError::InvalidNumber {
-            line,
-            field: "offset",
-            text: offset_text.to_owned(),
-            source,
-        })?;
-        let size = usize::from_str_radix(strip_hex_prefix(size_text).unwrap_or(size_text), 16)
-            .map_err(|source| FwEnvError::InvalidNumber {
-                line,
-                field: "size",
-                text: size_text.to_owned(),
-                source,
-            })?;
-        if size == 0 {
-            return Err(FwEnvError::ZeroSize { line });
-        }
-        // An absurd size would be allocated by PID 1 (issue 11, item 17).
-        if size > crate::state::uboot::envblock::MAX_SIZE {
-            return Err(FwEnvError::TooLarge { line, size });
-        }
-        let sector_size = fields
-            .next()
-            .map(|t| parse_hex(t, line, "sector size"))
-            .transpose()?;
-        let sectors = fields
-            .next()
-            .map(|t| parse_hex(t, line, "sector count"))
-            .transpose()?;
-        if let Some(extra) = fields.next() {
-            return Err(FwEnvError::ExtraField {
-                line,
-                text: extra.to_owned(),
-            });
-        }
         if let Some(first) = entries.first() {
             if entries.len() >= 2 {
-                return Err(FwEnvError::TooManyEntries { line });
+                return Err(FwEnvError::TooManyEntries { line: entry.line });
             }
-            // libubootenv's check_compatible_devices refuses this too.
-            if first.size != size {
-                return Err(FwEnvError::SizeMismatch {
-                    line,
-                    size,
-                    first: first.size,
-                });
-            }
-            // Writing one copy of a pair must never touch the other: that is
-            // what makes the pair survive a torn write. libubootenv does not
-            // check this; a pair that overlaps loses both copies at once.
-            if first.device.as_os_str() == device && overlaps(first.offset, offset, size) {
-                return Err(FwEnvError::Overlap {
-                    line,
-                    first: first.line,
-                    device: first.device.clone(),
-                });
-            }
+            check_second(first, &entry)?;
         }
-        entries.push(FwEnvEntry {
-            device: PathBuf::from(device),
-            offset,
-            size,
-            sector_size,
-            sectors,
-            line,
-        });
+        entries.push(entry);
     }
     let mut entries = entries.into_iter();
     match (entries.next(), entries.next()) {
@@ -189,6 +120,91 @@ pub fn parse(text: &str) -> Result<FwEnvConfig, FwEnvError> {
         (Some(a), None) => Ok(FwEnvConfig::Single(a)),
         (Some(a), Some(b)) => Ok(FwEnvConfig::Redundant(a, b)),
     }
+}
+
+/// One line (1-based `line`): None when it holds only blanks or a comment.
+fn parse_line(raw: &str, line: usize) -> Result<Option<FwEnvEntry>, FwEnvError> {
+    let content = raw.split('#').next().unwrap_or_default();
+    let mut fields = content.split_whitespace();
+    let Some(device) = fields.next() else {
+        return Ok(None);
+    };
+    let offset_text = fields.next().ok_or(FwEnvError::MissingField {
+        line,
+        field: "offset",
+    })?;
+    let size_text = fields.next().ok_or(FwEnvError::MissingField {
+        line,
+        field: "size",
+    })?;
+    let offset = parse_c_integer(offset_text).map_err(|source| FwEnvError::InvalidNumber {
+        line,
+        field: "offset",
+        text: offset_text.to_owned(),
+        source,
+    })?;
+    let size = usize::from_str_radix(strip_hex_prefix(size_text).unwrap_or(size_text), 16)
+        .map_err(|source| FwEnvError::InvalidNumber {
+            line,
+            field: "size",
+            text: size_text.to_owned(),
+            source,
+        })?;
+    if size == 0 {
+        return Err(FwEnvError::ZeroSize { line });
+    }
+    // An absurd size would be allocated by PID 1 (issue 11, item 17).
+    if size > crate::state::uboot::envblock::MAX_SIZE {
+        return Err(FwEnvError::TooLarge { line, size });
+    }
+    let sector_size = fields
+        .next()
+        .map(|t| parse_hex(t, line, "sector size"))
+        .transpose()?;
+    let sectors = fields
+        .next()
+        .map(|t| parse_hex(t, line, "sector count"))
+        .transpose()?;
+    if let Some(extra) = fields.next() {
+        return Err(FwEnvError::ExtraField {
+            line,
+            text: extra.to_owned(),
+        });
+    }
+    Ok(Some(FwEnvEntry {
+        device: PathBuf::from(device),
+        offset,
+        size,
+        sector_size,
+        sectors,
+        line,
+    }))
+}
+
+/// The second copy of a pair against the first.
+fn check_second(first: &FwEnvEntry, second: &FwEnvEntry) -> Result<(), FwEnvError> {
+    let (line, size) = (second.line, second.size);
+    // libubootenv's check_compatible_devices refuses this too.
+    if first.size != size {
+        return Err(FwEnvError::SizeMismatch {
+            line,
+            size,
+            first: first.size,
+        });
+    }
+    // Writing one copy of a pair must never touch the other: that is
+    // what makes the pair survive a torn write. libubootenv does not
+    // check this; a pair that overlaps loses both copies at once.
+    if first.device.as_os_str() == second.device.as_os_str()
+        && overlaps(first.offset, second.offset, size)
+    {
+        return Err(FwEnvError::Overlap {
+            line,
+            first: first.line,
+            device: first.device.clone(),
+        });
+    }
+    Ok(())
 }
 
 /// True when two copies of `size` bytes at these offsets surely share a byte.

@@ -27,8 +27,13 @@
 //! (issue 11, item 1): it starts from the current valid copy, else from
 //! `bootstate.uboot-env.base_env`, else (an env only slotinit uses,
 //! `bootstate.uboot-env.env_owner = "slotinit"`) from an empty env, and otherwise refuses.
+//!
+//! The store keeps no kernel handle: each call that touches the medium takes
+//! the boot's [`Sys`], so the init's host tests see the mounts, remounts and
+//! writes in order on the recording fake.
 
 use crate::disk::devices::{Partition, Resolved};
+use crate::kernel::sys::{enoent, errno_of, Sys};
 use crate::state::uboot::config::{EnvOwner, UbootEnvConfig};
 use crate::state::uboot::rauc::{self, State};
 
@@ -37,7 +42,7 @@ use crate::state::uboot::envstore::{
     self, EnvLocation, EnvStoreError, Health, IfAllCorrupt, LoadedEnv,
 };
 use crate::state::uboot::fwenv;
-use nix::mount::MsFlags;
+use nix::mount::{MntFlags, MsFlags};
 use std::path::{Path, PathBuf};
 
 /// The variable where slotinit leaves why it last gave up a slot.
@@ -174,6 +179,7 @@ pub fn member<'a>(resolved: &'a Resolved, role: &str) -> Option<&'a Partition> {
 /// Opens the store: mounts the partition on `mount_dir` (files) or uses the
 /// fw_env device lines, then loads and judges the environment.
 pub fn open(
+    sys: &mut dyn Sys,
     config: &UbootEnvConfig,
     partition: Option<&Partition>,
     mount_dir: &Path,
@@ -195,10 +201,10 @@ pub fn open(
         (location, None)
     } else {
         let part = part()?;
-        let already = is_mount_point(mount_dir);
+        let already = is_mount_point(sys, mount_dir);
         if !already {
-            let _ = std::fs::create_dir_all(mount_dir);
-            remount = mount_read_only(part, &config.fstype, mount_dir)?;
+            let _ = sys.create_dir_all(mount_dir);
+            remount = mount_read_only(sys, part, &config.fstype, mount_dir)?;
             device = Some(part.node());
         }
         let files: Vec<PathBuf> = config.files.iter().map(|f| mount_dir.join(f)).collect();
@@ -210,10 +216,10 @@ pub fn open(
         (location, (!already).then(|| mount_dir.to_path_buf()))
     };
     let mut store = Store {
-        loaded: match envstore::load(&location) {
+        loaded: match envstore::load_with(sys, &location) {
             Ok(loaded) => loaded,
             Err(e) => {
-                unmount(mounted.as_deref());
+                unmount(sys, mounted.as_deref());
                 return Err(match e {
                     EnvStoreError::WrongLayout {
                         path,
@@ -254,10 +260,15 @@ const MOUNT_FLAGS: MsFlags = MsFlags::MS_NOATIME
 /// read-write elsewhere already (a booted system's /boot/firmware) cannot be
 /// mounted read-only (the kernel's get_tree_bdev: "would change RO state",
 /// EBUSY); it is dirty anyway, so it is shared read-write as before (false).
-fn mount_read_only(part: &Partition, fstype: &str, dir: &Path) -> Result<bool, OpenError> {
+fn mount_read_only(
+    sys: &mut dyn Sys,
+    part: &Partition,
+    fstype: &str,
+    dir: &Path,
+) -> Result<bool, OpenError> {
     let node = part.node();
-    let mount = |flags: MsFlags| {
-        mount_flags(&node, fstype, dir, flags).map_err(|source| OpenError::Mount {
+    let mut mount = |flags: MsFlags| {
+        mount_flags(sys, &node, fstype, dir, flags).map_err(|source| OpenError::Mount {
             device: node.clone(),
             target: dir.to_path_buf(),
             source,
@@ -273,7 +284,13 @@ fn mount_read_only(part: &Partition, fstype: &str, dir: &Path) -> Result<bool, O
     }
 }
 
-fn mount_flags(node: &Path, fstype: &str, dir: &Path, flags: MsFlags) -> nix::Result<()> {
+fn mount_flags(
+    sys: &mut dyn Sys,
+    node: &Path,
+    fstype: &str,
+    dir: &Path,
+    flags: MsFlags,
+) -> nix::Result<()> {
     log::debug!(
         "mount {} on {} ({})",
         node.display(),
@@ -284,7 +301,8 @@ fn mount_flags(node: &Path, fstype: &str, dir: &Path, flags: MsFlags) -> nix::Re
             "rw"
         }
     );
-    nix::mount::mount(Some(node), dir, Some(fstype), flags, None::<&str>)
+    sys.mount_follow(&node.to_string_lossy(), dir, Some(fstype), flags, None)
+        .map_err(|e| errno_of(&e))
 }
 
 /// The config change that makes the config describe what the medium holds
@@ -374,7 +392,12 @@ impl Store {
 
     /// Writes `state` (and the fallback reason, if any) durably. Refuses when
     /// the store is unusable: a corrupt copy is never overwritten as if good.
-    pub fn commit(&mut self, state: &State, fallback: Option<&str>) -> Result<(), CommitError> {
+    pub fn commit(
+        &mut self,
+        sys: &mut dyn Sys,
+        state: &State,
+        fallback: Option<&str>,
+    ) -> Result<(), CommitError> {
         if let Contents::Unusable(_) = self.contents {
             return Err(CommitError::Store(EnvStoreError::AllCorrupt));
         }
@@ -383,7 +406,7 @@ impl Store {
             Contents::Fresh => IfAllCorrupt::Overwrite,
             _ => IfAllCorrupt::Refuse,
         };
-        self.write_state(state, fallback, mode)
+        self.write_state(sys, state, fallback, mode)
     }
 
     /// `mark-active --force`: writes `state` even over an unusable store,
@@ -391,25 +414,26 @@ impl Store {
     /// RAUC's replaced), else on top of `bootstate.uboot-env.base_env`, else (only
     /// where `bootstate.uboot-env.env_owner = "slotinit"`) alone; otherwise
     /// [`CommitError::NoBaseEnv`] and nothing is written.
-    pub fn force_commit(&mut self, state: &State) -> Result<(), CommitError> {
-        self.write_state(state, None, IfAllCorrupt::Overwrite)
+    pub fn force_commit(&mut self, sys: &mut dyn Sys, state: &State) -> Result<(), CommitError> {
+        self.write_state(sys, state, None, IfAllCorrupt::Overwrite)
     }
 
     fn write_state(
         &mut self,
+        sys: &mut dyn Sys,
         state: &State,
         fallback: Option<&str>,
         mode: IfAllCorrupt,
     ) -> Result<(), CommitError> {
         let mut env = match &self.loaded.env {
             Some(env) => env.clone(),
-            None => self.base()?,
+            None => self.base(sys)?,
         };
         rauc::apply(state, &mut env).map_err(CommitError::State)?;
         if let Some(reason) = fallback {
             let _ = env.set(FALLBACK_VAR, reason);
         }
-        let written = self.write_env(&env, mode);
+        let written = self.write_env(sys, &env, mode);
         // Once the new copy is current, the state is `state` even if the
         // repair of the other copy failed after it.
         if self.loaded.env.as_ref() == Some(&env) {
@@ -423,31 +447,40 @@ impl Store {
     /// fw_printenv and U-Boot, which want both, read it from the first boot.
     /// Each copy goes onto its own sectors where it can ([`Self::write_raw`]),
     /// else through the filesystem, remounted read-write once for both.
-    fn write_env(&mut self, env: &Env, mode: IfAllCorrupt) -> Result<(), CommitError> {
-        if !self.write_raw(env, mode)? {
+    fn write_env(
+        &mut self,
+        sys: &mut dyn Sys,
+        env: &Env,
+        mode: IfAllCorrupt,
+    ) -> Result<(), CommitError> {
+        if !self.write_raw(sys, env, mode)? {
             return self
-                .writable(|store| {
-                    store.loaded = envstore::store(&store.location, env, &store.loaded, mode)
-                        .map_err(CommitError::Store)?;
-                    store.repair_now()
+                .writable(sys, |store, sys| {
+                    store.loaded =
+                        envstore::store_with(sys, &store.location, env, &store.loaded, mode)
+                            .map_err(CommitError::Store)?;
+                    store.repair_now(sys)
                 })
                 .map(drop);
         }
         if let Some(current) = self.loaded.env.clone().filter(|_| self.needs_repair()) {
-            if !self.write_raw(&current, IfAllCorrupt::Refuse)? {
-                self.writable(Self::repair_now)?;
+            if !self.write_raw(sys, &current, IfAllCorrupt::Refuse)? {
+                self.writable(sys, Self::repair_now)?;
             }
         }
         Ok(())
     }
 
     /// What a write starts from when no copy is valid.
-    fn base(&self) -> Result<Env, CommitError> {
+    fn base(&self, sys: &mut dyn Sys) -> Result<Env, CommitError> {
         if let Some(path) = &self.base_env {
-            let text = std::fs::read(path).map_err(|source| CommitError::ReadBaseEnv {
-                path: path.clone(),
-                source,
-            })?;
+            let text = sys
+                .read_file(path)
+                .and_then(|text| text.ok_or_else(enoent))
+                .map_err(|source| CommitError::ReadBaseEnv {
+                    path: path.clone(),
+                    source,
+                })?;
             return envblock::parse_text(&text).map_err(|source| CommitError::ParseBaseEnv {
                 path: path.clone(),
                 source,
@@ -462,11 +495,11 @@ impl Store {
     }
 
     /// Rewrites the current env when one copy of a pair is corrupt.
-    pub fn repair(&mut self) -> Result<bool, CommitError> {
+    pub fn repair(&mut self, sys: &mut dyn Sys) -> Result<bool, CommitError> {
         let Some(env) = self.loaded.env.clone().filter(|_| self.needs_repair()) else {
             return Ok(false);
         };
-        self.write_env(&env, IfAllCorrupt::Refuse)?;
+        self.write_env(sys, &env, IfAllCorrupt::Refuse)?;
         Ok(true)
     }
 
@@ -474,12 +507,18 @@ impl Store {
         matches!(self.loaded.health, Health::OneCorrupt { .. }) && self.loaded.env.is_some()
     }
 
-    fn repair_now(&mut self) -> Result<bool, CommitError> {
+    fn repair_now(&mut self, sys: &mut dyn Sys) -> Result<bool, CommitError> {
         let Some(env) = self.loaded.env.clone().filter(|_| self.needs_repair()) else {
             return Ok(false);
         };
-        self.loaded = envstore::store(&self.location, &env, &self.loaded, IfAllCorrupt::Refuse)
-            .map_err(CommitError::Store)?;
+        self.loaded = envstore::store_with(
+            sys,
+            &self.location,
+            &env,
+            &self.loaded,
+            IfAllCorrupt::Refuse,
+        )
+        .map_err(CommitError::Store)?;
         Ok(true)
     }
 
@@ -489,85 +528,32 @@ impl Store {
     /// partition is mounted read-only as before, and the caller writes
     /// through the filesystem. An error once the write began is a failed
     /// commit: only the copy that is not current was touched.
-    fn write_raw(&mut self, env: &Env, mode: IfAllCorrupt) -> Result<bool, CommitError> {
-        let (Some(dir), Some(device), true) =
-            (self.mounted.clone(), self.device.clone(), self.remount)
-        else {
+    fn write_raw(
+        &mut self,
+        sys: &mut dyn Sys,
+        env: &Env,
+        mode: IfAllCorrupt,
+    ) -> Result<bool, CommitError> {
+        let Some(mut raw) = self.raw_write(sys, env, mode)? else {
             return Ok(false);
-        };
-        let mut planned =
-            envstore::plan(&self.location, env, &self.loaded, mode).map_err(CommitError::Store)?;
-        let Some(current) = planned.whole_file(&self.location).map(<[u8]>::to_vec) else {
-            return Ok(false);
-        };
-        let file = planned.path(&self.location).to_path_buf();
-        if !envstore::on_fat(&file) {
-            return Ok(false);
-        }
-        let fall_back = |e: &dyn std::error::Error| {
-            log::info!(
-                "writing {} through the filesystem: {}",
-                file.display(),
-                crate::types::error_chain(e)
-            );
-        };
-        // Map and check while the filesystem still shows the file.
-        let checked = envstore::map_file(&file, current.len() as u64).and_then(|extents| {
-            let dev = envstore::open_device(&device, false)?;
-            envstore::check_extents(&dev, &device, &file, &extents, &current)?;
-            Ok(extents)
-        });
-        let extents = match checked {
-            Ok(extents) => extents,
-            Err(e) => {
-                fall_back(&e);
-                return Ok(false);
-            }
         };
         // The lock is a file on this filesystem; an open file keeps it mounted.
-        planned.unlock();
-        log::debug!("umount {}", dir.display());
-        if let Err(e) = nix::mount::umount(&dir) {
-            fall_back(&e);
+        raw.planned.unlock();
+        if let Err(e) = sys.umount(&raw.dir, MntFlags::empty()) {
+            fall_back(&raw.file, &errno_of(&e));
             return Ok(false);
         }
-        let written = (|| {
-            // No page cache of the filesystem is left to go stale or be
-            // written back over the copy; O_EXCL fails while another mount
-            // of the partition (the booted system's) remains.
-            let dev = envstore::open_device(&device, true)?;
-            envstore::check_extents(&dev, &device, &file, &extents, &current)?;
-            log::debug!(
-                "writing {} onto {} at {:?}",
-                file.display(),
-                device.display(),
-                extents
-                    .iter()
-                    .map(|e| (e.device_offset, e.len))
-                    .collect::<Vec<_>>()
-            );
-            Ok::<_, EnvStoreError>(
-                envstore::write_extents(&dev, &device, &extents, planned.block()).map_err(
-                    |source| CommitError::Raw {
-                        device: device.clone(),
-                        file: file.clone(),
-                        source: Box::new(source),
-                    },
-                ),
-            )
-        })();
-        let mounted_again = mount_flags(
-            &device,
-            &self.fstype,
-            &dir,
-            MOUNT_FLAGS | MsFlags::MS_RDONLY,
-        )
-        .map_err(|source| CommitError::MountAgain {
-            device: device.clone(),
-            target: dir.clone(),
-            file: file.clone(),
-            source,
-        });
+        let written = write_sectors(sys, &raw);
+        let flags = MOUNT_FLAGS | MsFlags::MS_RDONLY;
+        let mounted_again =
+            mount_flags(sys, &raw.device, &self.fstype, &raw.dir, flags).map_err(|source| {
+                CommitError::MountAgain {
+                    device: raw.device.clone(),
+                    target: raw.dir.clone(),
+                    file: raw.file.clone(),
+                    source,
+                }
+            });
         if let Err(e) = mounted_again {
             // Nothing of this store is mounted any more.
             self.mounted = None;
@@ -579,38 +565,86 @@ impl Store {
         match written {
             // A check failed before anything was written.
             Err(e) => {
-                fall_back(&e);
+                fall_back(&raw.file, &e);
                 return Ok(false);
             }
             Ok(result) => result?,
         }
+        let RawWrite {
+            device,
+            file,
+            planned,
+            ..
+        } = raw;
         self.loaded = planned
-            .confirm(&self.location)
-            .map_err(|source| CommitError::Raw {
-                device: device.clone(),
-                file: file.clone(),
-                source: Box::new(source),
-            })?;
+            .confirm(sys, &self.location)
+            .map_err(|source| raw_error(&device, &file, source))?;
         Ok(true)
+    }
+
+    /// The copy `env` replaces, when it can go onto its own sectors: the
+    /// store mounted a FAT read-only, the copy is a whole env file, and its
+    /// blocks, mapped while the filesystem still shows the file, hold its
+    /// bytes on the device. None: the filesystem path writes it.
+    fn raw_write(
+        &self,
+        sys: &mut dyn Sys,
+        env: &Env,
+        mode: IfAllCorrupt,
+    ) -> Result<Option<RawWrite>, CommitError> {
+        let (Some(dir), Some(device), true) =
+            (self.mounted.clone(), self.device.clone(), self.remount)
+        else {
+            return Ok(None);
+        };
+        let planned = envstore::plan(sys, &self.location, env, &self.loaded, mode)
+            .map_err(CommitError::Store)?;
+        let Some(current) = planned.whole_file(&self.location).map(<[u8]>::to_vec) else {
+            return Ok(None);
+        };
+        let file = planned.path(&self.location).to_path_buf();
+        if !envstore::on_fat(sys, &file) {
+            return Ok(None);
+        }
+        let checked = envstore::map_file(sys, &file, current.len() as u64).and_then(|extents| {
+            let dev = envstore::open_device(sys, &device, false)?;
+            envstore::check_extents(&dev, &device, &file, &extents, &current)?;
+            Ok(extents)
+        });
+        match checked {
+            Ok(extents) => Ok(Some(RawWrite {
+                dir,
+                device,
+                file,
+                current,
+                extents,
+                planned,
+            })),
+            Err(e) => {
+                fall_back(&file, &e);
+                Ok(None)
+            }
+        }
     }
 
     /// Runs `write` with the partition this store mounted remounted
     /// read-write, and remounts it read-only afterwards whatever happened.
     fn writable<T>(
         &mut self,
-        write: impl FnOnce(&mut Self) -> Result<T, CommitError>,
+        sys: &mut dyn Sys,
+        write: impl FnOnce(&mut Self, &mut dyn Sys) -> Result<T, CommitError>,
     ) -> Result<T, CommitError> {
         if let Some(dir) = self.mounted.clone().filter(|_| self.remount) {
-            remount(&dir, true)?;
-            let result = write(self);
+            remount(sys, &dir, true)?;
+            let result = write(self, sys);
             // The data is synced already; a failure here leaves the mount
             // writable until close() unmounts it.
-            if let Err(e) = remount(&dir, false) {
+            if let Err(e) = remount(sys, &dir, false) {
                 log::warn!("{}", crate::types::error_chain(&e));
             }
             result
         } else {
-            write(self)
+            write(self, sys)
         }
     }
 
@@ -650,12 +684,69 @@ impl Store {
     }
 
     /// Unmounts the partition if this store mounted it.
-    pub fn close(self) {
-        unmount(self.mounted.as_deref());
+    pub fn close(self, sys: &mut dyn Sys) {
+        unmount(sys, self.mounted.as_deref());
     }
 }
 
-fn remount(dir: &Path, writable: bool) -> Result<(), CommitError> {
+/// A copy checked to lie on its own sectors, with the planned write
+/// ([`Store::raw_write`]).
+struct RawWrite {
+    /// Where the store mounted the partition.
+    dir: PathBuf,
+    device: PathBuf,
+    /// The copy's file, and what it holds now.
+    file: PathBuf,
+    current: Vec<u8>,
+    extents: Vec<envstore::Extent>,
+    planned: envstore::Planned,
+}
+
+/// With the partition unmounted: checks the sectors again through a new
+/// O_EXCL open and writes the copy onto them. Err: a check failed and
+/// nothing was written; Ok(Err): the write failed.
+fn write_sectors(
+    sys: &mut dyn Sys,
+    raw: &RawWrite,
+) -> Result<Result<(), CommitError>, EnvStoreError> {
+    // No page cache of the filesystem is left to go stale or be
+    // written back over the copy; O_EXCL fails while another mount
+    // of the partition (the booted system's) remains.
+    let dev = envstore::open_device(sys, &raw.device, true)?;
+    envstore::check_extents(&dev, &raw.device, &raw.file, &raw.extents, &raw.current)?;
+    log::debug!(
+        "writing {} onto {} at {:?}",
+        raw.file.display(),
+        raw.device.display(),
+        raw.extents
+            .iter()
+            .map(|e| (e.device_offset, e.len))
+            .collect::<Vec<_>>()
+    );
+    Ok(
+        envstore::write_extents(sys, &dev, &raw.device, &raw.extents, raw.planned.block())
+            .map_err(|source| raw_error(&raw.device, &raw.file, source)),
+    )
+}
+
+fn raw_error(device: &Path, file: &Path, source: EnvStoreError) -> CommitError {
+    CommitError::Raw {
+        device: device.to_path_buf(),
+        file: file.to_path_buf(),
+        source: Box::new(source),
+    }
+}
+
+/// The copy goes through the filesystem after all: why.
+fn fall_back(file: &Path, e: &dyn std::error::Error) {
+    log::info!(
+        "writing {} through the filesystem: {}",
+        file.display(),
+        crate::types::error_chain(e)
+    );
+}
+
+fn remount(sys: &mut dyn Sys, dir: &Path, writable: bool) -> Result<(), CommitError> {
     let flags = if writable {
         MOUNT_FLAGS
     } else {
@@ -666,31 +757,27 @@ fn remount(dir: &Path, writable: bool) -> Result<(), CommitError> {
         dir.display(),
         if writable { "rw" } else { "ro" }
     );
-    nix::mount::mount(
-        None::<&str>,
-        dir,
-        None::<&str>,
-        MsFlags::MS_REMOUNT | flags,
-        None::<&str>,
-    )
-    .map_err(|source| CommitError::Remount {
+    sys.remount(dir, flags).map_err(|e| CommitError::Remount {
         target: dir.to_path_buf(),
         writable,
-        source,
+        source: errno_of(&e),
     })
 }
 
-fn unmount(dir: Option<&Path>) {
+fn unmount(sys: &mut dyn Sys, dir: Option<&Path>) {
     if let Some(dir) = dir {
-        log::debug!("umount {}", dir.display());
-        if let Err(e) = nix::mount::umount(dir) {
-            log::warn!("cannot unmount {}: {e}", dir.display());
+        if let Err(e) = sys.umount(dir, MntFlags::empty()) {
+            log::warn!("cannot unmount {}: {}", dir.display(), errno_of(&e));
         }
     }
 }
 
-fn is_mount_point(dir: &Path) -> bool {
-    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
+/// Whether `dir` is a mount point (/proc/self/mountinfo's fifth field).
+fn is_mount_point(sys: &mut dyn Sys, dir: &Path) -> bool {
+    let Ok(Some(bytes)) = sys.read_file(Path::new("/proc/self/mountinfo")) else {
+        return false;
+    };
+    let Ok(text) = String::from_utf8(bytes) else {
         return false;
     };
     let dir = dir.to_string_lossy();
@@ -700,6 +787,8 @@ fn is_mount_point(dir: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernel::fake::Fake;
+    use crate::kernel::sys::Real;
 
     fn config_for(path: &Path) -> UbootEnvConfig {
         UbootEnvConfig {
@@ -713,12 +802,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("uboot.env");
         let config = config_for(&file);
-        let mut store = open(&config, None, dir.path()).unwrap();
+        let mut store = open(&mut Real, &config, None, dir.path()).unwrap();
         assert_eq!(store.contents, Contents::Fresh);
         let state = store.state(&config).unwrap();
-        store.commit(&state, Some("why")).unwrap();
+        store.commit(&mut Real, &state, Some("why")).unwrap();
         assert_eq!(store.contents, Contents::State(state.clone()));
-        let store = open(&config, None, dir.path()).unwrap();
+        let store = open(&mut Real, &config, None, dir.path()).unwrap();
         assert_eq!(store.contents, Contents::State(state));
         let record = store.record();
         assert_eq!(record.order, vec!["A", "B"]);
@@ -731,11 +820,13 @@ mod tests {
         let file = dir.path().join("uboot.env");
         std::fs::write(&file, vec![0x55u8; 0x4000]).unwrap();
         let config = config_for(&file);
-        let mut store = open(&config, None, dir.path()).unwrap();
+        let mut store = open(&mut Real, &config, None, dir.path()).unwrap();
         assert!(matches!(store.contents, Contents::Unusable(_)));
         assert_eq!(store.state(&config), None);
         let rauc = config.rauc().unwrap();
-        assert!(store.commit(&State::initial(&rauc), None).is_err());
+        assert!(store
+            .commit(&mut Real, &State::initial(&rauc), None)
+            .is_err());
         assert_eq!(std::fs::read(&file).unwrap(), vec![0x55u8; 0x4000]);
         assert!(store.record().error.is_some());
     }
@@ -747,11 +838,11 @@ mod tests {
         let env = Env::from_pairs([("bootcmd", "run x")]).unwrap();
         write_single(&file, &env);
         let config = config_for(&file);
-        let mut store = open(&config, None, dir.path()).unwrap();
+        let mut store = open(&mut Real, &config, None, dir.path()).unwrap();
         assert_eq!(store.contents, Contents::Fresh);
         let state = store.state(&config).unwrap();
-        store.commit(&state, None).unwrap();
-        let store = open(&config, None, dir.path()).unwrap();
+        store.commit(&mut Real, &state, None).unwrap();
+        let store = open(&mut Real, &config, None, dir.path()).unwrap();
         let env = store.loaded.env.unwrap();
         assert_eq!(
             env.get("bootcmd"),
@@ -771,7 +862,7 @@ mod tests {
         ])
         .unwrap();
         write_single(&file, &env);
-        let store = open(&config_for(&file), None, dir.path()).unwrap();
+        let store = open(&mut Real, &config_for(&file), None, dir.path()).unwrap();
         assert!(matches!(&store.contents, Contents::Unusable(e) if e.contains("BOOT_A_LEFT")));
     }
 
@@ -800,10 +891,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("uboot.env");
         let config = bootloader_config(&file, None);
-        let mut store = open(&config, None, dir.path()).unwrap();
+        let mut store = open(&mut Real, &config, None, dir.path()).unwrap();
         assert_eq!(store.contents, Contents::Fresh);
         let state = store.state(&config).unwrap();
-        let err = store.commit(&state, None).unwrap_err();
+        let err = store.commit(&mut Real, &state, None).unwrap_err();
         assert!(matches!(err, CommitError::NoBaseEnv { .. }), "{err}");
         let text = err.to_string();
         assert!(text.contains("bootstate.uboot-env.base_env"), "{text}");
@@ -822,10 +913,14 @@ mod tests {
         )
         .unwrap();
         let config = bootloader_config(&file, Some(&base));
-        let mut store = open(&config, None, dir.path()).unwrap();
+        let mut store = open(&mut Real, &config, None, dir.path()).unwrap();
         let state = store.state(&config).unwrap();
-        store.commit(&state, None).unwrap();
-        let env = open(&config, None, dir.path()).unwrap().loaded.env.unwrap();
+        store.commit(&mut Real, &state, None).unwrap();
+        let env = open(&mut Real, &config, None, dir.path())
+            .unwrap()
+            .loaded
+            .env
+            .unwrap();
         assert_eq!(env.get("bootcmd"), Some(&b"run distro_bootcmd"[..]));
         assert_eq!(env.get("bootdelay"), Some(&b"2"[..]));
         // The counters are slotinit's, not the base env's.
@@ -840,9 +935,9 @@ mod tests {
         let base = dir.path().join("base.env");
         std::fs::write(&base, "bootcmd=x\nnot a variable\n").unwrap();
         let config = bootloader_config(&file, Some(&base));
-        let mut store = open(&config, None, dir.path()).unwrap();
+        let mut store = open(&mut Real, &config, None, dir.path()).unwrap();
         let state = store.state(&config).unwrap();
-        let err = store.commit(&state, None).unwrap_err();
+        let err = store.commit(&mut Real, &state, None).unwrap_err();
         assert!(
             matches!(
                 &err,
@@ -854,9 +949,9 @@ mod tests {
             "{err}"
         );
         let missing = bootloader_config(&file, Some(&dir.path().join("nope")));
-        let mut store = open(&missing, None, dir.path()).unwrap();
+        let mut store = open(&mut Real, &missing, None, dir.path()).unwrap();
         assert!(matches!(
-            store.commit(&state, None),
+            store.commit(&mut Real, &state, None),
             Err(CommitError::ReadBaseEnv { .. })
         ));
         assert!(!file.exists());
@@ -870,10 +965,10 @@ mod tests {
         std::fs::write(&file, vec![0x55u8; 0x4000]).unwrap();
         let config = bootloader_config(&file, None);
         let rauc = config.rauc().unwrap();
-        let mut store = open(&config, None, dir.path()).unwrap();
+        let mut store = open(&mut Real, &config, None, dir.path()).unwrap();
         assert!(matches!(store.contents, Contents::Unusable(_)));
         assert!(matches!(
-            store.force_commit(&State::initial(&rauc)),
+            store.force_commit(&mut Real, &State::initial(&rauc)),
             Err(CommitError::NoBaseEnv { .. })
         ));
         assert_eq!(std::fs::read(&file).unwrap(), vec![0x55u8; 0x4000]);
@@ -881,9 +976,11 @@ mod tests {
         let base = dir.path().join("base.env");
         std::fs::write(&base, "bootcmd=run x\n").unwrap();
         let config = bootloader_config(&file, Some(&base));
-        let mut store = open(&config, None, dir.path()).unwrap();
-        store.force_commit(&State::initial(&rauc)).unwrap();
-        let store = open(&config, None, dir.path()).unwrap();
+        let mut store = open(&mut Real, &config, None, dir.path()).unwrap();
+        store
+            .force_commit(&mut Real, &State::initial(&rauc))
+            .unwrap();
+        let store = open(&mut Real, &config, None, dir.path()).unwrap();
         assert_eq!(store.contents, Contents::State(State::initial(&rauc)));
         let env = store.loaded.env.unwrap();
         assert_eq!(env.get("bootcmd"), Some(&b"run x"[..]));
@@ -891,9 +988,15 @@ mod tests {
         // Where the env is slotinit's own, the counters alone are fine.
         std::fs::write(&file, vec![0x55u8; 0x4000]).unwrap();
         let config = config_for(&file);
-        let mut store = open(&config, None, dir.path()).unwrap();
-        store.force_commit(&State::initial(&rauc)).unwrap();
-        let env = open(&config, None, dir.path()).unwrap().loaded.env.unwrap();
+        let mut store = open(&mut Real, &config, None, dir.path()).unwrap();
+        store
+            .force_commit(&mut Real, &State::initial(&rauc))
+            .unwrap();
+        let env = open(&mut Real, &config, None, dir.path())
+            .unwrap()
+            .loaded
+            .env
+            .unwrap();
         assert_eq!(env.len(), 3, "{env}");
     }
 
@@ -912,11 +1015,13 @@ mod tests {
         write_single(&file, &env);
         let config = bootloader_config(&file, None);
         let rauc = config.rauc().unwrap();
-        let mut store = open(&config, None, dir.path()).unwrap();
+        let mut store = open(&mut Real, &config, None, dir.path()).unwrap();
         assert!(matches!(store.contents, Contents::Unusable(_)));
-        store.force_commit(&State::initial(&rauc)).unwrap();
+        store
+            .force_commit(&mut Real, &State::initial(&rauc))
+            .unwrap();
         assert_eq!(store.contents, Contents::State(State::initial(&rauc)));
-        let store = open(&config, None, dir.path()).unwrap();
+        let store = open(&mut Real, &config, None, dir.path()).unwrap();
         assert_eq!(store.contents, Contents::State(State::initial(&rauc)));
         assert_eq!(
             store.loaded.env.unwrap().get("bootcmd"),
@@ -939,7 +1044,7 @@ mod tests {
             ],
             ..UbootEnvConfig::default()
         };
-        let err = open(&config, None, dir.path()).err().unwrap();
+        let err = open(&mut Real, &config, None, dir.path()).err().unwrap();
         let text = crate::types::error_chain(&err);
         assert!(matches!(err, OpenError::WrongLayout { .. }), "{text}");
         assert!(text.contains("single-copy env"), "{text}");
@@ -989,7 +1094,7 @@ mod tests {
             ],
             ..UbootEnvConfig::default()
         };
-        let mut store = open(&config, None, dir.path()).unwrap();
+        let mut store = open(&mut Real, &config, None, dir.path()).unwrap();
         let Contents::State(state) = store.contents.clone() else {
             panic!("{:?}", store.contents);
         };
@@ -1002,8 +1107,8 @@ mod tests {
             "{}",
             store.record().health
         );
-        assert!(!store.repair().unwrap());
-        store.commit(&state, None).unwrap();
+        assert!(!store.repair(&mut Real).unwrap());
+        store.commit(&mut Real, &state, None).unwrap();
         assert_eq!(
             std::fs::read(&b).unwrap(),
             before,
@@ -1062,6 +1167,262 @@ mod tests {
         }
     }
 
+    /// The bootconfig partition on the recording fake, mounted on `MNT`.
+    const MNT: &str = "/mnt/bootconfig";
+
+    fn fake_partition() -> Partition {
+        Partition {
+            dev: "vda3".into(),
+            disk: "vda".into(),
+            number: 3,
+            name: None,
+            uuid: None,
+        }
+    }
+
+    /// The calls that mount, remount or unmount, and those that write.
+    fn mounts_and_writes(sys: &Fake) -> Vec<&str> {
+        sys.calls
+            .iter()
+            .map(String::as_str)
+            .filter(|c| {
+                c.starts_with("mount ")
+                    || c.starts_with("remount ")
+                    || c.starts_with("umount ")
+                    || (c.starts_with("open ") && c.contains("write"))
+            })
+            .collect()
+    }
+
+    // Issue 11, B, on the fake: the order of the calls, which the root-only
+    // test above sees only as the mount's state afterwards.
+    #[test]
+    fn the_partition_is_read_write_only_around_a_write_and_unmounted_at_close() {
+        let mut sys = Fake::default();
+        let config = UbootEnvConfig::default();
+        let mnt = Path::new(MNT);
+        let mut store = open(&mut sys, &config, Some(&fake_partition()), mnt).unwrap();
+        assert_eq!(store.contents, Contents::Fresh);
+        // Reading mounts read-only and nothing else.
+        let ro = "mount /dev/vda3 /mnt/bootconfig vfat ro,nosuid,nodev,noexec ";
+        assert_eq!(mounts_and_writes(&sys), [ro]);
+        assert!(sys.position("create-dir-all /mnt/bootconfig") < sys.position(ro));
+
+        let state = store.state(&config).unwrap();
+        store.commit(&mut sys, &state, None).unwrap();
+        // A fresh pair: both copies written, in one read-write window.
+        assert_eq!(
+            mounts_and_writes(&sys),
+            [
+                ro,
+                "remount /mnt/bootconfig rw,nosuid,nodev,noexec",
+                "open /mnt/bootconfig/uboot.env write,create",
+                "open /mnt/bootconfig/uboot-redund.env write,create",
+                "remount /mnt/bootconfig ro,nosuid,nodev,noexec",
+            ]
+        );
+        // Each copy is synced, and its new directory entry, before read-only again.
+        let back_ro = sys
+            .position("remount /mnt/bootconfig ro,nosuid,nodev,noexec")
+            .unwrap();
+        for synced in [
+            "fsync /mnt/bootconfig/uboot.env",
+            "fsync /mnt/bootconfig/uboot-redund.env",
+            "fsync /mnt/bootconfig",
+        ] {
+            assert!(
+                sys.position(synced).is_some_and(|i| i < back_ro),
+                "{synced}"
+            );
+        }
+        // The writers' lock is taken on the directory before anything is written.
+        let locked = sys.position("flock /mnt/bootconfig").unwrap();
+        assert!(locked < back_ro);
+
+        store.close(&mut sys);
+        assert_eq!(
+            sys.calls.last().map(String::as_str),
+            Some("umount /mnt/bootconfig")
+        );
+
+        // What was synced is on the (fake) medium: a new open reads the state,
+        // still read-only.
+        let before = sys.calls.len();
+        let store = open(&mut sys, &config, Some(&fake_partition()), mnt).unwrap();
+        assert_eq!(store.contents, Contents::State(state));
+        let after: Vec<&str> = sys.calls[before..]
+            .iter()
+            .map(String::as_str)
+            .filter(|c| c.contains("mount "))
+            .collect();
+        assert_eq!(after, [ro]);
+    }
+
+    #[test]
+    fn a_partition_mounted_already_is_neither_mounted_nor_remounted_nor_unmounted() {
+        let mut sys = Fake::default();
+        sys.files.insert(
+            "/proc/self/mountinfo".into(),
+            b"36 25 8:3 / /mnt/bootconfig rw,relatime shared:1 - vfat /dev/vda3 rw\n".to_vec(),
+        );
+        sys.dirs.insert(MNT.into());
+        let config = UbootEnvConfig::default();
+        let mut store = open(&mut sys, &config, Some(&fake_partition()), Path::new(MNT)).unwrap();
+        let state = store.state(&config).unwrap();
+        store.commit(&mut sys, &state, None).unwrap();
+        store.close(&mut sys);
+        assert_eq!(
+            mounts_and_writes(&sys),
+            [
+                "open /mnt/bootconfig/uboot.env write,create",
+                "open /mnt/bootconfig/uboot-redund.env write,create",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_store_that_cannot_be_read_unmounts_what_it_mounted() {
+        let mut sys = Fake {
+            errno: vec![("open /mnt/bootconfig/uboot.env".into(), libc::EIO)],
+            ..Fake::default()
+        };
+        let config = UbootEnvConfig::default();
+        let err = open(&mut sys, &config, Some(&fake_partition()), Path::new(MNT))
+            .err()
+            .unwrap();
+        assert!(
+            matches!(err, OpenError::Store(EnvStoreError::Open { .. })),
+            "{err}"
+        );
+        assert_eq!(
+            mounts_and_writes(&sys),
+            [
+                "mount /dev/vda3 /mnt/bootconfig vfat ro,nosuid,nodev,noexec ",
+                "umount /mnt/bootconfig",
+            ]
+        );
+    }
+
+    // A filesystem mounted read-write elsewhere refuses a read-only mount
+    // (EBUSY): it is shared read-write, and never remounted.
+    #[test]
+    fn a_busy_read_only_mount_is_shared_read_write_and_never_remounted() {
+        let mut sys = Fake {
+            errno: vec![(
+                "mount /dev/vda3 /mnt/bootconfig vfat ro".into(),
+                libc::EBUSY,
+            )],
+            ..Fake::default()
+        };
+        let config = UbootEnvConfig::default();
+        let mut store = open(&mut sys, &config, Some(&fake_partition()), Path::new(MNT)).unwrap();
+        let state = store.state(&config).unwrap();
+        store.commit(&mut sys, &state, None).unwrap();
+        store.close(&mut sys);
+        assert_eq!(
+            mounts_and_writes(&sys),
+            [
+                "mount /dev/vda3 /mnt/bootconfig vfat ro,nosuid,nodev,noexec ",
+                "mount /dev/vda3 /mnt/bootconfig vfat rw,nosuid,nodev,noexec ",
+                "open /mnt/bootconfig/uboot.env write,create",
+                "open /mnt/bootconfig/uboot-redund.env write,create",
+                "umount /mnt/bootconfig",
+            ]
+        );
+    }
+
+    // A remount that fails is a failed commit, and nothing is written.
+    #[test]
+    fn a_failed_remount_read_write_writes_nothing() {
+        let mut sys = Fake {
+            fail: vec!["remount /mnt/bootconfig rw".into()],
+            ..Fake::default()
+        };
+        let config = UbootEnvConfig::default();
+        let mut store = open(&mut sys, &config, Some(&fake_partition()), Path::new(MNT)).unwrap();
+        let state = store.state(&config).unwrap();
+        let err = store.commit(&mut sys, &state, None).unwrap_err();
+        assert!(
+            matches!(err, CommitError::Remount { writable: true, .. }),
+            "{err}"
+        );
+        assert!(sys
+            .calls_starting("open /mnt/bootconfig/uboot")
+            .iter()
+            .all(|c| !c.contains("write")));
+        assert_eq!(store.contents, Contents::Fresh);
+    }
+
+    // The raw path on the fake (module docs): with a FAT mounted read-only
+    // by the store and a whole-file copy, the copy goes onto its own
+    // sectors with the partition unmounted, then the FAT is mounted
+    // read-only again and the copy read back through it. The fake's device
+    // and files do not alias, so the read-back fails: a failed commit.
+    #[test]
+    fn a_copy_written_onto_its_sectors_must_read_back_through_the_filesystem() {
+        use crate::state::uboot::envblock::{serialize, Header};
+        const BASE: u32 = 100;
+        let env = Env::from_pairs([
+            ("BOOT_ORDER", "A B"),
+            ("BOOT_A_LEFT", "3"),
+            ("BOOT_B_LEFT", "3"),
+        ])
+        .unwrap();
+        let copy = |flags| serialize(&env, 0x4000, Header::Redundant { flags }).unwrap();
+        let mut sys = Fake {
+            fs_type: Some(envstore::MSDOS_SUPER_MAGIC),
+            fibmap_offset: BASE,
+            ..Fake::default()
+        };
+        // The second copy is current, so the first is written.
+        sys.files
+            .insert("/mnt/bootconfig/uboot.env".into(), copy(1));
+        sys.files
+            .insert("/mnt/bootconfig/uboot-redund.env".into(), copy(2));
+        let at = BASE as usize * 512;
+        let mut device = vec![0u8; at + 0x4000];
+        device[at..].copy_from_slice(&copy(1));
+        sys.files.insert("/dev/vda3".into(), device);
+        let config = UbootEnvConfig::default();
+        let mut store = open(&mut sys, &config, Some(&fake_partition()), Path::new(MNT)).unwrap();
+        let state = store.state(&config).unwrap();
+        let err = store.commit(&mut sys, &state, None).unwrap_err();
+        assert!(
+            matches!(&err, CommitError::Raw { source, .. }
+                if matches!(**source, EnvStoreError::NotWritten { .. })),
+            "{err}"
+        );
+        let ro = "mount /dev/vda3 /mnt/bootconfig vfat ro,nosuid,nodev,noexec ";
+        let order = [
+            "open /dev/vda3 direct",
+            "umount /mnt/bootconfig",
+            "open /dev/vda3 write,direct,excl",
+            "fdatasync /dev/vda3",
+            ro,
+        ];
+        // Each one's last occurrence: the mount again comes after the write.
+        let found: Vec<Option<usize>> = order
+            .iter()
+            .map(|c| sys.calls.iter().rposition(|l| l == c))
+            .collect();
+        assert!(
+            found.windows(2).all(|w| w[0].is_some() && w[0] < w[1]),
+            "{:?}",
+            sys.calls
+        );
+        // The mount after the write is the second read-only one, and the
+        // filesystem was never made writable.
+        assert_eq!(sys.calls_starting("mount ").len(), 2);
+        assert!(sys.calls_starting("remount").is_empty());
+        // The new copy (flags 3) is on the device, where FIBMAP put the file.
+        assert_eq!(sys.files[Path::new("/dev/vda3")][at + 4], 3);
+        store.close(&mut sys);
+        assert_eq!(
+            sys.calls.last().map(String::as_str),
+            Some("umount /mnt/bootconfig")
+        );
+    }
+
     // Issue 11, B: the partition is mounted read-only; read-write only while
     // a commit writes. Before the fix it was mounted read-write on open, so a
     // `status` or a bootloader-counted boot set and cleared the FAT dirty bit.
@@ -1089,12 +1450,12 @@ mod tests {
                 .contains(nix::sys::statvfs::FsFlags::ST_RDONLY)
         };
         let outcome = std::panic::catch_unwind(|| {
-            let mut store = open(&config, Some(&part), &mnt).unwrap();
-            assert!(is_mount_point(&mnt));
+            let mut store = open(&mut Real, &config, Some(&part), &mnt).unwrap();
+            assert!(is_mount_point(&mut Real, &mnt));
             assert!(read_only(&mnt), "opened read-write");
             assert_eq!(store.contents, Contents::Fresh);
             let state = store.state(&config).unwrap();
-            store.commit(&state, None).unwrap();
+            store.commit(&mut Real, &state, None).unwrap();
             assert!(read_only(&mnt), "left read-write after the commit");
             let loaded = envstore::load(&store.location).unwrap();
             assert!(
@@ -1102,8 +1463,8 @@ mod tests {
                 "{}",
                 loaded.health
             );
-            store.close();
-            assert!(!is_mount_point(&mnt));
+            store.close(&mut Real);
+            assert!(!is_mount_point(&mut Real, &mnt));
         });
         if outcome.is_err() {
             let _ = nix::mount::umount(&mnt);
@@ -1175,13 +1536,13 @@ mod tests {
         };
         let mnt = dir.path().join("bootstate");
         let result = || {
-            let mut store = open(&config, Some(&part), &mnt).unwrap();
-            assert!(is_mount_point(&mnt));
+            let mut store = open(&mut Real, &config, Some(&part), &mnt).unwrap();
+            assert!(is_mount_point(&mut Real, &mnt));
             assert!(!store.remount);
             let state = store.state(&config).unwrap();
-            store.commit(&state, None).unwrap();
-            store.close();
-            assert!(!is_mount_point(&mnt));
+            store.commit(&mut Real, &state, None).unwrap();
+            store.close(&mut Real);
+            assert!(!is_mount_point(&mut Real, &mnt));
             // Written through the shared filesystem, seen by the other mount.
             assert!(other.join("uboot.env").exists());
             assert!(other.join("uboot-redund.env").exists());
