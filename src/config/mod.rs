@@ -909,7 +909,9 @@ mod tests {
     #[test]
     fn missing_file_is_the_defaults() {
         let dir = tempfile::tempdir().unwrap();
-        let (got, _) = crate::state::load(&dir.path().join("none.toml")).unwrap();
+        let (got, _) =
+            crate::state::load(&mut crate::kernel::sys::Real, &dir.path().join("none.toml"))
+                .unwrap();
         assert_eq!(got, Config::default());
     }
 

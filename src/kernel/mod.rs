@@ -10,4 +10,4 @@ pub(crate) mod fake;
 pub mod kmsg;
 pub(crate) mod modules;
 pub(crate) mod switch_root;
-pub mod sys;
+pub(crate) mod sys;
