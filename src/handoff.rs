@@ -9,18 +9,18 @@ use std::path::Path;
 
 /// 2: errors and warnings are `{kind, message}` objects (1: strings).
 /// 3: mounts are `{what, target, fstype, options}` objects.
-pub const VERSION: u32 = 3;
+pub(crate) const VERSION: u32 = 3;
 
 /// One error or warning of a boot: a stable `kind` for programs (health
 /// checks, `status --json`, the tests) and a message for people.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Problem {
-    pub kind: String,
-    pub message: String,
+pub(crate) struct Problem {
+    pub(crate) kind: String,
+    pub(crate) message: String,
 }
 
 impl Problem {
-    pub fn new(kind: &str, message: impl Into<String>) -> Problem {
+    pub(crate) fn new(kind: &str, message: impl Into<String>) -> Problem {
         Problem {
             kind: kind.into(),
             message: message.into(),
@@ -53,16 +53,16 @@ impl<'de> Deserialize<'de> for Problem {
 /// One mount slotinit made, as the booted system sees it (the sysroot is `/`):
 /// what `slotinit mount-units` writes a unit file for.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct MountRecord {
+pub(crate) struct MountRecord {
     /// A device, a file system name (`tmpfs`, `overlay`), or the directory a
     /// bind shows.
-    pub what: String,
+    pub(crate) what: String,
     /// The mount point.
-    pub target: String,
+    pub(crate) target: String,
     /// The file system type; `none` for a bind.
-    pub fstype: String,
+    pub(crate) fstype: String,
     /// `ro`/`rw` and the mount options; `bind` for a bind.
-    pub options: String,
+    pub(crate) options: String,
 }
 
 /// A version 1 or 2 record's "what target fstype options" line reads as its
@@ -118,63 +118,63 @@ impl<'de> Deserialize<'de> for MountRecord {
 /// Fields default when absent, so a newer or older record still reads.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct Handoff {
-    pub version: u32,
+pub(crate) struct Handoff {
+    pub(crate) version: u32,
     /// The slot that booted, and why.
-    pub slot: Option<Slot>,
-    pub decision: Option<Decision>,
+    pub(crate) slot: Option<Slot>,
+    pub(crate) decision: Option<Decision>,
     /// The slot's directory on the persistent partition (`system_a`).
-    pub slot_dir: Option<String>,
-    pub devices: Resolved,
+    pub(crate) slot_dir: Option<String>,
+    pub(crate) devices: Resolved,
     /// The boot-state store after this boot's writes.
-    pub bootstate: Option<crate::state::Record>,
+    pub(crate) bootstate: Option<crate::state::Record>,
     /// What the bootloader said it booted, if a slot source spoke.
-    pub hint: Option<Hint>,
+    pub(crate) hint: Option<Hint>,
     /// Why a slot was given up in this boot, if one was.
-    pub fallback: Option<String>,
+    pub(crate) fallback: Option<String>,
     /// What slotinit mounted, in order, as the booted system sees it.
-    pub mounts: Vec<MountRecord>,
+    pub(crate) mounts: Vec<MountRecord>,
     /// The machine-id the system sees and where it came from.
-    pub machine_id: Option<String>,
-    pub machine_id_source: Option<String>,
+    pub(crate) machine_id: Option<String>,
+    pub(crate) machine_id_source: Option<String>,
     /// The persistent partition's filesystem check, when configured.
-    pub fsck: Option<String>,
+    pub(crate) fsck: Option<String>,
     /// True when the persistent partition could not be used (tmpfs /var).
-    pub persistent_degraded: bool,
+    pub(crate) persistent_degraded: bool,
     /// Every error and warning of this boot, in order, each with its kind.
-    pub errors: Vec<Problem>,
-    pub warnings: Vec<Problem>,
+    pub(crate) errors: Vec<Problem>,
+    pub(crate) warnings: Vec<Problem>,
     /// Each stage and how long it took, microseconds.
-    pub timings_us: Vec<(String, u64)>,
+    pub(crate) timings_us: Vec<(String, u64)>,
     /// The init that was exec'd, and the arguments it was given (argv[1..]).
-    pub init: Option<String>,
-    pub init_args: Vec<String>,
+    pub(crate) init: Option<String>,
+    pub(crate) init_args: Vec<String>,
     /// slotinit's peak resident memory (VmHWM) just before the handoff, KiB.
-    pub vmhwm_kb: Option<u64>,
+    pub(crate) vmhwm_kb: Option<u64>,
     /// CPU time slotinit spent itself (user) and in the kernel on its behalf
     /// (system, module loading and mounts included), microseconds.
-    pub cpu_user_us: Option<u64>,
-    pub cpu_sys_us: Option<u64>,
+    pub(crate) cpu_user_us: Option<u64>,
+    pub(crate) cpu_sys_us: Option<u64>,
 }
 
 impl Handoff {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Handoff {
             version: VERSION,
             ..Handoff::default()
         }
     }
 
-    pub fn to_json(&self) -> String {
+    pub(crate) fn to_json(&self) -> String {
         // Serializing plain owned data cannot fail; an empty object is still JSON.
         serde_json::to_string_pretty(self).unwrap_or_else(|_| "{}".into())
     }
 
-    pub fn parse(text: &str) -> Result<Handoff, serde_json::Error> {
+    pub(crate) fn parse(text: &str) -> Result<Handoff, serde_json::Error> {
         serde_json::from_str(text)
     }
 
-    pub fn load(path: &Path) -> std::io::Result<Handoff> {
+    pub(crate) fn load(path: &Path) -> std::io::Result<Handoff> {
         let text = std::fs::read_to_string(path)?;
         Handoff::parse(&text).map_err(|e| {
             std::io::Error::new(
@@ -186,7 +186,7 @@ impl Handoff {
 }
 
 /// VmHWM from /proc/self/status text.
-pub fn parse_vmhwm_kb(status: &str) -> Option<u64> {
+pub(crate) fn parse_vmhwm_kb(status: &str) -> Option<u64> {
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))?

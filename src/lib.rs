@@ -13,6 +13,7 @@
 //! that `dead_code` sees every item nothing calls.
 #![deny(unsafe_code)]
 #![deny(dead_code)]
+#![warn(unreachable_pub)]
 
 pub mod cli;
 pub mod config;

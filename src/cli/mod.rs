@@ -3,8 +3,8 @@
 //! the init left under /run/slotinit and change the boot state with RAUC's
 //! semantics, never partially.
 
-pub mod mount_units;
-pub mod udev;
+pub(crate) mod mount_units;
+pub(crate) mod udev;
 
 use crate::config::{Config, BACKEND_NONE};
 use crate::handoff::Handoff;
@@ -16,7 +16,7 @@ use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-pub const USAGE: &str = "usage: slotinit [--config FILE] [--handoff FILE] <command>
+pub(crate) const USAGE: &str = "usage: slotinit [--config FILE] [--handoff FILE] <command>
   status [--json]          the booted slot, trial or committed, attempts left,
                            the last fallback and why, the boot-state store's health
   mark-good [SLOT]         commit a trial: attempts back to boot-attempts (default: booted slot)

@@ -18,16 +18,16 @@ use std::path::Path;
 
 /// One unit file: its name and its text.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Unit {
-    pub name: String,
-    pub text: String,
+pub(crate) struct Unit {
+    pub(crate) name: String,
+    pub(crate) text: String,
 }
 
 /// systemd's path escaping for unit names (`systemd-escape --path`, systemd's
 /// unit_name_path_escape): slashes collapse and are trimmed, `/` becomes `-`,
 /// `-`, `\` and every byte that is not `[A-Za-z0-9:_.]` becomes `\xNN`, and so
 /// does a leading `.`. The root is `-`.
-pub fn escape_path(path: &str) -> String {
+pub(crate) fn escape_path(path: &str) -> String {
     let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
     if parts.is_empty() {
         return "-".into();
@@ -56,7 +56,7 @@ fn is_systems_own(target: &str) -> bool {
 }
 
 /// The unit files for the mounts of a boot, in the order they were made.
-pub fn units(mounts: &[MountRecord]) -> Vec<Unit> {
+pub(crate) fn units(mounts: &[MountRecord]) -> Vec<Unit> {
     mounts
         .iter()
         .filter(|m| !is_systems_own(&m.target))
@@ -82,7 +82,7 @@ pub fn units(mounts: &[MountRecord]) -> Vec<Unit> {
 
 /// Writes the units of `handoff` into `dir`; a unit that exists is left alone
 /// (an fstab line for the same path wins). Returns the problems, one a line.
-pub fn write(handoff: &Handoff, dir: &Path) -> Vec<String> {
+pub(crate) fn write(handoff: &Handoff, dir: &Path) -> Vec<String> {
     let mut problems = Vec::new();
     for unit in units(&handoff.mounts) {
         let path = dir.join(&unit.name);

@@ -15,7 +15,7 @@ use crate::paths::HANDOFF_PATH;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-pub const USAGE: &str = "usage: slotinit udev-links DEVNAME [--handoff FILE] [--sys DIR]
+pub(crate) const USAGE: &str = "usage: slotinit udev-links DEVNAME [--handoff FILE] [--sys DIR]
   prints the /dev/disk/by-slot link names (relative to /dev, space-separated) of the
   block device DEVNAME (a kernel name: vda5, mmcblk0p2) for udev's
   PROGRAM=\"/usr/bin/slotinit udev-links $kernel\", SYMLINK+=\"%c\"
@@ -30,7 +30,7 @@ const EXIT_USAGE: u8 = 2;
 /// that the block device `devname` gets for the boot the handoff describes.
 /// `devname` is a kernel name (`vda5`); a `/dev/` prefix is accepted. Empty
 /// when the record names no booted slot or `devname` is none of its members.
-pub fn links_for(handoff: &Handoff, devname: &str) -> Vec<String> {
+pub(crate) fn links_for(handoff: &Handoff, devname: &str) -> Vec<String> {
     let devname = devname.strip_prefix("/dev/").unwrap_or(devname);
     let Some(active) = handoff.slot else {
         return Vec::new();
@@ -48,7 +48,7 @@ pub fn links_for(handoff: &Handoff, devname: &str) -> Vec<String> {
 /// Like [`links_for`], but only if the partition the kernel now calls `devname`
 /// is still the one recorded at boot (same partition number and GPT name): a
 /// disk removed and another one plugged in can reuse the kernel name.
-pub fn links_for_partition(handoff: &Handoff, now: &Partition) -> Vec<String> {
+pub(crate) fn links_for_partition(handoff: &Handoff, now: &Partition) -> Vec<String> {
     let members = [
         &handoff.devices.system_a,
         &handoff.devices.system_b,
@@ -69,7 +69,7 @@ pub fn links_for_partition(handoff: &Handoff, now: &Partition) -> Vec<String> {
 
 /// What the kernel says about `devname` now, from `{sys}/class/block/{devname}/uevent`.
 /// None when it cannot be read or is not a partition.
-pub fn partition_now(sys: &Path, devname: &str) -> Option<Partition> {
+pub(crate) fn partition_now(sys: &Path, devname: &str) -> Option<Partition> {
     let dir = sys.join("class/block").join(devname);
     let text = std::fs::read_to_string(dir.join("uevent")).ok()?;
     let disk = std::fs::canonicalize(&dir)
@@ -116,7 +116,7 @@ fn parse_args(args: Vec<String>) -> Result<Args, String> {
 /// `slotinit udev-links DEVNAME [--handoff FILE] [--sys DIR]` (`args`: what follows
 /// `udev-links`). Prints the names on one line for udev's `%c`; exit 1 with nothing
 /// printed when the device gets no link, so the rule does not match.
-pub fn udev_main(args: Vec<String>) -> ExitCode {
+pub(crate) fn udev_main(args: Vec<String>) -> ExitCode {
     if args.iter().any(|a| a == "-h" || a == "--help") {
         println!("{USAGE}");
         return ExitCode::SUCCESS;

@@ -56,12 +56,12 @@ pub(super) fn open_store<S: Sys>(
 
 /// What a slot decision is made from, besides the store.
 pub(super) struct Inputs<'a> {
-    pub config: &'a Config,
-    pub args: &'a BootArgs,
-    pub cmdline: &'a Cmdline,
-    pub resolved: &'a Resolved,
+    pub(crate) config: &'a Config,
+    pub(crate) args: &'a BootArgs,
+    pub(crate) cmdline: &'a Cmdline,
+    pub(crate) resolved: &'a Resolved,
     /// The slots tried this boot and why they could not be used.
-    pub failed: &'a [(Slot, String)],
+    pub(crate) failed: &'a [(Slot, String)],
 }
 
 /// One slot decision, with its state committed durably before the slot is used.

@@ -12,43 +12,43 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 #[derive(Default)]
-pub struct Fake {
+pub(crate) struct Fake {
     /// Every call, one line each, in order.
-    pub calls: Vec<String>,
+    pub(crate) calls: Vec<String>,
     /// A call whose line starts with one of these fails with EIO.
-    pub fail: Vec<String>,
+    pub(crate) fail: Vec<String>,
     /// Like `fail`, but only the first such call fails.
-    pub fail_once: Vec<String>,
+    pub(crate) fail_once: Vec<String>,
     /// A call whose line starts with the prefix fails with that errno (looked
     /// at before `fail`).
-    pub errno: Vec<(String, i32)>,
+    pub(crate) errno: Vec<(String, i32)>,
     /// Regular files: their contents.
-    pub files: BTreeMap<PathBuf, Vec<u8>>,
+    pub(crate) files: BTreeMap<PathBuf, Vec<u8>>,
     /// Permission bits of files (0644 when not listed).
-    pub modes: BTreeMap<PathBuf, u32>,
+    pub(crate) modes: BTreeMap<PathBuf, u32>,
     /// Symlinks: their targets.
-    pub links: BTreeMap<PathBuf, PathBuf>,
+    pub(crate) links: BTreeMap<PathBuf, PathBuf>,
     /// Directories made or given; every parent of a file is one too.
-    pub dirs: BTreeSet<PathBuf>,
+    pub(crate) dirs: BTreeSet<PathBuf>,
     /// Paths whose filesystem statvfs reports read-only.
-    pub read_only: BTreeSet<PathBuf>,
+    pub(crate) read_only: BTreeSet<PathBuf>,
     /// What [`Sys::run`] returns for a program (exit 0 when not listed).
-    pub exit: BTreeMap<String, Option<i32>>,
+    pub(crate) exit: BTreeMap<String, Option<i32>>,
     /// What [`Sys::statfs_type`] answers (TMPFS_MAGIC when None).
-    pub fs_type: Option<i64>,
+    pub(crate) fs_type: Option<i64>,
     /// Device-mapper targets made and not removed, with their nodes.
-    pub mapped: Vec<(String, PathBuf)>,
+    pub(crate) mapped: Vec<(String, PathBuf)>,
     /// What [`Sys::fibmap`] adds to the logical block (0: the block itself).
-    pub fibmap_offset: u32,
+    pub(crate) fibmap_offset: u32,
     /// The files [`Sys::open`] handed out (their inode) and the path each
     /// stands for, newest last: a call on a File names its path, and a sync
     /// puts what was written into the tree.
-    pub opened: Vec<(u64, PathBuf)>,
+    pub(crate) opened: Vec<(u64, PathBuf)>,
 }
 
 impl Fake {
     /// Records `line`; fails it when it was told to.
-    pub fn record(&mut self, line: String) -> io::Result<()> {
+    pub(crate) fn record(&mut self, line: String) -> io::Result<()> {
         let errno = self
             .errno
             .iter()
@@ -76,13 +76,13 @@ impl Fake {
     }
 
     /// An executable file (0755).
-    pub fn add_exec(&mut self, path: &str) {
+    pub(crate) fn add_exec(&mut self, path: &str) {
         self.files.insert(path.into(), Vec::new());
         self.modes.insert(path.into(), 0o755);
     }
 
     /// The calls whose line starts with `prefix`.
-    pub fn calls_starting(&self, prefix: &str) -> Vec<&str> {
+    pub(crate) fn calls_starting(&self, prefix: &str) -> Vec<&str> {
         self.calls
             .iter()
             .filter(|c| c.starts_with(prefix))
@@ -91,7 +91,7 @@ impl Fake {
     }
 
     /// Index of the first call equal to `line` (for order checks).
-    pub fn position(&self, line: &str) -> Option<usize> {
+    pub(crate) fn position(&self, line: &str) -> Option<usize> {
         self.calls.iter().position(|c| c == line)
     }
 
@@ -131,7 +131,7 @@ impl Fake {
 
     /// `path` with the symlinks on it followed (absolute targets; relative
     /// ones from their directory), as far as the tree knows them.
-    pub fn resolve(&self, path: &Path) -> PathBuf {
+    pub(crate) fn resolve(&self, path: &Path) -> PathBuf {
         let mut p = path.to_path_buf();
         for _ in 0..40 {
             let Some((link, target)) = self.links.iter().find(|(l, _)| p.starts_with(l)) else {

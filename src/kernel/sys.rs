@@ -24,7 +24,7 @@ use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 /// The calls PID 1 makes. Tests use the recording fake; the init uses [`Real`].
-pub trait Sys {
+pub(crate) trait Sys {
     /// mount(2); `target` (absolute) is resolved without following symlinks.
     fn mount(
         &mut self,
@@ -163,37 +163,37 @@ pub trait Sys {
 }
 
 /// statfs(2) `f_type` of tmpfs and ramfs (include/uapi/linux/magic.h).
-pub const TMPFS_MAGIC: i64 = 0x0102_1994;
-pub const RAMFS_MAGIC: i64 = 0x8584_58f6;
+pub(crate) const TMPFS_MAGIC: i64 = 0x0102_1994;
+pub(crate) const RAMFS_MAGIC: i64 = 0x8584_58f6;
 
 /// The errno of an io::Error (EIO when it has none), for the callers whose
 /// errors carry an errno.
-pub fn errno_of(e: &io::Error) -> Errno {
+pub(crate) fn errno_of(e: &io::Error) -> Errno {
     Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
 }
 
 /// ENOENT, as an absent file reads.
-pub fn enoent() -> io::Error {
+pub(crate) fn enoent() -> io::Error {
     io::Error::from_raw_os_error(libc::ENOENT)
 }
 
 /// A disk opened for its partition table.
-pub trait Disk: Read + Seek {}
+pub(crate) trait Disk: Read + Seek {}
 impl<T: Read + Seek> Disk for T {}
 
 /// What lstat(2) says of a path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Stat {
-    pub kind: FileKind,
+pub(crate) struct Stat {
+    pub(crate) kind: FileKind,
     /// The permission bits (and setuid, setgid, sticky).
-    pub mode: u32,
+    pub(crate) mode: u32,
     /// The device of the filesystem it is on.
-    pub dev: u64,
+    pub(crate) dev: u64,
 }
 
 /// The type of a file, as far as the stages tell them apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FileKind {
+pub(crate) enum FileKind {
     Dir,
     File,
     Symlink,
@@ -204,36 +204,36 @@ pub enum FileKind {
 /// sectors from `start`, mapped by `target` (`linear`, `crypt`, `verity`)
 /// with its parameters.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct DmLine {
-    pub start: u64,
-    pub length: u64,
-    pub target: String,
-    pub params: String,
+pub(crate) struct DmLine {
+    pub(crate) start: u64,
+    pub(crate) length: u64,
+    pub(crate) target: String,
+    pub(crate) params: String,
 }
 
 /// A subscription to the kernel's uevents; without a socket (it could not be
 /// opened, or a test) waiting sleeps and rescans.
-pub struct Listener {
+pub(crate) struct Listener {
     fd: Option<OwnedFd>,
 }
 
 impl Listener {
     /// No socket: only rescans see new devices.
-    pub fn none() -> Listener {
+    pub(crate) fn none() -> Listener {
         Listener { fd: None }
     }
 }
 
 /// Owner of a created directory; None keeps root.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Ids {
-    pub uid: Option<u32>,
-    pub gid: Option<u32>,
+pub(crate) struct Ids {
+    pub(crate) uid: Option<u32>,
+    pub(crate) gid: Option<u32>,
 }
 
 /// The real kernel.
 #[derive(Debug, Default)]
-pub struct Real;
+pub(crate) struct Real;
 
 fn nix_err(e: Errno) -> io::Error {
     io::Error::from(e)
@@ -501,7 +501,7 @@ fn link_tmpfile(file: &std::fs::File, dir: &OwnedFd, tmp: &str) -> io::Result<()
 /// for the exec of the system's init: ignored signals and the mask survive
 /// execve(2), and the Rust runtime ignores SIGPIPE. No allocation, so it may run
 /// between fork and exec.
-pub fn reset_signals() -> io::Result<()> {
+pub(crate) fn reset_signals() -> io::Result<()> {
     // The kernel's struct sigaction for rt_sigaction(2): the handler comes first
     // on every architecture slotinit targets, and SIG_DFL is 0, so all zeros is
     // SIG_DFL with no flags and an empty mask whether or not the architecture
@@ -544,7 +544,7 @@ const FIGETBSZ: libc::Ioctl = 2;
 /// needs CAP_SYS_RAWIO, answers 0 for a hole or an error of the filesystem's
 /// bmap, and ERANGE for a block beyond INT_MAX; filesystems without bmap
 /// (tmpfs) fail with EINVAL. vfat has one (fs/fat/inode.c `fat_bmap`).
-pub fn fibmap(file: &File, logical: u32) -> io::Result<u32> {
+pub(crate) fn fibmap(file: &File, logical: u32) -> io::Result<u32> {
     let mut block =
         libc::c_int::try_from(logical).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
     // SAFETY: FIBMAP reads and writes one int through the pointer, which
@@ -559,7 +559,7 @@ pub fn fibmap(file: &File, logical: u32) -> io::Result<u32> {
 
 /// The filesystem block size FIBMAP counts in (FIGETBSZ: the superblock's
 /// `s_blocksize`, fs/ioctl.c; for vfat its logical sector size).
-pub fn figetbsz(file: &File) -> io::Result<u32> {
+pub(crate) fn figetbsz(file: &File) -> io::Result<u32> {
     let mut size: libc::c_int = 0;
     // SAFETY: FIGETBSZ writes one int through the pointer, which points to
     // `size`, live and writable for the whole call; the fd is open for as

@@ -13,13 +13,13 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hint {
     pub slot: Option<Slot>,
-    pub source: String,
+    pub(crate) source: String,
 }
 
 /// Where the decision came from; recorded in the handoff and shown by `status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Source {
+pub(crate) enum Source {
     /// `slotinit.slot=` on the cmdline.
     Override,
     /// slotinit's walk of BOOT_ORDER (counter = "init").
@@ -35,23 +35,23 @@ pub enum Source {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Decision {
     pub slot: Slot,
-    pub source: Source,
+    pub(crate) source: Source,
 }
 
 /// What every backend's decision is given.
 #[derive(Debug, Clone, Copy)]
-pub struct DecideCtx<'a> {
+pub(crate) struct DecideCtx<'a> {
     /// `slotinit.slot=` from the cmdline, if allowed.
-    pub override_slot: Option<Slot>,
-    pub default_slot: Slot,
+    pub(crate) override_slot: Option<Slot>,
+    pub(crate) default_slot: Slot,
     /// What the bootloader said it booted (the first slot source that spoke).
-    pub hint: Option<&'a Hint>,
+    pub(crate) hint: Option<&'a Hint>,
     /// Slots that already failed in this boot, and why.
-    pub failed: &'a [(Slot, String)],
+    pub(crate) failed: &'a [(Slot, String)],
 }
 
 impl DecideCtx<'_> {
-    pub fn usable(&self, slot: Slot) -> bool {
+    pub(crate) fn usable(&self, slot: Slot) -> bool {
         !self.failed.iter().any(|(s, _)| *s == slot)
     }
 }
@@ -59,7 +59,7 @@ impl DecideCtx<'_> {
 /// A problem of the decision or of making it durable, which the boot goes on
 /// with; [`Problem::kind`] is the stable kind the handoff records.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Problem {
+pub(crate) enum Problem {
     /// No slot had attempts left; the counters were reset.
     #[error("{0}")]
     Exhausted(String),
@@ -91,7 +91,7 @@ pub enum Problem {
 
 impl Problem {
     /// The handoff kind (`init::report::kind`).
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             Problem::Exhausted(_)
             | Problem::NoHint
@@ -107,7 +107,7 @@ impl Problem {
 
 /// One line of what a decision did, in the order it happened.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Line {
+pub(crate) enum Line {
     /// For the log.
     Note(String),
     /// For the log and the handoff, with its kind.
@@ -117,15 +117,16 @@ pub enum Line {
 /// This boot's decision, with its state committed durably where the backend
 /// counts.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outcome {
-    pub decision: Decision,
+pub(crate) struct Outcome {
+    pub(crate) decision: Decision,
     /// Why a slot was given up, in words `status` shows on later boots.
-    pub fallback: Option<String>,
-    pub lines: Vec<Line>,
+    pub(crate) fallback: Option<String>,
+    pub(crate) lines: Vec<Line>,
 }
 
 impl Outcome {
-    pub fn problems(&self) -> impl Iterator<Item = &Problem> {
+    #[cfg(test)]
+    pub(crate) fn problems(&self) -> impl Iterator<Item = &Problem> {
         self.lines.iter().filter_map(|l| match l {
             Line::Problem(p) => Some(p),
             Line::Note(_) => None,
@@ -145,14 +146,15 @@ pub enum DecideError {
 }
 
 impl DecideError {
-    pub fn kind(&self) -> &'static str {
+    #[cfg(test)]
+    pub(crate) fn kind(&self) -> &'static str {
         "decision"
     }
 }
 
 /// Without a store (backend "none"): the override, else the slot the
 /// bootloader named, else the default; never a slot that failed in this boot.
-pub fn follow_bootloader(ctx: &DecideCtx) -> Result<Outcome, DecideError> {
+pub(crate) fn follow_bootloader(ctx: &DecideCtx) -> Result<Outcome, DecideError> {
     let mut out = Outcome {
         decision: Decision {
             slot: ctx.default_slot,

@@ -16,7 +16,7 @@ use crate::types::Slot;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
-pub const BACKEND: Entry = Entry {
+pub(crate) const BACKEND: Entry = Entry {
     name: "fake",
     legacy_keys: &[],
     check,
@@ -66,7 +66,7 @@ fn unavailable(_: &BootStateConfig, ctx: &DecideCtx) -> Result<Outcome, DecideEr
 
 /// The firmware's word and the committed slot, as the file holds them:
 /// "<committed> <trial slot or ->".
-pub struct Fake {
+pub(crate) struct Fake {
     file: PathBuf,
     committed: Slot,
     trial: Option<Slot>,

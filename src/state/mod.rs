@@ -16,7 +16,7 @@
 //! `rauc` slot source and the CLI's slot argument whatever the backend, so
 //! the U-Boot keys are read (their types checked) with every backend.
 
-pub mod decision;
+pub(crate) mod decision;
 #[cfg(test)]
 mod fake;
 pub mod sources;
@@ -32,35 +32,35 @@ use std::path::Path;
 
 /// The backends, by the name `[bootstate] backend` gives: a new backend is a
 /// module and a line here.
-pub const BACKENDS: &[Entry] = &[uboot::BACKEND];
+pub(crate) const BACKENDS: &[Entry] = &[uboot::BACKEND];
 
 /// One backend: its name (also the name of its table in `[bootstate]`), its
 /// config check and how it opens.
-pub struct Entry {
-    pub name: &'static str,
+pub(crate) struct Entry {
+    pub(crate) name: &'static str,
     /// Keys it read directly in `[bootstate]` before it had a table (read
     /// for one release, with a warning); empty for a new backend.
-    pub legacy_keys: &'static [&'static str],
+    pub(crate) legacy_keys: &'static [&'static str],
     /// Reads and checks the backend's keys of `[bootstate]`.
-    pub check: fn(&BootStateConfig) -> Result<Checked, CheckError>,
+    pub(crate) check: fn(&BootStateConfig) -> Result<Checked, CheckError>,
     /// Every key the backend's keys may be (for the lenient parse).
-    pub reference: fn() -> toml::Table,
+    pub(crate) reference: fn() -> toml::Table,
     /// Opens the store through `sys`. `resolved` are the layout's
     /// partitions; `mount_dir` is where a backend may mount one.
-    pub open: OpenFn,
+    pub(crate) open: OpenFn,
     /// This boot's decision when the store could not be opened.
-    pub unavailable: fn(&BootStateConfig, &DecideCtx) -> Result<Outcome, DecideError>,
+    pub(crate) unavailable: fn(&BootStateConfig, &DecideCtx) -> Result<Outcome, DecideError>,
     /// Whether the bootloader's (firmware's) word picks the slot, so the
     /// slot sources asked are worth logging.
-    pub bootloader_decides: fn(&BootStateConfig) -> bool,
+    pub(crate) bootloader_decides: fn(&BootStateConfig) -> bool,
     /// The block devices the config names for the store (they tell which
     /// disk the bootloader booted from).
-    pub devices: fn(&BootStateConfig) -> Vec<String>,
+    pub(crate) devices: fn(&BootStateConfig) -> Vec<String>,
 }
 
 /// How a backend opens: the kernel, the config, the layout's partitions, a
 /// directory to mount on.
-pub type OpenFn =
+pub(crate) type OpenFn =
     fn(&mut dyn Sys, &Config, &Resolved, &Path) -> Result<Box<dyn Backend>, OpenError>;
 
 /// What a boot-state backend does, for the init's state stage and the CLI.
@@ -70,7 +70,8 @@ pub type OpenFn =
 /// with the other stages' on the one [`Sys`] of the boot, the host tests
 /// then read one recorded sequence of calls, and no backend holds a borrow
 /// across stages.
-pub trait Backend {
+pub(crate) trait Backend {
+    #[cfg(test)]
     fn name(&self) -> &'static str;
     /// Where the state lives, its health and error, and per-slot state: the
     /// handoff's `bootstate` and `status`'s `store`.
@@ -98,34 +99,34 @@ pub trait Backend {
 
 /// The store's state as recorded in the handoff and shown by `status`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Record {
-    pub location: String,
-    pub health: String,
-    pub error: Option<String>,
+pub(crate) struct Record {
+    pub(crate) location: String,
+    pub(crate) health: String,
+    pub(crate) error: Option<String>,
     /// The slots in the order they are tried (U-Boot: BOOT_ORDER).
-    pub order: Vec<String>,
+    pub(crate) order: Vec<String>,
     /// What is left of each slot's trial (U-Boot: BOOT_x_LEFT).
-    pub left: Vec<(String, u32)>,
-    pub last_fallback: Option<String>,
+    pub(crate) left: Vec<(String, u32)>,
+    pub(crate) last_fallback: Option<String>,
 }
 
 /// `status`: the booted slot's boot.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BootStatus {
+pub(crate) struct BootStatus {
     /// "trial", "committed", or "unknown".
-    pub boot: &'static str,
-    pub attempts_left: Option<u32>,
+    pub(crate) boot: &'static str,
+    pub(crate) attempts_left: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mark {
+pub(crate) enum Mark {
     Good,
     Bad,
     Active,
 }
 
 impl Mark {
-    pub fn verb(self) -> &'static str {
+    pub(crate) fn verb(self) -> &'static str {
         match self {
             Mark::Good => "good",
             Mark::Bad => "bad",
@@ -137,25 +138,25 @@ impl Mark {
 /// A key of `[bootstate]` (or a backend's table) that cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{table}.{key}: {message}")]
-pub struct KeyError {
+pub(crate) struct KeyError {
     /// `bootstate` or `bootstate.<backend>`.
-    pub table: String,
-    pub key: String,
+    pub(crate) table: String,
+    pub(crate) key: String,
     /// The value is wrong (else the key is unknown).
-    pub in_value: bool,
-    pub message: String,
+    pub(crate) in_value: bool,
+    pub(crate) message: String,
 }
 
 /// `[bootstate]` as a backend reads it, when usable.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Checked {
     /// Deprecated spellings used: each a "config-deprecated" warning.
-    pub deprecated: Vec<String>,
+    pub(crate) deprecated: Vec<String>,
 }
 
 /// A `[bootstate]` that cannot be used.
 #[derive(Debug, thiserror::Error)]
-pub enum CheckError {
+pub(crate) enum CheckError {
     #[error("bootstate.backend: unknown backend {name:?} (one of {known})")]
     UnknownBackend { name: String, known: String },
     #[error(transparent)]
@@ -166,14 +167,14 @@ pub enum CheckError {
 }
 
 impl CheckError {
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         "config"
     }
 }
 
 /// The store cannot be opened; the boot goes on without it.
 #[derive(Debug, thiserror::Error)]
-pub enum OpenError {
+pub(crate) enum OpenError {
     #[error(transparent)]
     Config(#[from] CheckError),
     #[error(transparent)]
@@ -181,7 +182,7 @@ pub enum OpenError {
 }
 
 impl OpenError {
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             OpenError::Config(e) => e.kind(),
             OpenError::Backend(_) => "bootstate-unavailable",
@@ -192,20 +193,20 @@ impl OpenError {
 /// The commit on mount failed.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot commit slot {slot}: {message}")]
-pub struct CommitError {
-    pub slot: Slot,
-    pub message: String,
+pub(crate) struct CommitError {
+    pub(crate) slot: Slot,
+    pub(crate) message: String,
 }
 
 impl CommitError {
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         "commit"
     }
 }
 
 /// Why a mark wrote nothing (or failed writing).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum MarkError {
+pub(crate) enum MarkError {
     /// The stored state is corrupt or invalid; `--force` writes a fresh one.
     #[error("{0}")]
     Unusable(String),
@@ -223,7 +224,8 @@ pub enum MarkError {
 }
 
 impl MarkError {
-    pub fn kind(&self) -> &'static str {
+    #[cfg(test)]
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             MarkError::Unusable(_) => "bootstate-unusable",
             MarkError::Invalid(_) => "bootstate-invalid",
@@ -252,11 +254,11 @@ fn entry<'a>(backends: &'a [Entry], name: &str) -> Result<&'a Entry, CheckError>
 /// or a backend's deprecated key, and the chosen backend accepts its keys.
 /// The U-Boot backend's keys are checked whatever the backend (its names
 /// serve the `rauc` slot source).
-pub fn check(config: &Config) -> Result<Checked, CheckError> {
+pub(crate) fn check(config: &Config) -> Result<Checked, CheckError> {
     check_with(BACKENDS, &config.bootstate)
 }
 
-pub fn check_with(backends: &[Entry], bs: &BootStateConfig) -> Result<Checked, CheckError> {
+pub(crate) fn check_with(backends: &[Entry], bs: &BootStateConfig) -> Result<Checked, CheckError> {
     let chosen = match bs.backend.as_str() {
         BACKEND_NONE => None,
         name => Some(entry(backends, name)?),
@@ -289,7 +291,7 @@ pub fn parse(text: &str, path: &str) -> Result<(Config, Checked), ConfigError> {
 }
 
 /// Reads and checks `path`; a missing file is the defaults.
-pub fn load(sys: &mut dyn Sys, path: &Path) -> Result<(Config, Checked), ConfigError> {
+pub(crate) fn load(sys: &mut dyn Sys, path: &Path) -> Result<(Config, Checked), ConfigError> {
     let read_error = |source| ConfigError::Read {
         path: path.display().to_string(),
         source,
@@ -314,7 +316,7 @@ pub fn load(sys: &mut dyn Sys, path: &Path) -> Result<(Config, Checked), ConfigE
 }
 
 /// [`Config::parse_lenient`] knowing every backend's keys.
-pub fn parse_lenient(text: &str, path: &str) -> Result<(Config, Vec<String>), ConfigError> {
+pub(crate) fn parse_lenient(text: &str, path: &str) -> Result<(Config, Vec<String>), ConfigError> {
     let mut reference = toml::Table::new();
     for e in BACKENDS {
         reference.extend((e.reference)());
@@ -354,7 +356,7 @@ fn located(e: CheckError, text: &str, path: &str) -> ConfigError {
 }
 
 /// Opens the configured backend through `sys`; None for backend "none".
-pub fn open(
+pub(crate) fn open(
     sys: &mut dyn Sys,
     config: &Config,
     resolved: &Resolved,
@@ -363,7 +365,7 @@ pub fn open(
     open_with(BACKENDS, sys, config, resolved, mount_dir)
 }
 
-pub fn open_with(
+pub(crate) fn open_with(
     backends: &[Entry],
     sys: &mut dyn Sys,
     config: &Config,
@@ -381,7 +383,7 @@ pub fn open_with(
 /// How the bootloader names the slots on the cmdline, for the `rauc` slot
 /// source and the CLI's slot argument: RAUC's bootnames and cmdline key
 /// (`[bootstate.uboot-env]`, read whatever the backend).
-pub fn slot_names(config: &Config) -> Result<(uboot::rauc::Bootnames, String), CheckError> {
+pub(crate) fn slot_names(config: &Config) -> Result<(uboot::rauc::Bootnames, String), CheckError> {
     let parsed = uboot::config::UbootEnvConfig::from_bootstate(&config.bootstate)
         .map_err(uboot::check_error)?;
     let names = parsed
@@ -394,7 +396,7 @@ pub fn slot_names(config: &Config) -> Result<(uboot::rauc::Bootnames, String), C
 /// This boot's decision without an open store: backend "none" follows the
 /// bootloader's word; a backend whose store could not be opened says what
 /// it does without it.
-pub fn decide_unopened(config: &Config, ctx: &DecideCtx) -> Result<Outcome, DecideError> {
+pub(crate) fn decide_unopened(config: &Config, ctx: &DecideCtx) -> Result<Outcome, DecideError> {
     let bs = &config.bootstate;
     match entry(BACKENDS, &bs.backend) {
         Ok(entry) if bs.backend != BACKEND_NONE => (entry.unavailable)(bs, ctx),
@@ -403,7 +405,7 @@ pub fn decide_unopened(config: &Config, ctx: &DecideCtx) -> Result<Outcome, Deci
 }
 
 /// Whether the bootloader's word picks the slot (always, without a store).
-pub fn bootloader_decides(config: &Config) -> bool {
+pub(crate) fn bootloader_decides(config: &Config) -> bool {
     let bs = &config.bootstate;
     bs.backend == BACKEND_NONE
         || entry(BACKENDS, &bs.backend).is_ok_and(|e| (e.bootloader_decides)(bs))
@@ -411,7 +413,7 @@ pub fn bootloader_decides(config: &Config) -> bool {
 
 /// The block devices the boot-state config names (`fw_env` lines), for
 /// `disk::devices::BootDiskHint`: the bootloader's env is on its boot disk.
-pub fn boot_devices(config: &Config) -> Vec<String> {
+pub(crate) fn boot_devices(config: &Config) -> Vec<String> {
     let bs = &config.bootstate;
     let mut devices: Vec<String> = BACKENDS.iter().flat_map(|e| (e.devices)(bs)).collect();
     devices.dedup();

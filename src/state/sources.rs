@@ -147,7 +147,7 @@ fn from_devicetree(f: &Facts) -> Option<Hint> {
 }
 
 /// The device tree's u32 cell, big-endian.
-pub fn parse_dt_u32(bytes: &[u8]) -> Option<u32> {
+pub(crate) fn parse_dt_u32(bytes: &[u8]) -> Option<u32> {
     let cell: [u8; 4] = bytes.get(..4)?.try_into().ok()?;
     Some(u32::from_be_bytes(cell))
 }

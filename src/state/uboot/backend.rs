@@ -17,7 +17,7 @@ use crate::types::{error_chain, Slot};
 use std::path::Path;
 
 /// An open U-Boot env store with RAUC's contract.
-pub struct UbootEnv {
+pub(crate) struct UbootEnv {
     config: UbootEnvConfig,
     names: Bootnames,
     rauc: rauc::Config,
@@ -41,7 +41,7 @@ pub(super) fn open(
 }
 
 impl UbootEnv {
-    pub fn open(
+    pub(crate) fn open(
         sys: &mut dyn Sys,
         config: UbootEnvConfig,
         resolved: &Resolved,
@@ -60,14 +60,10 @@ impl UbootEnv {
             store,
         })
     }
-
-    /// The store underneath, for tests.
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
 }
 
 impl Backend for UbootEnv {
+    #[cfg(test)]
     fn name(&self) -> &'static str {
         super::config::NAME
     }

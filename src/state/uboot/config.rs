@@ -11,12 +11,12 @@ use crate::state::KeyError;
 use serde::{Deserialize, Serialize};
 
 /// The backend's name and the name of its table in `[bootstate]`.
-pub const NAME: &str = "uboot-env";
+pub(crate) const NAME: &str = "uboot-env";
 const NEW: &str = "bootstate.uboot-env";
 const OLD: &str = "bootstate";
 
 /// The keys of the table, which were keys of `[bootstate]` before it existed.
-pub const KEYS: &[&str] = &[
+pub(crate) const KEYS: &[&str] = &[
     "counter",
     "partition",
     "fstype",
@@ -36,45 +36,45 @@ pub const KEYS: &[&str] = &[
 /// Where the env lives, RAUC's contract, and who counts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct UbootEnvConfig {
-    pub counter: Counter,
+pub(crate) struct UbootEnvConfig {
+    pub(crate) counter: Counter,
     /// The layout member holding the env files (`bootconfig`, `boot_a`, ...).
-    pub partition: String,
+    pub(crate) partition: String,
     /// Filesystem of that member.
-    pub fstype: String,
+    pub(crate) fstype: String,
     /// One file (single copy) or two (a redundant pair), relative to its root.
-    pub files: Vec<String>,
+    pub(crate) files: Vec<String>,
     /// Environment size in bytes (U-Boot's CONFIG_ENV_SIZE).
-    pub size: usize,
+    pub(crate) size: usize,
     /// Instead of files: the member partition itself holds the env (raw, as on
     /// eMMC layouts), one copy per offset (negative: from its end); one or two.
-    pub raw_offsets: Vec<i64>,
+    pub(crate) raw_offsets: Vec<i64>,
     /// Instead of files: `fw_env.config` lines (`device offset size`), one or two.
-    pub fw_env: Vec<String>,
+    pub(crate) fw_env: Vec<String>,
     /// RAUC bootname of each slot.
-    pub bootname_a: String,
-    pub bootname_b: String,
+    pub(crate) bootname_a: String,
+    pub(crate) bootname_b: String,
     /// RAUC `boot-attempts` (mark-good, reset) and `boot-attempts-primary` (mark-active).
-    pub attempts: u32,
-    pub attempts_primary: u32,
+    pub(crate) attempts: u32,
+    pub(crate) attempts_primary: u32,
     /// The cmdline key the bootloader names the slot with (counter = "bootloader").
-    pub cmdline_key: String,
+    pub(crate) cmdline_key: String,
     /// Whose env this is: "bootloader" (U-Boot reads it as its own env, with
     /// `bootcmd` and the rest) or "slotinit" (a file only the counters live in).
-    pub env_owner: EnvOwner,
+    pub(crate) env_owner: EnvOwner,
     /// An absolute path (read in the root slotinit runs in: the initramfs at
     /// boot, the system for the subcommands) to the board's default env as
     /// `name=value` lines, the format of `mkenvimage` input and U-Boot's
     /// `u-boot-initial-env`. Written under the counters when no valid copy
     /// exists. "" for none.
-    pub base_env: String,
+    pub(crate) base_env: String,
 }
 
 /// Whose env the store holds, which decides what a write may start from when
 /// no copy is valid (issue 11, item 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum EnvOwner {
+pub(crate) enum EnvOwner {
     /// U-Boot's own env: an env holding only the counters would leave U-Boot
     /// without `bootcmd`, so slotinit writes on top of the last valid copy or
     /// `base_env`, and otherwise refuses.
@@ -118,7 +118,7 @@ impl Default for UbootEnvConfig {
 
 /// A `[bootstate.uboot-env]` (or deprecated `[bootstate]`) that cannot be used.
 #[derive(Debug, thiserror::Error)]
-pub enum UbootConfigError {
+pub(crate) enum UbootConfigError {
     #[error(transparent)]
     Key(KeyError),
     #[error("{OLD}.{key} and {NEW}.{key} are both set, to different values; keep {NEW}.{key}")]
@@ -170,16 +170,16 @@ pub enum UbootConfigError {
 
 /// The table as read, and the deprecated keys it was read from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Parsed {
-    pub config: UbootEnvConfig,
+pub(crate) struct Parsed {
+    pub(crate) config: UbootEnvConfig,
     /// Keys given directly in `[bootstate]`.
-    pub deprecated: Vec<String>,
+    pub(crate) deprecated: Vec<String>,
 }
 
 impl UbootEnvConfig {
     /// Reads and checks the backend's keys of `[bootstate]`: its table and
     /// the deprecated flat keys (other keys are the registry's to judge).
-    pub fn from_bootstate(bs: &BootStateConfig) -> Result<Parsed, UbootConfigError> {
+    pub(crate) fn from_bootstate(bs: &BootStateConfig) -> Result<Parsed, UbootConfigError> {
         let (parsed, at) = Self::read(bs)?;
         parsed.config.validate(&|key| at(key))?;
         Ok(parsed)
@@ -189,7 +189,7 @@ impl UbootEnvConfig {
     /// checks of their values: what another backend, or "none", needs of them
     /// (the slot names), as before the table existed. Also says which table
     /// each key was read from.
-    pub fn read(
+    pub(crate) fn read(
         bs: &BootStateConfig,
     ) -> Result<(Parsed, impl Fn(&str) -> &'static str), UbootConfigError> {
         let mut old = toml::Table::new();
@@ -249,7 +249,7 @@ impl UbootEnvConfig {
 
     /// Every key the table may hold, spelled both ways, for the lenient
     /// parse of a newer release's config.
-    pub fn reference() -> toml::Table {
+    pub(crate) fn reference() -> toml::Table {
         let exemplar = UbootEnvConfig {
             raw_offsets: vec![0],
             fw_env: vec![String::new()],
@@ -263,7 +263,7 @@ impl UbootEnvConfig {
         table
     }
 
-    pub fn bootnames(&self) -> Result<Bootnames, rauc::BootStateError> {
+    pub(crate) fn bootnames(&self) -> Result<Bootnames, rauc::BootStateError> {
         Ok(Bootnames {
             a: Bootname::new(&self.bootname_a)?,
             b: Bootname::new(&self.bootname_b)?,
@@ -271,7 +271,7 @@ impl UbootEnvConfig {
     }
 
     /// RAUC's slot list and attempt counts.
-    pub fn rauc(&self) -> Result<rauc::Config, rauc::BootStateError> {
+    pub(crate) fn rauc(&self) -> Result<rauc::Config, rauc::BootStateError> {
         let names = self.bootnames()?;
         rauc::Config::new(vec![names.a, names.b], self.attempts, self.attempts_primary)
     }

@@ -31,14 +31,14 @@ pub struct Inputs<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
     pub decision: Decision,
-    pub state: Option<State>,
+    pub(crate) state: Option<State>,
     /// True when `state` holds this boot's decrement of the chosen slot: if it
     /// cannot be made durable, [`uncounted`] decides what boots instead.
-    pub counted: bool,
+    pub(crate) counted: bool,
     /// Why a slot was given up, in words `status` shows on later boots.
-    pub fallback: Option<String>,
-    pub notes: Vec<String>,
-    pub errors: Vec<Problem>,
+    pub(crate) fallback: Option<String>,
+    pub(crate) notes: Vec<String>,
+    pub(crate) errors: Vec<Problem>,
 }
 
 /// Decides the slot. Fails only when no slot is left to try in this boot.
@@ -284,7 +284,7 @@ fn named_by_hint(inputs: &Inputs, state_known: bool, out: &mut Outcome) -> Optio
 ///
 /// Without such a slot (no other bootable slot, or nothing stored yet) the
 /// chosen slot boots uncounted, since a boot beats none; the error says so.
-pub fn uncounted(
+pub(crate) fn uncounted(
     inputs: &Inputs,
     outcome: &Outcome,
     on_disk: Option<&State>,

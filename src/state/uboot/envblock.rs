@@ -38,20 +38,20 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 /// Length of the CRC-32 at the start of every block.
-pub const CRC_LEN: usize = 4;
+pub(crate) const CRC_LEN: usize = 4;
 
 /// What [`serialize`] fills the unused data area with (see the module docs).
-pub const PAD_BYTE: u8 = 0x00;
+pub(crate) const PAD_BYTE: u8 = 0x00;
 
 /// The largest env size slotinit reads or writes (1 MiB). U-Boot's
 /// `CONFIG_ENV_SIZE` is typically 8 to 128 KiB (256 KiB on some boards); a
 /// larger size is a config mistake, and allocating it in PID 1 could abort the
 /// boot (issue 11, item 17).
-pub const MAX_SIZE: usize = 1 << 20;
+pub(crate) const MAX_SIZE: usize = 1 << 20;
 
 /// The smallest env size: the header of a redundant copy and one empty entry,
 /// with room for a few variables.
-pub const MIN_SIZE: usize = 16;
+pub(crate) const MIN_SIZE: usize = 16;
 
 /// Errors of decoding or encoding one environment block.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -136,7 +136,8 @@ impl Env {
     }
 
     /// Removes `name`, returning its value.
-    pub fn remove(&mut self, name: &str) -> Option<Vec<u8>> {
+    #[cfg(test)]
+    pub(crate) fn remove(&mut self, name: &str) -> Option<Vec<u8>> {
         self.vars.remove(name.as_bytes())
     }
 
@@ -146,12 +147,14 @@ impl Env {
     }
 
     /// Number of variables.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.vars.len()
     }
 
     /// True when no variable is set.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.vars.is_empty()
     }
 
@@ -213,7 +216,7 @@ impl Layout {
     }
 
     /// The other layout: a block written for one fails the CRC of the other.
-    pub const fn other(self) -> Self {
+    pub(crate) const fn other(self) -> Self {
         match self {
             Self::Single => Self::Redundant,
             Self::Redundant => Self::Single,

@@ -257,7 +257,7 @@ pub enum ExtentError {
 
 /// What the copies live on; decides locking, creation and the write strategy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Medium {
+pub(crate) enum Medium {
     /// Files on a mounted filesystem (typically vfat): a missing file is a
     /// missing copy, and may be created by [`store`].
     File,
@@ -268,24 +268,24 @@ pub enum Medium {
 
 /// Where one copy lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CopyLocation {
-    pub path: PathBuf,
+pub(crate) struct CopyLocation {
+    pub(crate) path: PathBuf,
     /// Byte offset; negative counts from the end of the device or file.
-    pub offset: i64,
+    pub(crate) offset: i64,
 }
 
 /// Where the environment lives: one copy, or a redundant pair, of `size` bytes each.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EnvLocation {
-    pub medium: Medium,
-    pub size: usize,
-    pub first: CopyLocation,
-    pub second: Option<CopyLocation>,
+    pub(crate) medium: Medium,
+    pub(crate) size: usize,
+    pub(crate) first: CopyLocation,
+    pub(crate) second: Option<CopyLocation>,
 }
 
 impl EnvLocation {
     /// A file holding exactly one env (U-Boot's `ENV_IS_IN_FAT` without redundancy).
-    pub fn single_file(path: impl Into<PathBuf>, size: usize) -> Self {
+    pub(crate) fn single_file(path: impl Into<PathBuf>, size: usize) -> Self {
         Self {
             medium: Medium::File,
             size,
@@ -298,7 +298,7 @@ impl EnvLocation {
     }
 
     /// Two files, each holding one copy (U-Boot's `ENV_FAT_FILE_REDUND`).
-    pub fn redundant_files(
+    pub(crate) fn redundant_files(
         first: impl Into<PathBuf>,
         second: impl Into<PathBuf>,
         size: usize,
@@ -318,7 +318,7 @@ impl EnvLocation {
     }
 
     /// One or two regions of a block device.
-    pub fn device(
+    pub(crate) fn device(
         path: impl Into<PathBuf>,
         offset: i64,
         second_offset: Option<i64>,
@@ -362,7 +362,7 @@ impl EnvLocation {
     }
 
     /// Single or redundant block layout.
-    pub fn layout(&self) -> Layout {
+    pub(crate) fn layout(&self) -> Layout {
         if self.second.is_some() {
             Layout::Redundant
         } else {
@@ -371,7 +371,7 @@ impl EnvLocation {
     }
 
     /// The copies, first then (if any) second.
-    pub fn copies(&self) -> Vec<(CopyIndex, &CopyLocation)> {
+    pub(crate) fn copies(&self) -> Vec<(CopyIndex, &CopyLocation)> {
         let mut out = vec![(CopyIndex::First, &self.first)];
         if let Some(second) = &self.second {
             out.push((CopyIndex::Second, second));
@@ -394,7 +394,10 @@ pub fn read_config(path: &Path) -> Result<FwEnvConfig, EnvStoreError> {
 }
 
 /// Reads and parses `fw_env.config`.
-pub fn read_config_with(sys: &mut dyn Sys, path: &Path) -> Result<FwEnvConfig, EnvStoreError> {
+pub(crate) fn read_config_with(
+    sys: &mut dyn Sys,
+    path: &Path,
+) -> Result<FwEnvConfig, EnvStoreError> {
     let read_error = |source| EnvStoreError::ReadConfig {
         path: path.to_owned(),
         source,
@@ -575,7 +578,10 @@ pub fn load(location: &EnvLocation) -> Result<LoadedEnv, EnvStoreError> {
 /// the other layout (a single-copy `uboot.env` where the config names a pair,
 /// or the reverse) is [`EnvStoreError::WrongLayout`]: that env is the
 /// bootloader's, and the config must change before anything is written.
-pub fn load_with(sys: &mut dyn Sys, location: &EnvLocation) -> Result<LoadedEnv, EnvStoreError> {
+pub(crate) fn load_with(
+    sys: &mut dyn Sys,
+    location: &EnvLocation,
+) -> Result<LoadedEnv, EnvStoreError> {
     let raws = read_all(sys, location)?;
     let loaded = judge(location, raws);
     if let Health::AllCorrupt { faults } = &loaded.health {
@@ -854,7 +860,7 @@ fn resolve_offset(offset: i64, len: u64, path: &Path) -> Result<u64, EnvStoreErr
 /// `previous` must come from [`load`] (or an earlier [`store`]) of the same
 /// `location`; it decides which copy is written and with which flags, and
 /// everything must still look as it did then.
-pub fn store_with(
+pub(crate) fn store_with(
     sys: &mut dyn Sys,
     location: &EnvLocation,
     env: &Env,
@@ -880,7 +886,7 @@ pub fn store(
 /// [`Planned::write`] writes it the usual way; a caller that writes the block
 /// itself (onto the copy's sectors of the device, see [`map_file`]) calls
 /// [`Planned::confirm`] afterwards.
-pub struct Planned {
+pub(crate) struct Planned {
     target: CopyIndex,
     block: Vec<u8>,
     header: Header,
@@ -891,7 +897,7 @@ pub struct Planned {
 
 /// The first half of [`store`]: encodes `env` for the copy to write, takes the
 /// writers' lock and checks that nothing changed since `previous` was loaded.
-pub fn plan(
+pub(crate) fn plan(
     sys: &mut dyn Sys,
     location: &EnvLocation,
     env: &Env,
@@ -939,12 +945,12 @@ pub fn plan(
 
 impl Planned {
     /// The file or device of the copy to write.
-    pub fn path<'a>(&self, location: &'a EnvLocation) -> &'a Path {
+    pub(crate) fn path<'a>(&self, location: &'a EnvLocation) -> &'a Path {
         &location.copy(self.target).path
     }
 
     /// What the copy will hold.
-    pub fn block(&self) -> &[u8] {
+    pub(crate) fn block(&self) -> &[u8] {
         &self.block
     }
 
@@ -952,7 +958,7 @@ impl Planned {
     /// env (offset 0, length = size): a copy whose every byte has its place
     /// on the device already. None for a missing or short copy, a device,
     /// or an env inside a larger file.
-    pub fn whole_file(&self, location: &EnvLocation) -> Option<&[u8]> {
+    pub(crate) fn whole_file(&self, location: &EnvLocation) -> Option<&[u8]> {
         match self.now.get(self.target.index()) {
             Some(Raw::Bytes { len, offset, bytes })
                 if location.medium == Medium::File
@@ -969,12 +975,12 @@ impl Planned {
 
     /// Gives up the writers' lock (a file on the filesystem, which must be
     /// closed before that filesystem can be unmounted).
-    pub fn unlock(&mut self) {
+    pub(crate) fn unlock(&mut self) {
         self.lock = None;
     }
 
     /// The second half of [`store`]: writes the copy and syncs it.
-    pub fn write(
+    pub(crate) fn write(
         self,
         sys: &mut dyn Sys,
         location: &EnvLocation,
@@ -1010,7 +1016,7 @@ impl Planned {
     /// re-reads every copy and returns the new state, or
     /// [`EnvStoreError::NotWritten`] when the copy does not hold the block
     /// ([`EnvStoreError::Changed`] when another copy changed meanwhile).
-    pub fn confirm(
+    pub(crate) fn confirm(
         self,
         sys: &mut dyn Sys,
         location: &EnvLocation,
@@ -1058,11 +1064,11 @@ fn target_of(previous: &LoadedEnv) -> (CopyIndex, Header) {
 }
 
 /// statfs(2) `f_type` of vfat and msdos (include/uapi/linux/magic.h).
-pub const MSDOS_SUPER_MAGIC: i64 = 0x4d44;
+pub(crate) const MSDOS_SUPER_MAGIC: i64 = 0x4d44;
 
 /// True when `path` lies on a FAT filesystem (vfat/msdos), where a rename over
 /// an existing file is not crash-safe (see the module docs).
-pub fn on_fat(sys: &mut dyn Sys, path: &Path) -> bool {
+pub(crate) fn on_fat(sys: &mut dyn Sys, path: &Path) -> bool {
     sys.statfs_type(&parent_dir(path))
         .is_ok_and(|t| t == MSDOS_SUPER_MAGIC)
 }
@@ -1237,10 +1243,10 @@ fn write_temp(
 
 /// A run of a file's bytes that lies contiguously on its filesystem's device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Extent {
-    pub file_offset: u64,
-    pub device_offset: u64,
-    pub len: u64,
+pub(crate) struct Extent {
+    pub(crate) file_offset: u64,
+    pub(crate) device_offset: u64,
+    pub(crate) len: u64,
 }
 
 /// The extents of the first `len` bytes of a file from FIBMAP's answers:
@@ -1249,7 +1255,11 @@ pub struct Extent {
 /// need the rest of that block read and written back, which the filesystem
 /// path does better. FIBMAP answers 0 for a hole (fs/ioctl.c `ioctl_fibmap`);
 /// on FAT, block 0 is the boot sector, never file data.
-pub fn extents(block_size: u32, physical: &[u32], len: u64) -> Result<Vec<Extent>, ExtentError> {
+pub(crate) fn extents(
+    block_size: u32,
+    physical: &[u32],
+    len: u64,
+) -> Result<Vec<Extent>, ExtentError> {
     if block_size < 512 || !block_size.is_power_of_two() {
         return Err(ExtentError::BlockSize(block_size));
     }
@@ -1288,7 +1298,7 @@ pub fn extents(block_size: u32, physical: &[u32], len: u64) -> Result<Vec<Extent
 }
 
 /// Where byte `file_offset` of the file lies on the device.
-pub fn device_offset(extents: &[Extent], file_offset: u64) -> Option<u64> {
+pub(crate) fn device_offset(extents: &[Extent], file_offset: u64) -> Option<u64> {
     extents
         .iter()
         .find(|e| (e.file_offset..e.file_offset + e.len).contains(&file_offset))
@@ -1297,7 +1307,7 @@ pub fn device_offset(extents: &[Extent], file_offset: u64) -> Option<u64> {
 
 /// The first offset where what the device holds (`raw`, in file order)
 /// differs from the file's bytes; None when they are equal.
-pub fn first_difference(raw: &[u8], expected: &[u8]) -> Option<u64> {
+pub(crate) fn first_difference(raw: &[u8], expected: &[u8]) -> Option<u64> {
     raw.iter()
         .zip(expected)
         .position(|(a, b)| a != b)
@@ -1307,7 +1317,11 @@ pub fn first_difference(raw: &[u8], expected: &[u8]) -> Option<u64> {
 
 /// Maps the first `len` bytes of the file at `path` to its device with
 /// FIBMAP (needs CAP_SYS_RAWIO and a filesystem with bmap, as vfat has).
-pub fn map_file(sys: &mut dyn Sys, path: &Path, len: u64) -> Result<Vec<Extent>, EnvStoreError> {
+pub(crate) fn map_file(
+    sys: &mut dyn Sys,
+    path: &Path,
+    len: u64,
+) -> Result<Vec<Extent>, EnvStoreError> {
     let map_err = |source| EnvStoreError::Map {
         path: path.to_owned(),
         source,
@@ -1368,7 +1382,11 @@ impl Aligned {
 /// page, stale after the filesystem wrote the same sectors, is read or
 /// written back around ours. `write` opens it O_RDWR|O_EXCL, which fails
 /// with EBUSY while any filesystem on it is mounted (open(2)).
-pub fn open_device(sys: &mut dyn Sys, path: &Path, write: bool) -> Result<File, EnvStoreError> {
+pub(crate) fn open_device(
+    sys: &mut dyn Sys,
+    path: &Path,
+    write: bool,
+) -> Result<File, EnvStoreError> {
     let mut options = OpenOptions::new();
     options.read(true);
     let mut flags = libc::O_DIRECT;
@@ -1384,7 +1402,7 @@ pub fn open_device(sys: &mut dyn Sys, path: &Path, write: bool) -> Result<File, 
 }
 
 /// Reads the `len` bytes the extents cover from `device`, in file order.
-pub fn read_extents(
+pub(crate) fn read_extents(
     device: &File,
     device_path: &Path,
     extents: &[Extent],
@@ -1410,7 +1428,7 @@ pub fn read_extents(
 
 /// Checks that the device holds `expected` (the file's bytes) where the
 /// extents say: [`EnvStoreError::Mismatch`] otherwise.
-pub fn check_extents(
+pub(crate) fn check_extents(
     device: &File,
     device_path: &Path,
     path: &Path,
@@ -1432,7 +1450,7 @@ pub fn check_extents(
 /// Writes `block` (the file's new bytes) onto the extents of `device`, and
 /// syncs it: fdatasync on a block device writes its dirty pages and sends a
 /// cache flush (block/fops.c `blkdev_fsync`).
-pub fn write_extents(
+pub(crate) fn write_extents(
     sys: &mut dyn Sys,
     device: &File,
     device_path: &Path,

@@ -9,16 +9,14 @@ pub mod envblock;
 pub mod envstore;
 pub mod fwenv;
 pub mod rauc;
-pub mod store;
-
-pub use backend::UbootEnv;
+pub(crate) mod store;
 
 use crate::config::BootStateConfig;
 use crate::state::decision::{DecideCtx, DecideError, Line, Outcome};
 use crate::state::{CheckError, Checked, Entry};
 
 /// The registry line.
-pub const BACKEND: Entry = Entry {
+pub(crate) const BACKEND: Entry = Entry {
     name: config::NAME,
     legacy_keys: config::KEYS,
     check,

@@ -42,10 +42,10 @@ use std::str::FromStr;
 use crate::state::uboot::envblock::{Env, EnvError};
 
 /// Name of the variable holding the boot order.
-pub const BOOT_ORDER: &str = "BOOT_ORDER";
+pub(crate) const BOOT_ORDER: &str = "BOOT_ORDER";
 
 /// RAUC's default for `boot-attempts` and `boot-attempts-primary`.
-pub const DEFAULT_ATTEMPTS: u32 = 3;
+pub(crate) const DEFAULT_ATTEMPTS: u32 = 3;
 
 /// Errors of reading, changing or writing the boot state.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -102,12 +102,12 @@ impl Bootname {
         })
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 
     /// `BOOT_<name>_LEFT`.
-    pub fn left_variable(&self) -> String {
+    pub(crate) fn left_variable(&self) -> String {
         format!("BOOT_{}_LEFT", self.0)
     }
 }
@@ -187,7 +187,7 @@ pub struct State {
 
 impl State {
     /// The state of a fresh device: configured order, full counters.
-    pub fn initial(config: &Config) -> Self {
+    pub(crate) fn initial(config: &Config) -> Self {
         Self {
             order: config.slots.clone(),
             left: config
@@ -263,7 +263,7 @@ impl State {
     }
 
     /// The slots of [`State::walk`] with attempts left, in that order.
-    pub fn bootable(&self, config: &Config) -> Vec<Bootname> {
+    pub(crate) fn bootable(&self, config: &Config) -> Vec<Bootname> {
         self.walk(config)
             .into_iter()
             .filter(|s| self.left(s) > 0)
@@ -530,7 +530,7 @@ pub struct Bootnames {
 }
 
 impl Bootnames {
-    pub fn of(&self, slot: Slot) -> &Bootname {
+    pub(crate) fn of(&self, slot: Slot) -> &Bootname {
         match slot {
             Slot::A => &self.a,
             Slot::B => &self.b,
@@ -538,7 +538,7 @@ impl Bootnames {
     }
 
     /// The slot whose bootname is exactly `name`, as the boot script compares.
-    pub fn exact(&self, name: &Bootname) -> Option<Slot> {
+    pub(crate) fn exact(&self, name: &Bootname) -> Option<Slot> {
         if *name == self.a {
             Some(Slot::A)
         } else if *name == self.b {

@@ -46,11 +46,11 @@ use nix::mount::{MntFlags, MsFlags};
 use std::path::{Path, PathBuf};
 
 /// The variable where slotinit leaves why it last gave up a slot.
-pub const FALLBACK_VAR: &str = "SLOTINIT_FALLBACK";
+pub(crate) const FALLBACK_VAR: &str = "SLOTINIT_FALLBACK";
 
 /// What the store holds, as far as the decision is concerned.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Contents {
+pub(crate) enum Contents {
     /// A valid environment with RAUC's variables.
     State(State),
     /// No copy exists yet (a fresh device): the initial state may be written.
@@ -61,10 +61,10 @@ pub enum Contents {
 }
 
 /// An open store: where it is, what was loaded, and a mount to undo.
-pub struct Store {
-    pub location: EnvLocation,
-    pub loaded: LoadedEnv,
-    pub contents: Contents,
+pub(crate) struct Store {
+    pub(crate) location: EnvLocation,
+    pub(crate) loaded: LoadedEnv,
+    pub(crate) contents: Contents,
     /// The directory this store mounted its partition on, if it did.
     mounted: Option<PathBuf>,
     /// True when that mount is read-only and must be remounted read-write
@@ -82,10 +82,10 @@ pub struct Store {
 
 /// The store's state as recorded in the handoff and shown by `status`
 /// (the handoff names it by this path).
-pub use crate::state::Record;
+pub(crate) use crate::state::Record;
 
 #[derive(Debug, thiserror::Error)]
-pub enum CommitError {
+pub(crate) enum CommitError {
     #[error("cannot encode the boot state")]
     State(#[source] rauc::BootStateError),
     #[error("cannot write the boot state")]
@@ -138,7 +138,7 @@ pub enum CommitError {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum OpenError {
+pub(crate) enum OpenError {
     #[error("boot state: no {member} partition to hold {files}")]
     NoPartition { member: String, files: String },
     #[error("boot state: cannot mount {device} on {target}")]
@@ -164,7 +164,7 @@ pub enum OpenError {
 }
 
 /// The partition of a layout member by its role name.
-pub fn member<'a>(resolved: &'a Resolved, role: &str) -> Option<&'a Partition> {
+pub(crate) fn member<'a>(resolved: &'a Resolved, role: &str) -> Option<&'a Partition> {
     match role {
         "bootconfig" => resolved.bootconfig.as_ref(),
         "persistent" => resolved.persistent.as_ref(),
@@ -178,7 +178,7 @@ pub fn member<'a>(resolved: &'a Resolved, role: &str) -> Option<&'a Partition> {
 
 /// Opens the store: mounts the partition on `mount_dir` (files) or uses the
 /// fw_env device lines, then loads and judges the environment.
-pub fn open(
+pub(crate) fn open(
     sys: &mut dyn Sys,
     config: &UbootEnvConfig,
     partition: Option<&Partition>,
@@ -346,7 +346,7 @@ fn layout_fix(
 }
 
 /// What a load means for the decision.
-pub fn judge(loaded: &LoadedEnv, config: &UbootEnvConfig) -> Contents {
+pub(crate) fn judge(loaded: &LoadedEnv, config: &UbootEnvConfig) -> Contents {
     let rauc = match config.rauc() {
         Ok(r) => r,
         Err(e) => return Contents::Unusable(format!("config: {e}")),
@@ -382,7 +382,7 @@ pub fn judge(loaded: &LoadedEnv, config: &UbootEnvConfig) -> Contents {
 
 impl Store {
     /// The state for the decision: a fresh store starts from the initial state.
-    pub fn state(&self, config: &UbootEnvConfig) -> Option<State> {
+    pub(crate) fn state(&self, config: &UbootEnvConfig) -> Option<State> {
         match &self.contents {
             Contents::State(s) => Some(s.clone()),
             Contents::Fresh => config.rauc().ok().map(|r| State::initial(&r)),
@@ -392,7 +392,7 @@ impl Store {
 
     /// Writes `state` (and the fallback reason, if any) durably. Refuses when
     /// the store is unusable: a corrupt copy is never overwritten as if good.
-    pub fn commit(
+    pub(crate) fn commit(
         &mut self,
         sys: &mut dyn Sys,
         state: &State,
@@ -414,7 +414,11 @@ impl Store {
     /// RAUC's replaced), else on top of `bootstate.uboot-env.base_env`, else (only
     /// where `bootstate.uboot-env.env_owner = "slotinit"`) alone; otherwise
     /// [`CommitError::NoBaseEnv`] and nothing is written.
-    pub fn force_commit(&mut self, sys: &mut dyn Sys, state: &State) -> Result<(), CommitError> {
+    pub(crate) fn force_commit(
+        &mut self,
+        sys: &mut dyn Sys,
+        state: &State,
+    ) -> Result<(), CommitError> {
         self.write_state(sys, state, None, IfAllCorrupt::Overwrite)
     }
 
@@ -495,7 +499,7 @@ impl Store {
     }
 
     /// Rewrites the current env when one copy of a pair is corrupt.
-    pub fn repair(&mut self, sys: &mut dyn Sys) -> Result<bool, CommitError> {
+    pub(crate) fn repair(&mut self, sys: &mut dyn Sys) -> Result<bool, CommitError> {
         let Some(env) = self.loaded.env.clone().filter(|_| self.needs_repair()) else {
             return Ok(false);
         };
@@ -648,7 +652,7 @@ impl Store {
         }
     }
 
-    pub fn record(&self) -> Record {
+    pub(crate) fn record(&self) -> Record {
         let mut record = Record {
             location: self
                 .location
@@ -684,7 +688,7 @@ impl Store {
     }
 
     /// Unmounts the partition if this store mounted it.
-    pub fn close(self, sys: &mut dyn Sys) {
+    pub(crate) fn close(self, sys: &mut dyn Sys) {
         unmount(sys, self.mounted.as_deref());
     }
 }
