@@ -9,6 +9,7 @@ pub(crate) mod udev;
 use crate::config::{Config, BACKEND_NONE};
 use crate::handoff::Handoff;
 use crate::kernel::sys::Real;
+use crate::kind;
 use crate::paths::{CONFIG_PATH, HANDOFF_PATH, RUN_CONFIG, STATE_MOUNT};
 use crate::state::{self, Backend, Mark, MarkError, Record};
 use crate::types::{error_chain, Slot};
@@ -172,7 +173,7 @@ fn load_handoff(opts: &Options) -> Option<Handoff> {
 }
 
 /// The kind `status --json` gives a store that backend "none" does not keep.
-const KIND_NO_STORE: &str = "bootstate-none";
+const KIND_NO_STORE: &str = kind::BOOTSTATE_NONE;
 
 /// The open backend, or the kind and message of why not.
 fn open_store(

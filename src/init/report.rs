@@ -4,46 +4,9 @@
 use crate::handoff::{Handoff, Problem};
 use std::time::Instant;
 
-/// The stable kinds of the problems a boot records (`handoff.json`'s
-/// `errors[].kind` and `warnings[].kind`, `status --json`). Tests and health
-/// checks match these, never the English.
-///
-/// The `cfg(test)` ones are the kinds state/ gives its own errors (their
-/// `kind()`): state/ comes before init/ and spells them itself, so here they
-/// serve only the test that holds the two spellings together.
-pub(super) mod kind {
-    pub(crate) const CMDLINE: &str = "cmdline";
-    #[cfg(test)]
-    pub(crate) const CONFIG: &str = "config";
-    pub(crate) const CONFIG_DEPRECATED: &str = "config-deprecated";
-    pub(crate) const MODULE: &str = "module-load";
-    pub(crate) const DEVICE_TIMEOUT: &str = "device-timeout";
-    pub(crate) const DEVICES: &str = "devices";
-    pub(crate) const BOOTSTATE_UNUSABLE: &str = "bootstate-unusable";
-    #[cfg(test)]
-    pub(crate) const BOOTSTATE_UNAVAILABLE: &str = "bootstate-unavailable";
-    #[cfg(test)]
-    pub(crate) const BOOTSTATE_WRITE: &str = "bootstate-write";
-    #[cfg(test)]
-    pub(crate) const BOOTSTATE_REPAIR: &str = "bootstate-repair";
-    #[cfg(test)]
-    pub(crate) const DECISION: &str = "decision";
-    pub(crate) const OVERRIDE_REFUSED: &str = "override-refused";
-    #[cfg(test)]
-    pub(crate) const COMMIT: &str = "commit";
-    pub(crate) const LINK: &str = "link";
-    pub(crate) const SLOT_UNUSABLE: &str = "slot-unusable";
-    pub(crate) const PERSISTENT_MISSING: &str = "persistent-missing";
-    pub(crate) const PERSISTENT_FSCK: &str = "persistent-fsck";
-    pub(crate) const PERSISTENT_MOUNT: &str = "persistent-mount";
-    pub(crate) const PERSISTENT_READ_ONLY: &str = "persistent-read-only";
-    pub(crate) const PERSISTENT_REPAIR: &str = "persistent-repair";
-    pub(crate) const PERSISTENT_STEP: &str = "persistent-step";
-    pub(crate) const BIND_REPLACED: &str = "bind-replaced";
-    pub(crate) const MACHINE_ID: &str = "machine-id";
-    pub(crate) const FALLBACK: &str = "fallback";
-    pub(crate) const FATAL: &str = "fatal";
-}
+/// The kinds live in `crate::kind` (below state/, which gives its own errors
+/// theirs); the init's stages name them through the report.
+pub(super) use crate::kind;
 
 /// The handoff being filled and the stage clock.
 pub(super) struct Report {

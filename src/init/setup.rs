@@ -2,12 +2,13 @@
 //! the cmdline and the config, the by-slot links, the handoff file.
 
 use super::context::Boot;
-use super::report::{kind, Report};
+use super::report::Report;
 use crate::config::{Config, ConfigError};
 use crate::disk::devices;
 use crate::handoff::Handoff;
 use crate::kernel::cmdline::{BootArgs, Cmdline};
 use crate::kernel::sys::Sys;
+use crate::kind;
 use crate::paths::{CONFIG_PATH, HANDOFF_PATH, RUN_CONFIG, RUN_DIR};
 use crate::types::{error_chain, Slot};
 use nix::mount::MsFlags;

@@ -3,11 +3,12 @@
 //! close. Only the `state::Backend` trait is used here, and the kernel only
 //! through the boot's [`Sys`].
 
-use super::report::{kind, Report};
+use super::report::Report;
 use crate::config::Config;
 use crate::disk::devices::Resolved;
 use crate::kernel::cmdline::{BootArgs, Cmdline};
 use crate::kernel::sys::Sys;
+use crate::kind;
 use crate::paths::STATE_MOUNT;
 use crate::state::decision::{DecideCtx, Hint, Line};
 use crate::state::sources;

@@ -4,6 +4,7 @@
 //! problem's stable kind), and the decision without a store (backend "none":
 //! the bootloader's word).
 
+use crate::kind;
 use crate::types::Slot;
 use serde::{Deserialize, Serialize};
 
@@ -90,17 +91,17 @@ pub(crate) enum Problem {
 }
 
 impl Problem {
-    /// The handoff kind (`init::report::kind`).
+    /// The handoff kind.
     pub(crate) fn kind(&self) -> &'static str {
         match self {
             Problem::Exhausted(_)
             | Problem::NoHint
             | Problem::HintNamesNoSlot { .. }
-            | Problem::RefusedBad { .. } => "decision",
+            | Problem::RefusedBad { .. } => kind::DECISION,
             Problem::Uncounted { .. } | Problem::BootsUncounted { .. } | Problem::NotWritten(_) => {
-                "bootstate-write"
+                kind::BOOTSTATE_WRITE
             }
-            Problem::RepairFailed(_) => "bootstate-repair",
+            Problem::RepairFailed(_) => kind::BOOTSTATE_REPAIR,
         }
     }
 }
@@ -148,7 +149,7 @@ pub enum DecideError {
 impl DecideError {
     #[cfg(test)]
     pub(crate) fn kind(&self) -> &'static str {
-        "decision"
+        kind::DECISION
     }
 }
 

@@ -25,6 +25,7 @@ pub mod uboot;
 use crate::config::{BootStateConfig, Config, ConfigError, BACKEND_NONE};
 use crate::disk::devices::Resolved;
 use crate::kernel::sys::Sys;
+use crate::kind;
 use crate::types::Slot;
 use decision::{DecideCtx, DecideError, Outcome};
 use serde::{Deserialize, Serialize};
@@ -168,7 +169,7 @@ pub(crate) enum CheckError {
 
 impl CheckError {
     pub(crate) fn kind(&self) -> &'static str {
-        "config"
+        kind::CONFIG
     }
 }
 
@@ -185,7 +186,7 @@ impl OpenError {
     pub(crate) fn kind(&self) -> &'static str {
         match self {
             OpenError::Config(e) => e.kind(),
-            OpenError::Backend(_) => "bootstate-unavailable",
+            OpenError::Backend(_) => kind::BOOTSTATE_UNAVAILABLE,
         }
     }
 }
@@ -200,7 +201,7 @@ pub(crate) struct CommitError {
 
 impl CommitError {
     pub(crate) fn kind(&self) -> &'static str {
-        "commit"
+        kind::COMMIT
     }
 }
 
@@ -227,11 +228,11 @@ impl MarkError {
     #[cfg(test)]
     pub(crate) fn kind(&self) -> &'static str {
         match self {
-            MarkError::Unusable(_) => "bootstate-unusable",
-            MarkError::Invalid(_) => "bootstate-invalid",
-            MarkError::Locked(_) => "bootstate-locked",
-            MarkError::Refused(_) => "mark-refused",
-            MarkError::Write(_) => "bootstate-write",
+            MarkError::Unusable(_) => kind::BOOTSTATE_UNUSABLE,
+            MarkError::Invalid(_) => kind::BOOTSTATE_INVALID,
+            MarkError::Locked(_) => kind::BOOTSTATE_LOCKED,
+            MarkError::Refused(_) => kind::MARK_REFUSED,
+            MarkError::Write(_) => kind::BOOTSTATE_WRITE,
         }
     }
 }
