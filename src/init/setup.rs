@@ -3,7 +3,7 @@
 
 use super::context::Boot;
 use super::report::Report;
-use crate::config::{Config, ConfigError};
+use crate::config::Config;
 use crate::disk::devices;
 use crate::handoff::Handoff;
 use crate::kernel::cmdline::{BootArgs, Cmdline};
@@ -75,7 +75,7 @@ pub(super) fn read_cmdline<S: Sys + ?Sized>(
 /// Records the cmdline's warnings and loads the config, copying it to /run
 /// for the subcommands in the booted system. An invalid config is the cause
 /// of a fatal end (Err).
-pub(super) fn load_config<S: Sys + ?Sized>(boot: &mut Boot<S>) -> Result<(), String> {
+pub(super) fn load_config<S: Sys>(boot: &mut Boot<S>) -> Result<(), String> {
     for warning in boot.args.warnings.clone() {
         boot.report.warn(kind::CMDLINE, warning);
     }
@@ -83,8 +83,10 @@ pub(super) fn load_config<S: Sys + ?Sized>(boot: &mut Boot<S>) -> Result<(), Str
     // Fail closed: the built-in defaults would unlock what a production
     // config locks (`allow_override`, who counts), so an invalid config
     // boots nothing. initramfs/build refuses such a config; only a damaged
-    // or tampered initramfs gets here.
-    boot.config = read_config(boot.sys, path)
+    // or tampered initramfs gets here. The boot-state backend checks its
+    // own table: fail closed on it too. No file is the defaults.
+    boot.config = crate::state::load(boot.sys, path)
+        .map(|(config, _)| config)
         .map_err(|e| format!("config: {}; refusing to boot with it", error_chain(&e)))?;
     // The subcommands in the booted system read the config the init used.
     let _ = boot.sys.create_dir_all(Path::new(RUN_DIR));
@@ -94,28 +96,6 @@ pub(super) fn load_config<S: Sys + ?Sized>(boot: &mut Boot<S>) -> Result<(), Str
         }
     }
     Ok(())
-}
-
-/// [`crate::state::load`] through `sys`: no file is the defaults.
-fn read_config<S: Sys + ?Sized>(sys: &mut S, path: &Path) -> Result<Config, ConfigError> {
-    let read_error = |source| ConfigError::Read {
-        path: path.display().to_string(),
-        source,
-    };
-    match sys.read_file(path) {
-        Ok(Some(bytes)) => {
-            let text = String::from_utf8(bytes).map_err(|_| {
-                read_error(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    "stream did not contain valid UTF-8",
-                ))
-            })?;
-            // The boot-state backend checks its own table: fail closed on it here too.
-            crate::state::parse(&text, &path.display().to_string()).map(|(config, _)| config)
-        }
-        Ok(None) => Ok(Config::default()),
-        Err(source) => Err(read_error(source)),
-    }
 }
 
 /// The /dev/disk/by-slot links for a boot of `active`; one that cannot be made
