@@ -9,7 +9,7 @@ use std::path::Path;
 
 /// 2: errors and warnings are `{kind, message}` objects (1: strings).
 /// 3: mounts are `{what, target, fstype, options}` objects.
-pub(crate) const VERSION: u32 = 3;
+const VERSION: u32 = 3;
 
 /// One error or warning of a boot: a stable `kind` for programs (health
 /// checks, `status --json`, the tests) and a message for people.

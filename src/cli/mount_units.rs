@@ -27,7 +27,7 @@ pub(crate) struct Unit {
 /// unit_name_path_escape): slashes collapse and are trimmed, `/` becomes `-`,
 /// `-`, `\` and every byte that is not `[A-Za-z0-9:_.]` becomes `\xNN`, and so
 /// does a leading `.`. The root is `-`.
-pub(crate) fn escape_path(path: &str) -> String {
+fn escape_path(path: &str) -> String {
     let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
     if parts.is_empty() {
         return "-".into();

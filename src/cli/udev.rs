@@ -30,7 +30,7 @@ const EXIT_USAGE: u8 = 2;
 /// that the block device `devname` gets for the boot the handoff describes.
 /// `devname` is a kernel name (`vda5`); a `/dev/` prefix is accepted. Empty
 /// when the record names no booted slot or `devname` is none of its members.
-pub(crate) fn links_for(handoff: &Handoff, devname: &str) -> Vec<String> {
+fn links_for(handoff: &Handoff, devname: &str) -> Vec<String> {
     let devname = devname.strip_prefix("/dev/").unwrap_or(devname);
     let Some(active) = handoff.slot else {
         return Vec::new();
@@ -48,7 +48,7 @@ pub(crate) fn links_for(handoff: &Handoff, devname: &str) -> Vec<String> {
 /// Like [`links_for`], but only if the partition the kernel now calls `devname`
 /// is still the one recorded at boot (same partition number and GPT name): a
 /// disk removed and another one plugged in can reuse the kernel name.
-pub(crate) fn links_for_partition(handoff: &Handoff, now: &Partition) -> Vec<String> {
+fn links_for_partition(handoff: &Handoff, now: &Partition) -> Vec<String> {
     let members = [
         &handoff.devices.system_a,
         &handoff.devices.system_b,
@@ -69,7 +69,7 @@ pub(crate) fn links_for_partition(handoff: &Handoff, now: &Partition) -> Vec<Str
 
 /// What the kernel says about `devname` now, from `{sys}/class/block/{devname}/uevent`.
 /// None when it cannot be read or is not a partition.
-pub(crate) fn partition_now(sys: &Path, devname: &str) -> Option<Partition> {
+fn partition_now(sys: &Path, devname: &str) -> Option<Partition> {
     let dir = sys.join("class/block").join(devname);
     let text = std::fs::read_to_string(dir.join("uevent")).ok()?;
     let disk = std::fs::canonicalize(&dir)

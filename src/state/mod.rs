@@ -61,8 +61,7 @@ pub(crate) struct Entry {
 
 /// How a backend opens: the kernel, the config, the layout's partitions, a
 /// directory to mount on.
-pub(crate) type OpenFn =
-    fn(&mut dyn Sys, &Config, &Resolved, &Path) -> Result<Box<dyn Backend>, OpenError>;
+type OpenFn = fn(&mut dyn Sys, &Config, &Resolved, &Path) -> Result<Box<dyn Backend>, OpenError>;
 
 /// What a boot-state backend does, for the init's state stage and the CLI.
 ///
@@ -259,7 +258,7 @@ pub(crate) fn check(config: &Config) -> Result<Checked, CheckError> {
     check_with(BACKENDS, &config.bootstate)
 }
 
-pub(crate) fn check_with(backends: &[Entry], bs: &BootStateConfig) -> Result<Checked, CheckError> {
+fn check_with(backends: &[Entry], bs: &BootStateConfig) -> Result<Checked, CheckError> {
     let chosen = match bs.backend.as_str() {
         BACKEND_NONE => None,
         name => Some(entry(backends, name)?),
@@ -366,7 +365,7 @@ pub(crate) fn open(
     open_with(BACKENDS, sys, config, resolved, mount_dir)
 }
 
-pub(crate) fn open_with(
+fn open_with(
     backends: &[Entry],
     sys: &mut dyn Sys,
     config: &Config,

@@ -17,7 +17,7 @@ use crate::types::{error_chain, Slot};
 use std::path::Path;
 
 /// An open U-Boot env store with RAUC's contract.
-pub(crate) struct UbootEnv {
+struct UbootEnv {
     config: UbootEnvConfig,
     names: Bootnames,
     rauc: rauc::Config,

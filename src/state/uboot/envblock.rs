@@ -38,10 +38,10 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 /// Length of the CRC-32 at the start of every block.
-pub(crate) const CRC_LEN: usize = 4;
+const CRC_LEN: usize = 4;
 
 /// What [`serialize`] fills the unused data area with (see the module docs).
-pub(crate) const PAD_BYTE: u8 = 0x00;
+const PAD_BYTE: u8 = 0x00;
 
 /// The largest env size slotinit reads or writes (1 MiB). U-Boot's
 /// `CONFIG_ENV_SIZE` is typically 8 to 128 KiB (256 KiB on some boards); a

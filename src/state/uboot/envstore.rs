@@ -394,10 +394,7 @@ pub fn read_config(path: &Path) -> Result<FwEnvConfig, EnvStoreError> {
 }
 
 /// Reads and parses `fw_env.config`.
-pub(crate) fn read_config_with(
-    sys: &mut dyn Sys,
-    path: &Path,
-) -> Result<FwEnvConfig, EnvStoreError> {
+fn read_config_with(sys: &mut dyn Sys, path: &Path) -> Result<FwEnvConfig, EnvStoreError> {
     let read_error = |source| EnvStoreError::ReadConfig {
         path: path.to_owned(),
         source,
@@ -1307,7 +1304,7 @@ pub(crate) fn device_offset(extents: &[Extent], file_offset: u64) -> Option<u64>
 
 /// The first offset where what the device holds (`raw`, in file order)
 /// differs from the file's bytes; None when they are equal.
-pub(crate) fn first_difference(raw: &[u8], expected: &[u8]) -> Option<u64> {
+fn first_difference(raw: &[u8], expected: &[u8]) -> Option<u64> {
     raw.iter()
         .zip(expected)
         .position(|(a, b)| a != b)
@@ -1402,7 +1399,7 @@ pub(crate) fn open_device(
 }
 
 /// Reads the `len` bytes the extents cover from `device`, in file order.
-pub(crate) fn read_extents(
+fn read_extents(
     device: &File,
     device_path: &Path,
     extents: &[Extent],

@@ -45,7 +45,7 @@ use crate::state::uboot::envblock::{Env, EnvError};
 pub(crate) const BOOT_ORDER: &str = "BOOT_ORDER";
 
 /// RAUC's default for `boot-attempts` and `boot-attempts-primary`.
-pub(crate) const DEFAULT_ATTEMPTS: u32 = 3;
+const DEFAULT_ATTEMPTS: u32 = 3;
 
 /// Errors of reading, changing or writing the boot state.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

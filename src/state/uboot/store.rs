@@ -46,7 +46,7 @@ use nix::mount::{MntFlags, MsFlags};
 use std::path::{Path, PathBuf};
 
 /// The variable where slotinit leaves why it last gave up a slot.
-pub(crate) const FALLBACK_VAR: &str = "SLOTINIT_FALLBACK";
+const FALLBACK_VAR: &str = "SLOTINIT_FALLBACK";
 
 /// What the store holds, as far as the decision is concerned.
 #[derive(Debug, Clone, PartialEq, Eq)]
