@@ -15,7 +15,7 @@ use crate::paths::HANDOFF_PATH;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-pub(crate) const USAGE: &str = "usage: slotinit udev-links DEVNAME [--handoff FILE] [--sys DIR]
+pub(super) const USAGE: &str = "usage: slotinit udev-links DEVNAME [--handoff FILE] [--sys DIR]
   prints the /dev/disk/by-slot link names (relative to /dev, space-separated) of the
   block device DEVNAME (a kernel name: vda5, mmcblk0p2) for udev's
   PROGRAM=\"/usr/bin/slotinit udev-links $kernel\", SYMLINK+=\"%c\"
@@ -116,7 +116,7 @@ fn parse_args(args: Vec<String>) -> Result<Args, String> {
 /// `slotinit udev-links DEVNAME [--handoff FILE] [--sys DIR]` (`args`: what follows
 /// `udev-links`). Prints the names on one line for udev's `%c`; exit 1 with nothing
 /// printed when the device gets no link, so the rule does not match.
-pub(crate) fn udev_main(args: Vec<String>) -> ExitCode {
+pub(super) fn udev_main(args: Vec<String>) -> ExitCode {
     if args.iter().any(|a| a == "-h" || a == "--help") {
         println!("{USAGE}");
         return ExitCode::SUCCESS;

@@ -164,7 +164,7 @@ pub(crate) trait Sys {
 
 /// statfs(2) `f_type` of tmpfs and ramfs (include/uapi/linux/magic.h).
 pub(crate) const TMPFS_MAGIC: i64 = 0x0102_1994;
-pub(crate) const RAMFS_MAGIC: i64 = 0x8584_58f6;
+pub(super) const RAMFS_MAGIC: i64 = 0x8584_58f6;
 
 /// The errno of an io::Error (EIO when it has none), for the callers whose
 /// errors carry an errno.

@@ -155,7 +155,7 @@ impl DecideError {
 
 /// Without a store (backend "none"): the override, else the slot the
 /// bootloader named, else the default; never a slot that failed in this boot.
-pub(crate) fn follow_bootloader(ctx: &DecideCtx) -> Result<Outcome, DecideError> {
+pub(super) fn follow_bootloader(ctx: &DecideCtx) -> Result<Outcome, DecideError> {
     let mut out = Outcome {
         decision: Decision {
             slot: ctx.default_slot,

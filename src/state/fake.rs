@@ -16,7 +16,7 @@ use crate::types::Slot;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
-pub(crate) const BACKEND: Entry = Entry {
+pub(super) const BACKEND: Entry = Entry {
     name: "fake",
     legacy_keys: &[],
     check,

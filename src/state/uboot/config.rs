@@ -16,7 +16,7 @@ const NEW: &str = "bootstate.uboot-env";
 const OLD: &str = "bootstate";
 
 /// The keys of the table, which were keys of `[bootstate]` before it existed.
-pub(crate) const KEYS: &[&str] = &[
+pub(super) const KEYS: &[&str] = &[
     "counter",
     "partition",
     "fstype",
@@ -48,7 +48,7 @@ pub(crate) struct UbootEnvConfig {
     pub(crate) size: usize,
     /// Instead of files: the member partition itself holds the env (raw, as on
     /// eMMC layouts), one copy per offset (negative: from its end); one or two.
-    pub(crate) raw_offsets: Vec<i64>,
+    pub(super) raw_offsets: Vec<i64>,
     /// Instead of files: `fw_env.config` lines (`device offset size`), one or two.
     pub(crate) fw_env: Vec<String>,
     /// RAUC bootname of each slot.
@@ -61,7 +61,7 @@ pub(crate) struct UbootEnvConfig {
     pub(crate) cmdline_key: String,
     /// Whose env this is: "bootloader" (U-Boot reads it as its own env, with
     /// `bootcmd` and the rest) or "slotinit" (a file only the counters live in).
-    pub(crate) env_owner: EnvOwner,
+    pub(super) env_owner: EnvOwner,
     /// An absolute path (read in the root slotinit runs in: the initramfs at
     /// boot, the system for the subcommands) to the board's default env as
     /// `name=value` lines, the format of `mkenvimage` input and U-Boot's
@@ -74,7 +74,7 @@ pub(crate) struct UbootEnvConfig {
 /// no copy is valid (issue 11, item 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub(crate) enum EnvOwner {
+pub(super) enum EnvOwner {
     /// U-Boot's own env: an env holding only the counters would leave U-Boot
     /// without `bootcmd`, so slotinit writes on top of the last valid copy or
     /// `base_env`, and otherwise refuses.

@@ -47,11 +47,11 @@ const PAD_BYTE: u8 = 0x00;
 /// `CONFIG_ENV_SIZE` is typically 8 to 128 KiB (256 KiB on some boards); a
 /// larger size is a config mistake, and allocating it in PID 1 could abort the
 /// boot (issue 11, item 17).
-pub(crate) const MAX_SIZE: usize = 1 << 20;
+pub(super) const MAX_SIZE: usize = 1 << 20;
 
 /// The smallest env size: the header of a redundant copy and one empty entry,
 /// with room for a few variables.
-pub(crate) const MIN_SIZE: usize = 16;
+pub(super) const MIN_SIZE: usize = 16;
 
 /// Errors of decoding or encoding one environment block.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -285,7 +285,7 @@ pub struct EnvLocation {
 
 impl EnvLocation {
     /// A file holding exactly one env (U-Boot's `ENV_IS_IN_FAT` without redundancy).
-    pub(crate) fn single_file(path: impl Into<PathBuf>, size: usize) -> Self {
+    pub(super) fn single_file(path: impl Into<PathBuf>, size: usize) -> Self {
         Self {
             medium: Medium::File,
             size,
@@ -298,7 +298,7 @@ impl EnvLocation {
     }
 
     /// Two files, each holding one copy (U-Boot's `ENV_FAT_FILE_REDUND`).
-    pub(crate) fn redundant_files(
+    pub(super) fn redundant_files(
         first: impl Into<PathBuf>,
         second: impl Into<PathBuf>,
         size: usize,
@@ -575,7 +575,7 @@ pub fn load(location: &EnvLocation) -> Result<LoadedEnv, EnvStoreError> {
 /// the other layout (a single-copy `uboot.env` where the config names a pair,
 /// or the reverse) is [`EnvStoreError::WrongLayout`]: that env is the
 /// bootloader's, and the config must change before anything is written.
-pub(crate) fn load_with(
+pub(super) fn load_with(
     sys: &mut dyn Sys,
     location: &EnvLocation,
 ) -> Result<LoadedEnv, EnvStoreError> {
@@ -857,7 +857,7 @@ fn resolve_offset(offset: i64, len: u64, path: &Path) -> Result<u64, EnvStoreErr
 /// `previous` must come from [`load`] (or an earlier [`store`]) of the same
 /// `location`; it decides which copy is written and with which flags, and
 /// everything must still look as it did then.
-pub(crate) fn store_with(
+pub(super) fn store_with(
     sys: &mut dyn Sys,
     location: &EnvLocation,
     env: &Env,
@@ -955,7 +955,7 @@ impl Planned {
     /// env (offset 0, length = size): a copy whose every byte has its place
     /// on the device already. None for a missing or short copy, a device,
     /// or an env inside a larger file.
-    pub(crate) fn whole_file(&self, location: &EnvLocation) -> Option<&[u8]> {
+    pub(super) fn whole_file(&self, location: &EnvLocation) -> Option<&[u8]> {
         match self.now.get(self.target.index()) {
             Some(Raw::Bytes { len, offset, bytes })
                 if location.medium == Medium::File
@@ -1013,7 +1013,7 @@ impl Planned {
     /// re-reads every copy and returns the new state, or
     /// [`EnvStoreError::NotWritten`] when the copy does not hold the block
     /// ([`EnvStoreError::Changed`] when another copy changed meanwhile).
-    pub(crate) fn confirm(
+    pub(super) fn confirm(
         self,
         sys: &mut dyn Sys,
         location: &EnvLocation,
@@ -1061,11 +1061,11 @@ fn target_of(previous: &LoadedEnv) -> (CopyIndex, Header) {
 }
 
 /// statfs(2) `f_type` of vfat and msdos (include/uapi/linux/magic.h).
-pub(crate) const MSDOS_SUPER_MAGIC: i64 = 0x4d44;
+pub(super) const MSDOS_SUPER_MAGIC: i64 = 0x4d44;
 
 /// True when `path` lies on a FAT filesystem (vfat/msdos), where a rename over
 /// an existing file is not crash-safe (see the module docs).
-pub(crate) fn on_fat(sys: &mut dyn Sys, path: &Path) -> bool {
+pub(super) fn on_fat(sys: &mut dyn Sys, path: &Path) -> bool {
     sys.statfs_type(&parent_dir(path))
         .is_ok_and(|t| t == MSDOS_SUPER_MAGIC)
 }
@@ -1240,9 +1240,9 @@ fn write_temp(
 
 /// A run of a file's bytes that lies contiguously on its filesystem's device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Extent {
-    pub(crate) file_offset: u64,
-    pub(crate) device_offset: u64,
+pub(super) struct Extent {
+    file_offset: u64,
+    pub(super) device_offset: u64,
     pub(crate) len: u64,
 }
 
@@ -1252,7 +1252,7 @@ pub(crate) struct Extent {
 /// need the rest of that block read and written back, which the filesystem
 /// path does better. FIBMAP answers 0 for a hole (fs/ioctl.c `ioctl_fibmap`);
 /// on FAT, block 0 is the boot sector, never file data.
-pub(crate) fn extents(
+pub(super) fn extents(
     block_size: u32,
     physical: &[u32],
     len: u64,
@@ -1295,7 +1295,7 @@ pub(crate) fn extents(
 }
 
 /// Where byte `file_offset` of the file lies on the device.
-pub(crate) fn device_offset(extents: &[Extent], file_offset: u64) -> Option<u64> {
+pub(super) fn device_offset(extents: &[Extent], file_offset: u64) -> Option<u64> {
     extents
         .iter()
         .find(|e| (e.file_offset..e.file_offset + e.len).contains(&file_offset))
@@ -1314,7 +1314,7 @@ fn first_difference(raw: &[u8], expected: &[u8]) -> Option<u64> {
 
 /// Maps the first `len` bytes of the file at `path` to its device with
 /// FIBMAP (needs CAP_SYS_RAWIO and a filesystem with bmap, as vfat has).
-pub(crate) fn map_file(
+pub(super) fn map_file(
     sys: &mut dyn Sys,
     path: &Path,
     len: u64,
@@ -1379,7 +1379,7 @@ impl Aligned {
 /// page, stale after the filesystem wrote the same sectors, is read or
 /// written back around ours. `write` opens it O_RDWR|O_EXCL, which fails
 /// with EBUSY while any filesystem on it is mounted (open(2)).
-pub(crate) fn open_device(
+pub(super) fn open_device(
     sys: &mut dyn Sys,
     path: &Path,
     write: bool,
@@ -1425,7 +1425,7 @@ fn read_extents(
 
 /// Checks that the device holds `expected` (the file's bytes) where the
 /// extents say: [`EnvStoreError::Mismatch`] otherwise.
-pub(crate) fn check_extents(
+pub(super) fn check_extents(
     device: &File,
     device_path: &Path,
     path: &Path,
@@ -1447,7 +1447,7 @@ pub(crate) fn check_extents(
 /// Writes `block` (the file's new bytes) onto the extents of `device`, and
 /// syncs it: fdatasync on a block device writes its dirty pages and sends a
 /// cache flush (block/fops.c `blkdev_fsync`).
-pub(crate) fn write_extents(
+pub(super) fn write_extents(
     sys: &mut dyn Sys,
     device: &File,
     device_path: &Path,

@@ -210,7 +210,7 @@ fn check_second(first: &FwEnvEntry, second: &FwEnvEntry) -> Result<(), FwEnvErro
 /// True when two copies of `size` bytes at these offsets surely share a byte.
 /// Offsets of opposite signs depend on the device's length and are checked
 /// when the store reads them.
-pub(crate) fn overlaps(a: i64, b: i64, size: usize) -> bool {
+pub(super) fn overlaps(a: i64, b: i64, size: usize) -> bool {
     (a < 0) == (b < 0) && a.abs_diff(b) < size as u64
 }
 

@@ -107,7 +107,7 @@ impl Bootname {
     }
 
     /// `BOOT_<name>_LEFT`.
-    pub(crate) fn left_variable(&self) -> String {
+    pub(super) fn left_variable(&self) -> String {
         format!("BOOT_{}_LEFT", self.0)
     }
 }
@@ -187,7 +187,7 @@ pub struct State {
 
 impl State {
     /// The state of a fresh device: configured order, full counters.
-    pub(crate) fn initial(config: &Config) -> Self {
+    pub(super) fn initial(config: &Config) -> Self {
         Self {
             order: config.slots.clone(),
             left: config

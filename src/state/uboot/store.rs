@@ -346,7 +346,7 @@ fn layout_fix(
 }
 
 /// What a load means for the decision.
-pub(crate) fn judge(loaded: &LoadedEnv, config: &UbootEnvConfig) -> Contents {
+pub(super) fn judge(loaded: &LoadedEnv, config: &UbootEnvConfig) -> Contents {
     let rauc = match config.rauc() {
         Ok(r) => r,
         Err(e) => return Contents::Unusable(format!("config: {e}")),
@@ -414,7 +414,7 @@ impl Store {
     /// RAUC's replaced), else on top of `bootstate.uboot-env.base_env`, else (only
     /// where `bootstate.uboot-env.env_owner = "slotinit"`) alone; otherwise
     /// [`CommitError::NoBaseEnv`] and nothing is written.
-    pub(crate) fn force_commit(
+    pub(super) fn force_commit(
         &mut self,
         sys: &mut dyn Sys,
         state: &State,
