@@ -465,7 +465,7 @@ impl ConfigError {
     /// the init cannot use is fatal (`kind::FATAL`), the CLI prints it.
     #[cfg(test)]
     pub(crate) fn kind(&self) -> &'static str {
-        "config"
+        crate::kind::CONFIG
     }
 
     /// A parse error of `text` at a byte span, worded as [`Config::parse`]

@@ -2,12 +2,12 @@
 //! layout's partitions and resolve its members.
 
 use super::context::Boot;
-use super::report::kind;
 use super::setup::needs_uuids;
 use crate::disk::devices;
 use crate::disk::uevent;
 use crate::kernel::modules;
 use crate::kernel::sys::{Listener, Sys};
+use crate::kind;
 use std::path::Path;
 use std::time::Duration;
 

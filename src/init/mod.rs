@@ -7,13 +7,13 @@
 use crate::config::Commit;
 use crate::kernel::sys::{Real, Sys};
 use crate::kernel::{kmsg, switch_root};
+use crate::kind;
 use crate::state::Backend;
 use crate::types::error_chain;
 use crate::types::Slot;
 use context::Boot;
 use log::LevelFilter;
 use mounts::{mount_persistent, mount_root, unmount_beneath};
-use report::kind;
 use setup::{create_links, ensure_console, mount_api_filesystems, write_handoff};
 use state::{close_store, commit_good, decide, open_store, Inputs};
 use std::ffi::CString;

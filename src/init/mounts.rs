@@ -2,11 +2,12 @@
 //! partition with its binds and machine-id, degrading to tmpfs where it must.
 
 use super::context::Boot;
-use super::report::{kind, Report};
+use super::report::Report;
 use crate::disk::devices::{self, Partition};
 use crate::handoff::MountRecord;
 use crate::kernel::switch_root;
 use crate::kernel::sys::Sys;
+use crate::kind;
 use crate::mount::executor::{self, MachineIdOutcome, Outcome};
 use crate::mount::plan::{self, Step};
 use crate::types::error_chain;

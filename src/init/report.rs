@@ -4,10 +4,6 @@
 use crate::handoff::{Handoff, Problem};
 use std::time::Instant;
 
-/// The kinds live in `crate::kind` (below state/, which gives its own errors
-/// theirs); the init's stages name them through the report.
-pub(super) use crate::kind;
-
 /// The handoff being filled and the stage clock.
 pub(super) struct Report {
     pub(super) handoff: Handoff,
@@ -78,6 +74,7 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kind;
 
     #[test]
     fn errors_and_warnings_are_recorded_with_their_kind() {

@@ -2,10 +2,10 @@
 //! the kernel, in order, and what it records (kinds, never English).
 
 use super::context::Boot;
-use super::report::kind;
 use super::*;
 use crate::disk::devices::{self, fixtures::rpi_disk};
 use crate::kernel::fake::Fake;
+use crate::kind;
 use crate::paths::{CONFIG_PATH, HANDOFF_PATH, RUN_CONFIG};
 
 const ID: &str = "0123456789abcdef0123456789abcdef";
