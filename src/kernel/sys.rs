@@ -162,6 +162,29 @@ pub(crate) trait Sys {
     fn fdatasync(&mut self, file: &File) -> io::Result<()>;
 }
 
+/// A file [`Sys::flock_exclusive`] locked. Dropping it unlocks (LOCK_UN)
+/// before the close: a close alone leaves the lock held for as long as any
+/// copy of the descriptor lives, and a process forked meanwhile (e2fsck, a test
+/// running fw_printenv) holds one until its exec closes it, so the next writer
+/// would find the store "locked" by nobody.
+pub(crate) struct FileLock(File);
+
+impl FileLock {
+    pub(crate) fn new(file: File) -> Self {
+        FileLock(file)
+    }
+}
+
+impl Drop for FileLock {
+    fn drop(&mut self) {
+        // SAFETY: flock(2) on the descriptor this value owns; no memory is
+        // passed. Unlocking a descriptor that holds no lock is not an error.
+        unsafe {
+            libc::flock(self.0.as_raw_fd(), libc::LOCK_UN);
+        }
+    }
+}
+
 /// statfs(2) `f_type` of tmpfs and ramfs (include/uapi/linux/magic.h).
 pub(crate) const TMPFS_MAGIC: i64 = 0x0102_1994;
 pub(super) const RAMFS_MAGIC: i64 = 0x8584_58f6;

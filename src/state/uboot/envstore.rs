@@ -82,7 +82,7 @@ use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 
-use crate::kernel::sys::{enoent, errno_of, FileKind, Real, Sys};
+use crate::kernel::sys::{enoent, errno_of, FileKind, FileLock, Real, Sys};
 use crate::state::uboot::envblock::{self, CopyIndex, Env, EnvError, Header, Layout};
 use crate::state::uboot::fwenv::{self, FwEnvConfig, FwEnvError};
 
@@ -889,7 +889,7 @@ pub(crate) struct Planned {
     header: Header,
     now: Vec<Raw>,
     /// The file holding the writers' flock; closing it lets go.
-    lock: Option<File>,
+    lock: Option<FileLock>,
 }
 
 /// The first half of [`store`]: encodes `env` for the copy to write, takes the
@@ -1085,7 +1085,7 @@ fn holds_only_env(raw: &Raw, size: usize) -> bool {
 }
 
 /// Exclusive, non-blocking lock serializing slotinit writers (see module docs).
-fn lock(sys: &mut dyn Sys, location: &EnvLocation) -> Result<File, EnvStoreError> {
+fn lock(sys: &mut dyn Sys, location: &EnvLocation) -> Result<FileLock, EnvStoreError> {
     let path = match location.medium {
         Medium::Device => location.first.path.clone(),
         Medium::File => parent_dir(&location.first.path),
@@ -1097,7 +1097,7 @@ fn lock(sys: &mut dyn Sys, location: &EnvLocation) -> Result<File, EnvStoreError
             source,
         })?;
     match sys.flock_exclusive(&file) {
-        Ok(()) => Ok(file),
+        Ok(()) => Ok(FileLock::new(file)),
         Err(e) => match errno_of(&e) {
             Errno::EWOULDBLOCK => Err(EnvStoreError::Locked { path }),
             errno => Err(EnvStoreError::Lock {
