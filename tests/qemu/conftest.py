@@ -1,7 +1,30 @@
-"""Shared fixtures: the artifacts tests/run-all built, checked once per session."""
+"""Shared fixtures: the artifacts tests/run-all built, checked once per session;
+and a check that the run left nothing in /tmp."""
+import os
 import subprocess
+import tempfile
 import pytest
 from guest import INITRD, OUT, REPO, mkdisk
+
+# What the scripts and the QEMU driver put in /tmp: it must all be gone at the end.
+LEFTOVER = ("uboot-run.", "slotinit-")
+
+
+def leftovers():
+    tmp = tempfile.gettempdir()
+    return {n for n in os.listdir(tmp) if n.startswith(LEFTOVER)}
+
+
+def pytest_sessionstart(session):
+    session.config.slotinit_tmp_before = leftovers()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    new = sorted(leftovers() - getattr(session.config, "slotinit_tmp_before", set()))
+    if new:
+        print(f"\nFAILED: the run left {len(new)} entries in {tempfile.gettempdir()}: {new}")
+        if session.exitstatus == 0:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session", autouse=True)
