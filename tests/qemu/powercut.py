@@ -71,7 +71,7 @@ def main():
     ap.add_argument("--minutes", type=float, default=None, help="stop after this long")
     args = ap.parse_args()
     t0 = time.monotonic()
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(prefix="slotinit-powercut.") as tmp:
         tried, failures = campaign(args.count, args.seed, tmp, args.minutes)
     print(f"power cuts: {tried} tried, {len(failures)} failed, seed {args.seed}, "
           f"{(time.monotonic() - t0) / 60:.1f} min")
