@@ -53,9 +53,13 @@ def run(script, args, timeout, qemu_args=(), interact=(), cut=None, log=None, pr
     if qemu_args:
         cmd += ["--", *map(str, qemu_args)]
     t0 = time.monotonic()
-    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE if interact else subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=0,
-                            start_new_session=True, env=dict(os.environ, TMPDIR=tmpdir))
+    try:
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE if interact else subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=0,
+                                start_new_session=True, env=dict(os.environ, TMPDIR=tmpdir))
+    except BaseException:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+        raise
     if procs is not None:
         procs.add(proc)
     raw, partial, lines = b"", b"", []

@@ -97,3 +97,16 @@ def test_an_exception_while_reading_still_kills_and_cleans(tmp_path, monkeypatch
     else:
         raise AssertionError("the exception was swallowed")
     assert_cleaned(tmp_path)
+
+
+def test_a_script_that_cannot_start_leaves_no_tmpdir(tmp_path, monkeypatch):
+    made = []
+    real = qemudriver.tempfile.mkdtemp
+    monkeypatch.setattr(qemudriver.tempfile, "mkdtemp", lambda **kw: made.append(real(**kw)) or made[-1])
+    try:
+        qemudriver.run(tmp_path / "missing", [], 60)
+    except FileNotFoundError:
+        pass
+    else:
+        raise AssertionError("a missing script ran")
+    assert made and not os.path.exists(made[0])
