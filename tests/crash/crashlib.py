@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "qemu"))
-from guest import REPO, mkdisk, parse_report  # noqa: E402
+from guest import INITRD, REPO, boot, mkdisk  # noqa: E402
 
 SECTOR = 512
 
@@ -279,29 +279,6 @@ def enumerate_states(entries, lo, hi, rng, max_subsets=256, max_torn=None, flush
 
 # --------------------------------------------------------------- booting
 
-def run_qemu(disk, append, timeout=90, write_log=None, procs=None, initrd=None):
-    """Boots `disk` with the worktree's kernel and initramfs; returns (rc, console)."""
-    cmd = [str(REPO / "qemu/run"), "--disk", str(disk), "--timeout", str(timeout),
-           "--append", append]
-    if initrd:
-        cmd += ["--initrd", str(initrd)]
-    if write_log:
-        cmd += ["--write-log", str(write_log)]
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                         start_new_session=True)
-    if procs is not None:
-        procs.add(p)
-    try:
-        out, _ = p.communicate()
-    finally:
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
-        if procs is not None:
-            procs.discard(p)
-    return p.returncode, out.decode("utf-8", "replace").replace("\r\n", "\n")
-
-
 @dataclass
 class Store:
     """Where the boot-state env lives, from a slotinit config's [bootstate]."""
@@ -529,8 +506,9 @@ class Campaign:
 
     # -- priming: the disk states the operations start from
     def session(self, disk, op, write_log=None):
-        rc, console = run_qemu(disk, f"test.run=crash test.op={op}", write_log=write_log,
-                               procs=self.procs, initrd=self.initrd)
+        b = boot(disk, append=f"test.run=crash test.op={op}", timeout=90, write_log=write_log,
+                 procs=self.procs, initrd=self.initrd or INITRD)
+        rc, console = b.rc, b.console
         done = re.search(r"OP-DONE (\S*) ?(\d+)", console)
         synced = re.findall(r"SYNCED (\d+)", console)
         if rc != 0 or not done or not synced:
@@ -806,16 +784,16 @@ class Campaign:
     def boot_check(self, wbase, st, img, expect, keep=None, name="crash"):
         copy_image(wbase, img)
         apply(img, st.overlay)
-        rc, console = run_qemu(img, "test.run=crash-check", timeout=60, procs=self.procs,
-                               initrd=self.initrd)
-        sections, fields, test_run = parse_report(console)
+        b = boot(img, append="test.run=crash-check", timeout=60, procs=self.procs,
+                 initrd=self.initrd or INITRD)
+        console = b.console
         problems = []
-        slot = fields.get("slot-name", "none")
-        if "mountinfo" not in sections:
+        slot = b.fields.get("slot-name", "none")
+        if not b.reported:
             tail = " | ".join(console.splitlines()[-4:])
-            problems.append(f"no slot booted (rc {rc}): {tail[:300]}")
+            problems.append(f"no slot booted (rc {b.rc}): {tail[:300]}")
         else:
-            files = dict(re.findall(r"FILE (\d+) (\S*)", test_run))
+            files = dict(re.findall(r"FILE (\d+) (\S*)", b.test_run))
             lost = [n for n in range(1, expect + 1) if files.get(str(n)) != str(n)]
             if lost:
                 problems.append(f"synced files lost or damaged: {lost}")

@@ -1,7 +1,57 @@
-"""Shared fixtures: the artifacts tests/run-all built, checked once per session."""
+"""Shared fixtures: the artifacts tests/run-all built, checked once per session;
+and a check that the run left nothing in /tmp."""
+import os
 import subprocess
+import tempfile
+import time
 import pytest
 from guest import INITRD, OUT, REPO, mkdisk
+
+# What the scripts and the QEMU driver put in /tmp: it must all be gone at the end.
+LEFTOVER = ("uboot-run.", "slotinit-")
+
+
+def leftovers():
+    tmp = tempfile.gettempdir()
+    return {n for n in os.listdir(tmp) if n.startswith(LEFTOVER)}
+
+
+def in_use(path):
+    """A live process works in `path` (its TMPDIR, its cwd or a file it has open).
+    At the end of the session every process of this run is reaped, so such an
+    entry is another run's, still booting (another worktree's tests, a campaign)."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if f"TMPDIR={path}".encode() in f.read().split(b"\0"):
+                    return True
+            fds = f"/proc/{pid}/fd"
+            links = [os.readlink(f"/proc/{pid}/cwd")] + [
+                os.readlink(os.path.join(fds, fd)) for fd in os.listdir(fds)]
+        except OSError:
+            continue   # gone, or a kernel thread
+        if any(link == path or link.startswith(path + "/") for link in links):
+            return True
+    return False
+
+
+def pytest_sessionstart(session):
+    session.config.slotinit_tmp_before = leftovers()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    tmp = tempfile.gettempdir()
+    new = leftovers() - getattr(session.config, "slotinit_tmp_before", set())
+    for _ in range(10):   # another run's cleanup in flight
+        if not new:
+            break
+        time.sleep(1)
+        new &= leftovers()
+    left = sorted(n for n in new if not in_use(os.path.join(tmp, n)))
+    if left:
+        print(f"\nFAILED: the run left {len(left)} entries in {tmp}: {left}")
+        if session.exitstatus == 0:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session", autouse=True)

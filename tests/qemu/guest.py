@@ -10,14 +10,18 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+import qemudriver
+
+REPO = qemudriver.REPO
 OUT = REPO / "out"
 INITRD = OUT / "initramfs.img"
 
 
-def mkdisk(path, *args):
-    """Builds a GPT test disk with qemu/mkdisk; returns its path."""
-    subprocess.run([str(REPO / "qemu/mkdisk"), "--out", str(path), *map(str, args)],
+def mkdisk(path, *args, script="qemu/mkdisk"):
+    """Builds a GPT test disk with qemu/mkdisk (or uboot/mkdisk, which adds the
+    chain's files and passes what follows `--` to qemu/mkdisk); returns its path.
+    Every disk the tests, the campaigns and the benchmark boot is built here."""
+    subprocess.run([str(REPO / script), "--out", str(path), *map(str, args)],
                    check=True, stdout=subprocess.DEVNULL)
     return Path(path)
 
@@ -100,56 +104,58 @@ class Boot:
         return None
 
 
+def parse_block(console, name):
+    """The `=== NAME BEGIN ===` ... `=== NAME END ===` block of a console: None
+    if absent, else (sections, fields): `key=value` lines up to the first
+    `--- section` line, then each section's text (lines with their newlines)."""
+    m = re.search(rf"=== {name} BEGIN ===\n(.*?)=== {name} END ===", console, re.S)
+    if not m:
+        return None
+    sections, fields, current = {}, {}, None
+    for line in m.group(1).splitlines(keepends=True):
+        if line.startswith("--- "):
+            current = line[4:].strip()
+            sections[current] = ""
+        elif current is not None:
+            sections[current] += line
+        elif "=" in line:
+            k, _, v = line.rstrip("\n").partition("=")
+            fields[k] = v
+    return sections, fields
+
+
 def parse_report(console):
-    sections, fields = {}, {}
-    m = re.search(r"=== SLOTINIT-REPORT BEGIN ===\n(.*?)=== SLOTINIT-REPORT END ===",
-                  console, re.S)
-    if m:
-        current = None
-        for line in m.group(1).splitlines(keepends=True):
-            if line.startswith("--- "):
-                current = line[4:].strip()
-                sections[current] = ""
-            elif current:
-                sections[current] += line
-            elif "=" in line:
-                k, _, v = line.rstrip("\n").partition("=")
-                fields[k] = v
+    """What report-init printed: (sections, fields, test-run text); the one
+    parser of the tests, tests/crash, bench/run and the demo's summary."""
+    sections, fields = parse_block(console, "SLOTINIT-REPORT") or ({}, {})
     t = re.search(r"=== TEST-RUN BEGIN ===\n(.*?)=== TEST-RUN END ===", console, re.S)
     return sections, fields, (t.group(1) if t else "")
 
 
-def boot(*disks, append="", initrd=INITRD, timeout=120, interact=(), dtb=None, log=None):
-    """Boots the disks; returns the console and the parsed report.
+def report(run):
+    """A qemudriver.Run as a Boot: the console and the parsed report."""
+    return Boot(run.console, run.rc, *parse_report(run.console))
+
+
+def boot(*disks, append="", initrd=INITRD, timeout=120, interact=(), dtb=None, log=None,
+         qemu_args=(), write_log=None, cut=None, procs=None):
+    """Boots the disks with qemu/run; returns the console and the parsed report.
 
     `interact`: (text to wait for, line to type) pairs, answered in order on the
-    serial console; input sent before the guest reads it would be lost.
+    serial console. `cut`, `procs`: qemudriver.run's power cut and registry;
+    `write_log`: qemu/run --write-log (tests/crash).
     """
-    cmd = [str(REPO / "qemu/run"), "--initrd", str(initrd), "--timeout", str(timeout)]
+    args = ["--initrd", initrd]
     for d in disks:
-        cmd += ["--disk", str(d)]
+        args += ["--disk", d]
     if append:
-        cmd += ["--append", append]
+        args += ["--append", append]
     if dtb:
-        cmd += ["--dtb", str(dtb)]
-    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
-    raw = b""
-    pending = list(interact)
-    while True:
-        chunk = proc.stdout.read1(4096)
-        if not chunk:
-            break
-        raw += chunk
-        while pending and pending[0][0].encode() in raw:
-            proc.stdin.write(pending.pop(0)[1].encode())
-            proc.stdin.flush()
-    proc.wait(timeout=30)
-    console = raw.decode("utf-8", "replace").replace("\r\n", "\n")
-    if log:
-        Path(log).write_text(console)
-    sections, fields, test_run = parse_report(console)
-    return Boot(console, proc.returncode, sections, fields, test_run)
+        args += ["--dtb", dtb]
+    if write_log:
+        args += ["--write-log", write_log]
+    return report(qemudriver.run("run", args, timeout, qemu_args=qemu_args, interact=interact,
+                                 cut=cut, log=log, procs=procs))
 
 
 def record(name, value):

@@ -6,36 +6,22 @@ the cut is intact.
     /usr/bin/python3 tests/qemu/powercut.py --count 200 --seed 7 [--minutes 60]
 """
 import argparse
-import os
 import random
 import re
-import signal
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from guest import REPO, boot, mkdisk, read_env  # noqa: E402
+from guest import boot, mkdisk, read_env  # noqa: E402
 
 OPS = ["boot", "mark-good", "mark-active-a", "mark-active-b"]
 
 
 def cut(disk, append, delay):
     """Boots and kills QEMU after `delay` seconds; returns the console so far."""
-    cmd = [str(REPO / "qemu/run"), "--disk", str(disk), "--timeout", "60", "--append", append]
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                         start_new_session=True)
-    out = []
-    reader = threading.Thread(target=lambda: out.append(p.stdout.read()))
-    reader.start()
-    time.sleep(delay)
-    os.killpg(p.pid, signal.SIGKILL)
-    p.wait()
-    reader.join()
-    return b"".join(out).decode("utf-8", "replace")
+    return boot(disk, append=append, timeout=60, cut=(None, delay)).console
 
 
 def campaign(count, seed, tmp, minutes=None, log=print):
@@ -85,7 +71,7 @@ def main():
     ap.add_argument("--minutes", type=float, default=None, help="stop after this long")
     args = ap.parse_args()
     t0 = time.monotonic()
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(prefix="slotinit-powercut.") as tmp:
         tried, failures = campaign(args.count, args.seed, tmp, args.minutes)
     print(f"power cuts: {tried} tried, {len(failures)} failed, seed {args.seed}, "
           f"{(time.monotonic() - t0) / 60:.1f} min")

@@ -6,54 +6,24 @@ a trial with the same machine-id and journal, and the journal shows slot A's boo
 The console report comes from debian-image/test/report (test.debian=... on the cmdline).
 """
 import json
-import os
 import re
 import subprocess
 import pytest
-from guest import REPO, boot, read_env, record
+from guest import REPO, boot, mkdisk, parse_block, read_env, record
 
 SLOTINIT = REPO / "target/aarch64-unknown-linux-gnu/release/slotinit"
-# qemu/mkdisk's layout and order, with system partitions large enough for Debian.
-LAYOUT = [("bootconfig", "vfat", 16, "0700"), ("boot_a", "vfat", 32, "0700"),
-          ("boot_b", "vfat", 32, "0700"), ("system_a", "ext4", 320, "8300"),
-          ("system_b", "ext4", 320, "8300"), ("persistent", "ext4", 256, "8300")]
-DEV = {name: f"/dev/vda{i + 1}" for i, (name, *_) in enumerate(LAYOUT)}
+# qemu/mkdisk's layout and order, with system partitions large enough for Debian
+# (about 200 MB; qemu/mkdisk's default 48 MiB cannot hold it).
+LAYOUT = [("bootconfig", 16), ("boot_a", 32), ("boot_b", 32), ("system_a", 320),
+          ("system_b", 320), ("persistent", 256)]
+DEV = {name: f"/dev/vda{i + 1}" for i, (name, _) in enumerate(LAYOUT)}
 TIMEOUT = 420  # one boot + report + poweroff under TCG, with room for a loaded CI machine
 
 
 def mkdisk_debian(path, root):
-    """A GPT disk in qemu/mkdisk's layout with `root` in both system partitions
-    (bit-identical slots), written in place with offsets: no root, no loop devices.
-    qemu/mkdisk's 48 MiB system partitions cannot hold Debian (about 200 MB)."""
-    total = sum(size for *_, size, _ in LAYOUT) + 2
-    path.unlink(missing_ok=True)
-    subprocess.run(["truncate", "-s", f"{total}M", str(path)], check=True)
-    sg, start = ["sgdisk", "-o"], 1
-    for n, (name, _, size, code) in enumerate(LAYOUT, 1):
-        sg += ["-n", f"{n}:{start * 2048}:{(start + size) * 2048 - 1}", "-t", f"{n}:{code}",
-               "-c", f"{n}:{name}"]
-        start += size
-    subprocess.run(sg + [str(path)], check=True, stdout=subprocess.DEVNULL)
-    env = dict(os.environ, MTOOLS_SKIP_CHECK="1")
-    start = 1
-    for name, fs, size, _ in LAYOUT:
-        if fs == "ext4":
-            content = ["-d", str(root)] if name.startswith("system_") else []
-            subprocess.run(["mke2fs", "-q", "-F", "-t", "ext4", "-L", name, "-E",
-                            f"offset={start << 20},root_owner=0:0", *content,
-                            str(path), f"{size << 10}k"], check=True)
-        else:
-            # mkfs.vfat warns that the image is larger than the file system: it is.
-            subprocess.run(["mkfs.vfat", "-F", "16", "--offset", str(start * 2048),
-                            "-n", name.upper(), str(path), str(size << 10)],
-                           check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            if name.startswith("boot_"):
-                slot_name = path.parent / f"slot-name-{name}"
-                slot_name.write_text(name + "\n")
-                subprocess.run(["mcopy", "-i", f"{path}@@{start << 20}", str(slot_name),
-                                "::slot-name"], check=True, env=env)
-        start += size
-    return path
+    """A qemu/mkdisk disk with LAYOUT's sizes and `root` in both system partitions."""
+    return mkdisk(path, "--sizes", " ".join(str(size) for _, size in LAYOUT),
+                  "--system-a", root, "--system-b", root)
 
 
 @pytest.fixture(scope="module")
@@ -73,19 +43,10 @@ class Report:
     """The block debian-image/test/report prints: key=value lines, then --- sections."""
 
     def __init__(self, console):
-        m = re.search(r"=== DEBIAN-REPORT BEGIN ===\n(.*?)=== DEBIAN-REPORT END ===",
-                      console, re.S)
-        assert m, console[-4000:]
-        self.fields, self.sections, current = {}, {}, None
-        for line in m.group(1).splitlines():
-            if line.startswith("--- "):
-                current = line[4:].strip()
-                self.sections[current] = []
-            elif current is not None:
-                self.sections[current].append(line)
-            elif "=" in line:
-                k, _, v = line.partition("=")
-                self.fields[k] = v
+        block = parse_block(console, "DEBIAN-REPORT")
+        assert block, console[-4000:]
+        sections, self.fields = block
+        self.sections = {k: v.splitlines() for k, v in sections.items()}
 
     def unit(self, name):
         """(ActiveState, Result, ConditionResult) of a unit."""

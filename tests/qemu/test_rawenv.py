@@ -8,7 +8,7 @@ import re
 import struct
 import subprocess
 import pytest
-from guest import INITRD, REPO, Boot, mkdisk, parse_report, part_offset, read_env, record
+from guest import REPO, boot, mkdisk, part_offset, read_env, record
 
 SECTOR = 512
 
@@ -51,18 +51,13 @@ def regions(fat):
 
 
 def boot_traced(disk, trace, append="", timeout=120):
-    """Boots `disk` like guest.boot, with QEMU tracing every write the guest
+    """Boots `disk` with guest.boot, with QEMU tracing every write the guest
     issues to it (block layer `blk_co_pwritev`: byte offset and length)."""
-    r = subprocess.run([str(REPO / "qemu/run"), "--initrd", str(INITRD), "--timeout",
-                        str(timeout), "--disk", str(disk),
-                        *(["--append", append] if append else []), "--",
-                        "-trace", "blk_co_pwritev", "-D", str(trace)],
-                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    console = r.stdout.decode("utf-8", "replace").replace("\r\n", "\n")
-    sections, fields, test_run = parse_report(console)
+    b = boot(disk, append=append, timeout=timeout,
+             qemu_args=["-trace", "blk_co_pwritev", "-D", trace])
     writes = [(int(m.group(1)), int(m.group(2))) for m in
               re.finditer(r"blk_co_pwritev .*?offset (\d+) bytes (\d+)", trace.read_text())]
-    return Boot(console, r.returncode, sections, fields, test_run), writes
+    return b, writes
 
 
 def written_sectors(writes, start, end):

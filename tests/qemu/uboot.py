@@ -10,15 +10,13 @@ split into U-Boot, kernel and init phases.
 import os
 import random
 import re
-import signal
 import subprocess
-import tempfile
-import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from guest import REPO, Boot, parse_report
+import guest
+import qemudriver
+from guest import REPO, Boot
 
 SLOTINIT = REPO / "target/aarch64-unknown-linux-gnu/release/slotinit"
 # The tests' boot.scr (with the test hook below) lives apart from out/uboot,
@@ -126,13 +124,11 @@ def build_roots(base):
 
 
 def mkdisk(path, initramfs, roots, *args, no_env=False, uboot=UBOOT_OUT):
-    cmd = [str(REPO / "uboot/mkdisk"), "--out", str(path), "--initramfs", str(initramfs),
-           "--uboot", str(uboot)]
-    if no_env:
-        cmd.append("--no-env")
-    cmd += ["--", "--system-a", str(roots["a"]), "--system-b", str(roots["b"]), *map(str, args)]
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    return Path(path)
+    """A chain disk: uboot/mkdisk (qemu/mkdisk plus boot.scr, uboot.env and each slot's kernel)."""
+    return guest.mkdisk(path, "--initramfs", initramfs, "--uboot", uboot,
+                        *(["--no-env"] if no_env else []),
+                        "--", "--system-a", roots["a"], "--system-b", roots["b"], *args,
+                        script="uboot/mkdisk")
 
 
 def boot(disk, timeout=120, resets=0, kill=None, log=None, bootdelay=BOOTDELAY):
@@ -144,61 +140,19 @@ def boot(disk, timeout=120, resets=0, kill=None, log=None, bootdelay=BOOTDELAY):
     `kill`: (console regex, delay in s): SIGKILL the whole QEMU process group
     `delay` seconds after the first line matching the regex, as a power cut.
     """
-    cmd = [str(REPO / "qemu/uboot-run"), "--disk", str(disk), "--timeout", str(timeout),
-           "--resets", str(resets)]
+    args = ["--disk", disk, "--resets", resets]
     if bootdelay != "stock":
-        cmd += ["--bootdelay", str(bootdelay)]
-    # A power cut SIGKILLs uboot-run too, so its EXIT trap never removes its
-    # temp files: give it a TMPDIR this function removes whatever happens.
-    scratch = tempfile.TemporaryDirectory(prefix="slotinit-uboot-run.")
-    try:
-        return _boot(cmd, kill, log, dict(os.environ, TMPDIR=scratch.name))
-    finally:
-        scratch.cleanup()
-
-
-def _boot(cmd, kill, log, env):
-    t0 = time.monotonic()
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, start_new_session=True, env=env)
-    lines, partial, killed = [], b"", {}
-    timer = None
-
-    def cut():
-        killed["at"] = time.monotonic() - t0
-        os.killpg(proc.pid, signal.SIGKILL)
-
-    while True:
-        chunk = proc.stdout.read1(4096)
-        if not chunk:
-            break
-        now = time.monotonic() - t0
-        partial += chunk
-        *done, partial = partial.split(b"\n")
-        for raw in done:
-            line = raw.decode("utf-8", "replace").rstrip("\r")
-            lines.append((now, line))
-            if kill and timer is None and re.search(kill[0], line):
-                timer = threading.Timer(kill[1], cut)
-                timer.start()
-    if partial:
-        lines.append((time.monotonic() - t0, partial.decode("utf-8", "replace")))
-    proc.wait(timeout=30)
-    if timer:
-        timer.cancel()
-    wall = time.monotonic() - t0
-    console = "\n".join(l for _, l in lines) + "\n"
-    if log:
-        Path(log).write_text(console)
-    sections, fields, test_run = parse_report(console)
+        args += ["--bootdelay", bootdelay]
+    r = qemudriver.run("uboot-run", args, timeout, cut=kill, log=log)
+    b = guest.report(r)
     times = {}
     for name, pattern in MILESTONES:
-        for t, l in lines:
+        for t, l in r.lines:
             if re.search(pattern, l):
                 times[name] = round(t, 3)
                 break
-    return UBoot(console, proc.returncode, sections, fields, test_run, lines=lines,
-                 times=times, wall=round(wall, 3), killed_at=killed.get("at"))
+    return UBoot(b.console, b.rc, b.sections, b.fields, b.test_run, lines=r.lines,
+                 times=times, wall=r.wall, killed_at=r.killed_at)
 
 
 def set_env(disk, *assignments):
