@@ -11,6 +11,35 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// For a test that mounts for real: runs it again, alone, in a child process
+/// with a private mount namespace (`unshare -m`), so that its mounts never land
+/// on the host and no other test thread forks while it holds a file open (a
+/// forked child keeps the descriptor until its exec, and a remount read-only
+/// fails EBUSY meanwhile). `test` is `concat!(module_path!(), "::name")`.
+/// True in the child: run the test's body. False in the parent, after the
+/// child passed (it panics if the child failed).
+pub(crate) fn in_own_mount_namespace(test: &str) -> bool {
+    if std::env::var("SLOTINIT_TEST_MOUNT_NS").as_deref() == Ok("1") {
+        return true;
+    }
+    // The harness names a test by its module path without the crate.
+    let name = test.split_once("::").map_or(test, |(_, rest)| rest);
+    let out = std::process::Command::new("unshare")
+        .args(["-m", "--propagation", "private"])
+        .arg(std::env::current_exe().unwrap())
+        .args(["--exact", name, "--include-ignored", "--test-threads=1"])
+        .env("SLOTINIT_TEST_MOUNT_NS", "1")
+        .output()
+        .expect("unshare (util-linux)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("1 passed"),
+        "{name} in its own mount namespace: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    false
+}
+
 #[derive(Default)]
 pub(crate) struct Fake {
     /// Every call, one line each, in order.

@@ -1433,6 +1433,12 @@ mod tests {
     #[test]
     #[ignore = "needs root (mounts): tests/run-all runs it with --include-ignored"]
     fn partition_is_read_only_except_while_writing() {
+        if !crate::kernel::fake::in_own_mount_namespace(concat!(
+            module_path!(),
+            "::partition_is_read_only_except_while_writing"
+        )) {
+            return;
+        }
         let dir = tempfile::tempdir().unwrap();
         let mnt = dir.path().join("bootstate");
         // tmpfs ignores the device node; it stands in for the vfat partition.
@@ -1512,6 +1518,12 @@ mod tests {
     #[test]
     #[ignore = "needs root (mounts): tests/run-all runs it with --include-ignored"]
     fn partition_mounted_read_write_elsewhere_is_shared() {
+        if !crate::kernel::fake::in_own_mount_namespace(concat!(
+            module_path!(),
+            "::partition_mounted_read_write_elsewhere_is_shared"
+        )) {
+            return;
+        }
         let dir = tempfile::tempdir().unwrap();
         let image = dir.path().join("bootconfig.img");
         std::fs::write(&image, vec![0u8; 4 << 20]).unwrap();
