@@ -33,14 +33,30 @@ pub(super) fn mount_root<S: Sys + ?Sized>(
         log::warn!("cannot create {}: {e}", roots.sysroot.display());
     }
     let steps = plan::root_plan(config, roots, system);
-    executor::run(boot.sys, &roots.sysroot, &steps).map_err(|e| error_chain(&e))?;
-    if !switch_root::is_executable_in(boot.sys, &roots.sysroot, init) {
+    let node = system.node();
+    run_root_plan(boot, &steps, init, &node)
+}
+
+/// Runs a slot's root plan and checks the system has its init. A system
+/// without one takes down the block devices its plan set up (device-mapper
+/// targets over its partition), so the other slot, or the next boot, finds
+/// nothing of it mapped; the caller unmounts the rest.
+pub(super) fn run_root_plan<S: Sys + ?Sized>(
+    boot: &mut Boot<S>,
+    steps: &[Step],
+    init: &str,
+    node: &Path,
+) -> Result<(), String> {
+    let sysroot = boot.roots.sysroot.clone();
+    let mut outcome = executor::run(boot.sys, &sysroot, steps).map_err(|e| error_chain(&e))?;
+    if !switch_root::is_executable_in(boot.sys, &sysroot, init) {
+        executor::teardown(boot.sys, &mut outcome);
         return Err(format!(
             "no executable {init} in its system ({})",
-            system.node().display()
+            node.display()
         ));
     }
-    record_mounts(&mut boot.report, &boot.roots.sysroot, &steps);
+    record_mounts(&mut boot.report, &sysroot, steps);
     Ok(())
 }
 

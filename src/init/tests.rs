@@ -233,6 +233,53 @@ fn mount_root_mounts_the_system_read_only_and_wants_its_init() {
     assert!(sys.calls.is_empty(), "{:?}", sys.calls);
 }
 
+/// A slot whose system sits behind a device-mapper target (as LUKS and
+/// dm-verity will put it) and has no init: the target is taken down again, so
+/// the other slot, or the next boot, finds nothing of it mapped.
+#[test]
+fn a_system_without_init_takes_its_mapped_device_down() {
+    use crate::kernel::sys::DmLine;
+    use crate::mount::plan;
+    let table = vec![DmLine {
+        start: 0,
+        length: 2048,
+        target: "linear".into(),
+        params: "/dev/vda4 0".into(),
+    }];
+    let run = |sys: &mut Fake| {
+        let mut boot = rpi_boot(sys);
+        let system = boot.resolved.system(Slot::A).unwrap().node();
+        let steps = plan::root_plan(
+            &boot.config,
+            &boot.roots,
+            boot.resolved.system(Slot::A).unwrap(),
+        );
+        let steps = plan::map_device(steps, "system_a", &system, true, table.clone());
+        mounts::run_root_plan(&mut boot, &steps, "/sbin/init", &system)
+    };
+    let mut sys = Fake::default();
+    let cause = run(&mut sys).unwrap_err();
+    assert!(cause.starts_with("no executable /sbin/init"), "{cause}");
+    let created = sys
+        .position("dm-create system_a ro 0 2048 linear /dev/vda4 0")
+        .unwrap();
+    let mounted = sys.position("mount /dev/dm-0 /sysroot ext4 ro ").unwrap();
+    let unmounted = sys.position("umount /sysroot").unwrap();
+    let removed = sys.position("dm-remove system_a").unwrap();
+    assert!(
+        created < mounted && mounted < unmounted && unmounted < removed,
+        "{:#?}",
+        sys.calls
+    );
+    assert!(sys.mapped.is_empty());
+    // With its init the mapping stays: the system runs on it.
+    let mut sys = Fake::default();
+    sys.add_exec("/sysroot/sbin/init");
+    run(&mut sys).unwrap();
+    assert_eq!(sys.mapped.len(), 1);
+    assert!(sys.calls_starting("dm-remove").is_empty());
+}
+
 #[test]
 fn a_slot_that_cannot_be_used_is_unmounted_and_the_other_one_boots() {
     let mut sys = Fake::default();

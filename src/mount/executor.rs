@@ -104,7 +104,7 @@ pub(crate) fn run<S: Sys + ?Sized>(
 
 /// Undoes the block-device setup of `outcome`, last first; what cannot be
 /// undone is logged (the boot goes on to its fallback either way).
-fn teardown<S: Sys + ?Sized>(sys: &mut S, outcome: &mut Outcome) {
+pub(crate) fn teardown<S: Sys + ?Sized>(sys: &mut S, outcome: &mut Outcome) {
     while let Some(undo) = outcome.undo.pop() {
         let result = match &undo {
             Undo::MountedMapped(target) => sys.umount(target, MntFlags::empty()),

@@ -69,7 +69,7 @@ pub(super) fn mapped_node(name: &str) -> String {
 /// will), so only the tests build with it until one does; unchanged when no
 /// step mounts `device`.
 #[cfg(test)]
-pub(super) fn map_device(
+pub(crate) fn map_device(
     steps: Vec<Step>,
     name: &str,
     device: &Path,
