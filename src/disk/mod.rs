@@ -3,4 +3,5 @@
 
 pub mod devices;
 pub mod gpt;
+pub mod slotmap;
 pub(crate) mod uevent;

@@ -19,6 +19,7 @@
 pub(crate) mod decision;
 #[cfg(test)]
 mod fake;
+pub mod rpi;
 pub mod sources;
 pub mod uboot;
 
@@ -33,7 +34,7 @@ use std::path::Path;
 
 /// The backends, by the name `[bootstate] backend` gives: a new backend is a
 /// module and a line here.
-pub(crate) const BACKENDS: &[Entry] = &[uboot::BACKEND];
+pub(crate) const BACKENDS: &[Entry] = &[uboot::BACKEND, rpi::BACKEND];
 
 /// One backend: its name (also the name of its table in `[bootstate]`), its
 /// config check and how it opens.
@@ -464,7 +465,7 @@ mod tests {
         match check(&c) {
             Err(CheckError::UnknownBackend { name, known }) => {
                 assert_eq!(name, "fake");
-                assert_eq!(known, "none, uboot-env");
+                assert_eq!(known, "none, uboot-env, rpi-tryboot");
             }
             other => panic!("{other:?}"),
         }
@@ -743,7 +744,7 @@ mod tests {
         assert_eq!(err.kind(), "config");
         assert_eq!(
             crate::types::error_chain(&err),
-            "t:2:11: [bootstate] backend: unknown backend \"uboot\" (one of none, uboot-env)"
+            "t:2:11: [bootstate] backend: unknown backend \"uboot\" (one of none, uboot-env, rpi-tryboot)"
         );
     }
 
@@ -753,6 +754,7 @@ mod tests {
     fn accepted_configs_round_trip() {
         let mut texts: Vec<String> = [
             "rpi-ab-userdata",
+            "rpi-uboot-rauc",
             "mapio",
             "generic-ab",
             "stm32mp",

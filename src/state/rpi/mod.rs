@@ -1,0 +1,222 @@
+//! The Raspberry Pi firmware's boot state (`backend = "rpi-tryboot"`):
+//! `autoboot.txt` on bootconfig picks the partition, the one-shot tryboot
+//! flag gives the `[tryboot]` partition one boot, the device tree says what
+//! the firmware did, and slotinit keeps a trial record that lets a trial be
+//! re-armed up to `attempts` times.
+//!
+//! The firmware's contract, from raspberrypi/documentation
+//! (`computers/config_txt/autoboot.adoc`; `computers/raspberry-pi/
+//! boot-eeprom` "Fail-safe OS updates (TRYBOOT)"; `computers/configuration/
+//! device-tree.adoc` "Firmware parameters" /chosen/bootloader):
+//! - `autoboot.txt` (at most 512 bytes, filters `[all]`, `[none]`,
+//!   `[tryboot]`) names the boot partition of a normal boot (`[all]`,
+//!   committed partition C) and of a tryboot (`[tryboot]`, trial partition
+//!   T); rpi-image-gen's `image/gpt/ab_userdata/pre-image.sh` writes
+//!   `[all] tryboot_a_b=1 boot_partition=2 [tryboot] boot_partition=3`;
+//! - `reboot "0 tryboot"` sets a flag the firmware clears before it starts
+//!   the OS: exactly one boot of T; any reset after it boots C. The firmware
+//!   never writes storage, so it counts nothing;
+//! - the kernel reads `/proc/device-tree/chosen/bootloader/partition` (the
+//!   partition loaded), `tryboot` (1 in a tryboot), `boot-mode` (1 SD/eMMC,
+//!   6 NVMe) and `pm_rsts` (the power manager's reset status);
+//! - a trial is committed by rewriting `autoboot.txt` with the partitions
+//!   swapped (the documentation's "Update Service" flow).
+//!
+//! What the firmware does with a bad `autoboot.txt` is not written down
+//! beyond "optional" and "limited to 512 bytes": without a usable
+//! `boot_partition` it boots the default (partition 0: the first bootable
+//! FAT partition). slotinit then follows the firmware's word (the device
+//! tree), reports the file by name, and never writes it.
+//!
+//! slotinit's part (this module; the trial record in [`trial`]):
+//! - decide: the running slot R is the device tree's partition. A trial
+//!   boot of R (tryboot=1 on T) boots R; nothing is written. A normal boot
+//!   with a pending trial of S != R re-arms S while fewer than `attempts`
+//!   trial boots were armed (the init then calls `boot_next(S)` and reboots
+//!   with "0 tryboot"), else gives S up durably with the reason. A slot that
+//!   failed in this boot: the other slot (through the firmware).
+//! - `boot_next(S)`: the count is taken at arming, so a trial kernel that
+//!   never reaches the initramfs still uses a try.
+//! - mark-good of the running trial slot: the swap, in place (same length,
+//!   no rename, fsync, read back); a torn write of the ≤512-byte file
+//!   leaves each of the two values old or new, and every combination names
+//!   a slot's boot partition.
+
+pub(crate) mod autoboot;
+mod backend;
+pub(crate) mod trial;
+
+use crate::config::BootStateConfig;
+use crate::state::decision::{DecideCtx, DecideError, Outcome};
+use crate::state::{CheckError, Checked, Entry, KeyError};
+use serde::{Deserialize, Serialize};
+
+/// The backend's name and the name of its table in `[bootstate]`.
+pub(crate) const NAME: &str = "rpi-tryboot";
+
+/// The registry line.
+pub(crate) const BACKEND: Entry = Entry {
+    name: NAME,
+    legacy_keys: &[],
+    check,
+    reference,
+    open: backend::open,
+    unavailable,
+    bootloader_decides: |_| true,
+    devices: |_| Vec::new(),
+};
+
+/// `[bootstate.rpi-tryboot]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct RpiConfig {
+    /// The layout member holding `autoboot.txt` and the trial record ("" =
+    /// the directory given is used as it is, nothing mounted).
+    pub(crate) partition: String,
+    pub(crate) fstype: String,
+    /// `autoboot.txt`, relative to that partition's root.
+    pub(crate) autoboot: String,
+    /// The trial record: a redundant pair of env files.
+    pub(crate) trial_files: Vec<String>,
+    pub(crate) trial_size: usize,
+    /// Trial boots armed for one slot before it is given up.
+    pub(crate) attempts: u32,
+}
+
+impl Default for RpiConfig {
+    fn default() -> Self {
+        RpiConfig {
+            partition: "bootconfig".into(),
+            fstype: "vfat".into(),
+            autoboot: "autoboot.txt".into(),
+            trial_files: vec![
+                "slotinit-trial.env".into(),
+                "slotinit-trial-redund.env".into(),
+            ],
+            trial_size: 0x1000,
+            attempts: 3,
+        }
+    }
+}
+
+fn key_error(key: &str, message: String) -> CheckError {
+    CheckError::Key(KeyError {
+        table: format!("bootstate.{NAME}"),
+        key: key.into(),
+        in_value: !key.is_empty(),
+        message,
+    })
+}
+
+/// Reads and checks the table.
+pub(crate) fn table(bs: &BootStateConfig) -> Result<RpiConfig, CheckError> {
+    let Some(value) = bs.keys.get(NAME) else {
+        return Ok(RpiConfig::default());
+    };
+    let toml::Value::Table(t) = value else {
+        return Err(key_error("", format!("[bootstate] {NAME}: not a table")));
+    };
+    // Each key alone first, so an error names its key.
+    for (key, v) in t {
+        let one: toml::Table = [(key.clone(), v.clone())].into_iter().collect();
+        if let Err(e) = toml::Value::Table(one).try_into::<RpiConfig>() {
+            let known = RpiConfig::reference_table().contains_key(key);
+            return Err(CheckError::Key(KeyError {
+                table: format!("bootstate.{NAME}"),
+                key: key.clone(),
+                in_value: known,
+                message: e.message().to_string(),
+            }));
+        }
+    }
+    let c: RpiConfig = value
+        .clone()
+        .try_into()
+        .map_err(|e: toml::de::Error| key_error("", e.message().to_string()))?;
+    if c.trial_files.len() != 2 || c.trial_files.iter().any(|f| f.is_empty()) {
+        return Err(key_error(
+            "trial_files",
+            "two file names (a redundant pair)".into(),
+        ));
+    }
+    if !(0x100..=0x10000).contains(&c.trial_size) {
+        return Err(key_error(
+            "trial_size",
+            format!("{:#x}: between 0x100 and 0x10000", c.trial_size),
+        ));
+    }
+    if c.attempts == 0 || c.attempts > 100 {
+        return Err(key_error(
+            "attempts",
+            format!("{}: between 1 and 100", c.attempts),
+        ));
+    }
+    if c.autoboot.is_empty() || c.autoboot.starts_with('/') || c.autoboot.contains("..") {
+        return Err(key_error(
+            "autoboot",
+            format!("{:?}: a path relative to the partition's root", c.autoboot),
+        ));
+    }
+    Ok(c)
+}
+
+impl RpiConfig {
+    fn reference_table() -> toml::Table {
+        match toml::Value::try_from(RpiConfig::default()) {
+            Ok(toml::Value::Table(t)) => t,
+            _ => toml::Table::new(),
+        }
+    }
+}
+
+fn check(bs: &BootStateConfig) -> Result<Checked, CheckError> {
+    table(bs).map(|_| Checked::default())
+}
+
+fn reference() -> toml::Table {
+    [(
+        NAME.to_string(),
+        toml::Value::Table(RpiConfig::reference_table()),
+    )]
+    .into_iter()
+    .collect()
+}
+
+/// Without the store (bootconfig could not be mounted): the firmware's word
+/// (the device-tree slot source), never a slot that failed in this boot.
+fn unavailable(_: &BootStateConfig, ctx: &DecideCtx) -> Result<Outcome, DecideError> {
+    crate::state::decision::follow_bootloader(ctx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn bs(text: &str) -> BootStateConfig {
+        Config::parse(text, "t").unwrap().bootstate
+    }
+
+    #[test]
+    fn table_defaults_and_checks() {
+        assert_eq!(table(&bs("")).unwrap(), RpiConfig::default());
+        let c = table(&bs("[bootstate.rpi-tryboot]\nattempts = 5\n")).unwrap();
+        assert_eq!(c.attempts, 5);
+        for (text, key) in [
+            ("attempts = 0", "attempts"),
+            ("attempts = \"x\"", "attempts"),
+            ("trial_files = [\"a\"]", "trial_files"),
+            ("trial_size = 0x10", "trial_size"),
+            ("autoboot = \"/x\"", "autoboot"),
+            ("atempts = 1", "atempts"),
+        ] {
+            match table(&bs(&format!("[bootstate.rpi-tryboot]\n{text}\n"))) {
+                Err(CheckError::Key(k)) => {
+                    assert_eq!(k.key, key, "{text}");
+                    assert_eq!(k.table, "bootstate.rpi-tryboot");
+                }
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+    }
+}
