@@ -5,12 +5,12 @@
 //! (`computers/config_txt/autoboot.adoc`, `conditional.adoc`):
 //! - the file is at most 512 bytes;
 //! - it supports the `[all]`, `[none]` and `[tryboot]` conditional filters.
-//!   A filter applies to the lines after it up to the next filter; `[all]`
-//!   always passes, `[none]` never does, `[tryboot]` only in a boot with the
-//!   tryboot flag set. Lines before the first filter apply always (as under
-//!   `[all]`). The documentation names no other filter for this file, so a
-//!   line under any other filter is taken as not applying, in either boot
-//!   (and reported);
+//!   A filter applies to the lines after it; filters of different types
+//!   combine (all must pass) and `[all]` resets them all; `[none]` never
+//!   passes, `[tryboot]` only in a boot with the tryboot flag set. Lines
+//!   before the first filter apply always. The documentation names no other
+//!   filter for this file, so a line under any other filter is taken as not
+//!   applying, in either boot (and reported);
 //! - `boot_partition=N` (the partition to boot, 1-based; 0 = the first
 //!   bootable FAT partition) and `tryboot_a_b=1` (the tryboot switch is made
 //!   at partition level: the partition's normal `config.txt` is loaded);
@@ -71,16 +71,6 @@ pub(crate) enum AutobootError {
     ReadBack { path: PathBuf },
 }
 
-/// Where a filter leaves the lines after it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Filter {
-    All,
-    None,
-    Tryboot,
-    /// A filter the documentation does not name for this file.
-    Other,
-}
-
 /// One `boot_partition` line: its value and where its digits are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Value {
@@ -121,7 +111,9 @@ impl Autoboot {
         let text = std::str::from_utf8(bytes).map_err(|_| AutobootError::NotText {
             path: path_buf.clone(),
         })?;
-        let mut filter = Filter::All;
+        // The filters in force: the tryboot one, and one that never passes
+        // ([none], or a filter this file does not support).
+        let (mut tryboot, mut never) = (false, false);
         let mut committed: Option<Value> = None;
         let mut trial: Option<Value> = None;
         let mut tryboot_a_b = false;
@@ -137,25 +129,21 @@ impl Autoboot {
                 continue;
             }
             if let Some(name) = trimmed.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
-                filter = match name {
-                    "all" => Filter::All,
-                    "none" => Filter::None,
-                    "tryboot" => Filter::Tryboot,
+                match name {
+                    "all" => (tryboot, never) = (false, false),
+                    "none" => never = true,
+                    "tryboot" => tryboot = true,
                     other => {
                         ignored.push((index + 1, other.to_string()));
-                        Filter::Other
+                        never = true;
                     }
-                };
+                }
                 continue;
             }
             let Some((key, value)) = line.split_once('=') else {
                 continue;
             };
-            let (in_committed, in_trial) = match filter {
-                Filter::All => (true, true),
-                Filter::Tryboot => (false, true),
-                Filter::None | Filter::Other => (false, false),
-            };
+            let (in_committed, in_trial) = (!never && !tryboot, !never);
             match key.trim() {
                 "boot_partition" => {
                     let digits = value.trim();
@@ -169,7 +157,7 @@ impl Autoboot {
                         number,
                         start: at,
                         end: at + digits.len(),
-                        tryboot: filter == Filter::Tryboot,
+                        tryboot,
                     };
                     has_tryboot_line |= v.tryboot;
                     if in_committed {
@@ -377,9 +365,26 @@ mod tests {
                 2,
                 2,
             ),
-            // A filter the file does not support: its lines do not apply.
+            // Filters combine: [none] stays in force until [all].
+            (
+                "[all]\nboot_partition=2\n[none]\n[tryboot]\nboot_partition=5\n",
+                2,
+                2,
+            ),
+            (
+                "[tryboot]\n[none]\nboot_partition=5\n[all]\nboot_partition=2\n",
+                2,
+                2,
+            ),
+            // A filter the file does not support: its lines do not apply, up
+            // to the next [all].
             (
                 "[all]\nboot_partition=2\n[pi4]\nboot_partition=7\n[tryboot]\nboot_partition=3\n",
+                2,
+                2,
+            ),
+            (
+                "[all]\nboot_partition=2\n[pi4]\nboot_partition=7\n[all]\n[tryboot]\nboot_partition=3\n",
                 2,
                 3,
             ),

@@ -447,6 +447,9 @@ impl Backend for Rpi {
             return Ok(out);
         }
         let mut out = Self::outcome(running, Source::Bootloader);
+        // Without a usable autoboot.txt nothing can be armed or committed:
+        // the firmware's word alone.
+        let pending = pending.filter(|_| self.committed().is_ok());
         match pending {
             Some(t) if Ok(t.slot) == self.committed() || t.slot == running => {
                 // A commit whose record-clear was cut, or a trial of the

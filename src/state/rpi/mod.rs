@@ -5,9 +5,10 @@
 //! re-armed up to `attempts` times.
 //!
 //! The firmware's contract, from raspberrypi/documentation
-//! (`computers/config_txt/autoboot.adoc`; `computers/raspberry-pi/
-//! boot-eeprom` "Fail-safe OS updates (TRYBOOT)"; `computers/configuration/
-//! device-tree.adoc` "Firmware parameters" /chosen/bootloader):
+//! (`computers/config_txt/autoboot.adoc` and `conditional.adoc`;
+//! `computers/raspberry-pi.adoc` "Fail-safe OS updates (TRYBOOT)";
+//! `computers/configuration/device-tree.adoc` "Firmware parameters",
+//! `/chosen/bootloader`):
 //! - `autoboot.txt` (at most 512 bytes, filters `[all]`, `[none]`,
 //!   `[tryboot]`) names the boot partition of a normal boot (`[all]`,
 //!   committed partition C) and of a tryboot (`[tryboot]`, trial partition
