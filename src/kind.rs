@@ -27,6 +27,9 @@ pub(crate) const BOOTSTATE_UNAVAILABLE: &str = "bootstate-unavailable";
 pub(crate) const BOOTSTATE_WRITE: &str = "bootstate-write";
 pub(crate) const BOOTSTATE_REPAIR: &str = "bootstate-repair";
 pub(crate) const DECISION: &str = "decision";
+/// Kernels are per slot and no slot source said which one runs; or the
+/// restart that boots the decided slot through the firmware failed.
+pub(crate) const SLOT_KERNEL: &str = "slot-kernel";
 pub(crate) const OVERRIDE_REFUSED: &str = "override-refused";
 pub(crate) const COMMIT: &str = "commit";
 pub(crate) const LINK: &str = "link";
@@ -73,6 +76,7 @@ mod tests {
             (BOOTSTATE_WRITE, "bootstate-write"),
             (BOOTSTATE_REPAIR, "bootstate-repair"),
             (DECISION, "decision"),
+            (SLOT_KERNEL, "slot-kernel"),
             (OVERRIDE_REFUSED, "override-refused"),
             (COMMIT, "commit"),
             (LINK, "link"),

@@ -279,7 +279,29 @@ fn usage_errors() {
         text(&out)
     );
     assert_eq!(d.run(&["frobnicate"]).status.code(), Some(2));
+    // `other` needs to know the booted slot; --reboot goes with a mark that
+    // changes what boots next.
+    let out = d.run(&["mark-active", "other"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("not `other`"), "{}", text(&out));
+    d.booted("a");
+    let out = d.run(&["mark-good", "--reboot"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(!Path::new(&d.env()).exists(), "nothing was written");
+}
+
+#[test]
+fn mark_active_other_is_the_slot_not_booted() {
+    let d = Device::new();
+    d.booted("b");
+    let out = d.run(&["mark-active", "other"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).starts_with("slot a (A) marked active"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(d.printenv("BOOT_ORDER"), "A B");
 }
 
 #[test]

@@ -8,12 +8,13 @@ pub(crate) mod udev;
 
 use crate::config::{Config, BACKEND_NONE};
 use crate::handoff::Handoff;
-use crate::kernel::sys::Real;
+use crate::kernel::sys::{Real, Sys};
 use crate::kind;
 use crate::paths::{CONFIG_PATH, HANDOFF_PATH, RUN_CONFIG, STATE_MOUNT};
 use crate::state::{self, Backend, Mark, MarkError, Record};
 use crate::types::{error_chain, Slot};
 use serde::Serialize;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -23,6 +24,8 @@ pub(crate) const USAGE: &str = "usage: slotinit [--config FILE] [--handoff FILE]
   mark-good [SLOT]         commit a trial: attempts back to boot-attempts (default: booted slot)
   mark-bad [SLOT]          attempts 0 and out of BOOT_ORDER (default: booted slot)
   mark-active SLOT         first in BOOT_ORDER with boot-attempts-primary attempts
+                           (Raspberry Pi tryboot: arms a trial of SLOT)
+  SLOT                     a, b, a bootname, or `other` (the slot not booted)
   check-config FILE        validate a config as the init would
   udev-links DEVNAME [--handoff FILE] [--sys DIR]
                            the /dev/disk/by-slot names of a partition (for the udev rule)
@@ -31,6 +34,9 @@ pub(crate) const USAGE: &str = "usage: slotinit [--config FILE] [--handoff FILE]
                            (from the handoff; none when slotinit did not boot this system)
   --force                  (mark-*) write a fresh state over a store whose copies are all corrupt;
                            (mark-bad) mark it even if no slot would have attempts left
+  --reboot                 (mark-active, mark-bad) then restart into the slot that boots next,
+                           through the firmware (Raspberry Pi: reboot \"0 tryboot\" for a trial);
+                           systemctl reboot under systemd
 exit codes: 0 ok, 1 error (status: the boot state cannot be read), 2 usage,
   3 boot state corrupt or invalid, 4 store locked,
   5 refused: the mark would leave no slot with attempts left (nothing written)
@@ -48,6 +54,7 @@ struct Options {
     handoff: PathBuf,
     json: bool,
     force: bool,
+    reboot: bool,
     words: Vec<String>,
 }
 
@@ -65,6 +72,7 @@ pub fn main(args: Vec<String>) -> ExitCode {
         handoff: PathBuf::from(HANDOFF_PATH),
         json: false,
         force: false,
+        reboot: false,
         words: Vec::new(),
     };
     let mut it = args.into_iter();
@@ -72,6 +80,7 @@ pub fn main(args: Vec<String>) -> ExitCode {
         match arg.as_str() {
             "--json" => opts.json = true,
             "--force" => opts.force = true,
+            "--reboot" => opts.reboot = true,
             "--config" | "--handoff" => {
                 let Some(value) = it.next() else {
                     return fail(EXIT_USAGE, format!("{arg} needs a file\n{USAGE}"));
@@ -211,7 +220,23 @@ fn mark(opts: &Options, how: Mark, slot_arg: Option<&str>) -> ExitCode {
         Err(e) => return fail(EXIT_ERROR, format!("bootstate config: {e}")),
     };
     let handoff = load_handoff(opts);
+    let booted = handoff.as_ref().and_then(|h| h.slot);
+    if opts.reboot && how == Mark::Good {
+        return fail(EXIT_USAGE, "--reboot goes with mark-active or mark-bad");
+    }
     let slot = match slot_arg {
+        Some("other") => match booted {
+            Some(s) => s.other(),
+            None => {
+                return fail(
+                    EXIT_USAGE,
+                    format!(
+                        "no booted slot known ({} unreadable): name the slot, not `other`",
+                        opts.handoff.display()
+                    ),
+                )
+            }
+        },
         Some(text) => match names.slot(text) {
             Some(s) => s,
             None => {
@@ -224,7 +249,7 @@ fn mark(opts: &Options, how: Mark, slot_arg: Option<&str>) -> ExitCode {
                 )
             }
         },
-        None => match handoff.as_ref().and_then(|h| h.slot) {
+        None => match booted {
             Some(s) => s,
             None => {
                 return fail(
@@ -242,14 +267,51 @@ fn mark(opts: &Options, how: Mark, slot_arg: Option<&str>) -> ExitCode {
         Err((_, e)) => return fail(EXIT_ERROR, e),
     };
     let result = store.mark(&mut Real, how, slot, opts.force);
+    // What boots next: the marked-active slot, or the other one of a slot
+    // marked bad; the backend writes what makes the firmware choose it.
+    let next = match how {
+        Mark::Bad => slot.other(),
+        _ => slot,
+    };
+    let restart = match &result {
+        Ok(_) if opts.reboot => Some(store.boot_next(&mut Real, next)),
+        _ => None,
+    };
     store.close(&mut Real);
-    match result {
-        Ok(message) => {
-            println!("{message}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => fail(mark_exit(&e), e),
+    let message = match result {
+        Ok(message) => message,
+        Err(e) => return fail(mark_exit(&e), e),
+    };
+    println!("{message}");
+    match restart {
+        None => ExitCode::SUCCESS,
+        Some(Err(e)) => fail(mark_exit(&e), format!("not restarting: {e}")),
+        Some(Ok(arg)) => restart_system(&mut Real, arg.as_deref()),
     }
+}
+
+/// Restarts the booted system with `arg` for the firmware: `systemctl
+/// reboot ARG` under systemd (an orderly shutdown that passes ARG to
+/// reboot(2)), else sync and reboot(2) directly.
+fn restart_system(sys: &mut dyn Sys, arg: Option<&str>) -> ExitCode {
+    println!(
+        "restarting{}",
+        arg.map_or(String::new(), |a| format!(" with {a:?}"))
+    );
+    if sys.is_dir(Path::new("/run/systemd/system")) {
+        let mut args: Vec<&OsStr> = vec![OsStr::new("reboot")];
+        args.extend(arg.map(OsStr::new));
+        return match sys.run("systemctl", &args) {
+            Ok(Some(0)) => ExitCode::SUCCESS,
+            other => fail(EXIT_ERROR, format!("systemctl reboot: {other:?}")),
+        };
+    }
+    let e = match arg.map(std::ffi::CString::new) {
+        Some(Ok(a)) => sys.restart(&a),
+        Some(Err(_)) => return fail(EXIT_ERROR, "restart argument holds a NUL byte"),
+        None => sys.reboot(),
+    };
+    fail(EXIT_ERROR, format!("reboot: {e}"))
 }
 
 /// `status --json`.

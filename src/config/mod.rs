@@ -36,6 +36,22 @@ pub(crate) struct BootConfig {
     /// The slot sources asked, in order, when the bootloader decides (counter =
     /// "bootloader", or no boot-state store).
     pub(crate) sources: Vec<crate::types::SourceKind>,
+    /// Whether each slot boots its own kernel ("per-slot": a decision for
+    /// the slot whose kernel is not running goes through the firmware and a
+    /// restart) or both share one ("shared": the other slot's system may be
+    /// mounted in the same boot). "auto": per slot when `boot_a` and
+    /// `boot_b` are two partitions.
+    pub(crate) slot_kernels: SlotKernels,
+}
+
+/// [`BootConfig::slot_kernels`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum SlotKernels {
+    #[default]
+    Auto,
+    PerSlot,
+    Shared,
 }
 
 /// How the layout's members are found. Each is a GPT partition name (a string;
@@ -199,6 +215,24 @@ impl Partitions {
         self.member(role)
             .and_then(|s| s.to_ref().ok())
             .unwrap_or(PartRef::Absent)
+    }
+}
+
+impl Config {
+    /// Whether each slot boots its own kernel ([`BootConfig::slot_kernels`];
+    /// "auto": `boot_a` and `boot_b` are two different partitions).
+    pub(crate) fn kernels_per_slot(&self) -> bool {
+        match self.boot.slot_kernels {
+            SlotKernels::PerSlot => true,
+            SlotKernels::Shared => false,
+            SlotKernels::Auto => {
+                let (a, b) = (
+                    self.partitions.reference("boot_a"),
+                    self.partitions.reference("boot_b"),
+                );
+                a != PartRef::Absent && b != PartRef::Absent && a != b
+            }
+        }
     }
 }
 
@@ -375,6 +409,7 @@ impl Default for BootConfig {
             reboot_delay_s: 10,
             allow_override: true,
             sources: crate::types::DEFAULT_ORDER.to_vec(),
+            slot_kernels: SlotKernels::Auto,
         }
     }
 }

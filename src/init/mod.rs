@@ -61,7 +61,11 @@ pub fn run() -> ! {
 
     let init = boot.init_path();
     let active = match mount_a_slot(&mut boot, store.as_mut(), &init) {
-        Ok(slot) => slot,
+        Ok(Next::Mount(slot)) => slot,
+        Ok(Next::Restart(slot)) => {
+            let cause = restart_into(&mut boot, store, slot);
+            fatal(&mut boot, &cause)
+        }
         Err(cause) => {
             close_store(boot.sys, store, &mut boot.report);
             fatal(&mut boot, &cause)
@@ -89,14 +93,25 @@ pub fn run() -> ! {
     fatal(&mut boot, &error_chain(&e))
 }
 
+/// What the boot does after the state stage.
+#[derive(Debug, PartialEq, Eq)]
+enum Next {
+    /// The slot's system is mounted at the sysroot.
+    Mount(Slot),
+    /// The decided slot's kernel is not the one running: the firmware boots it.
+    Restart(Slot),
+}
+
 /// Decides, commits the counters and mounts the slot's system; a slot that
-/// cannot be used is marked bad and the other one is tried in this same boot.
-/// Err when no slot is left to decide on (the cause of a fatal end).
+/// cannot be used is marked bad and the other one is tried in this same boot
+/// where both slots share the running kernel, else through the firmware
+/// ([`Next::Restart`]). Err when no slot is left to decide on (the cause of a
+/// fatal end).
 fn mount_a_slot<S: Sys>(
     boot: &mut Boot<S>,
     mut store: Option<&mut Box<dyn Backend>>,
     init: &str,
-) -> Result<Slot, String> {
+) -> Result<Next, String> {
     let mut failed: Vec<(Slot, String)> = Vec::new();
     loop {
         let inputs = Inputs {
@@ -108,10 +123,13 @@ fn mount_a_slot<S: Sys>(
         };
         let slot = decide(boot.sys, &inputs, store.as_deref_mut(), &mut boot.report)?;
         boot.report.stage("decision");
+        if !state::coherent(&boot.config, slot, &mut boot.report) {
+            return Ok(Next::Restart(slot));
+        }
         create_links(boot, slot);
         boot.report.stage("links");
         match mount_root(boot, slot, init) {
-            Ok(()) => return Ok(slot),
+            Ok(()) => return Ok(Next::Mount(slot)),
             Err(cause) => {
                 boot.report
                     .error(kind::SLOT_UNUSABLE, format!("slot {slot}: {cause}"));
@@ -130,6 +148,37 @@ fn mount_a_slot<S: Sys>(
             }
         }
     }
+}
+
+/// Makes the firmware boot `slot` next (the backend writes what it reads)
+/// and restarts with the backend's argument; returns why that failed (the
+/// cause of a fatal end, whose plain reboot lets the firmware choose again).
+fn restart_into<S: Sys>(boot: &mut Boot<S>, store: Option<Box<dyn Backend>>, slot: Slot) -> String {
+    let mut store = store;
+    let arg = match store.as_mut() {
+        Some(backend) => backend.boot_next(boot.sys, slot),
+        None => Ok(None),
+    };
+    close_store(boot.sys, store, &mut boot.report);
+    let arg = match arg {
+        Ok(arg) => arg,
+        Err(e) => return format!("cannot make the firmware boot slot {slot}: {e}"),
+    };
+    let how = arg
+        .as_deref()
+        .map_or("a plain restart".into(), |a| format!("restart {a:?}"));
+    log::warn!("slot {slot} boots through the firmware: {how}");
+    write_handoff(boot.sys, &boot.report.handoff);
+    let e = match arg.map(CString::new) {
+        Some(Ok(arg)) => boot.sys.restart(&arg),
+        Some(Err(_)) => return format!("restart argument for slot {slot} holds a NUL byte"),
+        None => boot.sys.reboot(),
+    };
+    boot.report.error(
+        kind::SLOT_KERNEL,
+        format!("restart into slot {slot} failed: {e}"),
+    );
+    format!("restart into slot {slot} failed: {e}")
 }
 
 /// The end of every boot that cannot continue: log the cause, then an emergency

@@ -10,7 +10,7 @@ use crate::kernel::cmdline::{BootArgs, Cmdline};
 use crate::kernel::sys::Sys;
 use crate::kind;
 use crate::paths::STATE_MOUNT;
-use crate::state::decision::{DecideCtx, Hint, Line};
+use crate::state::decision::{self, Coherence, DecideCtx, Hint, Line};
 use crate::state::sources;
 use crate::state::{self, Backend};
 use crate::types::error_chain;
@@ -107,6 +107,31 @@ pub(super) fn decide<S: Sys>(
     report.handoff.slot = Some(decision.slot);
     report.handoff.decision = Some(decision.clone());
     Ok(decision.slot)
+}
+
+/// Slot coherence ([`decision::coherence`]): true when this boot mounts the
+/// decided `slot`; false when the running kernel is the other slot's, so
+/// the firmware must boot it.
+pub(super) fn coherent(config: &Config, slot: Slot, report: &mut Report) -> bool {
+    let running = report.handoff.hint.as_ref().and_then(|h| h.slot);
+    match decision::coherence(slot, running, config.kernels_per_slot()) {
+        Coherence::Mount => true,
+        Coherence::MountUnknownKernel => {
+            let message = format!(
+                "kernels are per slot but no slot source said which one runs; \
+                 mounting slot {slot} under this kernel"
+            );
+            report.warn(kind::SLOT_KERNEL, message);
+            true
+        }
+        Coherence::Restart { running } => {
+            log::warn!(
+                "slot {slot} decided, but the running kernel is slot {running}'s: \
+                 never mounting slot {slot}'s system under it"
+            );
+            false
+        }
+    }
 }
 
 /// What the slot sources say (the cmdline, the device tree's partition, ...);

@@ -293,10 +293,12 @@ fn a_slot_that_cannot_be_used_is_unmounted_and_the_other_one_boots() {
     );
     let mut boot = rpi_boot(&mut sys);
     boot.config.bootstate.backend = crate::config::BACKEND_NONE.into();
+    // Both slots boot one kernel: the other slot's system mounts in this boot.
+    boot.config.boot.slot_kernels = crate::config::SlotKernels::Shared;
     // Slot A's system does not mount.
     boot.sys.fail.push("mount /dev/vda4".into());
-    let slot = mount_a_slot(&mut boot, None, "/sbin/init").unwrap();
-    assert_eq!(slot, Slot::B);
+    let next = mount_a_slot(&mut boot, None, "/sbin/init").unwrap();
+    assert_eq!(next, Next::Mount(Slot::B));
     assert_eq!(boot.report.kinds(), [kind::SLOT_UNUSABLE]);
     let a = sys.position("mount /dev/vda4 /sysroot ext4 ro ").unwrap();
     let b = sys.position("mount /dev/vda5 /sysroot ext4 ro ").unwrap();
@@ -304,6 +306,68 @@ fn a_slot_that_cannot_be_used_is_unmounted_and_the_other_one_boots() {
     let inner = sys.position("umount /sysroot/run detach").unwrap();
     let outer = sys.position("umount /sysroot detach").unwrap();
     assert!(a < inner && inner < outer && outer < b, "{:#?}", sys.calls);
+}
+
+/// Slot coherence: with a kernel per slot (rpi: boot_a and boot_b), the
+/// firmware's word names the running slot's kernel; a decision for the
+/// other slot restarts through the firmware and never mounts its system.
+#[test]
+fn the_other_slots_system_is_never_mounted_under_this_slots_kernel() {
+    let setup = |sys: &mut Fake, dt_partition: Option<u32>| {
+        sys.add_exec("/sysroot/sbin/init");
+        if let Some(n) = dt_partition {
+            sys.files
+                .insert(crate::paths::DT_PARTITION.into(), n.to_be_bytes().to_vec());
+        }
+    };
+    // The firmware booted boot_a (partition 2) and slot A's system does not
+    // mount: slot B is decided, and boots through the firmware.
+    let mut sys = Fake::default();
+    setup(&mut sys, Some(2));
+    let mut boot = rpi_boot(&mut sys);
+    boot.config.bootstate.backend = crate::config::BACKEND_NONE.into();
+    assert!(boot.config.kernels_per_slot(), "auto: two boot partitions");
+    boot.sys.fail.push("mount /dev/vda4".into());
+    let next = mount_a_slot(&mut boot, None, "/sbin/init").unwrap();
+    assert_eq!(next, Next::Restart(Slot::B));
+    assert!(
+        sys.position("mount /dev/vda5").is_none(),
+        "{:#?}",
+        sys.calls
+    );
+
+    // slotinit.slot=b under slot A's kernel: the same.
+    let mut sys = Fake::default();
+    setup(&mut sys, Some(2));
+    let mut boot = rpi_boot(&mut sys);
+    boot.config.bootstate.backend = crate::config::BACKEND_NONE.into();
+    boot.args.slot_override = Some(Slot::B);
+    let next = mount_a_slot(&mut boot, None, "/sbin/init").unwrap();
+    assert_eq!(next, Next::Restart(Slot::B));
+    assert!(sys.calls_starting("mount /dev/vda").is_empty());
+    // Restarting into it: no store to steer the firmware, a plain reboot.
+    let mut boot = rpi_boot(&mut sys);
+    let cause = restart_into(&mut boot, None, Slot::B);
+    assert!(cause.starts_with("restart into slot b failed"), "{cause}");
+    assert_eq!(sys.calls.last().map(String::as_str), Some("reboot"));
+
+    // The firmware booted boot_b: slot B's kernel runs, slot B mounts.
+    let mut sys = Fake::default();
+    setup(&mut sys, Some(3));
+    let mut boot = rpi_boot(&mut sys);
+    boot.config.bootstate.backend = crate::config::BACKEND_NONE.into();
+    let next = mount_a_slot(&mut boot, None, "/sbin/init").unwrap();
+    assert_eq!(next, Next::Mount(Slot::B));
+    assert!(boot.report.kinds().is_empty(), "{:?}", boot.report.kinds());
+
+    // No firmware word: the decided slot mounts, with a warning of its kind.
+    let mut sys = Fake::default();
+    setup(&mut sys, None);
+    let mut boot = rpi_boot(&mut sys);
+    boot.config.bootstate.backend = crate::config::BACKEND_NONE.into();
+    let next = mount_a_slot(&mut boot, None, "/sbin/init").unwrap();
+    assert_eq!(next, Next::Mount(Slot::A));
+    assert_eq!(boot.report.kinds(), [kind::SLOT_KERNEL]);
 }
 
 /// One row of the persistent degrade matrix.

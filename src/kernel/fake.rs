@@ -330,6 +330,12 @@ impl Sys for Fake {
             Ok(()) => io::Error::from_raw_os_error(libc::EPERM),
         }
     }
+    fn restart(&mut self, arg: &CStr) -> io::Error {
+        match self.record(format!("restart {}", arg.to_string_lossy())) {
+            Err(e) => e,
+            Ok(()) => io::Error::from_raw_os_error(libc::EPERM),
+        }
+    }
     fn sleep(&mut self, d: Duration) {
         let _ = self.record(format!("sleep {}ms", d.as_millis()));
     }

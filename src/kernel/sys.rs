@@ -85,6 +85,10 @@ pub(crate) trait Sys {
     fn statfs_type(&mut self, path: &Path) -> io::Result<i64>;
     /// sync(2), then reboot(2) (`RB_AUTOBOOT`); returns only when that failed.
     fn reboot(&mut self) -> io::Error;
+    /// sync(2), then reboot(2) with `LINUX_REBOOT_CMD_RESTART2` and `arg` (the
+    /// Raspberry Pi firmware reads "0 tryboot" as its one-shot trial flag);
+    /// returns only when that failed.
+    fn restart(&mut self, arg: &CStr) -> io::Error;
     /// Sleeps (the reboot delay; the halt when a reboot fails).
     fn sleep(&mut self, duration: Duration);
     /// Every signal back to SIG_DFL, none blocked ([`reset_signals`]).
@@ -825,6 +829,28 @@ impl Sys for Real {
         match nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_AUTOBOOT) {
             Err(e) => nix_err(e),
         }
+    }
+
+    fn restart(&mut self, arg: &CStr) -> io::Error {
+        nix::unistd::sync();
+        // nix's reboot() takes no argument: the raw syscall, as the kernel's
+        // reboot(2) documents LINUX_REBOOT_CMD_RESTART2.
+        // SAFETY: the magic numbers and the command are the kernel's; `arg`
+        // is a NUL-terminated string that outlives the call.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_reboot,
+                libc::LINUX_REBOOT_MAGIC1,
+                libc::LINUX_REBOOT_MAGIC2,
+                libc::LINUX_REBOOT_CMD_RESTART2,
+                arg.as_ptr(),
+            )
+        };
+        if rc == 0 {
+            // reboot(2) does not return on success.
+            return io::Error::other("reboot(2) returned");
+        }
+        io::Error::last_os_error()
     }
 
     fn sleep(&mut self, duration: Duration) {

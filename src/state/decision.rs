@@ -212,3 +212,56 @@ pub(super) fn follow_bootloader(ctx: &DecideCtx) -> Result<Outcome, DecideError>
     out.decision = Decision { slot, source };
     Ok(out)
 }
+
+/// Whether this boot can carry out its decision (slot coherence): where each
+/// slot has its own kernel, the slot that boots is the one whose kernel runs,
+/// known from the firmware's word (the slot sources' hint); a decision for
+/// the other slot goes through the firmware and a restart, never by mounting
+/// the other slot's system under this kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Coherence {
+    /// The decided slot's kernel runs, or both slots share one: mount it.
+    Mount,
+    /// Kernels are per slot but no slot source said which one runs: mount
+    /// the decided slot, and say so.
+    MountUnknownKernel,
+    /// The running kernel is `running`'s: the decided slot boots only
+    /// through the firmware.
+    Restart { running: Slot },
+}
+
+pub(crate) fn coherence(decided: Slot, running: Option<Slot>, per_slot: bool) -> Coherence {
+    match running {
+        _ if !per_slot => Coherence::Mount,
+        None => Coherence::MountUnknownKernel,
+        Some(running) if running == decided => Coherence::Mount,
+        Some(running) => Coherence::Restart { running },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_other_slots_kernel_never_mounts_a_system_where_kernels_are_per_slot() {
+        use Coherence::*;
+        let rows = [
+            // decided, running, per slot -> what the boot does
+            (Slot::A, Some(Slot::A), true, Mount),
+            (Slot::B, Some(Slot::A), true, Restart { running: Slot::A }),
+            (Slot::A, Some(Slot::B), true, Restart { running: Slot::B }),
+            (Slot::B, None, true, MountUnknownKernel),
+            // One kernel for both: the same boot mounts either system.
+            (Slot::B, Some(Slot::A), false, Mount),
+            (Slot::A, None, false, Mount),
+        ];
+        for (decided, running, per_slot, want) in rows {
+            assert_eq!(
+                coherence(decided, running, per_slot),
+                want,
+                "{decided} {running:?} {per_slot}"
+            );
+        }
+    }
+}

@@ -170,6 +170,15 @@ impl Backend for Fake {
         Ok(format!("slot {slot} marked {}", how.verb()))
     }
 
+    fn boot_next(&mut self, sys: &mut dyn Sys, slot: Slot) -> Result<Option<String>, MarkError> {
+        if slot == self.committed {
+            return Ok(None);
+        }
+        self.trial = Some(slot);
+        self.save(sys).map_err(MarkError::Write)?;
+        Ok(Some("0 tryboot".into()))
+    }
+
     fn status(&self, booted: Option<Slot>) -> BootStatus {
         let boot = match booted {
             Some(s) if s == self.committed => "committed",

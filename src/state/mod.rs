@@ -92,6 +92,12 @@ pub(crate) trait Backend {
         slot: Slot,
         force: bool,
     ) -> Result<String, MarkError>;
+    /// Makes the firmware boot `slot` at the next reset, durably: the init
+    /// calls it when this boot's decision is a slot whose kernel is not the
+    /// one running (slot coherence), then restarts; `mark-active --reboot`
+    /// calls it too. Returns the restart argument (`"0 tryboot"`), or None
+    /// for a plain restart.
+    fn boot_next(&mut self, sys: &mut dyn Sys, slot: Slot) -> Result<Option<String>, MarkError>;
     /// Trial or committed, and what is left of the trial, for `status`.
     fn status(&self, booted: Option<Slot>) -> BootStatus;
     /// Undoes what open did (a mount).
@@ -628,6 +634,29 @@ mod tests {
         assert_eq!(b.record().order, ["B"]);
         assert_eq!(b.status(Some(Slot::B)).boot, "committed");
         assert_eq!(b.status(None).boot, "unknown");
+        b.close(&mut Real);
+    }
+
+    /// boot_next: the slot first in BOOT_ORDER for the boot script, its
+    /// count as the decision left it (a reset would let a firmware that
+    /// ignores BOOT_ORDER restart forever); a plain restart.
+    #[test]
+    fn uboot_backend_boot_next_puts_the_slot_first_and_keeps_the_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = uboot_config(dir.path(), "");
+        let mut b = open_uboot(dir.path(), &c);
+        // Fresh store: nothing to steer with, nothing written.
+        assert_eq!(b.boot_next(&mut Real, Slot::B).unwrap(), None);
+        assert!(!dir.path().join("uboot.env").exists());
+        b.decide(&mut Real, &ctx(None, &[])).unwrap();
+        assert_eq!(b.boot_next(&mut Real, Slot::B).unwrap(), None);
+        b.close(&mut Real);
+        let mut b = open_uboot(dir.path(), &c);
+        assert_eq!(b.record().order, ["B", "A"]);
+        assert_eq!(b.record().left, [("A".into(), 2), ("B".into(), 3)]);
+        // Already first: unchanged.
+        assert_eq!(b.boot_next(&mut Real, Slot::B).unwrap(), None);
+        assert_eq!(b.record().order, ["B", "A"]);
         b.close(&mut Real);
     }
 

@@ -83,6 +83,11 @@ fn ask(kind: SourceKind, f: &Facts) -> Option<Hint> {
             slot: f.names.slot(raw),
             source: format!("{}={raw:?}", f.rauc_key),
         }),
+        // rpi-image-gen's ab_userdata writes `root=/dev/disk/by-slot/active/system`
+        // into each slot's cmdline.txt (image/gpt/ab_userdata/slot-post-process.sh):
+        // the link slotinit itself makes, which names no slot. Silent, so
+        // the sources after it (the device tree) are asked.
+        SourceKind::Root if raw.starts_with(BY_SLOT) => None,
         SourceKind::Root => Some(from_root(raw, f)),
         SourceKind::Android => {
             let slot = match raw {
@@ -99,6 +104,9 @@ fn ask(kind: SourceKind, f: &Facts) -> Option<Hint> {
         SourceKind::Devicetree => None,
     }
 }
+
+/// Where slotinit's own links live: a `root=` there names no slot.
+const BY_SLOT: &str = "/dev/disk/by-slot/";
 
 /// `root=`: the system partition it names.
 fn from_root(raw: &str, f: &Facts) -> Hint {
@@ -251,6 +259,14 @@ mod tests {
         );
         let h = hint("androidboot.slot_suffix=_b root=/dev/vda4", None).unwrap();
         assert_eq!(h.slot, Some(Slot::A));
+        // rpi-image-gen's cmdline.txt names slotinit's own link: silent, so
+        // the firmware's device tree is heard.
+        let h = hint("root=/dev/disk/by-slot/active/system rootwait", Some(3)).unwrap();
+        assert_eq!(
+            (h.slot, h.source.as_str()),
+            (Some(Slot::B), "device-tree boot partition 3")
+        );
+        assert_eq!(hint("root=/dev/disk/by-slot/active/system", None), None);
     }
 
     #[test]

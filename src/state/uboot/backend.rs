@@ -214,6 +214,24 @@ impl Backend for UbootEnv {
         ))
     }
 
+    fn boot_next(&mut self, sys: &mut dyn Sys, slot: Slot) -> Result<Option<String>, MarkError> {
+        // The boot script walks BOOT_ORDER: the slot goes first, its count
+        // as this boot's decision left it (never reset here: a firmware that
+        // does not follow BOOT_ORDER then costs the slot one attempt per
+        // restart, and the walk moves on when they are used up).
+        let Contents::State(state) = &self.store.contents else {
+            return Ok(None);
+        };
+        let marked = rauc::put_first(state, self.names.of(slot))
+            .map_err(|e| MarkError::Invalid(e.to_string()))?;
+        if let Change::Changed { .. } = marked.change {
+            self.store
+                .commit(sys, &marked.state, None)
+                .map_err(|e| mark_error(&e))?;
+        }
+        Ok(None)
+    }
+
     fn status(&self, booted: Option<Slot>) -> BootStatus {
         let record = self.store.record();
         let attempts_left = booted.and_then(|s| {

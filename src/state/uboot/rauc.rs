@@ -483,6 +483,17 @@ pub fn mark_active(
     Ok(marked(state, slot, next))
 }
 
+/// `slot` first in `BOOT_ORDER`, every counter kept: what the boot script
+/// walks next time, for a decision the running kernel cannot carry out. A
+/// slot already first is unchanged.
+pub fn put_first(state: &State, slot: &Bootname) -> Result<Marked, BootStateError> {
+    state.require(slot)?;
+    let mut next = state.clone();
+    next.order.retain(|s| s != slot);
+    next.order.insert(0, slot.clone());
+    Ok(marked(state, slot, next))
+}
+
 /// RAUC's "good" test (`r_uboot_get_state` in `src/bootloaders/uboot.c`): in
 /// the order and attempts left. What the boot script would boot is
 /// [`State::bootable`], which also reads an empty order as the default one.
