@@ -260,42 +260,6 @@ impl Rpi {
         })
     }
 
-    /// Makes the firmware boot `slot` at the next reset, durably: the
-    /// reboot argument (`"0 tryboot"`), or None for a plain restart (C).
-    /// The lead's `Backend::boot_next`; here until the trait has it.
-    #[allow(dead_code)] // called through the trait once it has the method
-    pub(crate) fn boot_next(
-        &mut self,
-        sys: &mut dyn Sys,
-        slot: Slot,
-    ) -> Result<Option<String>, MarkError> {
-        let committed = self
-            .committed()
-            .map_err(|e| MarkError::Unusable(format!("{e}; nothing written")))?;
-        if slot == committed {
-            // The firmware boots C on any reset without the flag.
-            return Ok(None);
-        }
-        let (Some(c), Some(t)) = (self.part(committed), self.part(slot)) else {
-            return Err(MarkError::Invalid(format!(
-                "slot {slot} has no boot partition in this layout"
-            )));
-        };
-        self.set_autoboot(sys, c, t).map_err(MarkError::Write)?;
-        // Counted now, durably, before the reboot: a trial kernel that never
-        // reaches the initramfs has used its try.
-        let pending = self.pending();
-        self.write_record(sys, true, |r| {
-            let tries = match pending {
-                Some(p) if p.slot == slot => p.tries.saturating_add(1),
-                _ => 1,
-            };
-            r.pending = Some(Trial { slot, tries });
-        })
-        .map_err(MarkError::Write)?;
-        Ok(Some(TRYBOOT_ARG.to_string()))
-    }
-
     fn outcome(slot: Slot, source: Source) -> Outcome {
         Outcome {
             decision: Decision { slot, source },
@@ -592,6 +556,36 @@ impl Backend for Rpi {
                 ))
             }
         }
+    }
+
+    /// Makes the firmware boot `slot` at the next reset, durably: the
+    /// reboot argument (`"0 tryboot"`), or None for a plain restart (C).
+    fn boot_next(&mut self, sys: &mut dyn Sys, slot: Slot) -> Result<Option<String>, MarkError> {
+        let committed = self
+            .committed()
+            .map_err(|e| MarkError::Unusable(format!("{e}; nothing written")))?;
+        if slot == committed {
+            // The firmware boots C on any reset without the flag.
+            return Ok(None);
+        }
+        let (Some(c), Some(t)) = (self.part(committed), self.part(slot)) else {
+            return Err(MarkError::Invalid(format!(
+                "slot {slot} has no boot partition in this layout"
+            )));
+        };
+        self.set_autoboot(sys, c, t).map_err(MarkError::Write)?;
+        // Counted now, durably, before the reboot: a trial kernel that never
+        // reaches the initramfs has used its try.
+        let pending = self.pending();
+        self.write_record(sys, true, |r| {
+            let tries = match pending {
+                Some(p) if p.slot == slot => p.tries.saturating_add(1),
+                _ => 1,
+            };
+            r.pending = Some(Trial { slot, tries });
+        })
+        .map_err(MarkError::Write)?;
+        Ok(Some(TRYBOOT_ARG.to_string()))
     }
 
     fn status(&self, booted: Option<Slot>) -> BootStatus {
