@@ -473,6 +473,47 @@ mod tests {
         ));
     }
 
+    /// The crash states of the commit: a write of the file torn after any
+    /// byte (a prefix of the new bytes over the old), and any subset of the
+    /// changed bytes landing, all leave a file the firmware reads with a
+    /// slot's boot partition in both views.
+    #[test]
+    fn every_torn_state_of_the_swap_boots_a_slot() {
+        for text in [
+            IMAGE_GEN,
+            "# c\r\n[all]\r\nboot_partition=2\r\n[tryboot]\r\nboot_partition=3\r\n",
+        ] {
+            let a = parse(text).unwrap();
+            let new = a.rewrite(3, 2).unwrap();
+            let old = text.as_bytes();
+            let mut states = std::collections::BTreeSet::new();
+            for cut in 0..=new.len() {
+                let mut torn = new[..cut].to_vec();
+                torn.extend_from_slice(&old[cut..]);
+                let t = Autoboot::parse(&a.path, &torn).unwrap();
+                states.insert((t.committed(), t.trial()));
+            }
+            assert_eq!(
+                states.into_iter().collect::<Vec<_>>(),
+                [(2, 3), (3, 2), (3, 3)],
+                "{text:?}"
+            );
+            let changed: Vec<usize> = (0..new.len()).filter(|i| new[*i] != old[*i]).collect();
+            for mask in 0..(1u32 << changed.len()) {
+                let mut torn = old.to_vec();
+                for (bit, at) in changed.iter().enumerate() {
+                    if mask & (1 << bit) != 0 {
+                        torn[*at] = new[*at];
+                    }
+                }
+                let t = Autoboot::parse(&a.path, &torn).unwrap();
+                for p in [t.committed(), t.trial()] {
+                    assert!(p == 2 || p == 3, "{mask}: {p}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn in_place_write_on_a_temp_file_reads_back() {
         use std::os::unix::fs::MetadataExt;

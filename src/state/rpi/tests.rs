@@ -594,3 +594,30 @@ fn opens_through_the_registry() {
     let out = crate::state::decide_unopened(&c, &ctx).unwrap();
     assert_eq!(out.decision.slot, Slot::B);
 }
+
+/// boot_next of the other slot points [tryboot] at it (in place) and counts.
+#[test]
+fn boot_next_points_tryboot_at_the_slot_and_counts() {
+    let same = "[all]\ntryboot_a_b=1\nboot_partition=2\n[tryboot]\nboot_partition=2\n";
+    let mut sys = pi(Some(same), Some((2, false)));
+    let mut b = open(&mut sys);
+    assert_eq!(b.boot_next(&mut sys, Slot::A).unwrap(), None);
+    assert!(!wrote(&sys));
+    assert_eq!(
+        b.boot_next(&mut sys, Slot::B).unwrap().as_deref(),
+        Some("0 tryboot")
+    );
+    assert_eq!(autoboot(&sys), AUTOBOOT);
+    assert_eq!(
+        record(&sys).pending,
+        Some(Trial {
+            slot: Slot::B,
+            tries: 1
+        })
+    );
+    // The count is on the medium before the restart: autoboot.txt, then
+    // the record, each synced.
+    let a = starts(&sys, "fsync /run/slotinit/bootstate/autoboot.txt").unwrap();
+    let r = starts(&sys, "fsync /run/slotinit/bootstate/slotinit-trial").unwrap();
+    assert!(a < r, "{:?}", sys.calls);
+}
