@@ -198,6 +198,19 @@ mod tests {
         Config::parse(text, "t").unwrap().bootstate
     }
 
+    /// configs/rpi-ab-userdata.toml shows the table's defaults.
+    #[test]
+    fn shipped_table_is_the_defaults() {
+        let text = include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/configs/rpi-ab-userdata.toml"
+        ));
+        let c = Config::parse(text, "rpi-ab-userdata.toml").unwrap();
+        assert_eq!(c.bootstate.backend, NAME);
+        assert!(c.bootstate.keys.contains_key(NAME));
+        assert_eq!(table(&c.bootstate).unwrap(), RpiConfig::default());
+    }
+
     #[test]
     fn table_defaults_and_checks() {
         assert_eq!(table(&bs("")).unwrap(), RpiConfig::default());
