@@ -287,6 +287,15 @@ impl Backend for Rpi {
             self.firmware.describe(),
         ];
         if let Ok(a) = &self.autoboot {
+            if !a.tryboot_a_b {
+                // autoboot.adoc: without it a tryboot loads the partition's
+                // tryboot.txt / tryboot.img instead of config.txt / boot.img.
+                health.push(
+                    "autoboot.txt: tryboot_a_b is not 1, so a tryboot loads tryboot.txt \
+                     of the trial partition"
+                        .into(),
+                );
+            }
             for (line, filter) in &a.ignored {
                 health.push(format!(
                     "autoboot.txt line {line}: [{filter}] is no filter of autoboot.txt; its lines are ignored"

@@ -561,6 +561,13 @@ fn status_and_record() {
     );
     assert!(r.health.contains("pm_rsts=0x00001000"), "{}", r.health);
     assert!(r.health.contains("boot-mode=1"), "{}", r.health);
+    assert!(!r.health.contains("tryboot_a_b"), "{}", r.health);
+    let mut sys = pi(
+        Some("[all]\nboot_partition=2\n[tryboot]\nboot_partition=3\n"),
+        Some((2, false)),
+    );
+    let health = open(&mut sys).record().health;
+    assert!(health.contains("tryboot_a_b is not 1"), "{health}");
     assert_eq!(b.name(), "rpi-tryboot");
 }
 
