@@ -134,6 +134,16 @@ pub(crate) fn table(bs: &BootStateConfig) -> Result<RpiConfig, CheckError> {
         .clone()
         .try_into()
         .map_err(|e: toml::de::Error| key_error("", e.message().to_string()))?;
+    if !c.partition.is_empty() && !crate::config::MEMBERS.contains(&c.partition.as_str()) {
+        return Err(key_error(
+            "partition",
+            format!(
+                "{:?}: one of {} (or \"\" for the directory as it is)",
+                c.partition,
+                crate::config::MEMBERS.join(", ")
+            ),
+        ));
+    }
     if c.trial_files.len() != 2 || c.trial_files.iter().any(|f| f.is_empty()) {
         return Err(key_error(
             "trial_files",
@@ -223,6 +233,7 @@ mod tests {
             ("trial_size = 0x10", "trial_size"),
             ("autoboot = \"/x\"", "autoboot"),
             ("atempts = 1", "atempts"),
+            ("partition = \"boot\"", "partition"),
         ] {
             match table(&bs(&format!("[bootstate.rpi-tryboot]\n{text}\n"))) {
                 Err(CheckError::Key(k)) => {

@@ -628,3 +628,51 @@ fn boot_next_points_tryboot_at_the_slot_and_counts() {
     let r = starts(&sys, "fsync /run/slotinit/bootstate/slotinit-trial").unwrap();
     assert!(a < r, "{:?}", sys.calls);
 }
+
+/// The same contract on real files in a temp dir (partition "": nothing
+/// mounted): arm, count, commit in place (the same inode), then the next
+/// boot of the new committed slot.
+#[test]
+fn on_a_temp_dir_with_the_real_kernel() {
+    use crate::kernel::sys::Real;
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("autoboot.txt");
+    std::fs::write(&file, AUTOBOOT).unwrap();
+    let inode = std::fs::metadata(&file).unwrap().ino();
+    let c = config("partition = \"\"\n");
+    let fw = |partition: u32, tryboot: bool| Firmware {
+        partition: Some(partition),
+        tryboot,
+        boot_mode: Some(1),
+        pm_rsts: None,
+    };
+    let mut b = open_rpi(&mut Real, &c, &resolved(), dir.path()).unwrap();
+    b.firmware = fw(2, false);
+    b.mark(&mut Real, Mark::Active, Slot::B, false).unwrap();
+    assert_eq!(
+        b.boot_next(&mut Real, Slot::B).unwrap().as_deref(),
+        Some("0 tryboot")
+    );
+    Box::new(b).close(&mut Real);
+    // The trial boot: B, tryboot; the health check commits it.
+    let mut b = open_rpi(&mut Real, &c, &resolved(), dir.path()).unwrap();
+    b.firmware = fw(3, true);
+    assert_eq!(b.status(Some(Slot::B)).attempts_left, Some(2));
+    let out = b.decide(&mut Real, &ctx(&[], None)).unwrap();
+    assert_eq!(slot(&out), (Slot::B, Source::Bootloader));
+    b.mark(&mut Real, Mark::Good, Slot::B, false).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "[all]\ntryboot_a_b=1\nboot_partition=3\n[tryboot]\nboot_partition=2\n"
+    );
+    assert_eq!(std::fs::metadata(&file).unwrap().ino(), inode);
+    Box::new(b).close(&mut Real);
+    // Any reset now boots B, committed, with nothing pending.
+    let mut b = open_rpi(&mut Real, &c, &resolved(), dir.path()).unwrap();
+    b.firmware = fw(3, false);
+    assert_eq!(b.status(Some(Slot::B)).boot, "committed");
+    assert!(b.record().left.is_empty());
+    let out = b.decide(&mut Real, &ctx(&[], None)).unwrap();
+    assert_eq!(slot(&out), (Slot::B, Source::Bootloader));
+}
