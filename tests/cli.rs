@@ -20,7 +20,15 @@ impl Device {
     fn spelled(table: &str) -> Device {
         let dir = tempfile::tempdir().unwrap();
         let env = dir.path().join("uboot.env");
-        let config = format!("{table}\nfw_env = [\"{} 0x0 0x4000\"]\n", env.display());
+        // The built-in backend is the Raspberry Pi's: name this one.
+        let table = match table {
+            "[bootstate]" => String::new(),
+            other => format!("{other}\n"),
+        };
+        let config = format!(
+            "[bootstate]\nbackend = \"uboot-env\"\n{table}fw_env = [\"{} 0x0 0x4000\"]\n",
+            env.display()
+        );
         std::fs::write(dir.path().join("slotinit.toml"), config).unwrap();
         std::fs::write(
             dir.path().join("fw_env.config"),
@@ -227,7 +235,7 @@ fn status_fails_when_the_boot_state_cannot_be_read() {
     let blocker = d.dir.path().join("notadir");
     std::fs::write(&blocker, b"x").unwrap();
     let config = format!(
-        "[bootstate]\nfw_env = [\"{} 0x0 0x4000\"]\n",
+        "[bootstate]\nbackend = \"uboot-env\"\nfw_env = [\"{} 0x0 0x4000\"]\n",
         blocker.join("uboot.env").display()
     );
     std::fs::write(d.dir.path().join("slotinit.toml"), config).unwrap();
@@ -360,6 +368,18 @@ fn check_config_on_every_profile() {
                 ":27:1:",
                 "[bootstate.uboot-env] countr: unknown field `countr`",
             ],
+        ),
+        (
+            "rpi-uboot-rauc.toml",
+            "counter = \"init\"",
+            "counter = \"uboot\"",
+            &["unknown variant `uboot`, expected `init` or `bootloader`"],
+        ),
+        (
+            "rpi-ab-userdata.toml",
+            "attempts = 3",
+            "attempts = 0",
+            &["attempts"],
         ),
         (
             "mapio.toml",

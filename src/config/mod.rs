@@ -316,7 +316,7 @@ pub(crate) enum Commit {
 impl Default for BootStateConfig {
     fn default() -> Self {
         BootStateConfig {
-            backend: "uboot-env".into(),
+            backend: "rpi-tryboot".into(),
             commit: Commit::Userspace,
             fw_env: Vec::new(),
             keys: toml::Table::new(),
@@ -1199,6 +1199,13 @@ mod shipped {
                 "stm32mp.toml",
                 include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/configs/stm32mp.toml")),
             ),
+            (
+                "rpi-uboot-rauc.toml",
+                include_str!(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/configs/rpi-uboot-rauc.toml"
+                )),
+            ),
         ] {
             if let Err(e) = Config::parse(text, name) {
                 panic!("{name}: {e}");
@@ -1215,7 +1222,7 @@ mod shipped {
         let mut parsed = Config::parse(text, "rpi-ab-userdata.toml").unwrap();
         // The backend's table is the backend's defaults
         // (state::uboot::config::tests::shipped_example_is_the_defaults).
-        assert!(parsed.bootstate.keys.remove("uboot-env").is_some());
+        assert!(parsed.bootstate.keys.remove("rpi-tryboot").is_some());
         assert_eq!(parsed, Config::default());
     }
 }

@@ -224,7 +224,7 @@ mod tests {
         let block = envblock::serialize(&env, 0x4000, Header::Single).unwrap();
         std::fs::write(&file, &block).unwrap();
         let text = format!(
-            "[bootstate.uboot-env]\nfw_env = [\"{} 0x0 0x4000\"]\n",
+            "[bootstate]\nbackend = \"uboot-env\"\n[bootstate.uboot-env]\nfw_env = [\"{} 0x0 0x4000\"]\n",
             file.display()
         );
         let config = Config::parse(&text, "t").unwrap();
@@ -315,7 +315,7 @@ mod tests {
         let file = dir.path().join("uboot.env");
         for keys in ["size = 1", "countr = 1", "counter = \"uboot\""] {
             let text = format!(
-                "[bootstate.uboot-env]\nfw_env = [\"{} 0x0 0x4000\"]\n{keys}\n",
+                "[bootstate]\nbackend = \"uboot-env\"\n[bootstate.uboot-env]\nfw_env = [\"{} 0x0 0x4000\"]\n{keys}\n",
                 file.display()
             );
             let config = Config::parse(&text, "t").unwrap();
@@ -351,14 +351,14 @@ mod tests {
         for (text, warned) in [
             (
                 format!(
-                    "[bootstate]\nfw_env = [\"{} 0x0 0x4000\"]\n",
+                    "[bootstate]\nbackend = \"uboot-env\"\nfw_env = [\"{} 0x0 0x4000\"]\n",
                     file.display()
                 ),
                 true,
             ),
             (
                 format!(
-                    "[bootstate.uboot-env]\nfw_env = [\"{} 0x0 0x4000\"]\n",
+                    "[bootstate]\nbackend = \"uboot-env\"\n[bootstate.uboot-env]\nfw_env = [\"{} 0x0 0x4000\"]\n",
                     file.display()
                 ),
                 false,
@@ -381,7 +381,7 @@ mod tests {
     /// boots the default slot, not the cmdline's word.
     #[test]
     fn unavailable_store_is_reported_and_the_default_boots() {
-        let config = Config::default();
+        let config = Config::parse("[bootstate]\nbackend = \"uboot-env\"\n", "t").unwrap();
         let mut report = Report::new();
         assert!(open_store(&mut Real, &config, &Resolved::default(), &mut report).is_none());
         assert_eq!(report.kinds(), ["bootstate-unavailable"]);
@@ -422,7 +422,7 @@ mod tests {
     #[test]
     fn the_state_stage_on_the_fake_mounts_read_only_and_writes_between_remounts() {
         let mut sys = crate::kernel::fake::Fake::default();
-        let config = Config::default();
+        let config = Config::parse("[bootstate]\nbackend = \"uboot-env\"\n", "t").unwrap();
         let resolved = Resolved {
             bootconfig: Some(partition("vda3", 3)),
             ..Resolved::default()
@@ -533,7 +533,8 @@ mod tests {
         assert_eq!(commit.kind(), kind::COMMIT);
         let unavailable = crate::state::OpenError::Backend("x".into());
         assert_eq!(unavailable.kind(), kind::BOOTSTATE_UNAVAILABLE);
-        let config = crate::state::parse("[bootstate]\nsize = 1\n", "t").unwrap_err();
+        let config = crate::state::parse("[bootstate]\nbackend = \"uboot-env\"\nsize = 1\n", "t")
+            .unwrap_err();
         assert_eq!(config.kind(), kind::CONFIG);
     }
 }

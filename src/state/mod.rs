@@ -452,7 +452,7 @@ mod tests {
     /// A U-Boot env store in `dir` (fw_env lines, no mount), in the new spelling.
     fn uboot_config(dir: &Path, extra: &str) -> Config {
         config(&format!(
-            "[bootstate.uboot-env]\nfw_env = [\"{} 0x0 0x4000\"]\n{extra}",
+            "[bootstate]\nbackend = \"uboot-env\"\n[bootstate.uboot-env]\nfw_env = [\"{} 0x0 0x4000\"]\n{extra}",
             dir.join("uboot.env").display()
         ))
     }
@@ -569,7 +569,9 @@ mod tests {
             slot: Some(Slot::B),
             source: "rauc.slot=\"B\"".into(),
         };
-        let init = config("[bootstate.uboot-env]\ncounter = \"init\"\n");
+        let init = config(
+            "[bootstate]\nbackend = \"uboot-env\"\n[bootstate.uboot-env]\ncounter = \"init\"\n",
+        );
         assert!(!bootloader_decides(&init));
         let out = decide_unopened(&init, &ctx(Some(&hint), &[])).unwrap();
         assert_eq!(
@@ -579,7 +581,7 @@ mod tests {
                 source: Source::Default
             }
         );
-        let follow = config("[bootstate]\ncounter = \"bootloader\"\n");
+        let follow = config("[bootstate]\nbackend = \"uboot-env\"\ncounter = \"bootloader\"\n");
         assert!(bootloader_decides(&follow));
         let out = decide_unopened(&follow, &ctx(Some(&hint), &[])).unwrap();
         assert_eq!(out.decision.slot, Slot::B);
@@ -669,7 +671,7 @@ mod tests {
             ..Default::default()
         };
         sys.dirs.insert("/boot".into());
-        let c = config("[bootstate.uboot-env]\nfw_env = [\"/boot/uboot.env 0x0 0x4000\"]\n");
+        let c = config("[bootstate]\nbackend = \"uboot-env\"\n[bootstate.uboot-env]\nfw_env = [\"/boot/uboot.env 0x0 0x4000\"]\n");
         let mut b = open(&mut sys, &c, &Resolved::default(), Path::new("/mnt"))
             .unwrap()
             .unwrap();
@@ -798,7 +800,7 @@ mod tests {
         })
         .collect();
         texts
-            .push("[bootstate]\nfw_env = [\"/dev/x 0 0x4000\"]\ncounter = \"bootloader\"\n".into());
+            .push("[bootstate]\nbackend = \"uboot-env\"\nfw_env = [\"/dev/x 0 0x4000\"]\ncounter = \"bootloader\"\n".into());
         texts.push(
             "[bootstate]\nbackend = \"none\"\nattempts = 2\n[bootstate.uboot-env]\nattempts = 2\n"
                 .into(),
@@ -812,7 +814,11 @@ mod tests {
 
     #[test]
     fn deprecated_spelling_is_named_and_both_spellings_must_agree() {
-        let (_, checked) = parse("[bootstate]\ncounter = \"bootloader\"\n", "t").unwrap();
+        let (_, checked) = parse(
+            "[bootstate]\nbackend = \"uboot-env\"\ncounter = \"bootloader\"\n",
+            "t",
+        )
+        .unwrap();
         assert_eq!(checked.deprecated.len(), 1);
         assert!(
             checked.deprecated[0].contains("counter")
@@ -820,10 +826,10 @@ mod tests {
             "{:?}",
             checked.deprecated
         );
-        let (_, checked) = parse("[bootstate.uboot-env]\ncounter = \"bootloader\"\n", "t").unwrap();
+        let (_, checked) = parse("[bootstate]\nbackend = \"uboot-env\"\n[bootstate.uboot-env]\ncounter = \"bootloader\"\n", "t").unwrap();
         assert!(checked.deprecated.is_empty());
         let err = parse(
-            "[bootstate]\nsize = 0x2000\n[bootstate.uboot-env]\nsize = 0x4000\n",
+            "[bootstate]\nbackend = \"uboot-env\"\nsize = 0x2000\n[bootstate.uboot-env]\nsize = 0x4000\n",
             "t",
         )
         .unwrap_err();
@@ -839,14 +845,14 @@ mod tests {
     fn backend_none_checks_the_types_of_the_uboot_keys_only() {
         assert!(parse("[bootstate]\nbackend = \"none\"\nsize = 1\n", "t").is_ok());
         assert!(parse("[bootstate]\nbackend = \"none\"\nsize = \"x\"\n", "t").is_err());
-        assert!(parse("[bootstate]\nsize = 1\n", "t").is_err());
+        assert!(parse("[bootstate]\nbackend = \"uboot-env\"\nsize = 1\n", "t").is_err());
     }
 
     #[test]
     fn boot_devices_are_the_fw_env_devices_of_either_spelling() {
         for text in [
-            "[bootstate]\nfw_env = [\"# c\", \"/dev/mmcblk0boot1 0x3e0000 0x20000\"]\n",
-            "[bootstate.uboot-env]\nfw_env = [\"# c\", \"/dev/mmcblk0boot1 0x3e0000 0x20000\"]\n",
+            "[bootstate]\nbackend = \"uboot-env\"\nfw_env = [\"# c\", \"/dev/mmcblk0boot1 0x3e0000 0x20000\"]\n",
+            "[bootstate]\nbackend = \"uboot-env\"\n[bootstate.uboot-env]\nfw_env = [\"# c\", \"/dev/mmcblk0boot1 0x3e0000 0x20000\"]\n",
         ] {
             assert_eq!(boot_devices(&config(text)), ["/dev/mmcblk0boot1"], "{text}");
         }

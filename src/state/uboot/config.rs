@@ -456,7 +456,7 @@ mod tests {
     fn shipped_example_is_the_defaults() {
         let text = include_str!(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/configs/rpi-ab-userdata.toml"
+            "/configs/rpi-uboot-rauc.toml"
         ));
         let p = parsed(text).unwrap();
         assert_eq!(p.config, UbootEnvConfig::default());

@@ -1146,12 +1146,13 @@ mod tests {
             ("env_owner = \"uboot\"", "env_owner"),
         ];
         for (line, needle) in cases {
-            let text = format!("[bootstate]\n{line}\n");
+            let text = format!("[bootstate]\nbackend = \"uboot-env\"\n{line}\n");
             let err = crate::state::parse(&text, "t").unwrap_err();
             let msg = crate::types::error_chain(&err);
             assert!(msg.contains(needle), "{line}: {msg}");
             // The backend's own table names its own keys.
-            let text = format!("[bootstate.uboot-env]\n{line}\n");
+            let text =
+                format!("[bootstate]\nbackend = \"uboot-env\"\n[bootstate.uboot-env]\n{line}\n");
             let err = crate::state::parse(&text, "t").unwrap_err();
             let msg = crate::types::error_chain(&err);
             let needle = needle.replace("bootstate.", "bootstate.uboot-env.");
@@ -1163,10 +1164,11 @@ mod tests {
             "raw_offsets = [-32768, -16384]",
             "env_owner = \"bootloader\"\nbase_env = \"/etc/u-boot-initial-env\"",
         ] {
-            let text = format!("[bootstate]\n{line}\n");
+            let text = format!("[bootstate]\nbackend = \"uboot-env\"\n{line}\n");
             assert!(crate::state::parse(&text, "t").is_ok(), "{line}");
             // The same key in the backend's own table.
-            let text = format!("[bootstate.uboot-env]\n{line}\n");
+            let text =
+                format!("[bootstate]\nbackend = \"uboot-env\"\n[bootstate.uboot-env]\n{line}\n");
             assert!(crate::state::parse(&text, "t").is_ok(), "{line}");
         }
     }
