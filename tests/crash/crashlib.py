@@ -295,7 +295,7 @@ class Store:
         import tomllib
         cfg = tomllib.loads(Path(path).read_text())
         top = cfg.get("bootstate", {})
-        if top.get("backend", "uboot-env") != "uboot-env":
+        if top.get("backend", "rpi-tryboot") != "uboot-env":  # the built-in default is rpi-tryboot
             raise RuntimeError(f"{path}: backend {top.get('backend')!r}: only uboot-env is enumerated")
         # The backend's table [bootstate.uboot-env], over the keys directly in
         # [bootstate] that older configs have (slotinit reads both).

@@ -14,7 +14,12 @@ import qemudriver
 
 REPO = qemudriver.REPO
 OUT = REPO / "out"
-INITRD = OUT / "initramfs.img"
+# The initramfs most QEMU tests boot: this layout's U-Boot + RAUC variant
+# (configs/rpi-uboot-rauc.toml: slotinit counts in uboot.env on bootconfig),
+# which boots without the Raspberry Pi firmware. The rpi profile's own
+# initramfs (out/initramfs.img, rpi-tryboot) boots through the firmware model
+# (tests/qemu/rpifw.py, test_rpi.py).
+INITRD = OUT / "initramfs-uboot-env.img"
 
 
 def mkdisk(path, *args, script="qemu/mkdisk"):

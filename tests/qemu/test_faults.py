@@ -30,7 +30,7 @@ def test_corrupt_persistent_degrades_to_tmpfs(tmp_path, initramfs_with_config):
     """Without a checker in the initramfs, a persistent partition that does
     not mount gets the tmpfs fallback."""
     initrd = initramfs_with_config(
-        "nochecker", (REPO / "configs/rpi-ab-userdata.toml").read_text())
+        "nochecker", (REPO / "configs/rpi-uboot-rauc.toml").read_text())
     disk = mkdisk(tmp_path / "disk.img")
     with open(disk, "r+b") as f:
         f.seek(part_offset(disk, 6))
@@ -192,7 +192,7 @@ def test_hostile_cmdline(disk):
 
 def test_fsck_before_mount(tmp_path, initramfs_with_config):
     """persistent.fsck: e2fsck -p from e2fsck-static:arm64 in the initramfs."""
-    config = (REPO / "configs/rpi-ab-userdata.toml").read_text().replace(
+    config = (REPO / "configs/rpi-uboot-rauc.toml").read_text().replace(
         "fsck = false", "fsck = true")
     initrd = initramfs_with_config("fsck", config,
                                    files=[f"{REPO}/.cache/e2fsck/e2fsck:/sbin/e2fsck"])

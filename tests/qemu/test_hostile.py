@@ -119,7 +119,7 @@ def test_system_options_rw_never_mounts_the_system_writable(tmp_path):
     closed: nothing boots, the system is never mounted writable. (The plan
     and the executor keep the system read-only whatever its options: unit
     tests.)"""
-    text = (REPO / "configs/rpi-ab-userdata.toml").read_text()
+    text = (REPO / "configs/rpi-uboot-rauc.toml").read_text()
     text = re.sub(r'(\[system\][^\[]*?)options = ""', r'\1options = "rw"', text, count=1)
     assert 'options = "rw"' in text
     initrd = append_cpio(INITRD, tmp_path / "system-rw.img", {"etc/slotinit.toml": text})

@@ -106,7 +106,7 @@ def make_dtb(tmp_path, partition):
 
 def test_rpi_firmware_partition_in_the_device_tree(disk, tmp_path, initramfs_with_config):
     initrd = profile_initrd(initramfs_with_config, "rpi-ab-userdata",
-                            ('backend = "uboot-env"', 'backend = "none"'))
+                            ('backend = "rpi-tryboot"', 'backend = "none"'))
     for partition, slot in ((3, "system_b"), (2, "system_a")):
         b = boot(disk, initrd=initrd, dtb=make_dtb(tmp_path, partition))
         assert b.fields["slot-name"] == slot, b.console[-3000:]
@@ -117,7 +117,7 @@ def test_rpi_firmware_partition_in_the_device_tree(disk, tmp_path, initramfs_wit
 
 def test_android_suffix_source(disk, initramfs_with_config):
     initrd = profile_initrd(initramfs_with_config, "rpi-ab-userdata",
-                            ('backend = "uboot-env"', 'backend = "none"'))
+                            ('backend = "rpi-tryboot"', 'backend = "none"'))
     b = boot(disk, initrd=initrd, append="androidboot.slot_suffix=_b")
     assert b.fields["slot-name"] == "system_b"
     log = "\n".join(b.slotinit_log())
