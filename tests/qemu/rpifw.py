@@ -724,36 +724,49 @@ def make_disk(path, work, system_fs="ext4", erofs_z="lz4hc", boot_img=(False, Fa
     return Path(path)
 
 
+DEMO_BOOTS = [
+    ("test.run=kernel", "slot A: autoboot.txt's [all] partition"),
+    ("test.run=tryboot", "slot A again; the system asks for a trial: reboot \"0 tryboot\""),
+    ("test.run=kernel", "the trial: the one-shot flag picks autoboot.txt's [tryboot] partition"),
+    ("test.run=kernel", "the flag was cleared: the default partition again"),
+]
+
+
 def main(argv):
     """qemu/demo --firmware rpi: build the two-kernel disk, boot it through the model."""
     import argparse
     ap = argparse.ArgumentParser(prog="rpifw.py")
     ap.add_argument("--disk", default=str(guest.OUT / "rpi/demo-disk.img"))
     ap.add_argument("--system-fs", default="ext4", choices=("ext4", "erofs"))
-    ap.add_argument("--boots", type=int, default=1)
-    ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--no-build", action="store_true", help="boot an existing --disk")
     a = ap.parse_args(argv)
-    work = Path(a.disk).parent / "rpifw"
+    work = Path(a.disk).parent / "rpifw-work"
     if not a.no_build:
-        make_disk(a.disk, work, system_fs=a.system_fs)
-        print(f"rpifw: {a.disk}: boot_a {release(KERNELS['a'])}, boot_b {release(KERNELS['b'])}, "
-              f"systems {a.system_fs}")
+        make_disk(a.disk, work, system_fs=a.system_fs, boot_img=(False, True))
+        print(f"rpifw: {a.disk}: boot_a {release(KERNELS['a'])} (loose files), "
+              f"boot_b {release(KERNELS['b'])} (in boot.img), {a.system_fs} systems, "
+              f"bootstate backend \"none\" (the slot whose boot partition the firmware names)")
     pi = Pi(a.disk, work)
-    for n in range(a.boots):
-        p = pi.pick()
-        print(f"\n=================== firmware model, boot {n + 1} ===================")
-        print(f"autoboot.txt -> partition {p.partition} (tryboot={int(p.tryboot)}), {p.config}"
-              f"{', ' + p.ramdisk if p.ramdisk else ''}: kernel={p.kernel} "
-              f"initramfs={','.join(p.initramfs)} cmdline={p.cmdline_file}")
-        for note in p.notes:
-            print(f"  note: {note}")
-        b, ev = pi.boot(log=guest.OUT / "rpi/demo-boot.log")
-        print(f"guest: slot-name={b.fields.get('slot-name')} uname -r={ev.kernel} -> {ev.kind}")
+    for n, (append, why) in enumerate(DEMO_BOOTS, 1):
+        print(f"\n=================== firmware model, boot {n}: {why} ===================")
+        try:
+            p = pi.pick()
+            print(f"firmware: partition {p.partition}, tryboot={int(p.tryboot)}, {p.config}"
+                  f"{' -> ' + p.ramdisk if p.ramdisk else ''}: kernel {p.kernel}, "
+                  f"initramfs {','.join(p.initramfs) or '-'}, cmdline \"{p.cmdline}\"")
+            for note in p.notes:
+                print(f"  note: {note}")
+        except NoBoot as e:
+            print(f"firmware: nothing to boot: {e}")
+        b, ev = pi.boot(append=append, log=guest.OUT / f"rpi/demo-boot-{n}.log")
+        r = dict(l.split("=", 1) for l in b.test_run.splitlines() if "=" in l)
         for line in b.slotinit_log():
-            if "slot source" in line or "slot " in line.split("slotinit: ", 1)[-1][:6]:
+            if "slot source Devicetree" in line or re.search(r"slotinit: slot [ab] ", line):
                 print(f"  {line}")
-        if ev.kind in ("poweroff", "no-boot"):
-            pass
+        if r:
+            print(f"system: {b.fields.get('slot-name')}, uname -r {r.get('uname-r')}, "
+                  f"/lib/modules/{r.get('uname-r')}: {r.get('modules-dir')}, modprobe {r.get('modprobe')}")
+        print(f"end: {ev.kind} ({ev.detail}, {ev.wall:.1f} s)")
     print("\nchain:\n" + pi.chain())
     shutil.rmtree(work, ignore_errors=True)
     return 0
