@@ -45,8 +45,13 @@ image/gpt/ab_userdata/{pre-image.sh,genimage.cfg.in.*}):
   `auto_initramfs=1` (the initramfs named after the kernel: kernel8.img ->
   initramfs8, kernel_2712.img -> initramfs_2712), `cmdline=` (default
   cmdline.txt), `boot_ramdisk=1` (load `boot.img`, a FAT image, and read every
-  later file, config.txt included, from it: rpi-image-gen's ab_userdata boot.img,
-  label BOOTRD). A 64-bit kernel may be gzip-compressed (boot.adoc, arm_64bit):
+  later file, config.txt included, from it; the model's boot.img is labelled
+  BOOTRD as issue 13 describes rpi-image-gen's; raspberrypi/rpi-image-gen at
+  262d4df (2026-08-13) has no boot.img in ab_userdata: its boot partitions are
+  genimage `boot.vfat` images, label BOOT, files loose). A missing boot.img is
+  "no-boot" here; rpi-eeprom pieeprom-2026-02-23 (raspberrypi/rpi-eeprom#812)
+  lets the 2712 bootloader's partition walk go on instead (not modelled).
+  A 64-bit kernel may be gzip-compressed (boot.adoc, arm_64bit):
   the model gunzips it. A partition, kernel or initramfs that cannot be found is
   "no-boot": the model reports it and starts nothing (the real bootloader then
   tries its next boot mode and retries; not modelled).

@@ -408,6 +408,11 @@ def check_slot(boot, ev, slot, kernel, partition, tryboot=0):
     assert ev.partition == partition
 
 
+def copy_disk(src, dst):
+    """A sparse copy (shutil.copyfile would write the holes of 512 MiB)."""
+    subprocess.run(["cp", "--sparse=always", str(src), str(dst)], check=True)
+
+
 @pytest.fixture(scope="module")
 def two_kernel_disk(tmp_path_factory):
     """boot_a: 6.1, loose files; boot_b: 6.12 inside boot.img; ext4 systems."""
@@ -421,7 +426,7 @@ def test_slot_a_then_trial_of_b(two_kernel_disk, tmp_path):
     the trial boots boot_b's 6.12 from its boot.img with system_b; the flag is gone
     for the boot after: A again."""
     disk = tmp_path / "disk.img"
-    shutil.copyfile(two_kernel_disk, disk)
+    copy_disk(two_kernel_disk, disk)
     pi = rpifw.Pi(disk, tmp_path / "work")
     b, ev = pi.boot(append="test.run=kernel", log=tmp_path / "a.log")
     check_slot(b, ev, "a", "a", 2)
@@ -443,7 +448,7 @@ def test_slot_a_then_trial_of_b(two_kernel_disk, tmp_path):
 def test_autoboot_pointing_at_b(two_kernel_disk, tmp_path):
     """autoboot.txt as after a commit of B: B is the default, 6.12, no tryboot."""
     disk = tmp_path / "disk.img"
-    shutil.copyfile(two_kernel_disk, disk)
+    copy_disk(two_kernel_disk, disk)
     (tmp_path / "autoboot.txt").write_text(RPI_SWAPPED)
     guest.fat_put(disk, tmp_path / "autoboot.txt", "autoboot.txt")
     pi = rpifw.Pi(disk, tmp_path / "work")
@@ -462,7 +467,7 @@ def test_trial_resets_without_flag(two_kernel_disk, tmp_path, script, kind, appe
     """A trial of B (6.12) that panics, reboots plainly, hangs with the watchdog armed
     or stalls: the model records how it ended and the next boot is A."""
     disk = tmp_path / "disk.img"
-    shutil.copyfile(two_kernel_disk, disk)
+    copy_disk(two_kernel_disk, disk)
     pi = rpifw.Pi(disk, tmp_path / "work")
     pi.tryboot = True   # as after the guest's reboot "0 tryboot" (test_slot_a_then_trial_of_b)
     b, ev = pi.boot(append=f"test.run={script} {append}".strip(), timeout=timeout,
