@@ -486,6 +486,15 @@ def test_erofs_systems(tmp_path, z):
     lz4 (lz4hc is lz4's format), 6.12 also reads zstd, which bookworm's mkfs.erofs
     cannot write (test_erofs_compressor_table)."""
     disk = rpifw.make_disk(tmp_path / "disk.img", tmp_path / "work", system_fs="erofs", erofs_z=z)
+    # the systems are what was asked for: LZ4 0padding is the compressed images' feature
+    for part in rpifw.read_gpt(disk)[3:5]:
+        with open(disk, "rb") as f:
+            f.seek(part.first)
+            (tmp_path / "sys.erofs").write_bytes(f.read(part.size))
+        info = subprocess.run(["dump.erofs", "-s", str(tmp_path / "sys.erofs")],
+                              stdout=subprocess.PIPE, text=True, check=True).stdout
+        assert "0xE0F5E1E2" in info and ("0padding" in info) == (z != "none"), info
+    (tmp_path / "sys.erofs").unlink()
     pi = rpifw.Pi(disk, tmp_path / "work")
     b, ev = pi.boot(append="test.run=kernel", log=tmp_path / "a.log")
     check_slot(b, ev, "a", "a", 2)
