@@ -643,6 +643,34 @@ echo c >/proc/sysrq-trigger
     "stall": """echo "stalling"
 while :; do sleep 1; done
 """,
+    # slotinit's view of this boot (rpi-tryboot: trial or committed, the record).
+    "status": """echo "uname-r=$(uname -r)"
+echo "=== STATUS ==="
+slotinit status --json
+echo
+""",
+    # An update client: the other slot is written; arm its trial and restart into
+    # it through the firmware (reboot "0 tryboot").
+    "update": """echo "=== STATUS ==="
+slotinit status --json
+echo
+echo "=== UPDATE ==="
+slotinit mark-active other --reboot
+echo "mark-active-exit=$?"
+""",
+    # The health check passed: commit the trial, then a plain restart.
+    "commit": """echo "uname-r=$(uname -r)"
+echo "=== STATUS ==="
+slotinit status --json
+echo
+slotinit mark-good
+echo "mark-good-exit=$?"
+echo "=== COMMITTED ==="
+slotinit status --json
+echo
+sync
+reboot -f
+""",
     # A system that arms the watchdog (opening /dev/watchdog starts i6300esb) and hangs.
     "hang": """if exec 3>/dev/watchdog; then echo "watchdog armed"; else echo "no /dev/watchdog"; fi
 while :; do sleep 1; done
