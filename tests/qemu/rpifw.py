@@ -437,6 +437,7 @@ class Pi:
         self.reboot_partition = 0
         self.pm_rsts = PM_RSTS_POWER_ON
         self.history = []
+        self.write_log = None
         self.blank = self.work / "blank.img"
         if not self.blank.exists():
             with open(self.blank, "wb") as f:
@@ -444,8 +445,16 @@ class Pi:
         self._base_dtb = None
 
     def machine_args(self):
-        """What qemu/run passes after `--`: the SD card, the watchdog."""
-        return ["-drive", f"if=none,id=card0,file={self.disk},format=raw",
+        """What qemu/run passes after `--`: the SD card, the watchdog. With
+        `self.write_log` set, the card goes through QEMU's blklogwrites driver:
+        every write the guest issues is logged there (tests/crash)."""
+        drive = f"if=none,id=card0,file={self.disk},format=raw"
+        if self.write_log:
+            Path(self.write_log).touch()   # QEMU opens the log, it does not create it
+            drive = ("driver=blklogwrites,if=none,id=card0,file.driver=file,"
+                     f"file.filename={self.disk},log.driver=file,"
+                     f"log.filename={self.write_log},log-sector-size=512")
+        return ["-drive", drive,
                 "-device", "sdhci-pci", "-device", "sd-card,drive=card0",
                 "-device", "i6300esb", "-action", "watchdog=debug"]
 

@@ -177,3 +177,22 @@ def test_missing_or_corrupt_autoboot_boots_what_the_firmware_boots_and_is_report
         assert not after_text, "slotinit must not create autoboot.txt"
     else:
         assert (tmp_path / "after.txt").read_bytes() == text.encode("latin-1")
+
+
+def test_crash_states_of_the_commit_never_leave_an_unbootable_autoboot(tmp_path):
+    """tests/crash/rpicommit.py, small: every crash state of B's commit (the logged
+    writes to bootconfig: autoboot.txt in place, the trial record) is checked as the
+    firmware reads it, three are booted through the model. The campaign's figures
+    (every state, more boots, --garbage) are in tests/crash/README.md."""
+    import sys
+    sys.path.insert(0, str(REPO / "tests/crash"))
+    import rpicommit
+    r = rpicommit.run(tmp_path / "campaign", boots=3, max_torn=20, seed=13)
+    print(r.summary())
+    assert r.failures == [], r.summary()
+    # Not vacuous: the commit was logged and both autoboot.txt contents were seen.
+    assert r.writes >= 2 and r.distinct >= 2, r.summary()
+    assert {("2", "3"), ("3", "2")} <= set(r.picks), r.summary()
+    assert r.booted == 3 and "nothing" not in r.boots, r.summary()
+    guest.record("rpi-commit-crash-states", {"distinct": r.distinct, "booted": r.booted,
+                                             "writes": r.writes, "flushes": r.flushes})
