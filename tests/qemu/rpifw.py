@@ -653,7 +653,10 @@ echo c >/proc/sysrq-trigger
 while :; do sleep 1; done
 """,
     # slotinit's view of this boot (rpi-tryboot: trial or committed, the record).
-    "status": """echo "uname-r=$(uname -r)"
+    "status": """r=$(uname -r)
+echo "uname-r=$r"
+if [ -f "/lib/modules/$r/modules.dep" ]; then echo "modules-dir=yes"; else echo "modules-dir=no"; fi
+if modprobe crc_itu_t 2>&1 && grep -q '^crc_itu_t ' /proc/modules; then echo "modprobe=ok"; else echo "modprobe=failed"; fi
 echo "=== STATUS ==="
 slotinit status --json
 echo
@@ -767,10 +770,11 @@ def make_disk(path, work, system_fs="ext4", erofs_z="lz4hc", boot_img=(False, Fa
 
 
 DEMO_BOOTS = [
-    ("test.run=kernel", "slot A: autoboot.txt's [all] partition"),
-    ("test.run=tryboot", "slot A again; the system asks for a trial: reboot \"0 tryboot\""),
-    ("test.run=kernel", "the trial: the one-shot flag picks autoboot.txt's [tryboot] partition"),
-    ("test.run=kernel", "the flag was cleared: the default partition again"),
+    ("test.run=update", "slot A, committed; the update client arms B's trial: "
+                        "slotinit mark-active other --reboot"),
+    ("test.run=commit", "the one-shot flag picks autoboot.txt's [tryboot] partition: B's trial "
+                        "on its own kernel; the health check commits it: slotinit mark-good"),
+    ("test.run=status", "autoboot.txt now names B: B by default, committed"),
 ]
 
 
@@ -784,10 +788,12 @@ def main(argv):
     a = ap.parse_args(argv)
     work = Path(a.disk).parent / "rpifw-work"
     if not a.no_build:
-        make_disk(a.disk, work, system_fs=a.system_fs, boot_img=(False, True))
+        make_disk(a.disk, work, system_fs=a.system_fs, boot_img=(False, True),
+                  config=(REPO / "configs/rpi-ab-userdata.toml").read_text()
+                  if a.system_fs == "ext4" else config_text(a.system_fs, "rpi-tryboot"))
         print(f"rpifw: {a.disk}: boot_a {release(KERNELS['a'])} (loose files), "
               f"boot_b {release(KERNELS['b'])} (in boot.img), {a.system_fs} systems, "
-              f"bootstate backend \"none\" (the slot whose boot partition the firmware names)")
+              f"the rpi profile (bootstate backend \"rpi-tryboot\")")
     pi = Pi(a.disk, work)
     for n, (append, why) in enumerate(DEMO_BOOTS, 1):
         print(f"\n=================== firmware model, boot {n}: {why} ===================")
@@ -803,8 +809,12 @@ def main(argv):
         b, ev = pi.boot(append=append, log=guest.OUT / f"rpi/demo-boot-{n}.log")
         r = dict(l.split("=", 1) for l in b.test_run.splitlines() if "=" in l)
         for line in b.slotinit_log():
-            if "slot source Devicetree" in line or re.search(r"slotinit: slot [ab] ", line):
+            if re.search(r"slot source Devicetree|slotinit: slot [ab] |tryboot|trial|"
+                         r"marked|through the firmware", line):
                 print(f"  {line}")
+        for line in b.console.splitlines():
+            if re.match(r"(slot [ab] |restarting|\{\"booted_slot)", line):
+                print(f"  system: {line[:200]}")
         if r:
             print(f"system: {b.fields.get('slot-name')}, uname -r {r.get('uname-r')}, "
                   f"/lib/modules/{r.get('uname-r')}: {r.get('modules-dir')}, modprobe {r.get('modprobe')}")
