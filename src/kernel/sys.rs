@@ -160,6 +160,30 @@ pub(crate) trait Sys {
     /// fdatasync(2) of `file`: its data (for a block device: its dirty pages
     /// and a cache flush) is durable when it returns.
     fn fdatasync(&mut self, file: &File) -> io::Result<()>;
+
+    // The hardware watchdog (`kernel::watchdog`), as Linux's watchdog API
+    // (Documentation/watchdog/watchdog-api.rst) offers it on /dev/watchdog.
+    /// Opens the watchdog device write-only, close-on-exec: the open starts
+    /// the watchdog.
+    fn watchdog_open(&mut self, path: &Path) -> io::Result<File>;
+    /// WDIOC_GETSUPPORT: the driver's options (`WDIOF_*`) and identity.
+    fn watchdog_support(&mut self, dog: &File) -> io::Result<WatchdogInfo>;
+    /// WDIOC_GETBOOTSTATUS: the `WDIOF_*` flags of the last reset, as the
+    /// driver read them from the hardware when it probed.
+    fn watchdog_boot_status(&mut self, dog: &File) -> io::Result<u32>;
+    /// WDIOC_SETTIMEOUT: asks for `seconds`; the timeout the driver set
+    /// (it may round or clamp).
+    fn watchdog_set_timeout(&mut self, dog: &File, seconds: u32) -> io::Result<u32>;
+    /// WDIOC_GETTIMEOUT: the timeout the watchdog runs with, seconds.
+    fn watchdog_get_timeout(&mut self, dog: &File) -> io::Result<u32>;
+    /// Feeds the watchdog: WDIOC_KEEPALIVE, or with `by_write` a write of one
+    /// byte that is not the magic `V` (for a driver without
+    /// WDIOF_KEEPALIVEPING).
+    fn watchdog_keepalive(&mut self, dog: &File, by_write: bool) -> io::Result<()>;
+    /// Closes the device. With `magic`, writes the magic `V` first: the
+    /// driver then stops the watchdog on close (if it may: nowayout). Without
+    /// it a driver with WDIOF_MAGICCLOSE keeps the watchdog running.
+    fn watchdog_close(&mut self, dog: File, magic: bool) -> io::Result<()>;
 }
 
 /// A file [`Sys::flock_exclusive`] locked. Dropping it unlocks (LOCK_UN)
@@ -183,6 +207,46 @@ impl Drop for FileLock {
             libc::flock(self.0.as_raw_fd(), libc::LOCK_UN);
         }
     }
+}
+
+/// What WDIOC_GETSUPPORT says of a watchdog driver (struct watchdog_info).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct WatchdogInfo {
+    /// `WDIOF_*` flags: what the driver can do and tell.
+    pub(crate) options: u32,
+    pub(crate) identity: String,
+}
+
+/// The watchdog ioctls of include/uapi/linux/watchdog.h with the generic
+/// encoding (`_IOR('W', nr, int)`, `_IOWR` for SETTIMEOUT): struct
+/// watchdog_info is 40 bytes (u32 options, u32 firmware_version, u8
+/// identity[32]).
+const fn wdioc(dir: u32, nr: u32, size: u32) -> u32 {
+    (dir << 30) | (size << 16) | ((b'W' as u32) << 8) | nr
+}
+const WDIOC_GETSUPPORT: u32 = wdioc(2, 0, 40);
+const WDIOC_GETBOOTSTATUS: u32 = wdioc(2, 2, 4);
+const WDIOC_KEEPALIVE: u32 = wdioc(2, 5, 4);
+const WDIOC_SETTIMEOUT: u32 = wdioc(3, 6, 4);
+const WDIOC_GETTIMEOUT: u32 = wdioc(2, 7, 4);
+
+/// One watchdog ioctl that passes an int both ways.
+fn watchdog_int(dog: &File, request: u32, value: libc::c_int) -> io::Result<u32> {
+    let mut value = value;
+    // SAFETY: every request passed here reads and/or writes one int through
+    // the pointer, which points to `value`, live and writable for the whole
+    // call; the fd is open for as long as `dog` is borrowed.
+    let rc = unsafe {
+        libc::ioctl(
+            dog.as_raw_fd(),
+            request as libc::Ioctl,
+            &mut value as *mut libc::c_int,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(value as u32)
 }
 
 /// statfs(2) `f_type` of tmpfs and ramfs (include/uapi/linux/magic.h).
@@ -1058,6 +1122,82 @@ impl Sys for Real {
     fn fdatasync(&mut self, file: &File) -> io::Result<()> {
         file.sync_data()
     }
+
+    fn watchdog_open(&mut self, path: &Path) -> io::Result<File> {
+        log::debug!("open watchdog {}", path.display());
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(path)
+    }
+
+    fn watchdog_support(&mut self, dog: &File) -> io::Result<WatchdogInfo> {
+        let mut info = [0u8; 40];
+        // SAFETY: WDIOC_GETSUPPORT writes one struct watchdog_info (40 bytes)
+        // through the pointer, which points to `info`, 40 writable bytes live
+        // for the whole call; the fd is open for as long as `dog` is borrowed.
+        let rc = unsafe {
+            libc::ioctl(
+                dog.as_raw_fd(),
+                WDIOC_GETSUPPORT as libc::Ioctl,
+                info.as_mut_ptr(),
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let identity = &info[8..];
+        let end = identity
+            .iter()
+            .position(|b| *b == 0)
+            .unwrap_or(identity.len());
+        Ok(WatchdogInfo {
+            options: u32::from_ne_bytes([info[0], info[1], info[2], info[3]]),
+            identity: String::from_utf8_lossy(&identity[..end]).into_owned(),
+        })
+    }
+
+    fn watchdog_boot_status(&mut self, dog: &File) -> io::Result<u32> {
+        watchdog_int(dog, WDIOC_GETBOOTSTATUS, 0)
+    }
+
+    fn watchdog_set_timeout(&mut self, dog: &File, seconds: u32) -> io::Result<u32> {
+        log::debug!("watchdog timeout {seconds} s");
+        let want = libc::c_int::try_from(seconds).map_err(|_| invalid(format!("{seconds} s")))?;
+        watchdog_int(dog, WDIOC_SETTIMEOUT, want)
+    }
+
+    fn watchdog_get_timeout(&mut self, dog: &File) -> io::Result<u32> {
+        watchdog_int(dog, WDIOC_GETTIMEOUT, 0)
+    }
+
+    fn watchdog_keepalive(&mut self, dog: &File, by_write: bool) -> io::Result<()> {
+        if by_write {
+            // Any byte but 'V' is a keepalive (watchdog_dev.c watchdog_write).
+            return (&mut &*dog).write_all(b"\0");
+        }
+        watchdog_int(dog, WDIOC_KEEPALIVE, 0).map(drop)
+    }
+
+    fn watchdog_close(&mut self, dog: File, magic: bool) -> io::Result<()> {
+        log::debug!(
+            "close watchdog{}",
+            if magic { " with the magic V" } else { "" }
+        );
+        if magic {
+            (&mut &dog).write_all(b"V")?;
+        }
+        // close(2) itself: a failure here is the driver's to report.
+        let fd = OwnedFd::from(dog);
+        // SAFETY: close(2) of the descriptor `fd` owned; into_raw_fd gives
+        // up the ownership, so it is closed exactly once.
+        let rc = unsafe { libc::close(std::os::fd::IntoRawFd::into_raw_fd(fd)) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
 }
 
 // The device-mapper ioctl interface (include/uapi/linux/dm-ioctl.h), by hand:
@@ -1633,6 +1773,42 @@ mod tests {
         assert!(sys.run("/nonexistent/e2fsck", &[]).is_err());
         let (user, system) = sys.cpu_times_us().unwrap();
         assert!(user + system > 0);
+    }
+
+    /// The requests as include/uapi/linux/watchdog.h spells them on arm64
+    /// and x86; the calls on a file that is no watchdog: the ioctls fail
+    /// ENOTTY, a write-keepalive writes one NUL, a magic close writes `V`.
+    #[test]
+    fn watchdog_requests_and_calls() {
+        assert_eq!(WDIOC_GETSUPPORT, 0x8028_5700);
+        assert_eq!(WDIOC_GETBOOTSTATUS, 0x8004_5702);
+        assert_eq!(WDIOC_KEEPALIVE, 0x8004_5705);
+        assert_eq!(WDIOC_SETTIMEOUT, 0xc004_5706);
+        assert_eq!(WDIOC_GETTIMEOUT, 0x8004_5707);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("watchdog");
+        std::fs::write(&path, b"").unwrap();
+        let mut sys = Real;
+        let dog = sys.watchdog_open(&path).unwrap();
+        let enotty = |r: io::Result<u32>| r.unwrap_err().raw_os_error();
+        assert_eq!(enotty(sys.watchdog_boot_status(&dog)), Some(libc::ENOTTY));
+        assert_eq!(
+            enotty(sys.watchdog_set_timeout(&dog, 5)),
+            Some(libc::ENOTTY)
+        );
+        assert_eq!(enotty(sys.watchdog_get_timeout(&dog)), Some(libc::ENOTTY));
+        let e = sys.watchdog_support(&dog).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOTTY));
+        let e = sys.watchdog_keepalive(&dog, false).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOTTY));
+        sys.watchdog_keepalive(&dog, true).unwrap();
+        sys.watchdog_close(dog, true).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"\0V");
+        let dog = sys.watchdog_open(&path).unwrap();
+        sys.watchdog_close(dog, false).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"\0V", "no magic close");
+        let e = sys.watchdog_open(&dir.path().join("none")).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
     }
 
     #[test]
