@@ -39,7 +39,7 @@ pub(super) fn arm<S: Sys + ?Sized>(boot: &mut Boot<S>) -> bool {
                 .timeout_s
                 .map_or("its own timeout".into(), |t| format!("{t} s"));
             log::info!(
-                "watchdog {} ({}) armed: {timeout}; last reset: {:?}",
+                "watchdog {} ({}) armed: {timeout}; last reset: {}",
                 device.display(),
                 w.info.identity,
                 w.last_reset

@@ -41,6 +41,16 @@ pub(crate) enum LastReset {
     Unknown,
 }
 
+impl std::fmt::Display for LastReset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LastReset::Watchdog => "the watchdog",
+            LastReset::Other => "not the watchdog",
+            LastReset::Unknown => "unknown (the driver does not tell)",
+        })
+    }
+}
+
 /// What WDIOC_GETBOOTSTATUS says of the last reset. A set WDIOF_CARDRESET is
 /// the driver's word whatever its options say: i6300esb sets it from its
 /// hardware's timeout flag (`esb_initdevice`) without listing it in its
@@ -326,5 +336,6 @@ mod tests {
             serde_json::to_string(&LastReset::Watchdog).unwrap(),
             "\"watchdog\""
         );
+        assert_eq!(LastReset::Watchdog.to_string(), "the watchdog");
     }
 }
