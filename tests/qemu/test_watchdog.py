@@ -93,6 +93,10 @@ def test_a_hang_is_reset_by_the_watchdog_and_the_next_boot_says_so(disk, watchdo
     assert s["watchdog"]["last_reset"] == "watchdog", s
     assert "the last reset WAS the watchdog's" in second.test_run, second.test_run
     assert "reboot: Power down" in boots[1], boots[1][-2000:]
+    # The boot the watchdog cut short counted: slotinit's counter (the default
+    # profile's) took one attempt each boot, the reset did not give one back.
+    assert h["bootstate"]["left"] == [["A", 2], ["B", 3]], h["bootstate"]
+    assert second.handoff()["bootstate"]["left"] == [["A", 1], ["B", 3]]
 
 
 def test_a_system_that_feeds_it_is_not_reset(disk, watchdog_initrd):
