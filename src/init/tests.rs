@@ -842,3 +842,30 @@ fn the_fatal_path_feeds_through_the_delay_and_the_shell_stops_the_watchdog() {
     fatal_until_reboot(&mut boot, "no slot");
     assert!(sys.calls_starting("watchdog-close").is_empty());
 }
+
+/// The persistent partition's check may outlast the watchdog's timeout: with
+/// a watchdog armed it runs fed (while it makes progress), without one as
+/// before.
+#[test]
+fn the_persistent_check_runs_fed_while_a_watchdog_is_armed() {
+    for armed in [true, false] {
+        let mut sys = Fake::default();
+        stored_id(&mut sys);
+        let mut boot = rpi_boot(&mut sys);
+        boot.config.persistent.fsck = true;
+        if armed {
+            boot.args.watchdog_s = Some(10);
+            assert!(watchdog::arm(&mut boot));
+        }
+        mount_persistent(&mut boot, Slot::A);
+        assert!(!boot.report.handoff.persistent_degraded);
+        let (fed, plain) = (
+            sys.calls_starting("run-fed /sbin/e2fsck -p /dev/vda6"),
+            sys.calls_starting("run /sbin/e2fsck -p /dev/vda6"),
+        );
+        assert_eq!(
+            (fed.len(), plain.len()),
+            if armed { (1, 0) } else { (0, 1) }
+        );
+    }
+}

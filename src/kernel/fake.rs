@@ -619,6 +619,18 @@ impl Sys for Fake {
         let how = if by_write { "write" } else { "ioctl" };
         self.record(format!("watchdog-keepalive {how}"))
     }
+    fn watchdog_run(
+        &mut self,
+        program: &str,
+        args: &[&OsStr],
+        _: &File,
+        _: bool,
+        _: Duration,
+    ) -> io::Result<Option<i32>> {
+        let args: Vec<_> = args.iter().map(|a| a.to_string_lossy()).collect();
+        self.record(format!("run-fed {program} {}", args.join(" ")))?;
+        Ok(self.exit.get(program).copied().unwrap_or(Some(0)))
+    }
     fn watchdog_close(&mut self, _: File, magic: bool) -> io::Result<()> {
         let magic = if magic { " magic" } else { "" };
         self.record(format!("watchdog-close{magic}"))

@@ -184,6 +184,19 @@ pub(crate) trait Sys {
     /// driver then stops the watchdog on close (if it may: nowayout). Without
     /// it a driver with WDIOF_MAGICCLOSE keeps the watchdog running.
     fn watchdog_close(&mut self, dog: File, magic: bool) -> io::Result<()>;
+    /// [`Sys::run`] for a program that may take longer than the watchdog's
+    /// timeout (e2fsck on a large partition): every `interval` the watchdog
+    /// is fed if the child made progress since the last look (CPU time or
+    /// I/O, /proc/PID/stat and /proc/PID/io), so a check that works is not
+    /// cut short and one that hangs (stuck in D state) is still reset.
+    fn watchdog_run(
+        &mut self,
+        program: &str,
+        args: &[&OsStr],
+        dog: &File,
+        by_write: bool,
+        interval: Duration,
+    ) -> io::Result<Option<i32>>;
 }
 
 /// A file [`Sys::flock_exclusive`] locked. Dropping it unlocks (LOCK_UN)
@@ -229,6 +242,24 @@ const WDIOC_GETBOOTSTATUS: u32 = wdioc(2, 2, 4);
 const WDIOC_KEEPALIVE: u32 = wdioc(2, 5, 4);
 const WDIOC_SETTIMEOUT: u32 = wdioc(3, 6, 4);
 const WDIOC_GETTIMEOUT: u32 = wdioc(2, 7, 4);
+
+/// How far a child has come: its CPU time (utime + stime, /proc/PID/stat
+/// fields 14 and 15) and the bytes it read and wrote (/proc/PID/io `rchar`,
+/// `wchar`), summed; None when /proc does not say.
+fn child_progress(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The name may hold spaces and parentheses: the fields follow the last ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    // After the name, field 3 (state) is index 0: utime is 11, stime 12.
+    let cpu = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
+    let bytes: u64 = io
+        .lines()
+        .filter(|l| l.starts_with("rchar:") || l.starts_with("wchar:"))
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum();
+    Some(cpu + bytes)
+}
 
 /// One watchdog ioctl that passes an int both ways.
 fn watchdog_int(dog: &File, request: u32, value: libc::c_int) -> io::Result<u32> {
@@ -1180,6 +1211,41 @@ impl Sys for Real {
         watchdog_int(dog, WDIOC_KEEPALIVE, 0).map(drop)
     }
 
+    fn watchdog_run(
+        &mut self,
+        program: &str,
+        args: &[&OsStr],
+        dog: &File,
+        by_write: bool,
+        interval: Duration,
+    ) -> io::Result<Option<i32>> {
+        log::debug!("exec {program} {args:?} (feeding the watchdog while it works)");
+        let mut child = std::process::Command::new(program)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .spawn()?;
+        let pid = child.id();
+        let mut seen = child_progress(pid);
+        let mut next_look = std::time::Instant::now() + interval;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status.code());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+            if std::time::Instant::now() < next_look {
+                continue;
+            }
+            next_look += interval;
+            let now = child_progress(pid);
+            if now != seen {
+                seen = now;
+                if let Err(e) = self.watchdog_keepalive(dog, by_write) {
+                    log::warn!("cannot feed the watchdog while {program} runs: {e}");
+                }
+            }
+        }
+    }
+
     fn watchdog_close(&mut self, dog: File, magic: bool) -> io::Result<()> {
         log::debug!(
             "close watchdog{}",
@@ -1809,6 +1875,39 @@ mod tests {
         assert_eq!(std::fs::read(&path).unwrap(), b"\0V", "no magic close");
         let e = sys.watchdog_open(&dir.path().join("none")).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::NotFound);
+    }
+
+    /// A child that works gets the watchdog fed (here a regular file: one
+    /// NUL a feed); one that sleeps makes no progress and gets none.
+    #[test]
+    fn a_long_child_feeds_the_watchdog_only_while_it_works() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dog");
+        std::fs::write(&path, b"").unwrap();
+        let mut sys = Real;
+        let dog = sys.watchdog_open(&path).unwrap();
+        let busy = [
+            OsStr::new("-c"),
+            OsStr::new("end=$(($(date +%s%N) + 700000000)); while [ $(date +%s%N) -lt $end ]; do :; done; exit 3"),
+        ];
+        let tick = Duration::from_millis(100);
+        assert_eq!(
+            sys.watchdog_run("sh", &busy, &dog, true, tick).unwrap(),
+            Some(3)
+        );
+        let fed = std::fs::read(&path).unwrap().len();
+        assert!(fed >= 3, "fed {fed} times in 0.7 s of work");
+        let idle = [OsStr::new("-c"), OsStr::new("exec sleep 0.7")];
+        assert_eq!(
+            sys.watchdog_run("sh", &idle, &dog, true, tick).unwrap(),
+            Some(0)
+        );
+        let more = std::fs::read(&path).unwrap().len() - fed;
+        assert!(more <= 1, "fed {more} times while the child slept");
+        assert!(sys
+            .watchdog_run("/nonexistent/e2fsck", &[], &dog, true, tick)
+            .is_err());
+        assert!(child_progress(std::process::id()).is_some());
     }
 
     #[test]

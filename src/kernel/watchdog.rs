@@ -176,6 +176,18 @@ impl Watchdog {
         Duration::from_millis(ms.max(100))
     }
 
+    /// Runs `program` (an fsck) as [`Sys::run`] does, feeding the watchdog
+    /// while the program makes progress.
+    pub(crate) fn run<S: Sys + ?Sized>(
+        &self,
+        sys: &mut S,
+        program: &str,
+        args: &[&std::ffi::OsStr],
+    ) -> io::Result<Option<i32>> {
+        let by_write = self.info.options & WDIOF_KEEPALIVEPING == 0;
+        sys.watchdog_run(program, args, &self.file, by_write, self.interval())
+    }
+
     /// Closes the device without the magic `V`: the watchdog keeps running
     /// into the system (unless the driver has no magic close).
     pub(crate) fn leave_running<S: Sys + ?Sized>(self, sys: &mut S) {
