@@ -2,6 +2,7 @@
 //! the booted system (`slotinit status`, udev rules, health checks).
 
 use crate::disk::devices::Resolved;
+use crate::kernel::watchdog::LastReset;
 use crate::state::decision::{Decision, Hint};
 use crate::types::Slot;
 use serde::{Deserialize, Serialize};
@@ -9,7 +10,8 @@ use std::path::Path;
 
 /// 2: errors and warnings are `{kind, message}` objects (1: strings).
 /// 3: mounts are `{what, target, fstype, options}` objects.
-const VERSION: u32 = 3;
+/// 4: the `watchdog` record.
+const VERSION: u32 = 4;
 
 /// One error or warning of a boot: a stable `kind` for programs (health
 /// checks, `status --json`, the tests) and a message for people.
@@ -115,6 +117,27 @@ impl<'de> Deserialize<'de> for MountRecord {
     }
 }
 
+/// The hardware watchdog as the boot left it (`boot.watchdog_s`,
+/// `slotinit.watchdog=`). The handoff has none when it was off.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub(crate) struct WatchdogRecord {
+    pub(crate) device: String,
+    /// The timeout asked for, seconds.
+    pub(crate) requested_s: u32,
+    /// The timeout it runs with, when the driver says.
+    pub(crate) timeout_s: Option<u32>,
+    /// The driver's identity (WDIOC_GETSUPPORT).
+    pub(crate) identity: Option<String>,
+    /// Whether the reset before this boot was the watchdog's, as far as the
+    /// driver tells (WDIOC_GETBOOTSTATUS).
+    pub(crate) last_reset: LastReset,
+    /// Left running into the system, for its init to feed.
+    pub(crate) running: bool,
+    /// Why it could not be armed.
+    pub(crate) error: Option<String>,
+}
+
 /// Fields default when absent, so a newer or older record still reads.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -155,6 +178,8 @@ pub(crate) struct Handoff {
     /// (system, module loading and mounts included), microseconds.
     pub(crate) cpu_user_us: Option<u64>,
     pub(crate) cpu_sys_us: Option<u64>,
+    /// The hardware watchdog, when one was asked for.
+    pub(crate) watchdog: Option<WatchdogRecord>,
 }
 
 impl Handoff {
@@ -226,6 +251,27 @@ mod tests {
         let text = h.to_json();
         assert!(text.contains("\"slot\": \"b\""), "{text}");
         assert_eq!(Handoff::parse(&text).unwrap(), h);
+    }
+
+    #[test]
+    fn the_watchdog_record_round_trips_and_is_absent_when_off() {
+        let mut h = Handoff::new();
+        assert!(!h.to_json().contains("\"watchdog\": {"));
+        h.watchdog = Some(WatchdogRecord {
+            device: "/dev/watchdog".into(),
+            requested_s: 30,
+            timeout_s: Some(30),
+            identity: Some("i6300ESB timer".into()),
+            last_reset: LastReset::Watchdog,
+            running: true,
+            error: None,
+        });
+        let text = h.to_json();
+        assert!(text.contains("\"last_reset\": \"watchdog\""), "{text}");
+        assert_eq!(Handoff::parse(&text).unwrap(), h);
+        // A version 3 record has none.
+        let old = Handoff::parse(r#"{"version": 3}"#).unwrap();
+        assert_eq!(old.watchdog, None);
     }
 
     #[test]

@@ -43,6 +43,9 @@ pub(crate) const PERSISTENT_STEP: &str = "persistent-step";
 pub(crate) const BIND_REPLACED: &str = "bind-replaced";
 pub(crate) const MACHINE_ID: &str = "machine-id";
 pub(crate) const FALLBACK: &str = "fallback";
+/// The watchdog asked for could not be armed as asked (no device, a timeout
+/// the driver does not take, no magic close).
+pub(crate) const WATCHDOG: &str = "watchdog";
 pub(crate) const FATAL: &str = "fatal";
 
 // `status --json` only.
@@ -90,6 +93,7 @@ mod tests {
             (BIND_REPLACED, "bind-replaced"),
             (MACHINE_ID, "machine-id"),
             (FALLBACK, "fallback"),
+            (WATCHDOG, "watchdog"),
             (FATAL, "fatal"),
             (BOOTSTATE_NONE, "bootstate-none"),
             (BOOTSTATE_INVALID, "bootstate-invalid"),

@@ -329,6 +329,10 @@ struct Status {
     last_fallback: Option<String>,
     persistent_degraded: Option<bool>,
     errors: Vec<crate::handoff::Problem>,
+    /// The hardware watchdog as the init left it, and whether the reset
+    /// before this boot was its doing (`last_reset`: "watchdog", "other" or
+    /// "unknown" when the driver does not tell); null when it was off.
+    watchdog: Option<crate::handoff::WatchdogRecord>,
 }
 
 fn status(opts: &Options) -> ExitCode {
@@ -369,6 +373,7 @@ fn status(opts: &Options) -> ExitCode {
             .as_ref()
             .map(|h| h.errors.clone())
             .unwrap_or_default(),
+        watchdog: handoff.as_ref().and_then(|h| h.watchdog.clone()),
     };
     // Backend "none" has no store to read: that is the config, not a fault.
     let unreadable = status
@@ -428,7 +433,97 @@ fn print_status(s: &Status, unreadable: bool) {
     if s.persistent_degraded == Some(true) {
         println!("persistent:    UNAVAILABLE (tmpfs /var)");
     }
+    if let Some(w) = &s.watchdog {
+        println!("watchdog:      {}", watchdog_line(w));
+    }
     for e in &s.errors {
         println!("boot error:    {e}");
+    }
+}
+
+/// The watchdog in one line of `status`.
+fn watchdog_line(w: &crate::handoff::WatchdogRecord) -> String {
+    use crate::kernel::watchdog::LastReset;
+    if let Some(e) = &w.error {
+        return format!("NOT ARMED ({} s asked): {e}", w.requested_s);
+    }
+    let identity = w
+        .identity
+        .as_deref()
+        .map_or(String::new(), |i| format!(" ({i})"));
+    let timeout = w
+        .timeout_s
+        .map_or("driver's timeout".into(), |t| format!("{t} s"));
+    let state = if w.running {
+        "left running for the system"
+    } else {
+        "stopped"
+    };
+    let reset = match w.last_reset {
+        LastReset::Watchdog => "the last reset WAS the watchdog's",
+        LastReset::Other => "the last reset was not the watchdog's",
+        LastReset::Unknown => {
+            "whether it reset the last boot is unknown (the driver does not tell)"
+        }
+    };
+    format!("{}{identity}, {timeout}, {state}; {reset}", w.device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handoff::WatchdogRecord;
+    use crate::kernel::watchdog::LastReset;
+
+    /// `status` shows the watchdog the init left, text and JSON, and says
+    /// when the last reset was its doing (or that the driver does not tell).
+    #[test]
+    fn status_shows_the_watchdog() {
+        let mut w = WatchdogRecord {
+            device: "/dev/watchdog".into(),
+            requested_s: 30,
+            timeout_s: Some(30),
+            identity: Some("i6300ESB timer".into()),
+            last_reset: LastReset::Watchdog,
+            running: true,
+            error: None,
+        };
+        assert_eq!(
+            watchdog_line(&w),
+            "/dev/watchdog (i6300ESB timer), 30 s, left running for the system; \
+             the last reset WAS the watchdog's"
+        );
+        w.last_reset = LastReset::Unknown;
+        assert!(watchdog_line(&w).ends_with("unknown (the driver does not tell)"));
+        w.last_reset = LastReset::Other;
+        assert!(watchdog_line(&w).ends_with("was not the watchdog's"));
+        let missing = WatchdogRecord {
+            device: "/dev/watchdog".into(),
+            requested_s: 20,
+            error: Some("cannot open the watchdog /dev/watchdog".into()),
+            ..WatchdogRecord::default()
+        };
+        assert!(watchdog_line(&missing).starts_with("NOT ARMED (20 s asked)"));
+        let status = Status {
+            booted_slot: Some(Slot::A),
+            source: None,
+            boot: "unknown".into(),
+            attempts_left: None,
+            store: None,
+            store_error: None,
+            store_error_kind: None,
+            last_fallback: None,
+            persistent_degraded: None,
+            errors: Vec::new(),
+            watchdog: Some(WatchdogRecord {
+                last_reset: LastReset::Watchdog,
+                ..w
+            }),
+        };
+        let json: serde_json::Value =
+            serde_json::from_str(&serde_json::to_string(&status).unwrap()).unwrap();
+        assert_eq!(json["watchdog"]["last_reset"], "watchdog");
+        assert_eq!(json["watchdog"]["timeout_s"], 30);
+        assert_eq!(json["watchdog"]["running"], true);
     }
 }

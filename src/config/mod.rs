@@ -42,6 +42,11 @@ pub(crate) struct BootConfig {
     /// mounted in the same boot). "auto": per slot when `boot_a` and
     /// `boot_b` are two partitions.
     pub(crate) slot_kernels: SlotKernels,
+    /// Arm the hardware watchdog for this many seconds and leave it running
+    /// into the system (0: off); `slotinit.watchdog=` overrides it.
+    pub(crate) watchdog_s: u32,
+    /// The watchdog device.
+    pub(crate) watchdog_device: String,
 }
 
 /// [`BootConfig::slot_kernels`].
@@ -410,6 +415,8 @@ impl Default for BootConfig {
             allow_override: true,
             sources: crate::types::DEFAULT_ORDER.to_vec(),
             slot_kernels: SlotKernels::Auto,
+            watchdog_s: 0,
+            watchdog_device: "/dev/watchdog".into(),
         }
     }
 }
@@ -607,6 +614,13 @@ pub enum Invalid {
          would hang instead of rebooting"
     )]
     RebootDelay(u64),
+    #[error(
+        "boot.watchdog_s: {0} s is more than {MAX_WATCHDOG_S} s: a hang would \
+         go unreset for that long"
+    )]
+    WatchdogTooLong(u32),
+    #[error("boot.watchdog_device: {0:?} must be a device under /dev")]
+    WatchdogDevice(String),
     #[error(
         "system.options: {0:?} would mount the system writable; it is always \
          mounted read-only (use an [[overlay]] for writable paths)"
@@ -840,6 +854,9 @@ fn prune(table: &mut toml::Table, reference: &toml::Table, at: &str, dropped: &m
 const DEVICE_TIMEOUT_MS: std::ops::RangeInclusive<u64> = 100..=600_000;
 /// The longest pause before the reboot after a fatal error.
 const MAX_REBOOT_DELAY_S: u64 = 3_600;
+/// The longest watchdog timeout: an hour (Linux's drivers cap far lower:
+/// bcm2835_wdt at 15 s, i6300esb at about 2046 s).
+pub(crate) const MAX_WATCHDOG_S: u32 = 3_600;
 
 impl BootConfig {
     fn validate_times(&self) -> Result<(), Invalid> {
@@ -854,6 +871,14 @@ impl BootConfig {
         }
         if self.reboot_delay_s > MAX_REBOOT_DELAY_S {
             return Err(Invalid::RebootDelay(self.reboot_delay_s));
+        }
+        if self.watchdog_s > MAX_WATCHDOG_S {
+            return Err(Invalid::WatchdogTooLong(self.watchdog_s));
+        }
+        let dev = &self.watchdog_device;
+        let name = dev.strip_prefix("/dev/").unwrap_or_default();
+        if name.is_empty() || name.split('/').any(|c| c.is_empty() || c == "..") {
+            return Err(Invalid::WatchdogDevice(dev.clone()));
         }
         Ok(())
     }
@@ -1162,6 +1187,52 @@ mod tests {
         ] {
             let text = format!("[boot]\n{line}\n");
             assert!(Config::parse(&text, "t").is_ok(), "{line}");
+        }
+    }
+
+    #[test]
+    fn watchdog_keys() {
+        let c = Config::parse("", "t").unwrap();
+        assert_eq!(
+            (c.boot.watchdog_s, c.boot.watchdog_device.as_str()),
+            (0, "/dev/watchdog")
+        );
+        let c = Config::parse(
+            "[boot]\nwatchdog_s = 30\nwatchdog_device = \"/dev/watchdog1\"\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.boot.watchdog_s, c.boot.watchdog_device.as_str()),
+            (30, "/dev/watchdog1")
+        );
+        for (line, key) in [
+            ("watchdog_s = 3601", "boot.watchdog_s: 3601 s"),
+            (
+                "watchdog_device = \"watchdog\"",
+                "boot.watchdog_device: \"watchdog\"",
+            ),
+            ("watchdog_device = \"/dev/\"", "boot.watchdog_device"),
+            (
+                "watchdog_device = \"/dev/../etc/x\"",
+                "boot.watchdog_device",
+            ),
+            ("watchdog_device = \"/tmp/w\"", "boot.watchdog_device"),
+        ] {
+            match Config::parse(&format!("[boot]\n{line}\n"), "t") {
+                Err(ConfigError::Invalid { error, .. }) => {
+                    assert!(error.to_string().starts_with(key), "{line}: {error}")
+                }
+                other => panic!("{line}: {other:?}"),
+            }
+        }
+        // A negative timeout is a type error that names the key and line.
+        match Config::parse("[boot]\nwatchdog_s = -1\n", "t") {
+            Err(ConfigError::Parse { line, message, .. }) => {
+                assert_eq!(line, 2);
+                assert!(message.contains("watchdog_s"), "{message}");
+            }
+            other => panic!("{other:?}"),
         }
     }
 

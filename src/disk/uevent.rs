@@ -4,6 +4,7 @@
 use crate::config::Partitions;
 use crate::disk::devices::{self, BootDiskHint, Partition};
 use crate::kernel::sys::{Listener, Sys};
+use crate::kernel::watchdog::Watchdog;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -49,6 +50,8 @@ pub(crate) struct Lookup<'a> {
 /// Waits until every member of the layout is present (bare numbers on the boot
 /// disk), or until a system partition is present and the block layer stayed
 /// quiet for `settle` (what is missing then is absent), or until `timeout`.
+/// An armed `watchdog` is fed at least every [`Watchdog::interval`] while it
+/// waits: the timeout may be longer than the watchdog's.
 pub(crate) fn wait_for<S: Sys + ?Sized>(
     sys: &mut S,
     listener: &Listener,
@@ -56,9 +59,12 @@ pub(crate) fn wait_for<S: Sys + ?Sized>(
     lookup: &Lookup,
     timeout: Duration,
     settle: Duration,
+    watchdog: Option<&Watchdog>,
 ) -> WaitResult {
     let names = lookup.names;
     let deadline = Instant::now() + timeout;
+    // The block layer has been quiet since: the last uevent, or the start.
+    let mut quiet_since = Instant::now();
     let mut gpt_cache = std::collections::HashMap::new();
     loop {
         let mut partitions = devices::list_partitions(sys, sysfs).unwrap_or_else(|e| {
@@ -84,12 +90,24 @@ pub(crate) fn wait_for<S: Sys + ?Sized>(
         }
         let left = deadline - now;
         let found_system = devices::any_system_present_with(&partitions, names, lookup.hint);
-        let wait = if found_system { settle.min(left) } else { left };
-        if !sys.uevent_wait(listener, wait) && found_system {
+        let quiet = now.duration_since(quiet_since);
+        if found_system && quiet >= settle {
             return WaitResult {
                 partitions,
                 end: WaitEnd::Settled,
             };
+        }
+        let wait = if found_system {
+            (settle - quiet).min(left)
+        } else {
+            left
+        };
+        let wait = watchdog.map_or(wait, |w| wait.min(w.interval()));
+        if sys.uevent_wait(listener, wait) {
+            quiet_since = Instant::now();
+        }
+        if let Some(w) = watchdog {
+            w.feed(sys);
         }
     }
 }
@@ -131,6 +149,74 @@ mod tests {
         .partitions
     }
 
+    /// A wait longer than the watchdog's timeout: no single wait is longer
+    /// than half of it, and every wait is followed by a keepalive.
+    #[test]
+    fn a_long_wait_feeds_the_watchdog() {
+        use crate::kernel::fake::Fake;
+        let mut sys = Fake::default();
+        sys.watchdog.max_timeout = 1;
+        let dog = crate::kernel::watchdog::arm(&mut sys, Path::new("/dev/watchdog"), 30)
+            .unwrap()
+            .watchdog;
+        assert_eq!(dog.interval(), Duration::from_millis(500));
+        sys.calls.clear();
+        let names = mapio();
+        let hint = BootDiskHint::default();
+        let lookup = Lookup {
+            names: &names,
+            hint: &hint,
+            gpt_dev: None,
+            force_gpt: false,
+        };
+        let waited = wait_for(
+            &mut sys,
+            &Listener::none(),
+            Path::new("/sys"),
+            &lookup,
+            Duration::from_millis(1200),
+            Duration::from_millis(300),
+            Some(&dog),
+        );
+        assert_eq!(waited.end, WaitEnd::TimedOut);
+        let waits: Vec<u64> = sys
+            .calls_starting("uevent-wait ")
+            .iter()
+            .map(|c| {
+                c["uevent-wait ".len()..]
+                    .trim_end_matches("ms")
+                    .parse()
+                    .unwrap()
+            })
+            .collect();
+        assert!(waits.len() > 2, "{waits:?}");
+        assert_eq!(waits[0], 500, "the first wait is cut to the interval");
+        assert!(waits.iter().all(|w| *w <= 500), "{waits:?}");
+        for (i, call) in sys.calls.iter().enumerate() {
+            if call.starts_with("uevent-wait") {
+                assert_eq!(sys.calls[i + 1], "watchdog-keepalive ioctl", "after #{i}");
+            }
+        }
+        // Without a watchdog the same wait is one long one.
+        let mut sys = Fake::default();
+        wait_for(
+            &mut sys,
+            &Listener::none(),
+            Path::new("/sys"),
+            &lookup,
+            Duration::from_millis(900),
+            Duration::from_millis(10),
+            None,
+        );
+        let first = sys.calls_starting("uevent-wait ")[0];
+        let ms: u64 = first["uevent-wait ".len()..]
+            .trim_end_matches("ms")
+            .parse()
+            .unwrap();
+        assert!(ms > 500, "{first}: not cut without a watchdog");
+        assert!(sys.calls_starting("watchdog").is_empty());
+    }
+
     /// MAPIO's members by number with a USB stick of two partitions: the wait
     /// completes on the eMMC alone and every member resolves there.
     #[test]
@@ -154,6 +240,7 @@ mod tests {
             &lookup,
             Duration::from_millis(200),
             Duration::from_millis(10),
+            None,
         );
         assert_eq!(waited.end, WaitEnd::Complete);
         let r = devices::resolve_with(&waited.partitions, &names, &hint);
@@ -187,6 +274,7 @@ mod tests {
             &lookup,
             Duration::from_secs(30),
             Duration::from_millis(10),
+            None,
         );
         assert_eq!(waited.end, WaitEnd::Settled);
         let r = devices::resolve_with(&waited.partitions, &names, &hint);
@@ -218,6 +306,7 @@ mod tests {
             &lookup,
             Duration::from_millis(120),
             Duration::from_millis(10),
+            None,
         );
         assert_eq!(waited.end, WaitEnd::TimedOut);
         let r = devices::resolve_with(&waited.partitions, &names, &hint);

@@ -6,6 +6,7 @@ use crate::config::Config;
 use crate::disk::devices::Resolved;
 use crate::kernel::cmdline::{BootArgs, Cmdline};
 use crate::kernel::sys::Sys;
+use crate::kernel::watchdog::Watchdog;
 use crate::mount::plan::Roots;
 
 /// One boot. `S` is [`crate::kernel::sys::Real`] in PID 1 and the recording
@@ -20,6 +21,8 @@ pub(super) struct Boot<'s, S: Sys + ?Sized> {
     pub(super) roots: Roots,
     /// The layout's members as found by the devices stage.
     pub(super) resolved: Resolved,
+    /// The hardware watchdog while PID 1 holds it open (`init::watchdog`).
+    pub(super) watchdog: Option<Watchdog>,
 }
 
 impl<'s, S: Sys + ?Sized> Boot<'s, S> {
@@ -32,7 +35,17 @@ impl<'s, S: Sys + ?Sized> Boot<'s, S> {
             config: Config::default(),
             roots: Roots::default(),
             resolved: Resolved::default(),
+            watchdog: None,
         }
+    }
+
+    /// Ends a stage: feeds the watchdog, if one is armed, then logs and
+    /// records how long the stage took (the keepalive included).
+    pub(super) fn stage(&mut self, name: &str) {
+        if let Some(w) = &self.watchdog {
+            w.feed(self.sys);
+        }
+        self.report.stage(name);
     }
 
     /// The system's init: `init=` on the cmdline, else the config's.

@@ -47,6 +47,7 @@ pub(super) fn find_devices<S: Sys + ?Sized>(boot: &mut Boot<S>, listener: &Liste
         },
         Duration::from_millis(config.boot.device_timeout_ms),
         Duration::from_millis(config.boot.settle_ms),
+        boot.watchdog.as_ref(),
     );
     if waited.end == uevent::WaitEnd::TimedOut {
         let message = format!(

@@ -29,46 +29,61 @@ mod setup;
 mod state;
 #[cfg(test)]
 mod tests;
+mod watchdog;
 
 /// PID 1's whole life in the initramfs. Never returns.
 pub fn run() -> ! {
     let mut sys = Real;
     let mut boot = Boot::new(&mut sys);
+    let cause = boot_system(&mut boot, std::env::args_os(), |args| {
+        kmsg::init_kmsg(if args.debug {
+            LevelFilter::Debug
+        } else {
+            LevelFilter::Info
+        });
+        install_panic_fallback();
+    });
+    fatal(&mut boot, &cause)
+}
+
+/// The stages, in order, up to the exec of the system's init; returns only
+/// when the boot cannot go on: the cause of the fatal end. `logging` starts
+/// the log once the cmdline is read (PID 1: kmsg and the panic hook).
+fn boot_system<S: Sys>(
+    boot: &mut Boot<S>,
+    own_argv: impl IntoIterator<Item = std::ffi::OsString>,
+    logging: impl FnOnce(&crate::kernel::cmdline::BootArgs),
+) -> String {
     mount_api_filesystems(boot.sys);
     ensure_console(boot.sys);
-    setup::read_cmdline(&mut boot, std::env::args_os());
-    kmsg::init_kmsg(if boot.args.debug {
-        LevelFilter::Debug
-    } else {
-        LevelFilter::Info
-    });
-    install_panic_fallback();
+    setup::read_cmdline(boot, own_argv);
+    logging(&boot.args);
     log::info!("starting (pid {})", std::process::id());
-    if let Err(cause) = setup::load_config(&mut boot) {
-        fatal(&mut boot, &cause)
+    if let Err(cause) = setup::load_config(boot) {
+        return cause;
     }
-    boot.report.stage("setup");
+    boot.stage("setup");
 
     let listener = crate::disk::uevent::listen(boot.sys);
-    devices::load_modules(&mut boot);
-    boot.report.stage("modules");
-    devices::find_devices(&mut boot, &listener);
+    devices::load_modules(boot);
+    boot.stage("modules");
+    if watchdog::arm(boot) {
+        boot.stage("watchdog");
+    }
+    devices::find_devices(boot, &listener);
     drop(listener);
-    boot.report.stage("devices");
+    boot.stage("devices");
 
     let mut store = open_store(boot.sys, &boot.config, &boot.resolved, &mut boot.report);
-    boot.report.stage("state");
+    boot.stage("state");
 
     let init = boot.init_path();
-    let active = match mount_a_slot(&mut boot, store.as_mut(), &init) {
+    let active = match mount_a_slot(boot, store.as_mut(), &init) {
         Ok(Next::Mount(slot)) => slot,
-        Ok(Next::Restart(slot)) => {
-            let cause = restart_into(&mut boot, store, slot);
-            fatal(&mut boot, &cause)
-        }
+        Ok(Next::Restart(slot)) => return restart_into(boot, store, slot),
         Err(cause) => {
             close_store(boot.sys, store, &mut boot.report);
-            fatal(&mut boot, &cause)
+            return cause;
         }
     };
     if boot.config.bootstate.commit == Commit::OnMount {
@@ -81,16 +96,17 @@ pub fn run() -> ! {
         );
     }
     close_store(boot.sys, store, &mut boot.report);
-    mount_persistent(&mut boot, active);
-    boot.report.stage("mounts");
+    mount_persistent(boot, active);
+    boot.stage("mounts");
 
-    let total = setup::finish_handoff(&mut boot, &init);
+    let total = setup::finish_handoff(boot, &init);
     write_handoff(boot.sys, &boot.report.handoff);
     log::info!("switching to {init} after {total} us");
+    watchdog::hand_over(boot);
     let sysroot = boot.roots.sysroot.clone();
     let Err(e) = switch_root::switch_root(boot.sys, &sysroot, &init, &boot.args.init_argv);
     // The initramfs may be gone now: no shell to fall back to, only a reboot.
-    fatal(&mut boot, &error_chain(&e))
+    error_chain(&e)
 }
 
 /// What the boot does after the state stage.
@@ -122,12 +138,12 @@ fn mount_a_slot<S: Sys>(
             failed: &failed,
         };
         let slot = decide(boot.sys, &inputs, store.as_deref_mut(), &mut boot.report)?;
-        boot.report.stage("decision");
+        boot.stage("decision");
         if !state::coherent(&boot.config, slot, &mut boot.report) {
             return Ok(Next::Restart(slot));
         }
         create_links(boot, slot);
-        boot.report.stage("links");
+        boot.stage("links");
         match mount_root(boot, slot, init) {
             Ok(()) => return Ok(Next::Mount(slot)),
             Err(cause) => {
@@ -185,50 +201,80 @@ fn restart_into<S: Sys>(boot: &mut Boot<S>, store: Option<Box<dyn Backend>>, slo
 /// shell if asked for and present, else a reboot after the configured delay.
 fn fatal<S: Sys + ?Sized>(boot: &mut Boot<S>, cause: &str) -> ! {
     let e = fatal_until_reboot(boot, cause);
-    halt(boot.sys, &e)
+    let watchdog = watchdog::running_timeout(boot);
+    halt(boot.sys, &e, watchdog)
 }
 
 /// [`fatal`] up to the reboot call: what it returns is why the reboot failed.
+/// An armed watchdog is fed through the reboot delay, so the delay is the
+/// configured one.
 fn fatal_until_reboot<S: Sys + ?Sized>(boot: &mut Boot<S>, cause: &str) -> io::Error {
     boot.report.error(kind::FATAL, format!("fatal: {cause}"));
     write_handoff(boot.sys, &boot.report.handoff);
     if boot.args.emergency_shell {
-        emergency_shell(boot.sys);
+        emergency_shell(boot);
         log::error!("slotinit.emergency=shell, but the initramfs has no shell");
     }
-    reboot_after(boot.sys, boot.config.boot.reboot_delay_s)
+    reboot_after(
+        boot.sys,
+        boot.config.boot.reboot_delay_s,
+        boot.watchdog.as_ref(),
+    )
 }
 
-/// Execs the initramfs's shell; returns when there is none or it cannot run.
-fn emergency_shell<S: Sys + ?Sized>(sys: &mut S) {
+/// Execs the initramfs's shell (the watchdog stopped first); returns when
+/// there is none or it cannot run.
+fn emergency_shell<S: Sys + ?Sized>(boot: &mut Boot<S>) {
     for shell in ["/bin/sh", "/bin/busybox"] {
-        if !sys.exists(Path::new(shell)) {
+        if !boot.sys.exists(Path::new(shell)) {
             continue;
         }
         log::error!("starting emergency shell {shell}");
+        watchdog::stop_for_shell(boot);
         let argv = [c"/bin/sh".to_owned(), c"-i".to_owned()];
         if let Ok(path) = CString::new(shell) {
             // The shell starts as the kernel would start it: no
             // signal ignored or blocked by the Rust runtime.
-            if let Err(e) = sys.reset_signals() {
+            if let Err(e) = boot.sys.reset_signals() {
                 log::warn!("cannot reset signals: {e}");
             }
-            let e = sys.execv(&path, &argv);
+            let e = boot.sys.execv(&path, &argv);
             log::error!("cannot exec {shell}: {e}");
         }
     }
 }
 
-/// Waits `delay_s`, syncs and reboots; returns why the reboot failed.
-fn reboot_after<S: Sys + ?Sized>(sys: &mut S, delay_s: u64) -> io::Error {
+/// Waits `delay_s` (feeding `watchdog` meanwhile), syncs and reboots;
+/// returns why the reboot failed.
+fn reboot_after<S: Sys + ?Sized>(
+    sys: &mut S,
+    delay_s: u64,
+    watchdog: Option<&crate::kernel::watchdog::Watchdog>,
+) -> io::Error {
     log::error!("rebooting in {delay_s} s");
-    sys.sleep(Duration::from_secs(delay_s));
+    let delay = Duration::from_secs(delay_s);
+    match watchdog {
+        None => sys.sleep(delay),
+        Some(w) => {
+            let mut left = delay;
+            while !left.is_zero() {
+                let slice = left.min(w.interval());
+                sys.sleep(slice);
+                w.feed(sys);
+                left -= slice;
+            }
+        }
+    }
     sys.reboot()
 }
 
-/// PID 1 must not exit (the kernel would panic): wait for a human.
-fn halt<S: Sys + ?Sized>(sys: &mut S, e: &io::Error) -> ! {
+/// PID 1 must not exit (the kernel would panic): wait for a human. A
+/// watchdog left running is no longer fed here: it resets the device.
+fn halt<S: Sys + ?Sized>(sys: &mut S, e: &io::Error, watchdog_s: Option<u32>) -> ! {
     log::error!("reboot failed: {e}; halting here");
+    if let Some(s) = watchdog_s {
+        log::error!("the watchdog is no longer fed: it resets the device within {s} s");
+    }
     loop {
         sys.sleep(Duration::from_secs(3600));
     }
@@ -239,7 +285,7 @@ fn halt<S: Sys + ?Sized>(sys: &mut S, e: &io::Error) -> ! {
 fn install_panic_fallback() {
     std::panic::set_hook(Box::new(|info| {
         log::error!("internal error: {info}");
-        let e = reboot_after(&mut Real, 10);
-        halt(&mut Real, &e)
+        let e = reboot_after(&mut Real, 10, None);
+        halt(&mut Real, &e, None)
     }));
 }

@@ -285,7 +285,13 @@ pub(super) fn check_persistent<S: Sys + ?Sized>(
 ) -> bool {
     let tool = &boot.config.persistent.fsck_path;
     let node = part.node();
-    let status = boot.sys.run(tool, &[OsStr::new(flag), node.as_os_str()]);
+    let args = [OsStr::new(flag), node.as_os_str()];
+    // A check of a large partition may outlast the watchdog's timeout: fed
+    // while the checker works (kernel::sys::Sys::watchdog_run).
+    let status = match &boot.watchdog {
+        Some(w) => w.run(boot.sys, tool, &args),
+        None => boot.sys.run(tool, &args),
+    };
     let (ok, text) = match status {
         Err(e) => (
             true,

@@ -701,3 +701,241 @@ fn fatal_path_writes_the_handoff_then_tries_the_shell_then_reboots() {
         ]
     );
 }
+
+/// A machine for a whole boot on the fake: the rpi disk in sysfs, a system
+/// with its init, a machine-id on persistent, backend "none", the device
+/// tree naming boot_a, `cmdline`.
+fn whole_machine(cmdline: &str, config: &str) -> Fake {
+    let mut sys = Fake::default();
+    sys.files
+        .insert("/proc/cmdline".into(), cmdline.as_bytes().to_vec());
+    sys.files.insert(
+        CONFIG_PATH.into(),
+        format!("[bootstate]\nbackend = \"none\"\n{config}").into_bytes(),
+    );
+    sys.files.insert(
+        crate::paths::LOAD_LIST.into(),
+        b"/lib/modules/i6300esb.ko\n".to_vec(),
+    );
+    sysfs(&mut sys, "vda");
+    sys.add_exec("/sysroot/sbin/init");
+    stored_id(&mut sys);
+    // The firmware booted boot_a: slot A's kernel runs (slot coherence).
+    sys.files.insert(
+        crate::paths::DT_PARTITION.into(),
+        2u32.to_be_bytes().to_vec(),
+    );
+    sys
+}
+
+/// Runs every stage on `sys` up to the exec of the system's init (which the
+/// fake fails): the cause and the handoff.
+fn whole_boot(sys: &mut Fake) -> (String, crate::handoff::Handoff) {
+    let mut boot = Boot::new(sys);
+    let cause = boot_system(&mut boot, ["/init".into()], |_| {});
+    (cause, boot.report.handoff.clone())
+}
+
+/// `slotinit.watchdog=20`: armed right after the modules (its driver is one
+/// of them), fed at the end of every later stage, left running (closed
+/// without the magic V) after the handoff is written and before the exec.
+#[test]
+fn a_whole_boot_arms_the_watchdog_feeds_every_stage_and_leaves_it_running() {
+    let mut sys = whole_machine("slotinit.watchdog=20", "");
+    let (cause, h) = whole_boot(&mut sys);
+    assert!(cause.contains("cannot exec /sbin/init"), "{cause}");
+    let stages: Vec<&str> = h.timings_us.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(
+        stages,
+        [
+            "setup", "modules", "watchdog", "devices", "state", "decision", "links", "mounts",
+            "total"
+        ]
+    );
+    let module = sys
+        .position("finit_module /lib/modules/i6300esb.ko \"\"")
+        .unwrap();
+    let open = sys.position("watchdog-open /dev/watchdog").unwrap();
+    assert!(module < open, "{:#?}", sys.calls);
+    assert_eq!(sys.calls[open + 3], "watchdog-settimeout 20");
+    // One keepalive when armed, one at the end of each of the six stages
+    // after it, one at the handover (the disk was there at once: no wait).
+    assert_eq!(sys.calls_starting("watchdog-keepalive").len(), 1 + 6 + 1);
+    let handoff = sys
+        .position("write-file /run/slotinit/handoff.json")
+        .unwrap();
+    let close = sys.position("watchdog-close").unwrap();
+    let exec = sys
+        .calls
+        .iter()
+        .position(|c| c.starts_with("execv "))
+        .unwrap();
+    assert!(handoff < close && close < exec, "{:#?}", sys.calls);
+    assert!(
+        sys.calls_starting("watchdog-close magic").is_empty(),
+        "never a magic close"
+    );
+    let last_feed = sys
+        .calls
+        .iter()
+        .rposition(|c| c.starts_with("watchdog-keepalive"))
+        .unwrap();
+    assert_eq!(last_feed + 1, close, "fed right before the handover");
+    let w = h.watchdog.unwrap();
+    assert_eq!((w.device.as_str(), w.requested_s), ("/dev/watchdog", 20));
+    assert_eq!((w.timeout_s, w.running, w.error), (Some(20), true, None));
+    assert_eq!(w.last_reset, crate::kernel::watchdog::LastReset::Unknown);
+    assert_eq!(w.identity.as_deref(), Some("fake"));
+    assert!(h.warnings.is_empty(), "{:?}", h.warnings);
+}
+
+/// The config arms it, the cmdline's 0 turns it off; without either
+/// nothing touches a watchdog and the stages are the usual ones.
+#[test]
+fn the_cmdline_overrides_the_configured_watchdog() {
+    let mut sys = whole_machine(
+        "",
+        "[boot]\nwatchdog_s = 15\nwatchdog_device = \"/dev/watchdog1\"\n",
+    );
+    let (_, h) = whole_boot(&mut sys);
+    assert_eq!(
+        sys.calls_starting("watchdog-")[..4],
+        [
+            "watchdog-open /dev/watchdog1",
+            "watchdog-getsupport",
+            "watchdog-getbootstatus",
+            "watchdog-settimeout 15"
+        ]
+    );
+    assert_eq!(h.watchdog.unwrap().requested_s, 15);
+    let mut sys = whole_machine("slotinit.watchdog=0", "[boot]\nwatchdog_s = 15\n");
+    let (_, h) = whole_boot(&mut sys);
+    assert!(
+        sys.calls_starting("watchdog-").is_empty(),
+        "{:#?}",
+        sys.calls
+    );
+    assert_eq!(h.watchdog, None);
+    let mut sys = whole_machine("", "");
+    let (_, h) = whole_boot(&mut sys);
+    assert!(sys.calls_starting("watchdog-").is_empty());
+    assert!(!h.timings_us.iter().any(|(s, _)| s == "watchdog"));
+}
+
+/// No device (the driver is not in the initramfs): a warning naming it, the
+/// record says why, and the boot goes on to the exec.
+#[test]
+fn a_missing_watchdog_is_a_warning_and_the_boot_goes_on() {
+    let mut sys = whole_machine("slotinit.watchdog=20", "");
+    sys.errno.push(("watchdog-open".into(), libc::ENOENT));
+    let (cause, h) = whole_boot(&mut sys);
+    assert!(cause.contains("cannot exec /sbin/init"), "{cause}");
+    assert_eq!(h.warnings.len(), 1, "{:?}", h.warnings);
+    assert_eq!(h.warnings[0].kind, kind::WATCHDOG);
+    assert!(
+        h.warnings[0].message.contains("/dev/watchdog"),
+        "{}",
+        h.warnings[0]
+    );
+    let w = h.watchdog.unwrap();
+    assert!(!w.running);
+    assert!(w.error.unwrap().contains("No such file"));
+    assert_eq!(
+        sys.calls_starting("watchdog-"),
+        ["watchdog-open /dev/watchdog"]
+    );
+    assert!(sys.calls.iter().any(|c| c.starts_with("execv /sbin/init")));
+}
+
+/// A driver without WDIOF_SETTIMEOUT runs with its own timeout: a warning,
+/// the record has the timeout it runs with, and the last reset as told.
+#[test]
+fn a_driver_without_settimeout_keeps_its_own() {
+    let mut sys = whole_machine("slotinit.watchdog=20", "");
+    sys.watchdog.info.options = crate::kernel::watchdog::WDIOF_MAGICCLOSE
+        | crate::kernel::watchdog::WDIOF_KEEPALIVEPING
+        | crate::kernel::watchdog::WDIOF_CARDRESET;
+    sys.watchdog.timeout = 60;
+    let (_, h) = whole_boot(&mut sys);
+    assert!(sys.calls_starting("watchdog-settimeout").is_empty());
+    assert_eq!(h.warnings.len(), 1, "{:?}", h.warnings);
+    assert_eq!(h.warnings[0].kind, kind::WATCHDOG);
+    let w = h.watchdog.unwrap();
+    assert_eq!((w.timeout_s, w.running), (Some(60), true));
+    assert_eq!(w.last_reset, crate::kernel::watchdog::LastReset::Other);
+}
+
+/// The fatal path keeps feeding through the reboot delay (so the delay is the
+/// configured one), and once the reboot fails the halt stops feeding: the
+/// watchdog resets the device. The emergency shell stops it first.
+#[test]
+fn the_fatal_path_feeds_through_the_delay_and_the_shell_stops_the_watchdog() {
+    let mut sys = Fake::default();
+    let mut boot = rpi_boot(&mut sys);
+    boot.args.watchdog_s = Some(4);
+    boot.config.boot.reboot_delay_s = 5;
+    assert!(watchdog::arm(&mut boot));
+    assert_eq!(watchdog::running_timeout(&boot), Some(4));
+    boot.sys.calls.clear();
+    fatal_until_reboot(&mut boot, "no slot");
+    let tail: Vec<&str> = sys.calls[2..].iter().map(String::as_str).collect();
+    assert_eq!(
+        tail,
+        [
+            "sleep 2000ms",
+            "watchdog-keepalive ioctl",
+            "sleep 2000ms",
+            "watchdog-keepalive ioctl",
+            "sleep 1000ms",
+            "watchdog-keepalive ioctl",
+            "reboot",
+        ]
+    );
+    // The emergency shell: the magic close, then the exec.
+    let mut sys = Fake::default();
+    sys.add_exec("/bin/sh");
+    let mut boot = rpi_boot(&mut sys);
+    boot.args.watchdog_s = Some(4);
+    boot.args.emergency_shell = true;
+    watchdog::arm(&mut boot);
+    fatal_until_reboot(&mut boot, "no slot");
+    assert_eq!(watchdog::running_timeout(&boot), None);
+    let close = sys.position("watchdog-close magic").unwrap();
+    let exec = sys.position("execv /bin/sh /bin/sh -i").unwrap();
+    assert!(close < exec, "{:#?}", sys.calls);
+    // No shell: the watchdog is not stopped, the delay is fed.
+    let mut sys = Fake::default();
+    let mut boot = rpi_boot(&mut sys);
+    boot.args.watchdog_s = Some(4);
+    boot.args.emergency_shell = true;
+    watchdog::arm(&mut boot);
+    fatal_until_reboot(&mut boot, "no slot");
+    assert!(sys.calls_starting("watchdog-close").is_empty());
+}
+
+/// The persistent partition's check may outlast the watchdog's timeout: with
+/// a watchdog armed it runs fed (while it makes progress), without one as
+/// before.
+#[test]
+fn the_persistent_check_runs_fed_while_a_watchdog_is_armed() {
+    for armed in [true, false] {
+        let mut sys = Fake::default();
+        stored_id(&mut sys);
+        let mut boot = rpi_boot(&mut sys);
+        boot.config.persistent.fsck = true;
+        if armed {
+            boot.args.watchdog_s = Some(10);
+            assert!(watchdog::arm(&mut boot));
+        }
+        mount_persistent(&mut boot, Slot::A);
+        assert!(!boot.report.handoff.persistent_degraded);
+        let (fed, plain) = (
+            sys.calls_starting("run-fed /sbin/e2fsck -p /dev/vda6"),
+            sys.calls_starting("run /sbin/e2fsck -p /dev/vda6"),
+        );
+        assert_eq!(
+            (fed.len(), plain.len()),
+            if armed { (1, 0) } else { (0, 1) }
+        );
+    }
+}

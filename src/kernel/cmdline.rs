@@ -3,6 +3,7 @@
 //! typed view of the keys slotinit reads, the arguments the kernel hands to
 //! init, and the module options modprobe would apply.
 
+use crate::config::MAX_WATCHDOG_S;
 use crate::types::Slot;
 
 /// The kernel's `isspace()`: its `_ctype` table (lib/ctype.c) marks HT, LF, VT,
@@ -340,6 +341,9 @@ pub struct BootArgs {
     pub emergency_shell: bool,
     /// `slotinit.debug`: log every kernel call.
     pub debug: bool,
+    /// `slotinit.watchdog=SECONDS`: the watchdog timeout, over the config's
+    /// `boot.watchdog_s` (0: off); None when absent or unusable.
+    pub watchdog_s: Option<u32>,
     /// Values that were present but unusable, each a complete message.
     pub warnings: Vec<String>,
 }
@@ -371,6 +375,17 @@ impl BootArgs {
             Some(other) => args.warnings.push(format!(
                 "ignoring slotinit.emergency={other:?}: the only value is \"shell\""
             )),
+        }
+        if let Some(message) = conflict(cmdline, "slotinit.watchdog") {
+            args.warnings
+                .push(format!("ignoring slotinit.watchdog: {message}"));
+        } else if let Some(value) = cmdline.get("slotinit.watchdog") {
+            match value.parse::<u32>() {
+                Ok(s) if s <= MAX_WATCHDOG_S => args.watchdog_s = Some(s),
+                _ => args.warnings.push(format!(
+                    "ignoring slotinit.watchdog={value:?}: expected seconds, 0 (off) to {MAX_WATCHDOG_S}"
+                )),
+            }
         }
         if let Some(init) = &args.init {
             if !init.starts_with('/') {
@@ -642,6 +657,36 @@ mod tests {
         assert_eq!(args.init, None);
         assert!(!args.emergency_shell);
         assert_eq!(args.warnings.len(), 2);
+    }
+
+    #[test]
+    fn watchdog_seconds() {
+        let cases: &[(&[u8], Option<u32>, usize)] = &[
+            (b"", None, 0),
+            (b"slotinit.watchdog=30", Some(30), 0),
+            (b"slotinit.watchdog=0", Some(0), 0),
+            (b"slotinit.watchdog=3600", Some(3600), 0),
+            (b"slotinit.watchdog=3601", None, 1),
+            (b"slotinit.watchdog=-1", None, 1),
+            (b"slotinit.watchdog=10s", None, 1),
+            (b"slotinit.watchdog", None, 0),
+            (b"slotinit.watchdog=", None, 1),
+            (b"slotinit.watchdog=5 slotinit.watchdog=5", Some(5), 0),
+            (b"slotinit.watchdog=5 slotinit.watchdog=0", None, 1),
+        ];
+        for (text, want, warnings) in cases {
+            let args = BootArgs::from_cmdline(&Cmdline::parse(text));
+            let line = String::from_utf8_lossy(text);
+            assert_eq!(args.watchdog_s, *want, "{line}");
+            assert_eq!(
+                args.warnings.len(),
+                *warnings,
+                "{line}: {:?}",
+                args.warnings
+            );
+        }
+        let args = BootArgs::from_cmdline(&Cmdline::parse(b"slotinit.watchdog=10s"));
+        assert!(args.warnings[0].contains("\"10s\""), "{}", args.warnings[0]);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! line in `calls`, in order; chosen calls fail with a chosen errno; reads are
 //! served from a small in-memory file tree.
 
-use crate::kernel::sys::{Disk, DmLine, FileKind, Ids, Listener, Stat, Sys};
+use crate::kernel::sys::{Disk, DmLine, FileKind, Ids, Listener, Stat, Sys, WatchdogInfo};
 use nix::mount::{MntFlags, MsFlags};
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{CStr, CString, OsStr};
@@ -73,6 +73,35 @@ pub(crate) struct Fake {
     /// stands for, newest last: a call on a File names its path, and a sync
     /// puts what was written into the tree.
     pub(crate) opened: Vec<(u64, PathBuf)>,
+    /// The driver behind the fake's watchdog device.
+    pub(crate) watchdog: FakeWatchdog,
+}
+
+/// A watchdog driver as the fake plays it: what WDIOC_GETSUPPORT and
+/// WDIOC_GETBOOTSTATUS answer, the timeout it runs with (30 s, as
+/// i6300esb's default) and the longest it accepts (a longer request is
+/// clamped, as bcm2835_wdt's 15 s maximum).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FakeWatchdog {
+    pub(crate) info: WatchdogInfo,
+    pub(crate) boot_status: u32,
+    pub(crate) timeout: u32,
+    pub(crate) max_timeout: u32,
+}
+
+impl Default for FakeWatchdog {
+    fn default() -> Self {
+        FakeWatchdog {
+            info: WatchdogInfo {
+                // WDIOF_SETTIMEOUT | WDIOF_MAGICCLOSE | WDIOF_KEEPALIVEPING.
+                options: 0x0080 | 0x0100 | 0x8000,
+                identity: "fake".into(),
+            },
+            boot_status: 0,
+            timeout: 30,
+            max_timeout: 3600,
+        }
+    }
 }
 
 impl Fake {
@@ -480,7 +509,7 @@ impl Sys for Fake {
         Ok(Listener::none())
     }
     fn uevent_wait(&mut self, _: &Listener, timeout: Duration) -> bool {
-        let _ = self.record("uevent-wait".into());
+        let _ = self.record(format!("uevent-wait {}ms", timeout.as_millis()));
         // A little real time passes, so a caller's deadline comes.
         std::thread::sleep(timeout.min(Duration::from_millis(2)));
         false
@@ -565,6 +594,52 @@ impl Sys for Fake {
         let line = self.on_file("fdatasync", f);
         self.record(line)?;
         self.keep_written(f)
+    }
+
+    fn watchdog_open(&mut self, p: &Path) -> io::Result<File> {
+        self.record(format!("watchdog-open {}", p.display()))?;
+        tempfile::tempfile()
+    }
+    fn watchdog_support(&mut self, _: &File) -> io::Result<WatchdogInfo> {
+        self.record("watchdog-getsupport".into())?;
+        Ok(self.watchdog.info.clone())
+    }
+    fn watchdog_boot_status(&mut self, _: &File) -> io::Result<u32> {
+        self.record("watchdog-getbootstatus".into())?;
+        Ok(self.watchdog.boot_status)
+    }
+    fn watchdog_set_timeout(&mut self, _: &File, seconds: u32) -> io::Result<u32> {
+        self.record(format!("watchdog-settimeout {seconds}"))?;
+        // watchdog_dev.c: without WDIOF_SETTIMEOUT the ioctl is EOPNOTSUPP.
+        if self.watchdog.info.options & 0x0080 == 0 {
+            return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP));
+        }
+        self.watchdog.timeout = seconds.min(self.watchdog.max_timeout);
+        Ok(self.watchdog.timeout)
+    }
+    fn watchdog_get_timeout(&mut self, _: &File) -> io::Result<u32> {
+        self.record("watchdog-gettimeout".into())?;
+        Ok(self.watchdog.timeout)
+    }
+    fn watchdog_keepalive(&mut self, _: &File, by_write: bool) -> io::Result<()> {
+        let how = if by_write { "write" } else { "ioctl" };
+        self.record(format!("watchdog-keepalive {how}"))
+    }
+    fn watchdog_run(
+        &mut self,
+        program: &str,
+        args: &[&OsStr],
+        _: &File,
+        _: bool,
+        _: Duration,
+    ) -> io::Result<Option<i32>> {
+        let args: Vec<_> = args.iter().map(|a| a.to_string_lossy()).collect();
+        self.record(format!("run-fed {program} {}", args.join(" ")))?;
+        Ok(self.exit.get(program).copied().unwrap_or(Some(0)))
+    }
+    fn watchdog_close(&mut self, _: File, magic: bool) -> io::Result<()> {
+        let magic = if magic { " magic" } else { "" };
+        self.record(format!("watchdog-close{magic}"))
     }
 }
 

@@ -11,3 +11,4 @@ pub mod kmsg;
 pub(crate) mod modules;
 pub(crate) mod switch_root;
 pub(crate) mod sys;
+pub(crate) mod watchdog;

@@ -164,6 +164,43 @@ pub(crate) trait Sys {
     /// fdatasync(2) of `file`: its data (for a block device: its dirty pages
     /// and a cache flush) is durable when it returns.
     fn fdatasync(&mut self, file: &File) -> io::Result<()>;
+
+    // The hardware watchdog (`kernel::watchdog`), as Linux's watchdog API
+    // (Documentation/watchdog/watchdog-api.rst) offers it on /dev/watchdog.
+    /// Opens the watchdog device write-only, close-on-exec: the open starts
+    /// the watchdog.
+    fn watchdog_open(&mut self, path: &Path) -> io::Result<File>;
+    /// WDIOC_GETSUPPORT: the driver's options (`WDIOF_*`) and identity.
+    fn watchdog_support(&mut self, dog: &File) -> io::Result<WatchdogInfo>;
+    /// WDIOC_GETBOOTSTATUS: the `WDIOF_*` flags of the last reset, as the
+    /// driver read them from the hardware when it probed.
+    fn watchdog_boot_status(&mut self, dog: &File) -> io::Result<u32>;
+    /// WDIOC_SETTIMEOUT: asks for `seconds`; the timeout the driver set
+    /// (it may round or clamp).
+    fn watchdog_set_timeout(&mut self, dog: &File, seconds: u32) -> io::Result<u32>;
+    /// WDIOC_GETTIMEOUT: the timeout the watchdog runs with, seconds.
+    fn watchdog_get_timeout(&mut self, dog: &File) -> io::Result<u32>;
+    /// Feeds the watchdog: WDIOC_KEEPALIVE, or with `by_write` a write of one
+    /// byte that is not the magic `V` (for a driver without
+    /// WDIOF_KEEPALIVEPING).
+    fn watchdog_keepalive(&mut self, dog: &File, by_write: bool) -> io::Result<()>;
+    /// Closes the device. With `magic`, writes the magic `V` first: the
+    /// driver then stops the watchdog on close (if it may: nowayout). Without
+    /// it a driver with WDIOF_MAGICCLOSE keeps the watchdog running.
+    fn watchdog_close(&mut self, dog: File, magic: bool) -> io::Result<()>;
+    /// [`Sys::run`] for a program that may take longer than the watchdog's
+    /// timeout (e2fsck on a large partition): every `interval` the watchdog
+    /// is fed if the child made progress since the last look (CPU time or
+    /// I/O, /proc/PID/stat and /proc/PID/io), so a check that works is not
+    /// cut short and one that hangs (stuck in D state) is still reset.
+    fn watchdog_run(
+        &mut self,
+        program: &str,
+        args: &[&OsStr],
+        dog: &File,
+        by_write: bool,
+        interval: Duration,
+    ) -> io::Result<Option<i32>>;
 }
 
 /// A file [`Sys::flock_exclusive`] locked. Dropping it unlocks (LOCK_UN)
@@ -187,6 +224,64 @@ impl Drop for FileLock {
             libc::flock(self.0.as_raw_fd(), libc::LOCK_UN);
         }
     }
+}
+
+/// What WDIOC_GETSUPPORT says of a watchdog driver (struct watchdog_info).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct WatchdogInfo {
+    /// `WDIOF_*` flags: what the driver can do and tell.
+    pub(crate) options: u32,
+    pub(crate) identity: String,
+}
+
+/// The watchdog ioctls of include/uapi/linux/watchdog.h with the generic
+/// encoding (`_IOR('W', nr, int)`, `_IOWR` for SETTIMEOUT): struct
+/// watchdog_info is 40 bytes (u32 options, u32 firmware_version, u8
+/// identity[32]).
+const fn wdioc(dir: u32, nr: u32, size: u32) -> u32 {
+    (dir << 30) | (size << 16) | ((b'W' as u32) << 8) | nr
+}
+const WDIOC_GETSUPPORT: u32 = wdioc(2, 0, 40);
+const WDIOC_GETBOOTSTATUS: u32 = wdioc(2, 2, 4);
+const WDIOC_KEEPALIVE: u32 = wdioc(2, 5, 4);
+const WDIOC_SETTIMEOUT: u32 = wdioc(3, 6, 4);
+const WDIOC_GETTIMEOUT: u32 = wdioc(2, 7, 4);
+
+/// How far a child has come: its CPU time (utime + stime, /proc/PID/stat
+/// fields 14 and 15) and the bytes it read and wrote (/proc/PID/io `rchar`,
+/// `wchar`), summed; None when /proc does not say.
+fn child_progress(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The name may hold spaces and parentheses: the fields follow the last ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    // After the name, field 3 (state) is index 0: utime is 11, stime 12.
+    let cpu = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
+    let bytes: u64 = io
+        .lines()
+        .filter(|l| l.starts_with("rchar:") || l.starts_with("wchar:"))
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum();
+    Some(cpu + bytes)
+}
+
+/// One watchdog ioctl that passes an int both ways.
+fn watchdog_int(dog: &File, request: u32, value: libc::c_int) -> io::Result<u32> {
+    let mut value = value;
+    // SAFETY: every request passed here reads and/or writes one int through
+    // the pointer, which points to `value`, live and writable for the whole
+    // call; the fd is open for as long as `dog` is borrowed.
+    let rc = unsafe {
+        libc::ioctl(
+            dog.as_raw_fd(),
+            request as libc::Ioctl,
+            &mut value as *mut libc::c_int,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(value as u32)
 }
 
 /// statfs(2) `f_type` of tmpfs and ramfs (include/uapi/linux/magic.h).
@@ -1084,6 +1179,117 @@ impl Sys for Real {
     fn fdatasync(&mut self, file: &File) -> io::Result<()> {
         file.sync_data()
     }
+
+    fn watchdog_open(&mut self, path: &Path) -> io::Result<File> {
+        log::debug!("open watchdog {}", path.display());
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(path)
+    }
+
+    fn watchdog_support(&mut self, dog: &File) -> io::Result<WatchdogInfo> {
+        let mut info = [0u8; 40];
+        // SAFETY: WDIOC_GETSUPPORT writes one struct watchdog_info (40 bytes)
+        // through the pointer, which points to `info`, 40 writable bytes live
+        // for the whole call; the fd is open for as long as `dog` is borrowed.
+        let rc = unsafe {
+            libc::ioctl(
+                dog.as_raw_fd(),
+                WDIOC_GETSUPPORT as libc::Ioctl,
+                info.as_mut_ptr(),
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let identity = &info[8..];
+        let end = identity
+            .iter()
+            .position(|b| *b == 0)
+            .unwrap_or(identity.len());
+        Ok(WatchdogInfo {
+            options: u32::from_ne_bytes([info[0], info[1], info[2], info[3]]),
+            identity: String::from_utf8_lossy(&identity[..end]).into_owned(),
+        })
+    }
+
+    fn watchdog_boot_status(&mut self, dog: &File) -> io::Result<u32> {
+        watchdog_int(dog, WDIOC_GETBOOTSTATUS, 0)
+    }
+
+    fn watchdog_set_timeout(&mut self, dog: &File, seconds: u32) -> io::Result<u32> {
+        log::debug!("watchdog timeout {seconds} s");
+        let want = libc::c_int::try_from(seconds).map_err(|_| invalid(format!("{seconds} s")))?;
+        watchdog_int(dog, WDIOC_SETTIMEOUT, want)
+    }
+
+    fn watchdog_get_timeout(&mut self, dog: &File) -> io::Result<u32> {
+        watchdog_int(dog, WDIOC_GETTIMEOUT, 0)
+    }
+
+    fn watchdog_keepalive(&mut self, dog: &File, by_write: bool) -> io::Result<()> {
+        if by_write {
+            // Any byte but 'V' is a keepalive (watchdog_dev.c watchdog_write).
+            return (&mut &*dog).write_all(b"\0");
+        }
+        watchdog_int(dog, WDIOC_KEEPALIVE, 0).map(drop)
+    }
+
+    fn watchdog_run(
+        &mut self,
+        program: &str,
+        args: &[&OsStr],
+        dog: &File,
+        by_write: bool,
+        interval: Duration,
+    ) -> io::Result<Option<i32>> {
+        log::debug!("exec {program} {args:?} (feeding the watchdog while it works)");
+        let mut child = std::process::Command::new(program)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .spawn()?;
+        let pid = child.id();
+        let mut seen = child_progress(pid);
+        let mut next_look = std::time::Instant::now() + interval;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status.code());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+            if std::time::Instant::now() < next_look {
+                continue;
+            }
+            next_look += interval;
+            let now = child_progress(pid);
+            if now != seen {
+                seen = now;
+                if let Err(e) = self.watchdog_keepalive(dog, by_write) {
+                    log::warn!("cannot feed the watchdog while {program} runs: {e}");
+                }
+            }
+        }
+    }
+
+    fn watchdog_close(&mut self, dog: File, magic: bool) -> io::Result<()> {
+        log::debug!(
+            "close watchdog{}",
+            if magic { " with the magic V" } else { "" }
+        );
+        if magic {
+            (&mut &dog).write_all(b"V")?;
+        }
+        // close(2) itself: a failure here is the driver's to report.
+        let fd = OwnedFd::from(dog);
+        // SAFETY: close(2) of the descriptor `fd` owned; into_raw_fd gives
+        // up the ownership, so it is closed exactly once.
+        let rc = unsafe { libc::close(std::os::fd::IntoRawFd::into_raw_fd(fd)) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
 }
 
 // The device-mapper ioctl interface (include/uapi/linux/dm-ioctl.h), by hand:
@@ -1659,6 +1865,75 @@ mod tests {
         assert!(sys.run("/nonexistent/e2fsck", &[]).is_err());
         let (user, system) = sys.cpu_times_us().unwrap();
         assert!(user + system > 0);
+    }
+
+    /// The requests as include/uapi/linux/watchdog.h spells them on arm64
+    /// and x86; the calls on a file that is no watchdog: the ioctls fail
+    /// ENOTTY, a write-keepalive writes one NUL, a magic close writes `V`.
+    #[test]
+    fn watchdog_requests_and_calls() {
+        assert_eq!(WDIOC_GETSUPPORT, 0x8028_5700);
+        assert_eq!(WDIOC_GETBOOTSTATUS, 0x8004_5702);
+        assert_eq!(WDIOC_KEEPALIVE, 0x8004_5705);
+        assert_eq!(WDIOC_SETTIMEOUT, 0xc004_5706);
+        assert_eq!(WDIOC_GETTIMEOUT, 0x8004_5707);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("watchdog");
+        std::fs::write(&path, b"").unwrap();
+        let mut sys = Real;
+        let dog = sys.watchdog_open(&path).unwrap();
+        let enotty = |r: io::Result<u32>| r.unwrap_err().raw_os_error();
+        assert_eq!(enotty(sys.watchdog_boot_status(&dog)), Some(libc::ENOTTY));
+        assert_eq!(
+            enotty(sys.watchdog_set_timeout(&dog, 5)),
+            Some(libc::ENOTTY)
+        );
+        assert_eq!(enotty(sys.watchdog_get_timeout(&dog)), Some(libc::ENOTTY));
+        let e = sys.watchdog_support(&dog).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOTTY));
+        let e = sys.watchdog_keepalive(&dog, false).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOTTY));
+        sys.watchdog_keepalive(&dog, true).unwrap();
+        sys.watchdog_close(dog, true).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"\0V");
+        let dog = sys.watchdog_open(&path).unwrap();
+        sys.watchdog_close(dog, false).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"\0V", "no magic close");
+        let e = sys.watchdog_open(&dir.path().join("none")).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+    }
+
+    /// A child that works gets the watchdog fed (here a regular file: one
+    /// NUL a feed); one that sleeps makes no progress and gets none.
+    #[test]
+    fn a_long_child_feeds_the_watchdog_only_while_it_works() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dog");
+        std::fs::write(&path, b"").unwrap();
+        let mut sys = Real;
+        let dog = sys.watchdog_open(&path).unwrap();
+        let busy = [
+            OsStr::new("-c"),
+            OsStr::new("end=$(($(date +%s%N) + 700000000)); while [ $(date +%s%N) -lt $end ]; do :; done; exit 3"),
+        ];
+        let tick = Duration::from_millis(100);
+        assert_eq!(
+            sys.watchdog_run("sh", &busy, &dog, true, tick).unwrap(),
+            Some(3)
+        );
+        let fed = std::fs::read(&path).unwrap().len();
+        assert!(fed >= 3, "fed {fed} times in 0.7 s of work");
+        let idle = [OsStr::new("-c"), OsStr::new("exec sleep 0.7")];
+        assert_eq!(
+            sys.watchdog_run("sh", &idle, &dog, true, tick).unwrap(),
+            Some(0)
+        );
+        let more = std::fs::read(&path).unwrap().len() - fed;
+        assert!(more <= 1, "fed {more} times while the child slept");
+        assert!(sys
+            .watchdog_run("/nonexistent/e2fsck", &[], &dog, true, tick)
+            .is_err());
+        assert!(child_progress(std::process::id()).is_some());
     }
 
     #[test]
