@@ -37,6 +37,16 @@ fn name_of(path: &Path) -> Option<String> {
     (!stem.is_empty()).then(|| module_name(stem))
 }
 
+/// Whether the module file is compressed (`.ko.xz`, `.ko.zst`, `.ko.gz`, as
+/// kmod names them): the kernel decompresses it when finit_module(2) is
+/// told so.
+pub(crate) fn is_compressed(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|f| f.to_str())
+        .and_then(|f| f.rsplit_once(".ko."))
+        .is_some_and(|(_, ext)| matches!(ext, "xz" | "zst" | "gz"))
+}
+
 /// The parameter string finit_module gets for `module`: its cmdline options in
 /// cmdline order, space separated, as modprobe (kmod's libkmod-config.c
 /// `kmod_config_parse_kcmdline`) passes them.
@@ -137,6 +147,16 @@ mod tests {
         ];
         for (path, want) in cases {
             assert_eq!(name_of(Path::new(path)).as_deref(), want, "{path}");
+        }
+        for (path, compressed) in [
+            ("/m/virtio_blk.ko.xz", true),
+            ("/m/ext4.ko.zst", true),
+            ("/m/vfat.ko.gz", true),
+            ("/m/overlay.ko", false),
+            ("/m/odd.ko.bz2", false),
+            ("/m/xz", false),
+        ] {
+            assert_eq!(is_compressed(Path::new(path)), compressed, "{path}");
         }
     }
 

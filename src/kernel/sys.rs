@@ -290,6 +290,9 @@ pub(super) const RAMFS_MAGIC: i64 = 0x8584_58f6;
 
 /// The errno of an io::Error (EIO when it has none), for the callers whose
 /// errors carry an errno.
+/// finit_module(2)'s flag for a compressed module file.
+const MODULE_INIT_COMPRESSED_FILE: u32 = 4;
+
 pub(crate) fn errno_of(e: &io::Error) -> Errno {
     Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
 }
@@ -1070,7 +1073,15 @@ impl Sys for Real {
     fn finit_module(&mut self, path: &Path, params: &CStr) -> io::Result<()> {
         log::debug!("finit_module {} {params:?}", path.display());
         let file = File::open(path)?;
-        nix::kmod::finit_module(&file, params, nix::kmod::ModuleInitFlags::empty()).map_err(nix_err)
+        // Debian's 6.12 ships its modules xz-compressed (.ko.xz) and decompresses
+        // them in the kernel (CONFIG_MODULE_DECOMPRESS) when asked to with
+        // MODULE_INIT_COMPRESSED_FILE (include/uapi/linux/module.h, Linux 5.17).
+        let flags = if crate::kernel::modules::is_compressed(path) {
+            nix::kmod::ModuleInitFlags::from_bits_retain(MODULE_INIT_COMPRESSED_FILE)
+        } else {
+            nix::kmod::ModuleInitFlags::empty()
+        };
+        nix::kmod::finit_module(&file, params, flags).map_err(nix_err)
     }
 
     fn uevent_listen(&mut self) -> io::Result<Listener> {

@@ -586,19 +586,24 @@ def config_text(system_fs="ext4", backend="none", base=REPO / "configs/rpi-ab-us
     return set_key(text, "bootstate", "backend", f'"{backend}"')
 
 
-def initramfs(kdir, config, out, modules=INITRD_MODULES):
+def initramfs(kdir, config, out, modules=INITRD_MODULES, as_shipped=False):
     """An initramfs for kernel dir `kdir`: its modules decompressed (qemu/rpi-boot
-    --modules-tree), slotinit with `config` (text)."""
+    --modules-tree), or `as_shipped` (6.12's .ko.xz, which slotinit's
+    finit_module asks the kernel to decompress), slotinit with `config` (text)."""
     out = Path(out)
     work = out.parent / (out.name + ".d")
     shutil.rmtree(work, ignore_errors=True)
     (work / "kd").mkdir(parents=True)
-    subprocess.run([str(REPO / "qemu/rpi-boot"), "--modules-tree", str(kdir), modules,
-                    str(work / "kd")], check=True, stdout=subprocess.DEVNULL)
-    (work / "kd/version").write_text(release(kdir) + "\n")
+    kd = work / "kd"
+    if as_shipped:
+        kd = Path(kdir)
+    else:
+        subprocess.run([str(REPO / "qemu/rpi-boot"), "--modules-tree", str(kdir), modules,
+                        str(work / "kd")], check=True, stdout=subprocess.DEVNULL)
+        (work / "kd/version").write_text(release(kdir) + "\n")
     (work / "slotinit.toml").write_text(config)
     subprocess.run([str(REPO / "initramfs/build"), "--init", str(slotinit_bin()),
-                    "--config", str(work / "slotinit.toml"), "--kernel-dir", str(work / "kd"),
+                    "--config", str(work / "slotinit.toml"), "--kernel-dir", str(kd),
                     "--modules", modules, "--busybox", str(REPO / ".cache/busybox/busybox"),
                     "--out", str(out)], check=True, stdout=subprocess.DEVNULL)
     shutil.rmtree(work)
@@ -735,7 +740,7 @@ def system_tree(d, name, kernel, work):
 
 def make_disk(path, work, system_fs="ext4", erofs_z="lz4hc", boot_img=(False, False),
               autoboot=AUTOBOOT_TEXT, cmdline="", kernels=("a", "b"), systems=(None, None),
-              backend="none", config=None, own_systems=True):
+              backend="none", config=None, own_systems=True, as_shipped=False):
     """A gpt/ab_userdata disk for the model: boot_a with kernel `kernels[0]` (a = 6.1,
     b = 6.12) and its initramfs, boot_b with `kernels[1]`, each system with its
     kernel's /lib/modules, `autoboot` on bootconfig (None: no autoboot.txt).
@@ -747,7 +752,7 @@ def make_disk(path, work, system_fs="ext4", erofs_z="lz4hc", boot_img=(False, Fa
     args = ["--sizes", SIZES, "--pow2", "--system-fs", system_fs, "--erofs-z", erofs_z]
     for slot, k, img, system in zip("ab", kernels, boot_img, systems):
         kdir = KERNELS[k]
-        rd = initramfs(kdir, cfg, work / f"initramfs-{slot}.img")
+        rd = initramfs(kdir, cfg, work / f"initramfs-{slot}.img", as_shipped=as_shipped)
         bd = work / f"boot_{slot}"
         shutil.rmtree(bd, ignore_errors=True)
         boot_dir(bd, kdir, rd, cmdline, boot_img=img)

@@ -198,3 +198,42 @@ def test_crash_states_of_the_commit_never_leave_an_unbootable_autoboot(tmp_path)
     assert r.booted == 3 and "nothing" not in r.boots, r.summary()
     guest.record("rpi-commit-crash-states", {"distinct": r.distinct, "booted": r.booted,
                                              "writes": r.writes, "flushes": r.flushes})
+
+
+def test_a_trial_that_hangs_is_reset_by_the_watchdog_and_given_up(tmp_path):
+    """slotinit arms the watchdog (slotinit.watchdog=10, i6300esb) and leaves it
+    running into B's trial system, which hangs without feeding it: the watchdog
+    resets the board (no flag), and that counts against the trial (attempts = 1
+    here): A's initramfs gives B up, A boots, status says why."""
+    disk = rpifw.make_disk(tmp_path / "disk.img", tmp_path / "work", boot_img=(False, True),
+                           config=config(attempts="1"),
+                           cmdline="slotinit.watchdog=10")
+    pi = rpifw.Pi(disk, tmp_path / "work")
+    b, ev = pi.boot(append="test.run=update", log=tmp_path / "update.log")
+    assert ev.kind == "tryboot", pi.chain()
+    assert b.handoff()["watchdog"]["running"] is True, b.handoff().get("watchdog")
+    b, ev = pi.boot(append="test.run=stall", timeout=90, log=tmp_path / "trial.log")
+    assert (ev.partition, ev.kernel, ev.tryboot, ev.kind) == (
+        3, KREL["b"], True, "watchdog"), pi.chain()
+    assert "stalling" in b.console and b.handoff()["watchdog"]["timeout_s"] == 10
+    b, ev = pi.boot(append="test.run=status", log=tmp_path / "after.log")
+    assert (slot_of(b), ev.partition, ev.tryboot) == ("system_a", 2, False), pi.chain()
+    s = after(b.console, "=== STATUS ===")
+    assert (s["booted_slot"], s["boot"]) == ("a", "committed"), s
+    reason = s["last_fallback"] or (s["store"] or {}).get("last_fallback") or ""
+    assert "mark-good" in reason, s
+    print(pi.chain())
+
+
+def test_slot_b_loads_its_kernels_modules_as_debian_ships_them(tmp_path):
+    """6.12's modules are .ko.xz: slotinit's finit_module asks the kernel to
+    decompress them (MODULE_INIT_COMPRESSED_FILE). B's initramfs carries them as
+    shipped; its SD card driver (sdhci_pci.ko.xz) loads and B's system mounts."""
+    disk = rpifw.make_disk(tmp_path / "disk.img", tmp_path / "work", config=config(),
+                           as_shipped=True)
+    pi = rpifw.Pi(disk, tmp_path / "work")
+    pi.tryboot = True   # a trial of B, as after mark-active --reboot
+    b, ev = pi.boot(append="test.run=status", log=tmp_path / "b.log")
+    assert (slot_of(b), ev.kernel) == ("system_b", KREL["b"]), b.console[-3000:]
+    assert b.handoff()["errors"] == [], b.handoff()["errors"]
+    assert b.mount("/").source == "/dev/mmcblk0p5"
