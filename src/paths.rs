@@ -17,3 +17,5 @@ pub(crate) const HANDOFF_PATH: &str = "/run/slotinit/handoff.json";
 /// The device-tree property the Raspberry Pi firmware fills with the partition
 /// number it booted from (u32, big-endian).
 pub(crate) const DT_PARTITION: &str = "/proc/device-tree/chosen/bootloader/partition";
+/// The Raspberry Pi firmware's boot mode (1 SD/eMMC, 6 NVMe), for the slot map.
+pub(crate) const DT_BOOT_MODE: &str = "/proc/device-tree/chosen/bootloader/boot-mode";

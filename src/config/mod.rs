@@ -71,6 +71,10 @@ pub struct Partitions {
     boot_b: PartSpec,
     pub(crate) system_a: PartSpec,
     system_b: PartSpec,
+    /// rpi-image-gen's static slot map (`/boot/slot.map` in the initramfs),
+    /// read at boot: its `a.boot`, `a.system`, `b.boot`, `b.system` lines
+    /// replace those four members. Empty: none.
+    pub(crate) slot_map: String,
 }
 
 /// One member as written in the config.
@@ -241,6 +245,43 @@ impl Config {
     }
 }
 
+impl Partitions {
+    /// These members with `refs` (from a slot map) in place of the ones
+    /// they name.
+    pub(crate) fn with_refs(&self, refs: &[(&str, PartRef)]) -> Partitions {
+        let mut out = self.clone();
+        for (role, r) in refs {
+            let spec = match r {
+                PartRef::Absent => PartSpec::Name(String::new()),
+                PartRef::Name(n) => PartSpec::Name(n.clone()),
+                PartRef::Uuid(u) => PartSpec::By(PartBy {
+                    partuuid: Some(u.clone()),
+                    ..PartBy::default()
+                }),
+                PartRef::Device(d) => PartSpec::By(PartBy {
+                    device: Some(d.clone()),
+                    ..PartBy::default()
+                }),
+                PartRef::Number { disk, number } => PartSpec::By(PartBy {
+                    disk: disk.clone(),
+                    number: Some(*number),
+                    ..PartBy::default()
+                }),
+            };
+            match *role {
+                "bootconfig" => out.bootconfig = spec,
+                "persistent" => out.persistent = spec,
+                "boot_a" => out.boot_a = spec,
+                "boot_b" => out.boot_b = spec,
+                "system_a" => out.system_a = spec,
+                "system_b" => out.system_b = spec,
+                _ => {}
+            }
+        }
+        out
+    }
+}
+
 impl Default for Partitions {
     fn default() -> Self {
         Partitions {
@@ -250,6 +291,7 @@ impl Default for Partitions {
             boot_b: PartSpec::name("boot_b"),
             system_a: PartSpec::name("system_a"),
             system_b: PartSpec::name("system_b"),
+            slot_map: String::new(),
         }
     }
 }
@@ -756,6 +798,13 @@ impl Config {
             if self.partitions.system(slot).to_ref() == Ok(PartRef::Absent) {
                 return Err(Invalid::NoSystem(slot));
             }
+        }
+        let map = &self.partitions.slot_map;
+        if !map.is_empty() && (!map.starts_with('/') || map.split('/').any(|c| c == "..")) {
+            return Err(Invalid::NotAbsolute {
+                key: "partitions.slot_map",
+                path: map.clone(),
+            });
         }
         if !self.boot.init.starts_with('/') {
             return Err(Invalid::InitNotAbsolute(self.boot.init.clone()));

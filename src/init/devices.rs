@@ -4,6 +4,7 @@
 use super::context::Boot;
 use super::setup::needs_uuids;
 use crate::disk::devices;
+use crate::disk::slotmap;
 use crate::disk::uevent;
 use crate::kernel::modules;
 use crate::kernel::sys::{Listener, Sys};
@@ -32,6 +33,7 @@ pub(super) fn load_modules<S: Sys + ?Sized>(boot: &mut Boot<S>) {
 /// members into `boot.resolved`; a timeout is an error, a member's problem a
 /// warning.
 pub(super) fn find_devices<S: Sys + ?Sized>(boot: &mut Boot<S>, listener: &Listener) {
+    apply_slot_map(boot);
     let config = &boot.config;
     // Bare partition numbers are on the disk the bootloader's word names.
     let boot_disk = devices::BootDiskHint::new(&boot.cmdline, crate::state::boot_devices(config));
@@ -63,4 +65,52 @@ pub(super) fn find_devices<S: Sys + ?Sized>(boot: &mut Boot<S>, listener: &Liste
     }
     boot.report.handoff.devices = resolved.clone();
     boot.resolved = resolved;
+}
+
+/// `partitions.slot_map`: rpi-image-gen's static map (its `rpi-slot-static`)
+/// names the slots' boot and system partitions in place of the GPT names, on
+/// the disk the firmware booted from (device tree `boot-mode`: 1 mmcblk0, 6
+/// nvme0n1), as its `RPI_ONBOOTDEV` rule keeps to that disk. A map that is
+/// missing or unreadable, or a boot-mode that names no disk, leaves the
+/// configured members, with an error naming the file.
+fn apply_slot_map<S: Sys + ?Sized>(boot: &mut Boot<S>) {
+    let path = boot.config.partitions.slot_map.clone();
+    if path.is_empty() {
+        return;
+    }
+    let text = match boot.sys.read_file(Path::new(&path)) {
+        Ok(Some(bytes)) => String::from_utf8_lossy(&bytes).into_owned(),
+        Ok(None) => {
+            let message = format!("slot map {path} missing; the configured partition names stand");
+            return boot.report.error(kind::DEVICES, message);
+        }
+        Err(e) => {
+            let message = format!("slot map {path}: {e}; the configured partition names stand");
+            return boot.report.error(kind::DEVICES, message);
+        }
+    };
+    let map = match slotmap::parse(&text) {
+        Ok(map) => map,
+        Err(e) => {
+            let message = format!("slot map {path}: {e}; the configured partition names stand");
+            return boot.report.error(kind::DEVICES, message);
+        }
+    };
+    let mode = boot
+        .sys
+        .read_file(Path::new(crate::paths::DT_BOOT_MODE))
+        .ok()
+        .flatten()
+        .and_then(|b| crate::state::sources::parse_dt_u32(&b));
+    let Some(disk) = mode.and_then(slotmap::boot_disk) else {
+        let message = format!(
+            "slot map {path}: the device tree's boot-mode ({}) names no boot disk \
+             (1: SD/eMMC, 6: NVMe); the configured partition names stand",
+            mode.map_or("absent".into(), |m| m.to_string())
+        );
+        return boot.report.error(kind::DEVICES, message);
+    };
+    let refs = slotmap::to_refs(&map, disk);
+    log::info!("slot map {path}: {refs:?} on {disk}");
+    boot.config.partitions = boot.config.partitions.with_refs(&refs);
 }

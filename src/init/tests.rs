@@ -157,6 +157,58 @@ fn devices_stage_resolves_the_layout_from_sysfs() {
     );
 }
 
+/// `partitions.slot_map`: rpi-image-gen's static map names the slots'
+/// partitions by number on the disk the device tree's boot-mode names (here
+/// the other way round from the GPT names, to tell them apart).
+#[test]
+fn devices_stage_follows_the_slot_map_on_the_boot_disk() {
+    let map = b"a.boot=::3\na.system=::5\nb.boot=::2\nb.system=::4\n".to_vec();
+    let run = |boot_mode: Option<u32>| {
+        let mut sys = Fake::default();
+        sysfs(&mut sys, "mmcblk0");
+        sysfs(&mut sys, "nvme0n1");
+        sys.files.insert("/boot/slot.map".into(), map.clone());
+        if let Some(m) = boot_mode {
+            sys.files
+                .insert(crate::paths::DT_BOOT_MODE.into(), m.to_be_bytes().to_vec());
+        }
+        let mut boot = Boot::new(&mut sys);
+        boot.config.partitions.slot_map = "/boot/slot.map".into();
+        let listener = crate::disk::uevent::listen(boot.sys);
+        super::devices::find_devices(&mut boot, &listener);
+        let dev = |p: Option<&devices::Partition>| p.map(|p| p.dev.clone()).unwrap_or_default();
+        (
+            boot.report
+                .handoff
+                .errors
+                .iter()
+                .map(|e| e.message.clone())
+                .collect::<Vec<_>>(),
+            dev(boot.resolved.system(Slot::A)),
+            dev(boot.resolved.boot(Slot::B)),
+        )
+    };
+    // SD card: the map's numbers on mmcblk0, never on the NVMe disk.
+    let (errors, system_a, boot_b) = run(Some(1));
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(
+        (system_a.as_str(), boot_b.as_str()),
+        ("mmcblk05", "mmcblk02")
+    );
+    let (_, system_a, _) = run(Some(6));
+    assert_eq!(system_a, "nvme0n15");
+    // No boot-mode: the map cannot be placed; an error, the GPT names stand
+    // (found on two disks here, so they resolve to nothing: never a guess).
+    let (errors, system_a, _) = run(None);
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("slot map /boot/slot.map") && e.contains("boot-mode (absent)")),
+        "{errors:?}"
+    );
+    assert_ne!(system_a, "mmcblk05");
+}
+
 #[test]
 fn devices_stage_times_out_on_an_empty_machine() {
     let mut sys = Fake::default();

@@ -586,7 +586,7 @@ def config_text(system_fs="ext4", backend="none", base=REPO / "configs/rpi-ab-us
     return set_key(text, "bootstate", "backend", f'"{backend}"')
 
 
-def initramfs(kdir, config, out, modules=INITRD_MODULES, as_shipped=False):
+def initramfs(kdir, config, out, modules=INITRD_MODULES, as_shipped=False, files=()):
     """An initramfs for kernel dir `kdir`: its modules decompressed (qemu/rpi-boot
     --modules-tree), or `as_shipped` (6.12's .ko.xz, which slotinit's
     finit_module asks the kernel to decompress), slotinit with `config` (text)."""
@@ -605,6 +605,7 @@ def initramfs(kdir, config, out, modules=INITRD_MODULES, as_shipped=False):
     subprocess.run([str(REPO / "initramfs/build"), "--init", str(slotinit_bin()),
                     "--config", str(work / "slotinit.toml"), "--kernel-dir", str(kd),
                     "--modules", modules, "--busybox", str(REPO / ".cache/busybox/busybox"),
+                    *[a for f in files for a in ("--file", str(f))],
                     "--out", str(out)], check=True, stdout=subprocess.DEVNULL)
     shutil.rmtree(work)
     return out
@@ -740,7 +741,8 @@ def system_tree(d, name, kernel, work):
 
 def make_disk(path, work, system_fs="ext4", erofs_z="lz4hc", boot_img=(False, False),
               autoboot=AUTOBOOT_TEXT, cmdline="", kernels=("a", "b"), systems=(None, None),
-              backend="none", config=None, own_systems=True, as_shipped=False):
+              backend="none", config=None, own_systems=True, as_shipped=False,
+              initramfs_files=()):
     """A gpt/ab_userdata disk for the model: boot_a with kernel `kernels[0]` (a = 6.1,
     b = 6.12) and its initramfs, boot_b with `kernels[1]`, each system with its
     kernel's /lib/modules, `autoboot` on bootconfig (None: no autoboot.txt).
@@ -752,7 +754,8 @@ def make_disk(path, work, system_fs="ext4", erofs_z="lz4hc", boot_img=(False, Fa
     args = ["--sizes", SIZES, "--pow2", "--system-fs", system_fs, "--erofs-z", erofs_z]
     for slot, k, img, system in zip("ab", kernels, boot_img, systems):
         kdir = KERNELS[k]
-        rd = initramfs(kdir, cfg, work / f"initramfs-{slot}.img", as_shipped=as_shipped)
+        rd = initramfs(kdir, cfg, work / f"initramfs-{slot}.img", as_shipped=as_shipped,
+                       files=initramfs_files)
         bd = work / f"boot_{slot}"
         shutil.rmtree(bd, ignore_errors=True)
         boot_dir(bd, kdir, rd, cmdline, boot_img=img)

@@ -237,3 +237,26 @@ def test_slot_b_loads_its_kernels_modules_as_debian_ships_them(tmp_path):
     assert (slot_of(b), ev.kernel) == ("system_b", KREL["b"]), b.console[-3000:]
     assert b.handoff()["errors"] == [], b.handoff()["errors"]
     assert b.mount("/").source == "/dev/mmcblk0p5"
+
+
+def test_the_slot_map_names_the_partitions_on_the_boot_disk(tmp_path):
+    """partitions.slot_map: rpi-image-gen's /boot/slot.map (in the initramfs) names
+    the slots' partitions by number on the disk the device tree's boot-mode names
+    (1: mmcblk0); the config's GPT names for them match nothing here."""
+    (tmp_path / "slot.map").write_text(
+        "# rpi-image-gen rpi-slot-static\na.boot=::2\na.system=::4\nb.boot=::3\nb.system=::5\n")
+    text = config()
+    for role in ("boot_a", "boot_b", "system_a", "system_b"):
+        text = rpifw.set_key(text, "partitions", role, f'"no-{role}"')
+    text = text.replace("[partitions]\n", '[partitions]\nslot_map = "/boot/slot.map"\n', 1)
+    disk = rpifw.make_disk(tmp_path / "disk.img", tmp_path / "work", config=text,
+                           initramfs_files=[f"{tmp_path / 'slot.map'}:/boot/slot.map"])
+    pi = rpifw.Pi(disk, tmp_path / "work")
+    for tryboot, slot, dev in ((False, "system_a", "/dev/mmcblk0p4"),
+                               (True, "system_b", "/dev/mmcblk0p5")):
+        pi.tryboot = tryboot
+        b, ev = pi.boot(append="test.run=status", log=tmp_path / f"{slot}.log")
+        assert slot_of(b) == slot, b.console[-3000:]
+        assert b.mount("/").source == dev
+        assert b.handoff()["errors"] == [], b.handoff()["errors"]
+        assert b.links()["active/boot"][1] == f"/dev/mmcblk0p{ev.partition}"
