@@ -46,13 +46,27 @@ class Result:
     picks: dict = field(default_factory=dict)    # (default, tryboot) partitions -> states
     booted: int = 0
     boots: dict = field(default_factory=dict)    # outcome -> states
+    lost: list = field(default_factory=list)     # states whose autoboot.txt cannot be read
     failures: list = field(default_factory=list)
 
     def summary(self):
         return (f"{self.writes} writes and {self.flushes} flushes to bootconfig; candidates "
                 f"{self.counts}; {self.distinct} distinct states checked on the host, firmware "
-                f"picks {self.picks}; {self.booted} booted: {self.boots}; "
-                f"{len(self.failures)} failures")
+                f"picks {self.picks}; {len(self.lost)} states lost autoboot.txt (the firmware "
+                f"then boots its default partition, boot_a, and the commit is lost); "
+                f"{self.booted} booted: {self.boots}; {len(self.failures)} failures")
+
+
+def autoboot_readable(img, work):
+    """Whether slotinit can read autoboot.txt in this state: the FAT gives the file
+    and its [all] and [tryboot] sections name slots' boot partitions."""
+    out = Path(work) / "autoboot.read"
+    out.unlink(missing_ok=True)
+    if not guest.fat_get(img, "autoboot.txt", out):
+        return False
+    data = out.read_bytes()
+    return (rpifw.parse_autoboot(data, False)["boot_partition"] in (2, 3)
+            and rpifw.parse_autoboot(data, True)["boot_partition"] in (2, 3))
 
 
 def config_text():
@@ -106,9 +120,17 @@ def run(work, boots=3, max_torn=None, max_subsets=256, garbage=False, seed=1, lo
                 picks.append(p.partition)
             except rpifw.NoBoot as e:
                 picks.append(f"no-boot: {e}")
-        r.picks[tuple(map(str, picks))] = r.picks.get(tuple(map(str, picks)), 0) + 1
-        if any(p not in (2, 3) for p in picks):
+        readable = autoboot_readable(img, work)
+        key = tuple(map(str, picks)) + (() if readable else ("autoboot.txt unreadable",))
+        r.picks[key] = r.picks.get(key, 0) + 1
+        # After a power cut the one-shot flag is clear: the firmware's pick without
+        # it must boot. With it: only where slotinit can set it, i.e. where it can
+        # read autoboot.txt (boot_next refuses otherwise, so it never restarts
+        # with "0 tryboot" into a firmware that would find nothing).
+        if picks[0] not in (2, 3) or (readable and picks[1] not in (2, 3)):
             r.failures.append(f"{st.kind} {st.desc}: the firmware picks {picks}")
+        if not readable:
+            r.lost.append(f"{st.kind} {st.desc}")
         checked.append(st)
     # Boot a sample: the final state, the first, and random others.
     sample = [checked[-1], checked[0]] + rng.sample(checked, min(len(checked), boots))
