@@ -37,16 +37,6 @@ fn name_of(path: &Path) -> Option<String> {
     (!stem.is_empty()).then(|| module_name(stem))
 }
 
-/// Whether the module file is compressed (`.ko.xz`, `.ko.zst`, `.ko.gz`, as
-/// kmod names them): the kernel decompresses it when finit_module(2) is
-/// told so.
-pub(crate) fn is_compressed(path: &Path) -> bool {
-    path.file_name()
-        .and_then(|f| f.to_str())
-        .and_then(|f| f.rsplit_once(".ko."))
-        .is_some_and(|(_, ext)| matches!(ext, "xz" | "zst" | "gz"))
-}
-
 /// The parameter string finit_module gets for `module`: its cmdline options in
 /// cmdline order, space separated, as modprobe (kmod's libkmod-config.c
 /// `kmod_config_parse_kcmdline`) passes them.
@@ -156,7 +146,11 @@ mod tests {
             ("/m/odd.ko.bz2", false),
             ("/m/xz", false),
         ] {
-            assert_eq!(is_compressed(Path::new(path)), compressed, "{path}");
+            assert_eq!(
+                crate::kernel::sys::is_compressed(Path::new(path)),
+                compressed,
+                "{path}"
+            );
         }
     }
 

@@ -293,6 +293,16 @@ pub(super) const RAMFS_MAGIC: i64 = 0x8584_58f6;
 /// finit_module(2)'s flag for a compressed module file.
 const MODULE_INIT_COMPRESSED_FILE: u32 = 4;
 
+/// Whether the module file is compressed (`.ko.xz`, `.ko.zst`, `.ko.gz`, as
+/// kmod names them): the kernel decompresses it when finit_module(2) is
+/// told so.
+pub(crate) fn is_compressed(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|f| f.to_str())
+        .and_then(|f| f.rsplit_once(".ko."))
+        .is_some_and(|(_, ext)| matches!(ext, "xz" | "zst" | "gz"))
+}
+
 pub(crate) fn errno_of(e: &io::Error) -> Errno {
     Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
 }
@@ -1076,7 +1086,7 @@ impl Sys for Real {
         // Debian's 6.12 ships its modules xz-compressed (.ko.xz) and decompresses
         // them in the kernel (CONFIG_MODULE_DECOMPRESS) when asked to with
         // MODULE_INIT_COMPRESSED_FILE (include/uapi/linux/module.h, Linux 5.17).
-        let flags = if crate::kernel::modules::is_compressed(path) {
+        let flags = if is_compressed(path) {
             nix::kmod::ModuleInitFlags::from_bits_retain(MODULE_INIT_COMPRESSED_FILE)
         } else {
             nix::kmod::ModuleInitFlags::empty()
