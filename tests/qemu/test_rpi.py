@@ -248,7 +248,7 @@ def test_the_slot_map_names_the_partitions_on_the_boot_disk(tmp_path):
     text = config()
     for role in ("boot_a", "boot_b", "system_a", "system_b"):
         text = rpifw.set_key(text, "partitions", role, f'"no-{role}"')
-    text = text.replace("[partitions]\n", '[partitions]\nslot_map = "/boot/slot.map"\n', 1)
+    text = rpifw.set_key(text, "partitions", "slot_map", '"/boot/slot.map"')
     disk = rpifw.make_disk(tmp_path / "disk.img", tmp_path / "work", config=text,
                            initramfs_files=[f"{tmp_path / 'slot.map'}:/boot/slot.map"])
     pi = rpifw.Pi(disk, tmp_path / "work")
