@@ -10,13 +10,12 @@
 //! fresh record over it.
 
 use crate::disk::devices::Partition;
-use crate::kernel::sys::{errno_of, Sys};
+use crate::kernel::sys::Sys;
 use crate::state::uboot::config::UbootEnvConfig;
 use crate::state::uboot::envblock::Env;
 use crate::state::uboot::envstore::{self, CopyFault, Health, IfAllCorrupt};
 use crate::state::uboot::store::{self, Store};
 use crate::types::{error_chain, Slot};
-use nix::mount::MsFlags;
 use std::path::Path;
 
 /// The variables of the record.
@@ -112,16 +111,10 @@ pub(crate) struct TrialStore {
     pub(crate) loaded: Loaded,
 }
 
-/// Flags of the bootconfig mount (as `state::uboot::store` mounts it);
-/// `MS_RDONLY` added or removed around a write.
-const MOUNT_FLAGS: MsFlags = MsFlags::MS_NOATIME
-    .union(MsFlags::MS_NOSUID)
-    .union(MsFlags::MS_NODEV)
-    .union(MsFlags::MS_NOEXEC);
-
 /// Runs `write` with `dir` writable: a read-only mount (as the store
 /// mounts bootconfig, so that a boot that writes nothing leaves the FAT's
-/// dirty bit alone) is remounted read-write around it and read-only after.
+/// dirty bit alone) is remounted read-write around it and read-only after
+/// (`state::uboot::store::remount`, the U-Boot store's own).
 pub(crate) fn writable<T, E: From<String>>(
     sys: &mut dyn Sys,
     dir: &Path,
@@ -129,24 +122,12 @@ pub(crate) fn writable<T, E: From<String>>(
 ) -> Result<T, E> {
     let read_only = sys.is_read_only(dir).unwrap_or(false);
     if read_only {
-        log::debug!("remount {} rw", dir.display());
-        sys.remount(dir, MOUNT_FLAGS).map_err(|e| {
-            E::from(format!(
-                "cannot remount {} read-write: {}",
-                dir.display(),
-                errno_of(&e)
-            ))
-        })?;
+        store::remount(sys, dir, true).map_err(|e| E::from(error_chain(&e)))?;
     }
     let result = write(sys);
     if read_only {
-        log::debug!("remount {} ro", dir.display());
-        if let Err(e) = sys.remount(dir, MOUNT_FLAGS | MsFlags::MS_RDONLY) {
-            log::warn!(
-                "cannot remount {} read-only: {}",
-                dir.display(),
-                errno_of(&e)
-            );
+        if let Err(e) = store::remount(sys, dir, false) {
+            log::warn!("{}", error_chain(&e));
         }
     }
     result

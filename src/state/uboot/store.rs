@@ -750,7 +750,8 @@ fn fall_back(file: &Path, e: &dyn std::error::Error) {
     );
 }
 
-fn remount(sys: &mut dyn Sys, dir: &Path, writable: bool) -> Result<(), CommitError> {
+/// Remounts the store's partition at `dir` read-write or read-only again.
+pub(crate) fn remount(sys: &mut dyn Sys, dir: &Path, writable: bool) -> Result<(), CommitError> {
     let flags = if writable {
         MOUNT_FLAGS
     } else {
