@@ -659,14 +659,7 @@ echo c >/proc/sysrq-trigger
 while :; do sleep 1; done
 """,
     # slotinit's view of this boot (rpi-tryboot: trial or committed, the record).
-    "status": """r=$(uname -r)
-echo "uname-r=$r"
-if [ -f "/lib/modules/$r/modules.dep" ]; then echo "modules-dir=yes"; else echo "modules-dir=no"; fi
-if modprobe crc_itu_t 2>&1 && grep -q '^crc_itu_t ' /proc/modules; then echo "modprobe=ok"; else echo "modprobe=failed"; fi
-echo "=== STATUS ==="
-slotinit status --json
-echo
-""",
+
     # An update client: the other slot is written; arm its trial and restart into
     # it through the firmware (reboot "0 tryboot").
     "update": """echo "=== STATUS ==="
@@ -694,6 +687,12 @@ reboot -f
 while :; do sleep 1; done
 """,
 }
+# slotinit's view of this boot (rpi-tryboot: trial or committed, the record),
+# after the kernel facts.
+SCRIPTS["status"] = SCRIPTS["kernel"] + """echo "=== STATUS ==="
+slotinit status --json
+echo
+"""
 REBOOT_ARG_C = r"""
 /* reboot-arg: restart with a command string (LINUX_REBOOT_CMD_RESTART2), what the
    Pi's `reboot "0 tryboot"` does; busybox's reboot cannot pass one. */
