@@ -552,6 +552,8 @@ KERNELS = {"a": REPO / ".cache/kernel", "b": REPO / ".cache/kernel-b"}
 # Both kernels: the SD card (sdhci_pci; mmc_block is built in), the filesystems, the watchdog.
 INITRD_MODULES = "sdhci_pci ext4 vfat nls_cp437 nls_ascii overlay erofs i6300esb"
 AUTOBOOT_TEXT = "[all]\ntryboot_a_b=1\nboot_partition=2\n[tryboot]\nboot_partition=3\n"
+# The same after B was committed (autoboot.adoc's "Updated autoboot.txt").
+AUTOBOOT_SWAPPED = "[all]\ntryboot_a_b=1\nboot_partition=3\n[tryboot]\nboot_partition=2\n"
 SIZES = "16 96 96 48 48 64"   # MiB: bootconfig, boot_a/b (a 44 MB 6.12 Image in a boot.img), ...
 
 
@@ -563,6 +565,21 @@ def slotinit_bin():
 
 def release(kdir):
     return (Path(kdir) / "version").read_text().strip()
+
+
+def releases():
+    """{"a": 6.1's release, "b": 6.12's} of the kernels qemu/fetch put in .cache."""
+    return {k: release(d) for k, d in KERNELS.items() if (d / "version").exists()}
+
+
+def missing_artifacts():
+    """Why the model cannot boot here (the aarch64 slotinit, both kernels), or None.
+    The tests fail on it, never skip."""
+    if not slotinit_bin().exists():
+        return f"{slotinit_bin()} missing: tools/build-init (or set SLOTINIT)"
+    if len(releases()) != 2:
+        return "both kernels are needed: run qemu/fetch (.cache/kernel and .cache/kernel-b)"
+    return None
 
 
 def set_key(text, section, key, value):

@@ -21,19 +21,17 @@ import qemudriver
 import rpifw
 
 REPO = qemudriver.REPO
-KREL = {k: rpifw.release(d) for k, d in rpifw.KERNELS.items() if (d / "version").exists()}
+KREL = rpifw.releases()
 COMMITTED_A = rpifw.AUTOBOOT_TEXT
-COMMITTED_B = "[all]\ntryboot_a_b=1\nboot_partition=3\n[tryboot]\nboot_partition=2\n"
+COMMITTED_B = rpifw.AUTOBOOT_SWAPPED
 
 
 @pytest.fixture(scope="session", autouse=True)
 def artifacts():
     """Overrides conftest's: the model builds an initramfs per kernel from the
     aarch64 slotinit; both kernels must be there (a missing one fails, never skips)."""
-    if not rpifw.slotinit_bin().exists():
-        pytest.fail(f"{rpifw.slotinit_bin()} missing: tools/build-init")
-    if len(KREL) != 2:
-        pytest.fail("both kernels are needed: run qemu/fetch (.cache/kernel-b)")
+    if why := rpifw.missing_artifacts():
+        pytest.fail(why)
 
 
 def config(**tryboot_keys):

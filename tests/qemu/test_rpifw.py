@@ -16,7 +16,7 @@ import rpifw
 
 REPO = qemudriver.REPO
 os.environ.setdefault("SLOTINIT", str(rpifw.slotinit_bin()))
-KREL = {k: rpifw.release(d) for k, d in rpifw.KERNELS.items() if (d / "version").exists()}
+KREL = rpifw.releases()
 def needs_kernels(test):
     """Both kernels are required: missing ones fail the run (artifacts), never skip."""
     return test
@@ -27,11 +27,9 @@ RPI_DEFAULT = rpifw.AUTOBOOT_TEXT
 def artifacts():
     """Overrides conftest's: the model builds its own initramfs per kernel (from the
     slotinit binary in $SLOTINIT or target/), it needs no out/initramfs.img."""
-    if not rpifw.slotinit_bin().exists():
-        pytest.fail(f"{rpifw.slotinit_bin()} missing: tools/build-init (or set SLOTINIT)")
-    if len(KREL) != 2:
-        pytest.fail("both kernels are needed: run qemu/fetch (.cache/kernel and .cache/kernel-b)")
-RPI_SWAPPED = "[all]\ntryboot_a_b=1\nboot_partition=3\n[tryboot]\nboot_partition=2\n"
+    if why := rpifw.missing_artifacts():
+        pytest.fail(why)
+RPI_SWAPPED = rpifw.AUTOBOOT_SWAPPED
 
 
 # --- autoboot.txt, config.txt: the documented rows --------------------------------
