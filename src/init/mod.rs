@@ -169,8 +169,11 @@ fn mount_a_slot<S: Sys>(
 /// Makes the firmware boot `slot` next (the backend writes what it reads)
 /// and restarts with the backend's argument; returns why that failed (the
 /// cause of a fatal end, whose plain reboot lets the firmware choose again).
-fn restart_into<S: Sys>(boot: &mut Boot<S>, store: Option<Box<dyn Backend>>, slot: Slot) -> String {
-    let mut store = store;
+fn restart_into<S: Sys>(
+    boot: &mut Boot<S>,
+    mut store: Option<Box<dyn Backend>>,
+    slot: Slot,
+) -> String {
     let arg = match store.as_mut() {
         Some(backend) => backend.boot_next(boot.sys, slot),
         None => Ok(None),
