@@ -35,11 +35,19 @@ def in_use(path):
     return False
 
 
+def is_worker(config):
+    """A pytest-xdist worker (tests/run-all runs the boots on one worker per core): the
+    leftover check belongs to the controller, which finishes after every worker."""
+    return hasattr(config, "workerinput")
+
+
 def pytest_sessionstart(session):
     session.config.slotinit_tmp_before = leftovers()
 
 
 def pytest_sessionfinish(session, exitstatus):
+    if is_worker(session.config):
+        return
     tmp = tempfile.gettempdir()
     new = leftovers() - getattr(session.config, "slotinit_tmp_before", set())
     for _ in range(10):   # another run's cleanup in flight
