@@ -195,7 +195,7 @@ fn versions_indexes_and_sizes_that_lie_are_refused() {
         (with(v.clone(), 16, &le32(0x10001), true), "cap"),
         (
             with(v.clone(), 16, &le32(121), true),
-            "larger than the 120 bytes",
+            "larger than the partition (120 bytes)",
         ),
         (with(v.clone(), 16, &le32(100), true), "image entries"),
         (
@@ -950,4 +950,20 @@ fn opens_through_the_registry_and_decides_without_a_hint() {
     );
     assert!(writes(&sys).is_empty(), "{:?}", sys.calls);
     b.close(&mut sys);
+}
+
+#[test]
+fn a_copy_larger_than_its_partition_is_refused_naming_it() {
+    let mut sys = fake(&v2_trial_b(), &v2_trial_b());
+    sys.files
+        .insert(PRIMARY.into(), v2_trial_b()[..100].to_vec());
+    let b = open(&mut sys);
+    let health = b.record().health;
+    assert!(
+        health.contains(&format!(
+            "{PRIMARY}: metadata_size 120: larger than the partition (100 bytes)"
+        )),
+        "{health}"
+    );
+    assert_eq!(b.status(Some(Slot::B)).boot, "trial");
 }
