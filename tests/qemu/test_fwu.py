@@ -5,7 +5,7 @@ then QEMU boots of an STM32MP disk through the model: bank A on bookworm's 6.1,
 bank B on 6.12, two updates committed in a row, a failed trial rolled back, a
 corrupt primary copy repaired, v1 metadata, and a sample of the crash states of
 slotinit's FWU commit (tests/crash/fwucommit.py runs them all)."""
-import json
+import shutil
 import os
 import struct
 import sys
@@ -258,3 +258,155 @@ def test_the_register_survives_resets_not_power_loss(tmp_path, monkeypatch):
     assert m2.counter == 1 and ev.kind == "power-cut"
     assert "counter 2->1" in m2.chain()
     assert not list(Path(tmp_path / "m").glob("boot-*"))
+
+
+# --- QEMU: the STM32MP profile booted through the model -----------------------------------
+
+def status_json(text, marker="=== STATUS ==="):
+    """The `slotinit status --json` object printed after `marker`."""
+    return guest.json_after(text, marker)
+
+
+def states(disk, tfa_version=2):
+    """(active, previous, bank states) of each copy, as TF-A loads them (None: invalid)."""
+    out = []
+    for data in tfa.read_copies(disk):
+        try:
+            md = tfa.load(data, tfa_version)
+            out.append((md.active, md.previous, md.states if tfa_version == 2 else md.accepted))
+        except ValueError:
+            out.append(None)
+    return out
+
+
+@pytest.fixture(scope="module")
+def stm_disk(tmp_path_factory, boots):
+    """An STM32MP disk, built once: v2 metadata with A accepted in both copies;
+    bootfs-a with 6.1 and bootfs-b with 6.12, each rootfs with its kernel's modules."""
+    work = tmp_path_factory.mktemp("stm32mp")
+    md = tfa.v2(0, 0, (A, A))
+    disk = tfa.make_disk(work / "base.img", work / "build", (md, md))
+    yield disk
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def fresh(stm_disk, tmp_path, name="disk.img"):
+    import crashlib
+    out = tmp_path / name
+    crashlib.copy_image(stm_disk, out)
+    return out
+
+
+def test_updates_commit_rearm_and_a_failed_trial_rolls_back(stm_disk, tmp_path):
+    """Bank A (6.1) commits an update to B (6.12), B commits one back to A: each
+    trial starts from a full counter (the ST report, counts 4, 3, 2 across updates,
+    does not happen); then B's trial never reaches init: after three trial boots
+    TF-A boots A, slotinit on A says so, B stays
+    unaccepted; meanwhile a corrupt primary copy is read past and repaired. The
+    mark-active and mark-good writes are logged: a sample of their crash states is
+    checked on the host (tests/crash/fwucommit.py boots them all)."""
+    import crashlib
+    import fwucommit
+    disk = fresh(stm_disk, tmp_path)
+    m = tfa.Tfa(disk, tmp_path / "model")
+    rel = {0: KREL["a"], 1: KREL["b"]}
+    bases, logs = {}, {}
+
+    def boot(append, expect_kind, log_as=None):
+        if log_as:
+            bases[log_as] = tmp_path / f"{log_as}.base.img"
+            crashlib.copy_image(disk, bases[log_as])
+            m.write_log = logs[log_as] = tmp_path / f"{log_as}.log"
+        b, ev = m.boot(append=append, log=tmp_path / f"boot-{len(m.history) + 1}.log")
+        m.write_log = None
+        assert ev.kind == expect_kind, f"{m.chain()}\n{b.console[-3000:]}"
+        if b.reported:
+            # the bank's own kernel, rauc.slot= from the bank, the profile's mounts
+            assert ev.kernel == rel[ev.bank], m.chain()
+            assert f"rauc.slot={ev.slot}" in b.fields["cmdline"]
+            assert b.fields["slot-name"] == f"rootfs-{ev.slot.lower()}"
+            assert b.mount("/").readonly
+            assert b.mount("/usr/local").source == b.links()["persistent"][1]
+        return b, ev
+
+    # 1: A accepted (the register re-armed to 3); the update client arms B's trial.
+    b, ev = boot("test.run=update", "reboot", log_as="mark-active")
+    assert (ev.slot, ev.counter_after) == ("A", 3)
+    s = status_json(b.test_run)
+    assert (s["booted_slot"], s["boot"]) == ("a", "committed"), s
+    assert states(disk) == [(1, 0, [A, V])] * 2
+    # 2: B's trial, 3 -> 2; its health check commits it in both copies.
+    b, ev = boot("test.run=commit", "reboot", log_as="mark-good")
+    assert (ev.slot, ev.trial, ev.counter_before, ev.counter_after) == ("B", True, 3, 2)
+    assert status_json(b.test_run)["boot"] == "trial"
+    assert "mark-good-exit=0" in b.test_run
+    assert status_json(b.test_run, "=== COMMITTED ===")["boot"] == "committed"
+    assert states(disk) == [(1, 0, [A, A])] * 2
+    # 3: B accepted: the counter is full again (2 -> 3); the next update arms A's trial.
+    b, ev = boot("test.run=update", "reboot")
+    assert (ev.slot, ev.trial, ev.counter_before, ev.counter_after) == ("B", False, 2, 3)
+    assert states(disk) == [(0, 1, [V, A])] * 2
+    # 4: A's trial starts at 3 like the first one did, not at 2; committed.
+    b, ev = boot("test.run=commit", "reboot")
+    assert (ev.slot, ev.trial, ev.counter_before, ev.counter_after) == ("A", True, 3, 2)
+    assert "mark-good-exit=0" in b.test_run
+    assert states(disk) == [(0, 1, [A, A])] * 2
+    # 5: A accepted (3 again); a third update arms B's trial.
+    b, ev = boot("test.run=update", "reboot")
+    assert (ev.slot, ev.counter_before, ev.counter_after) == ("A", 2, 3)
+    # 6, 7, 8: B's trial never reaches an init (the kernel panics, a reset): 2, 1, 0 left.
+    for left in (2, 1, 0):
+        b, ev = boot("rdinit=/nonexistent", "panic")
+        assert (ev.slot, ev.counter_after, b.reported) == ("B", left, False), m.chain()
+    # The primary copy gets corrupt (on the host) before the next reset.
+    good = tfa.read_copies(disk)[1][:120]
+    tfa.write_copy(disk, 1, good[:40] + bytes([good[40] ^ 0xFF]) + good[41:])
+    assert states(disk)[0] is None
+    # 9: counter 0: TF-A warns and boots A, from the secondary copy.
+    b, ev = boot("test.run=status", "poweroff")
+    assert (ev.slot, ev.copy, ev.counter_before) == ("A", 2, 0), m.chain()
+    assert any("Trial FWU fails 3 times" in line for line in ev.log)
+    s = status_json(b.test_run)
+    assert s["booted_slot"] == "a", s
+    # B was never accepted; slotinit repaired the primary from the secondary.
+    st = states(disk)
+    assert st[0] == st[1] and st[0] is not None and st[0][2][1] != A, st
+    assert tfa.read_copies(disk)[0][:120] == tfa.read_copies(disk)[1][:120]
+    guest.record("fwu_chain", m.chain())
+
+    # A sample of the crash states of both logged operations: every state checked on
+    # the host (TF-A finds a copy, a bank and its kernel, with the register lost or
+    # kept); fwucommit.py boots them all.
+    counters = {"mark-active": 3, "mark-good": 2}
+    pairs = {"mark-active": ((0, 0, [A, A]), (1, 0, [A, V])),
+             "mark-good": ((1, 0, [A, V]), (1, 0, [A, A]))}
+    for op in fwucommit.OPS:
+        mds = [tfa.Mdata(2, a, p, s, [], 120) for a, p, s in pairs[op]]
+        r = fwucommit.run_op(op, bases[op], logs[op], counters[op], mds, tmp_path / f"c-{op}",
+                             boots=0, max_torn=10, log=lambda *_: None)
+        assert r.writes and r.flushes, r.summary()
+        assert r.distinct >= 2 and not r.failures, r.summary() + "\n".join(r.failures)
+        guest.record(f"fwu_crash_{op}", r.summary())
+
+
+def test_v1_metadata_commits_in_place(stm_disk, tmp_path):
+    """Devices in the field keep v1 metadata (TF-A v2.10 reads it): B's trial
+    boots through the v1 rules and slotinit accepts it in both copies, v1 kept."""
+    disk = fresh(stm_disk, tmp_path)
+    for n in (1, 2):
+        tfa.write_copy(disk, n, tfa.v1(1, 0, ((1, 0),)) + bytes(24))
+    m = tfa.Tfa(disk, tmp_path / "model", tfa=1)
+    m.register = 3 << tfa.CNT_SHIFT
+    b, ev = m.boot(append="test.run=accept", log=tmp_path / "v1.log")
+    assert (ev.kind, ev.slot, ev.trial, ev.counter_after) == ("poweroff", "B", True, 2), \
+        f"{m.chain()}\n{b.console[-3000:]}"
+    assert ev.kernel == KREL["b"]
+    assert status_json(b.test_run)["boot"] == "trial"
+    assert "mark-good-exit=0" in b.test_run, b.test_run
+    assert status_json(b.test_run, "=== COMMITTED ===")["boot"] == "committed"
+    for data in tfa.read_copies(disk):
+        assert struct.unpack_from("<I", data, 4)[0] == 1          # still version 1
+        md = tfa.load(data, 1)
+        assert (md.active, md.previous, md.accepted) == (1, 0, [[1, 1]])
+    # and TF-A v2.10 now re-arms the counter on B
+    assert tfa.pick(disk, 2, 1).counter_after == 3

@@ -513,12 +513,6 @@ INITRD_MODULES = "virtio_pci virtio_blk ext4 vfat nls_cp437 nls_ascii"
 CONFIG = REPO / "configs/stm32mp.toml"
 # Guest scripts (test.run=NAME) beside rpifw.SCRIPTS' update / commit / status.
 SCRIPTS = {
-    # The health check fails: no commit, a plain restart (TF-A counts it).
-    "unhealthy": """echo "uname-r=$(uname -r)"
-echo "health-check=failed"
-sync
-reboot -f
-""",
     # The commit without a restart: status, mark-good, status, then report-init powers off.
     "accept": """echo "uname-r=$(uname -r)"
 echo "=== STATUS ==="
@@ -542,7 +536,7 @@ def bootfs_dir(out, kdir, initrd):
     shutil.copy(Path(kdir) / "vmlinuz", out / "Image.gz")
     shutil.copy(initrd, out / "initramfs.img")
     (out / EXTLINUX).write_text("DEFAULT stm32mp\nLABEL stm32mp\n  LINUX /Image.gz\n"
-                                "  INITRD /initramfs.img\n  APPEND console=ttyAMA0\n")
+                                "  INITRD /initramfs.img\n  APPEND rootwait\n")
     return out
 
 
