@@ -111,7 +111,7 @@ BOOTFS = ("bootfs-a", "bootfs-b")
 SLOTS = ("A", "B")
 # STM32MP_FIP_GUID (plat/st/common/include/stm32mp_efi.h), the FIP's image type.
 FIP_TYPE = uuid.UUID("19d5df83-11b0-457b-be2c-7559c13142a5")
-# The FWU metadata partition type (U-Boot include/part_efi.h PARTITION_FWU_MDATA / DEN0118).
+# The FWU metadata partition type (U-Boot include/fwu.h FWU_MDATA_GUID, from DEN0118).
 MDATA_PART_TYPE = "8A7A84A0-8387-40F6-AB41-A8B9A5A60D23"
 LOCATION = uuid.UUID("2d0f3a1e-4c2b-4f1a-9e55-5f2f0c1a7b01")
 BANK_IMAGE = (uuid.UUID("4fd84c93-54ef-463f-a7ef-ae25ff887087"),    # fip-a
