@@ -104,3 +104,60 @@ fn seed_fixtures() {
         "fixtures failing their checks: {failed:#?}"
     );
 }
+
+#[path = "../fuzz/src/fwu.rs"]
+mod fwu;
+
+/// The `fwu_mdata` target's checks over its saved inputs and over copies
+/// built here from the structures (U-Boot `include/fwu_mdata.h`): v1 and v2,
+/// 1 image, 2 banks, bank 1 on trial; the first byte is the geometry.
+#[test]
+fn fwu_mdata_inputs() {
+    fn seal(mut b: Vec<u8>) -> Vec<u8> {
+        let crc = crc32fast::hash(&b[4..]);
+        b[..4].copy_from_slice(&crc.to_le_bytes());
+        b
+    }
+    let entry = |accepted: [u32; 2]| {
+        let mut e = vec![0x11; 32]; // image_type_guid, location_guid
+        for a in accepted {
+            e.extend([0x22; 16]); // image_guid
+            e.extend(a.to_le_bytes()); // accepted
+            e.extend([0; 4]); // reserved
+        }
+        e
+    };
+    let mut v1 = Vec::new();
+    for w in [0u32, 1, 1, 0] {
+        v1.extend(w.to_le_bytes()); // crc32, version, active, previous
+    }
+    v1.extend(entry([1, 0]));
+    let mut v2 = Vec::new();
+    for w in [0u32, 2, 1, 0, 120] {
+        v2.extend(w.to_le_bytes()); // crc32, version, active, previous, metadata_size
+    }
+    v2.extend([0x20, 0, 0, 0]); // desc_offset, reserved1
+    v2.extend([0xFC, 0xFE, 0xFF, 0xFF, 0, 0, 0, 0]); // bank_state, reserved2
+    v2.extend([2, 0, 1, 0, 80, 0, 24, 0]); // num_banks, -, num_images, sizes
+    v2.extend(entry([1, 0]));
+    let mut inputs = Vec::new();
+    for copy in [seal(v1), seal(v2)] {
+        assert_eq!(copy.len() % 24, 0); // 96 and 120
+        let geo = slotinit::state::fwu::mdata::Geometry {
+            images: 1,
+            banks: 2,
+        };
+        assert!(slotinit::state::fwu::mdata::parse(&copy, geo).is_ok());
+        inputs.push([&[0u8][..], &copy].concat());
+        inputs.push([&[0u8][..], &copy, &copy].concat());
+        let mut torn = copy.clone();
+        torn[40] ^= 1;
+        inputs.push([&[0u8][..], &torn, &copy].concat());
+    }
+    for input in &inputs {
+        fwu::fwu_mdata(input);
+    }
+    let saved = files(&root().join("tests/fixtures/fuzz/fwu_mdata"));
+    let failed = replay(fwu::fwu_mdata, &saved);
+    assert!(failed.is_empty(), "{failed:#?}");
+}

@@ -546,6 +546,55 @@ pub(super) fn list_partitions<S: Sys + ?Sized>(
     Ok(found)
 }
 
+/// The partition whose GPT name is `name` on the boot disk: the disk
+/// `resolved` took its bare numbers from, else the disk of its members
+/// (they are on one disk); with neither known, the one partition of that
+/// name on any disk. For partitions outside the layout that the firmware
+/// finds by name (FWU metadata's `metadata1` / `metadata2`).
+pub(crate) fn find_named<S: Sys + ?Sized>(
+    sys: &mut S,
+    sysfs: &Path,
+    resolved: &Resolved,
+    name: &str,
+) -> Result<Partition, String> {
+    let disk = resolved.boot_disk.clone().or_else(|| {
+        [
+            &resolved.system_a,
+            &resolved.system_b,
+            &resolved.boot_a,
+            &resolved.boot_b,
+            &resolved.bootconfig,
+            &resolved.persistent,
+        ]
+        .into_iter()
+        .flatten()
+        .map(|p| p.disk.clone())
+        .next()
+    });
+    let found = list_partitions(sys, sysfs)
+        .map_err(|e| format!("cannot list partitions under {}: {e}", sysfs.display()))?;
+    let mut named: Vec<Partition> = found
+        .into_iter()
+        .filter(|p| p.name.as_deref() == Some(name))
+        .filter(|p| disk.as_ref().is_none_or(|d| &p.disk == d))
+        .collect();
+    let on = disk
+        .as_deref()
+        .map_or("any disk".to_string(), |d| format!("disk {d}"));
+    match named.len() {
+        0 => Err(format!("no partition named {name:?} on {on}")),
+        1 => Ok(named.remove(0)),
+        _ => Err(format!(
+            "partition name {name:?} is ambiguous on {on}: {}; refusing to guess",
+            named
+                .iter()
+                .map(|p| p.dev.as_str())
+                .collect::<Vec<_>>()
+                .join(" and ")
+        )),
+    }
+}
+
 /// Partitions for the stage tests: qemu/mkdisk's layout, as the kernel names it.
 #[cfg(test)]
 pub(crate) mod fixtures {
@@ -896,6 +945,53 @@ mod tests {
         std::os::unix::fs::symlink(devices.join("vda1"), class.join("vda1")).unwrap();
         let found = list_partitions(&mut Real, sys.path()).unwrap();
         assert_eq!(found, vec![part("vda1", "vda", 1, "bootconfig")]);
+    }
+
+    #[test]
+    fn finds_a_partition_by_name_on_the_boot_disk() {
+        let sys = tempfile::tempdir().unwrap();
+        let class = sys.path().join("class/block");
+        std::fs::create_dir_all(&class).unwrap();
+        for (disk, n, name) in [
+            ("vda", 3, "metadata1"),
+            ("vda", 4, "metadata2"),
+            ("vdb", 1, "metadata1"),
+        ] {
+            let dev = format!("{disk}{n}");
+            let dir = sys
+                .path()
+                .join("devices/virtio/block")
+                .join(disk)
+                .join(&dev);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(
+                dir.join("uevent"),
+                format!("DEVNAME={dev}\nDEVTYPE=partition\nPARTN={n}\nPARTNAME={name}\n"),
+            )
+            .unwrap();
+            std::os::unix::fs::symlink(&dir, class.join(&dev)).unwrap();
+        }
+        let mut on_vda = Resolved {
+            boot_disk: Some("vda".into()),
+            ..Default::default()
+        };
+        let p = find_named(&mut Real, sys.path(), &on_vda, "metadata1").unwrap();
+        assert_eq!((p.dev.as_str(), p.number), ("vda3", 3));
+        let err = find_named(&mut Real, sys.path(), &on_vda, "metadata9").unwrap_err();
+        assert_eq!(err, "no partition named \"metadata9\" on disk vda");
+        // No boot disk: the members' disk.
+        on_vda.boot_disk = None;
+        on_vda.system_a = Some(part("vdb2", "vdb", 2, "rootfs-a"));
+        let p = find_named(&mut Real, sys.path(), &on_vda, "metadata1").unwrap();
+        assert_eq!(p.dev, "vdb1");
+        // Nothing known: the name must be unique across the disks.
+        let err = find_named(&mut Real, sys.path(), &Resolved::default(), "metadata1").unwrap_err();
+        assert!(
+            err.contains("ambiguous") && err.contains("vda3 and vdb1"),
+            "{err}"
+        );
+        let p = find_named(&mut Real, sys.path(), &Resolved::default(), "metadata2").unwrap();
+        assert_eq!(p.dev, "vda4");
     }
 
     #[test]

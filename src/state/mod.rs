@@ -19,6 +19,7 @@
 pub(crate) mod decision;
 #[cfg(test)]
 mod fake;
+pub mod fwu;
 pub mod rpi;
 pub mod sources;
 pub mod uboot;
@@ -33,8 +34,9 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 /// The backends, by the name `[bootstate] backend` gives: a new backend is a
-/// module and a line here.
-pub(crate) const BACKENDS: &[Entry] = &[uboot::BACKEND, rpi::BACKEND];
+/// module and a line here (`fwu-metadata`: Arm FWU metadata, TF-A picks
+/// the bank).
+pub(crate) const BACKENDS: &[Entry] = &[uboot::BACKEND, rpi::BACKEND, fwu::BACKEND];
 
 /// One backend: its name (also the name of its table in `[bootstate]`), its
 /// config check and how it opens.
@@ -471,7 +473,7 @@ mod tests {
         match check(&c) {
             Err(CheckError::UnknownBackend { name, known }) => {
                 assert_eq!(name, "fake");
-                assert_eq!(known, "none, uboot-env, rpi-tryboot");
+                assert_eq!(known, "none, uboot-env, rpi-tryboot, fwu-metadata");
             }
             other => panic!("{other:?}"),
         }
@@ -775,7 +777,7 @@ mod tests {
         assert_eq!(err.kind(), "config");
         assert_eq!(
             crate::types::error_chain(&err),
-            "t:2:11: [bootstate] backend: unknown backend \"uboot\" (one of none, uboot-env, rpi-tryboot)"
+            "t:2:11: [bootstate] backend: unknown backend \"uboot\" (one of none, uboot-env, rpi-tryboot, fwu-metadata)"
         );
     }
 
