@@ -106,7 +106,7 @@ def host_check(img, counter, expect, work):
             picks.append((which, "no-boot"))
             continue
         md = tfa.load(copies(img)[p.copy - 1], 2)
-        if (md.active, md.previous, md.states) not in expect:
+        if (md.active, md.previous, tuple(md.states)) not in expect:
             bad = f"register {which}: metadata{p.copy} holds an invented state {md}"
         picks.append((which, f"metadata{p.copy}", p.slot))
     return tuple(picks), bad
@@ -152,7 +152,7 @@ def run_op(op, base, wlog, counter, mds, work, boots=-1, max_torn=None, max_subs
     states, r.counts = crashlib.enumerate_states(entries, 0, len(entries), rng,
                                                  max_subsets=max_subsets, max_torn=max_torn,
                                                  garbage=garbage)
-    expect = {(m.active, m.previous, m.states) for m in mds}
+    expect = {(m.active, m.previous, tuple(m.states)) for m in mds}
     with open(base, "rb") as f:
         def base_sector(s):
             f.seek(s * crashlib.SECTOR)

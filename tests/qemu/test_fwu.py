@@ -95,6 +95,35 @@ def test_load_v1_derives_trial_from_the_accepted_words():
     assert not tfa.load(tfa.v1(0, 1, ((1, 0),)), 1).trial()
 
 
+# U-Boot's own tool's output (tools/fwumdata_src/mkfwumdata.c, as the fwu backend's
+# tests record it in src/state/fwu/tests.rs): `-v 1 -i 1 -b 2 -a 0 -p 1` and
+# `-v 2 -i 1 -b 2 -a 1 -p 0`, UUIDs 0000000N-0000-4000-8000-00000000000N.
+MKFWUMDATA_V1 = bytes.fromhex(
+    "506ba324010000000000000001000000000000020000400080000000000000020000000100004000"
+    "80000000000000010000000300004000800000000000000301000000000000000000000400004000"
+    "80000000000000040100000000000000")
+MKFWUMDATA_V2 = bytes.fromhex(
+    "03c095930200000001000000000000007800000020000000fcfcffff000000000200010050001800"
+    "00000002000040008000000000000002000000010000400080000000000000010000000300004000"
+    "80000000000000030100000000000000000000040000400080000000000000040100000000000000")
+
+
+def test_mkfwumdata_output_loads_and_matches_the_fixtures_but_for_guids():
+    one, two = tfa.load(MKFWUMDATA_V1, 1), tfa.load(MKFWUMDATA_V2, 2)
+    assert (one.active, one.previous, one.accepted) == (0, 1, [[1, 1]])
+    assert (two.active, two.previous, two.states, two.size) == (1, 0, [A, A], 120)
+    assert not two.fip      # its image type is 00000002-...: HEAD's BL2 would panic
+    # the GUIDs: image type, location, bank 0's image, bank 1's image
+    v1_guids = (range(16, 32), range(32, 48), range(48, 64), range(72, 88))
+    v2_guids = tuple(range(r.start + 24, r.stop + 24) for r in v1_guids)
+    for ours, theirs, guids in ((tfa.v1(0, 1), MKFWUMDATA_V1, v1_guids),
+                                (tfa.v2(1, 0), MKFWUMDATA_V2, v2_guids)):
+        assert len(ours) == len(theirs)
+        diff = [i for i in range(4, len(ours))
+                if ours[i] != theirs[i] and not any(i in r for r in guids)]
+        assert diff == [], diff
+
+
 # --- the bank and the counter: plat_fwu_get_boot_idx -----------------------------------
 
 def md2(active, previous, states):
@@ -301,8 +330,8 @@ def test_updates_commit_rearm_and_a_failed_trial_rolls_back(stm_disk, tmp_path):
     """Bank A (6.1) commits an update to B (6.12), B commits one back to A: each
     trial starts from a full counter (the ST report, counts 4, 3, 2 across updates,
     does not happen); then B's trial never reaches init: after three trial boots
-    TF-A boots A, slotinit on A says so, B stays
-    unaccepted; meanwhile a corrupt primary copy is read past and repaired. The
+    TF-A boots A, slotinit on A says so and marks B invalid, B never accepted;
+    meanwhile a corrupt primary copy is read past and repaired. The
     mark-active and mark-good writes are logged: a sample of their crash states is
     checked on the host (tests/crash/fwucommit.py boots them all)."""
     import crashlib
@@ -332,15 +361,15 @@ def test_updates_commit_rearm_and_a_failed_trial_rolls_back(stm_disk, tmp_path):
     # 1: A accepted (the register re-armed to 3); the update client arms B's trial.
     b, ev = boot("test.run=update", "reboot", log_as="mark-active")
     assert (ev.slot, ev.counter_after) == ("A", 3)
-    s = status_json(b.test_run)
+    s = status_json(b.console)
     assert (s["booted_slot"], s["boot"]) == ("a", "committed"), s
     assert states(disk) == [(1, 0, [A, V])] * 2
     # 2: B's trial, 3 -> 2; its health check commits it in both copies.
     b, ev = boot("test.run=commit", "reboot", log_as="mark-good")
     assert (ev.slot, ev.trial, ev.counter_before, ev.counter_after) == ("B", True, 3, 2)
-    assert status_json(b.test_run)["boot"] == "trial"
-    assert "mark-good-exit=0" in b.test_run
-    assert status_json(b.test_run, "=== COMMITTED ===")["boot"] == "committed"
+    assert status_json(b.console)["boot"] == "trial"
+    assert "mark-good-exit=0" in b.console
+    assert status_json(b.console, "=== COMMITTED ===")["boot"] == "committed"
     assert states(disk) == [(1, 0, [A, A])] * 2
     # 3: B accepted: the counter is full again (2 -> 3); the next update arms A's trial.
     b, ev = boot("test.run=update", "reboot")
@@ -349,7 +378,7 @@ def test_updates_commit_rearm_and_a_failed_trial_rolls_back(stm_disk, tmp_path):
     # 4: A's trial starts at 3 like the first one did, not at 2; committed.
     b, ev = boot("test.run=commit", "reboot")
     assert (ev.slot, ev.trial, ev.counter_before, ev.counter_after) == ("A", True, 3, 2)
-    assert "mark-good-exit=0" in b.test_run
+    assert "mark-good-exit=0" in b.console
     assert states(disk) == [(0, 1, [A, A])] * 2
     # 5: A accepted (3 again); a third update arms B's trial.
     b, ev = boot("test.run=update", "reboot")
@@ -366,12 +395,14 @@ def test_updates_commit_rearm_and_a_failed_trial_rolls_back(stm_disk, tmp_path):
     b, ev = boot("test.run=status", "poweroff")
     assert (ev.slot, ev.copy, ev.counter_before) == ("A", 2, 0), m.chain()
     assert any("Trial FWU fails 3 times" in line for line in ev.log)
-    s = status_json(b.test_run)
-    assert s["booted_slot"] == "a", s
-    # B was never accepted; slotinit repaired the primary from the secondary.
-    st = states(disk)
-    assert st[0] == st[1] and st[0] is not None and st[0][2][1] != A, st
+    s = status_json(b.console)
+    assert (s["booted_slot"], s["boot"]) == ("a", "committed"), s
+    assert "not the active bank 1" in (s["last_fallback"] or ""), s
+    # B was never accepted: slotinit followed TF-A (B invalid, A active) in both
+    # copies, the primary repaired from the secondary first.
+    assert states(disk) == [(0, 1, [A, I])] * 2
     assert tfa.read_copies(disk)[0][:120] == tfa.read_copies(disk)[1][:120]
+    assert (tfa.pick(disk, 0).bank, tfa.pick(disk, 0).counter_after) == (0, 3)
     guest.record("fwu_chain", m.chain())
 
     # A sample of the crash states of both logged operations: every state checked on
@@ -401,9 +432,9 @@ def test_v1_metadata_commits_in_place(stm_disk, tmp_path):
     assert (ev.kind, ev.slot, ev.trial, ev.counter_after) == ("poweroff", "B", True, 2), \
         f"{m.chain()}\n{b.console[-3000:]}"
     assert ev.kernel == KREL["b"]
-    assert status_json(b.test_run)["boot"] == "trial"
-    assert "mark-good-exit=0" in b.test_run, b.test_run
-    assert status_json(b.test_run, "=== COMMITTED ===")["boot"] == "committed"
+    assert status_json(b.console)["boot"] == "trial"
+    assert "mark-good-exit=0" in b.console, b.test_run
+    assert status_json(b.console, "=== COMMITTED ===")["boot"] == "committed"
     for data in tfa.read_copies(disk):
         assert struct.unpack_from("<I", data, 4)[0] == 1          # still version 1
         md = tfa.load(data, 1)
