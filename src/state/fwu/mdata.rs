@@ -250,7 +250,11 @@ fn v2_layout(
         return Err(bad(format!("larger than slotinit's cap of {CAP} bytes")));
     }
     if size > buf.len() {
-        return Err(bad(format!("larger than the {} bytes read", buf.len())));
+        // `buf` is the partition, or its first CAP bytes.
+        return Err(bad(format!(
+            "larger than the partition ({} bytes)",
+            buf.len()
+        )));
     }
     match u16_at(buf, 20) {
         0 => Ok((size, geometry.banks, 0, HEADER_V2, 0)),

@@ -47,7 +47,11 @@ pub(super) struct Copy {
 
 impl Copy {
     pub(super) fn label(&self) -> String {
-        format!("{} ({})", self.name, self.path.display())
+        if self.path.as_os_str() == self.name.as_str() {
+            self.name.clone()
+        } else {
+            format!("{} ({})", self.name, self.path.display())
+        }
     }
 
     fn valid(&self) -> Option<&Mdata> {
