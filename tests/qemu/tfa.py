@@ -247,7 +247,7 @@ def load(data, tfa=2, images=IMAGES, banks=BANKS):
     return Mdata(version, active, previous, states, acc, size, fip)
 
 
-def read_copies(disk, tfa=2):
+def read_copies(disk):
     """[(bytes or None if the partition is missing)] of metadata1, metadata2."""
     parts = {p.name: p for p in rpifw.read_gpt(disk)}
     out = []
@@ -265,7 +265,7 @@ def read_copies(disk, tfa=2):
 def metadata(disk, tfa=2):
     """(Mdata, copy number 1|2, [warnings]) as fwu_init loads it; NoBoot if neither."""
     warns = []
-    for n, data in enumerate(read_copies(disk, tfa), 1):
+    for n, data in enumerate(read_copies(disk), 1):
         if data is None:
             warns.append(f"{METADATA[n - 1]}: no such partition")
             continue
