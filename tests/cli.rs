@@ -362,11 +362,11 @@ fn check_config_on_every_profile() {
         ),
         (
             "stm32mp.toml",
-            "counter = \"bootloader\"",
-            "countr = \"bootloader\"",
+            "banks = 2",
+            "bankz = 2",
             &[
-                ":27:1:",
-                "[bootstate.uboot-env] countr: unknown field `countr`",
+                ":37:1:",
+                "[bootstate.fwu-metadata] bankz: unknown field `bankz`",
             ],
         ),
         (
