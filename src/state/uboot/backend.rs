@@ -1,7 +1,9 @@
-//! The U-Boot env as a [`Backend`]: the store, RAUC's decision over it with
-//! this boot's count committed before the slot is used, and the marks.
+//! The U-Boot env as a [`Backend`]: the store, RAUC's decision over the state
+//! the configured contract reads from it, with this boot's count committed
+//! before the slot is used, and the marks.
 
 use super::config::UbootEnvConfig;
+use super::contract::Contract;
 use super::decide::{self, Inputs};
 use super::envstore::EnvStoreError;
 use super::rauc::{self, Bootnames, Change, State};
@@ -16,7 +18,7 @@ use crate::state::{
 use crate::types::{error_chain, Slot};
 use std::path::Path;
 
-/// An open U-Boot env store with RAUC's contract.
+/// An open U-Boot env store with its variable contract.
 struct UbootEnv {
     config: UbootEnvConfig,
     names: Bootnames,
@@ -131,7 +133,7 @@ impl Backend for UbootEnv {
         let Some(state) = self.store.state(&self.config) else {
             return Ok(false);
         };
-        rauc::mark_good(&state, self.names.of(slot), self.config.attempts)
+        rauc::mark_good(&state, self.names.of(slot), self.rauc.attempts)
             .map_err(|e| e.to_string())
             .and_then(|m| {
                 self.store
@@ -168,12 +170,30 @@ impl Backend for UbootEnv {
         };
         let name = self.names.of(slot);
         let marked = match how {
-            Mark::Good => rauc::mark_good(&state, name, self.config.attempts),
+            Mark::Good => rauc::mark_good(&state, name, rauc.attempts),
             Mark::Bad => rauc::mark_bad(&state, name),
-            Mark::Active => rauc::mark_active(&state, name, self.config.attempts_primary),
+            Mark::Active => rauc::mark_active(&state, name, rauc.attempts_primary),
         }
         .map_err(|e| MarkError::Invalid(e.to_string()))?;
         let verb = how.verb();
+        let contract = self.config.contract;
+        // A mark the contract has no variable for (Mender: the slot not
+        // booted): refused, not reported as done with nothing written.
+        if how == Mark::Bad {
+            let mut env = store.loaded.env.clone().unwrap_or_default();
+            let kept = contract
+                .apply(&marked.state, rauc, &mut env)
+                .and_then(|()| contract.read(&env, rauc))
+                .is_ok_and(|back| back.bootable(rauc).contains(name));
+            if kept {
+                return Err(MarkError::Refused(format!(
+                    "the {} contract has no variable that marks slot {slot} ({name}) bad \
+                     while {}; nothing written",
+                    contract.name(),
+                    contract.describe(&state, rauc)
+                )));
+            }
+        }
         if let Change::Unchanged = marked.change {
             if !overwrite && !matches!(store.contents, Contents::Fresh) {
                 return Ok(format!("slot {slot} ({name}) already marked {verb}"));
@@ -190,11 +210,10 @@ impl Backend for UbootEnv {
             );
             if !force {
                 return Err(MarkError::Refused(format!(
-                    "refusing to mark slot {slot} ({name}) bad: no other slot of BOOT_ORDER \
-                     \"{}\" would have attempts left ({}), so {consequence}; nothing written. \
+                    "refusing to mark slot {slot} ({name}) bad: no other slot of {} \
+                     would have attempts left, so {consequence}; nothing written. \
                      `--force` marks it anyway",
-                    order_text(&marked.state),
-                    left_text(&marked.state)
+                    state_text(contract, &marked.state, rauc),
                 )));
             }
             eprintln!("slotinit: --force: marking slot {slot} bad; {consequence}");
@@ -208,9 +227,8 @@ impl Backend for UbootEnv {
         };
         written.map_err(|e| mark_error(&e))?;
         Ok(format!(
-            "slot {slot} ({name}) marked {verb}: BOOT_ORDER=\"{}\" {}",
-            order_text(&marked.state),
-            left_text(&marked.state)
+            "slot {slot} ({name}) marked {verb}: {}",
+            state_text(contract, &marked.state, rauc)
         ))
     }
 
@@ -242,7 +260,7 @@ impl Backend for UbootEnv {
                 .map(|(_, l)| *l)
         });
         let boot = match attempts_left {
-            Some(l) if l >= self.config.attempts => "committed",
+            Some(l) if l >= self.rauc.attempts => "committed",
             Some(_) => "trial",
             None => "unknown",
         };
@@ -264,6 +282,15 @@ fn mark_error(e: &store::CommitError) -> MarkError {
         store::CommitError::Store(EnvStoreError::Locked { .. }) => MarkError::Locked(message),
         store::CommitError::Store(EnvStoreError::AllCorrupt) => MarkError::Unusable(message),
         _ => MarkError::Write(message),
+    }
+}
+
+/// The state in the contract's variables: RAUC's as it always read
+/// (`BOOT_ORDER="A B" BOOT_A_LEFT=3 ...`), the others as written.
+fn state_text(contract: Contract, state: &State, config: &rauc::Config) -> String {
+    match contract {
+        Contract::Rauc => format!("BOOT_ORDER=\"{}\" {}", order_text(state), left_text(state)),
+        _ => contract.describe(state, config),
     }
 }
 
