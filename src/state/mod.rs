@@ -788,6 +788,7 @@ mod tests {
             "rpi-uboot-rauc",
             "mapio",
             "generic-ab",
+            "mender",
             "stm32mp",
             "uboot-rauc",
         ]
