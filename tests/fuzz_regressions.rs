@@ -104,3 +104,54 @@ fn seed_fixtures() {
         "fixtures failing their checks: {failed:#?}"
     );
 }
+
+#[path = "../fuzz/src/contract.rs"]
+mod contract;
+
+/// The `contract` target's check over the env fixtures and the contracts'
+/// own states, foreign values included (hex and decimal counters, garbage,
+/// unknown slot names, a missing variable).
+#[test]
+fn contract_seeds() {
+    let mut inputs: Vec<Vec<u8>> = files(&root().join("tests/fixtures/env"))
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "env"))
+        .flat_map(|p| {
+            let block = fs::read(p).unwrap();
+            [
+                block.get(4..).unwrap_or(&[]).to_vec(),
+                block.get(5..).unwrap_or(&[]).to_vec(),
+            ]
+        })
+        .collect();
+    for text in [
+        "boot_slot=a\nboot_a_left=3\nboot_b_left=3",
+        "boot_slot=b\nboot_a_left=0\nboot_b_left=0\nbootcmd=run x",
+        "boot_slot=c\nboot_a_left=zz\nboot_b_left=0x10",
+        "boot_slot=\nboot_a_left=\nboot_b_left=a",
+        "boot_b_left=ffffffffff",
+        "mender_boot_part=2\nmender_boot_part_hex=2\nupgrade_available=0\nbootcount=0\nbootlimit=1",
+        "mender_boot_part=3\nupgrade_available=1\nbootcount=1\nbootlimit=1",
+        "mender_boot_part=3\nupgrade_available=1\nbootcount=7\nbootlimit=0",
+        "mender_boot_part=9\nupgrade_available=yes\nbootcount=0x2\nbootlimit=0x1",
+        "upgrade_available=1",
+        "mender_boot_part=10\nupgrade_available=1\nbootlimit=99999999999",
+    ] {
+        let mut data: Vec<u8> = text
+            .bytes()
+            .map(|b| if b == b'\n' { 0 } else { b })
+            .collect();
+        data.extend_from_slice(&[0, 0]);
+        inputs.push(data);
+    }
+    let failed: Vec<usize> = inputs
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| std::panic::catch_unwind(|| contract::contract(d)).is_err())
+        .map(|(i, _)| i)
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "inputs failing the contract check: {failed:?}"
+    );
+}

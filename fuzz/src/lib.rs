@@ -5,3 +5,4 @@
 //! inputs under a plain `cargo test`.
 
 pub mod checks;
+pub mod contract;

@@ -3,7 +3,7 @@
 //! before the slot is used, and the marks.
 
 use super::config::UbootEnvConfig;
-use super::contract::Contract;
+use super::contract::{self, Contract};
 use super::decide::{self, Inputs};
 use super::envstore::EnvStoreError;
 use super::rauc::{self, Bootnames, Change, State};
@@ -178,14 +178,19 @@ impl Backend for UbootEnv {
         let verb = how.verb();
         let contract = self.config.contract;
         // A mark the contract has no variable for (Mender: the slot not
-        // booted): refused, not reported as done with nothing written.
+        // booted): it still reads bootable and the next boot is the same, so
+        // it is refused, not reported as done with nothing written.
         if how == Mark::Bad {
             let mut env = store.loaded.env.clone().unwrap_or_default();
-            let kept = contract
+            let next_before = contract::next_slot(&state, rauc).ok();
+            let lost = contract
                 .apply(&marked.state, rauc, &mut env)
                 .and_then(|()| contract.read(&env, rauc))
-                .is_ok_and(|back| back.bootable(rauc).contains(name));
-            if kept {
+                .is_ok_and(|back| {
+                    back.bootable(rauc).contains(name)
+                        && contract::next_slot(&back, rauc).ok() == next_before
+                });
+            if lost {
                 return Err(MarkError::Refused(format!(
                     "the {} contract has no variable that marks slot {slot} ({name}) bad \
                      while {}; nothing written",

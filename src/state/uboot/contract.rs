@@ -129,7 +129,7 @@ impl Contract {
 /// The slot the boot script boots next from `state`: the first slot of the
 /// walk with attempts left; with none left, the first of the walk (the
 /// script's reset), or the first configured slot.
-pub(super) fn next_slot(state: &State, config: &rauc::Config) -> Result<Bootname, BootStateError> {
+pub fn next_slot(state: &State, config: &rauc::Config) -> Result<Bootname, BootStateError> {
     let walk = state.walk(config);
     walk.iter()
         .find(|s| state.left(s) > 0)
