@@ -44,7 +44,7 @@ def chain_disk(parts, name):
     base, roots = parts
     script, env_text, profile = CONTRACTS[name]
     out = build_uboot(REPO / f"out/uboot-{name}", script=script, env_text=REPO / env_text,
-                      kernel_b=rpifw.KERNELS["b"] / "vmlinuz")
+                      kernel_b=rpifw.KERNELS["b"] / "vmlinuz", redundant=True)
     config = (REPO / "configs" / f"{profile}.toml").read_text()
     initrd = {k: rpifw.initramfs(rpifw.KERNELS[k], config, base / f"{name}-initrd-{k}.img",
                                  modules=MODULES) for k in "ab"}

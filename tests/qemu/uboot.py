@@ -109,11 +109,12 @@ def hooked_script(dest, script="boot.cmd"):
     return Path(dest)
 
 
-def build_uboot(out=UBOOT_OUT, shipped=False, script="boot.cmd", env_text=None, kernel_b=None):
+def build_uboot(out=UBOOT_OUT, shipped=False, script="boot.cmd", env_text=None, kernel_b=None,
+                redundant=False):
     """boot.scr, uboot.env and Image.gz into `out`: the tests' variant of
     uboot/<script>, or with `shipped` exactly that script; `env_text` the
     initial env (default uboot/default-env.txt), `kernel_b` slot B's own kernel
-    (Image-b.gz)."""
+    (Image-b.gz), `redundant` the env as a pair (uboot.env + uboot-redund.env)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cmd = [str(REPO / "uboot/build"), "--out", str(out)]
@@ -125,6 +126,8 @@ def build_uboot(out=UBOOT_OUT, shipped=False, script="boot.cmd", env_text=None, 
         cmd += ["--env-text", str(env_text)]
     if kernel_b:
         cmd += ["--kernel-b", str(kernel_b)]
+    if redundant:
+        cmd.append("--redundant")
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     return out
 
