@@ -144,6 +144,11 @@ fn contract_seeds() {
         data.extend_from_slice(&[0, 0]);
         inputs.push(data);
     }
+    // Found by the fuzzer: a name that is not UTF-8 next to the contract's.
+    inputs.push(
+        b"bootboot_slot=a\0boot_a_left=3\0boo_slot=c\0boot_a_lt_b_lefteft=zz\0\xff\xff\xff\xff_b_2le=f3\0\0"
+            .to_vec(),
+    );
     let failed: Vec<usize> = inputs
         .iter()
         .enumerate()
