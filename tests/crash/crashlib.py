@@ -607,6 +607,11 @@ class Campaign:
             d = self.tmp / "p1.img"
             copy_image(self.primed_disk("p0"), d)
             self.session(d, "mark-active-b")
+            if self.store.contract == "article":
+                # The article's mark-active sets the counter to 3, which reads committed until
+                # U-Boot counts the trial's boot; these boots go around U-Boot, so its count is
+                # written here (fw_setenv), or mark-good would have nothing to commit.
+                self.write_env(d, [f"boot_{self.store.bootnames[1]}_left={self.store.attempts - 1}"])
         self.primed[which] = d
         return d
 
