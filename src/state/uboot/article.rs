@@ -21,12 +21,12 @@
 //! As the backend's [`State`]: the order is `boot_slot`'s slot then the
 //! other, the counters are the counters; RAUC's choice over that order is the
 //! script's choice. Writing back, `boot_slot` names the slot the script boots
-//! next ([`contract::next_slot`]): a slot marked bad (left 0, out of the
+//! next ([`vars::next_slot`]): a slot marked bad (left 0, out of the
 //! order) hands `boot_slot` to the other.
 
-use super::contract::{self, strtoul};
 use super::envblock::Env;
 use super::rauc::{self, BootStateError, Bootname, State};
+use super::vars::{self, strtoul};
 
 /// The variable naming the slot to boot.
 pub(crate) const BOOT_SLOT: &str = "boot_slot";
@@ -84,10 +84,10 @@ pub(super) fn apply(
     config: &rauc::Config,
     env: &mut Env,
 ) -> Result<(), BootStateError> {
-    let next = contract::next_slot(state, config)?;
-    contract::set(env, BOOT_SLOT, next.as_str())?;
+    let next = vars::next_slot(state, config)?;
+    vars::set(env, BOOT_SLOT, next.as_str())?;
     for slot in &config.slots {
-        contract::set(
+        vars::set(
             env,
             &left_variable(slot),
             &format!("{:x}", state.left(slot)),

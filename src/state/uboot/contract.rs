@@ -13,7 +13,8 @@
 //! Pure: no Sys here.
 
 use super::envblock::Env;
-use super::rauc::{self, BootStateError, Bootname, Bootnames, State};
+use super::rauc::{self, BootStateError, Bootnames, State};
+pub use super::vars::next_slot;
 use super::{article, mender};
 use serde::{Deserialize, Serialize};
 
@@ -126,53 +127,11 @@ impl Contract {
     }
 }
 
-/// The slot the boot script boots next from `state`: the first slot of the
-/// walk with attempts left; with none left, the first of the walk (the
-/// script's reset), or the first configured slot.
-pub fn next_slot(state: &State, config: &rauc::Config) -> Result<Bootname, BootStateError> {
-    let walk = state.walk(config);
-    walk.iter()
-        .find(|s| state.left(s) > 0)
-        .or(walk.first())
-        .or(config.slots.first())
-        .cloned()
-        .ok_or(BootStateError::NoSlots)
-}
-
-/// U-Boot's `simple_strtoul(value, NULL, base)` (`lib/strto.c`): no blanks
-/// skipped, a `0x`/`0X` prefix switches to base 16 whatever the base asked
-/// for, then digits of the base as long as they come; none is 0. Wraps as
-/// U-Boot's `ulong` does on aarch64, then saturates to u32.
-pub(super) fn strtoul(value: &[u8], base: u32) -> u32 {
-    let (digits, base) = match value {
-        [b'0', x, rest @ ..] if x.eq_ignore_ascii_case(&b'x') => (rest, 16),
-        _ => (value, base),
-    };
-    let mut result: u64 = 0;
-    for &c in digits {
-        let Some(d) = (c as char).to_digit(36).filter(|d| *d < base) else {
-            break;
-        };
-        result = result
-            .wrapping_mul(u64::from(base))
-            .wrapping_add(u64::from(d));
-    }
-    u32::try_from(result).unwrap_or(u32::MAX)
-}
-
-/// Sets `variable`, naming it on failure.
-pub(super) fn set(env: &mut Env, variable: &str, value: &str) -> Result<(), BootStateError> {
-    env.set(variable, value)
-        .map(drop)
-        .map_err(|source| BootStateError::WriteVariable {
-            variable: variable.into(),
-            source,
-        })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::uboot::rauc::Bootname;
+    use crate::state::uboot::vars::strtoul;
 
     #[test]
     fn strtoul_is_u_boots() {

@@ -34,9 +34,9 @@
 //!
 //! [`Contract::state_config`]: super::contract::Contract::state_config
 
-use super::contract::{self, strtoul};
 use super::envblock::Env;
 use super::rauc::{self, BootStateError, Bootname, State};
+use super::vars::{self, strtoul};
 
 pub(crate) const BOOT_PART: &str = "mender_boot_part";
 pub(crate) const BOOT_PART_HEX: &str = "mender_boot_part_hex";
@@ -130,7 +130,7 @@ pub(super) fn apply(
     config: &rauc::Config,
     env: &mut Env,
 ) -> Result<(), BootStateError> {
-    let next = contract::next_slot(state, config)?;
+    let next = vars::next_slot(state, config)?;
     let left = state.left(&next);
     let committed = left >= config.attempts;
     let before = (!absent(env)).then(|| vars(env, config).ok()).flatten();
@@ -140,22 +140,22 @@ pub(super) fn apply(
             && (committed || trial_left(v, config) == left)
             && env.get(BOOT_PART) == Some(next.as_str().as_bytes())
     });
-    contract::set(env, BOOT_PART, next.as_str())?;
-    contract::set(env, BOOT_PART_HEX, &part_hex(&next))?;
+    vars::set(env, BOOT_PART, next.as_str())?;
+    vars::set(env, BOOT_PART_HEX, &part_hex(&next))?;
     if unchanged {
         return Ok(());
     }
     if committed {
-        contract::set(env, UPGRADE_AVAILABLE, "0")?;
-        contract::set(env, BOOTCOUNT, "0")?;
+        vars::set(env, UPGRADE_AVAILABLE, "0")?;
+        vars::set(env, BOOTCOUNT, "0")?;
     } else {
         let limit = match before.as_ref().map_or(0, |v| v.bootlimit) {
             0 => config.attempts_primary,
             l => l,
         };
-        contract::set(env, UPGRADE_AVAILABLE, "1")?;
+        vars::set(env, UPGRADE_AVAILABLE, "1")?;
         // env_set_ulong writes decimal
-        contract::set(env, BOOTCOUNT, &limit.saturating_sub(left).to_string())?;
+        vars::set(env, BOOTCOUNT, &limit.saturating_sub(left).to_string())?;
     }
     Ok(())
 }

@@ -15,6 +15,7 @@ pub mod fwenv;
 pub mod mender;
 pub mod rauc;
 pub(crate) mod store;
+mod vars;
 
 use crate::config::BootStateConfig;
 use crate::state::decision::{DecideCtx, DecideError, Line, Outcome};
