@@ -387,6 +387,24 @@ fn check_config_on_every_profile() {
             "counter = \"uboot\"",
             &["unknown variant `uboot`, expected `init` or `bootloader`"],
         ),
+        (
+            "mender.toml",
+            "counter = \"bootloader\"",
+            "counter = \"init\"",
+            &["bootstate.uboot-env.counter: the mender contract is counted by U-Boot"],
+        ),
+        (
+            "mender.toml",
+            "bootname_b = \"3\"",
+            "bootname_b = \"B\"",
+            &["bootstate.uboot-env.bootname_b: \"B\": the mender contract names a slot by its partition number"],
+        ),
+        (
+            "mender.toml",
+            "contract = \"mender\"",
+            "contract = \"menderr\"",
+            &["contract", "unknown variant `menderr`, expected one of `rauc`, `article`, `mender`"],
+        ),
     ];
     for (profile, old, new, needles) in broken {
         let text = std::fs::read_to_string(configs.join(profile)).unwrap();

@@ -548,3 +548,160 @@ fn single_copy_env_in_a_pair_config_is_refused() {
     );
     assert_eq!(pair.bytes(), before);
 }
+
+/// What Mender's client and U-Boot write with libubootenv / `saveenv`, read by
+/// slotinit under the mender contract, and slotinit's marks read back by
+/// `fw_printenv`, on a redundant pair as meta-mender configures it
+/// (CONFIG_ENV_REDUNDANT).
+#[test]
+fn mender_contract_both_ways_with_fw_setenv() {
+    use slotinit::state::uboot::contract::Contract;
+    use slotinit::state::uboot::rauc::Bootnames;
+
+    let s = Setup::new(2);
+    s.zero_files();
+    let loc = s.location();
+    // meta-mender's default env (include/env_mender.h), what fw_setenv starts from.
+    let defaults = s.dir.path().join("defaults.txt");
+    fs::write(
+        &defaults,
+        "bootcmd=run mender_setup; run bootcmd_distro\naltbootcmd=run mender_altbootcmd; run bootcmd\n\
+         bootlimit=1\nbootcount=0\nupgrade_available=0\nmender_boot_part=2\nmender_boot_part_hex=2\n",
+    )
+    .unwrap();
+    let fw_setenv_script = |lines: &str| {
+        let script = s.dir.path().join("script.txt");
+        fs::write(&script, lines).unwrap();
+        run(Command::new(tool("fw_setenv"))
+            .arg("-c")
+            .arg(&s.config)
+            .arg("-f")
+            .arg(&defaults)
+            .arg("-s")
+            .arg(&script));
+    };
+    let names = Bootnames {
+        a: Bootname::new("2").unwrap(),
+        b: Bootname::new("3").unwrap(),
+    };
+    let cfg = Contract::Mender.state_config(&names, 1, 1).unwrap();
+    let read = || {
+        let loaded = envstore::load(&loc).unwrap();
+        let state = Contract::Mender
+            .read(loaded.env.as_ref().unwrap(), &cfg)
+            .unwrap();
+        (loaded, state)
+    };
+    let get = |e: &Env, k: &str| String::from_utf8_lossy(e.get(k).unwrap_or(b"-")).into_owned();
+
+    // The client's install of partition 3 (one fw_setenv -s script of
+    // name=value lines, libubootenv's script format).
+    fw_setenv_script(
+        "mender_boot_part=3\nmender_boot_part_hex=3\nupgrade_available=1\nbootcount=0\n",
+    );
+    let (_, st) = read();
+    assert_eq!(st.order, [names.b.clone(), names.a.clone()]);
+    assert_eq!((st.left(&names.b), st.left(&names.a)), (1, 2));
+    // U-Boot's bootcount_store (env_set_ulong + env_save) on the trial's boot.
+    s.setenv("bootcount", "1");
+    let (loaded, st) = read();
+    assert_eq!(st.left(&names.b), 0);
+
+    // slotinit mark-good: the commit; fw_printenv sees Mender's committed state
+    // and every variable of the bootloader's kept.
+    let good = rauc::mark_good(&st, &names.b, cfg.attempts).unwrap();
+    let mut e = loaded.env.clone().unwrap();
+    Contract::Mender.apply(&good.state, &cfg, &mut e).unwrap();
+    envstore::store(&loc, &e, &loaded, IfAllCorrupt::Refuse).unwrap();
+    let seen = s.printenv();
+    assert_eq!(seen, e);
+    assert_eq!(
+        [
+            "mender_boot_part",
+            "mender_boot_part_hex",
+            "upgrade_available",
+            "bootcount",
+            "bootlimit"
+        ]
+        .map(|k| get(&seen, k)),
+        ["3", "3", "0", "0", "1"]
+    );
+    assert_eq!(
+        get(&seen, "altbootcmd"),
+        "run mender_altbootcmd; run bootcmd"
+    );
+
+    // slotinit mark-active 2: the install as the client writes it.
+    let (loaded, st) = read();
+    let active = rauc::mark_active(&st, &names.a, cfg.attempts_primary).unwrap();
+    let mut e = loaded.env.clone().unwrap();
+    Contract::Mender.apply(&active.state, &cfg, &mut e).unwrap();
+    envstore::store(&loc, &e, &loaded, IfAllCorrupt::Refuse).unwrap();
+    let seen = s.printenv();
+    assert_eq!(
+        [
+            "mender_boot_part",
+            "mender_boot_part_hex",
+            "upgrade_available",
+            "bootcount"
+        ]
+        .map(|k| get(&seen, k)),
+        ["2", "2", "1", "0"]
+    );
+
+    // The client's commit (`fw_setenv upgrade_available 0`, bootcount 0):
+    // slotinit reads partition 2 committed.
+    fw_setenv_script("upgrade_available=0\nbootcount=0\n");
+    let (_, st) = read();
+    assert_eq!(st.order[0], names.a);
+    assert!(st.left(&names.a) >= cfg.attempts);
+}
+
+/// The article's variables set by fw_setenv read in slotinit, and slotinit's
+/// commit read by fw_printenv (hex counters, as U-Boot's setexpr writes).
+#[test]
+fn article_contract_both_ways_with_fw_setenv() {
+    use slotinit::state::uboot::contract::Contract;
+    use slotinit::state::uboot::rauc::Bootnames;
+
+    let s = Setup::new(1);
+    s.zero_files();
+    let loc = s.location();
+    fs::write(
+        s.dir.path().join("defaults.txt"),
+        "bootcmd=run distro_bootcmd\nboot_slot=a\nboot_a_left=3\nboot_b_left=3\n",
+    )
+    .unwrap();
+    let names = Bootnames {
+        a: Bootname::new("a").unwrap(),
+        b: Bootname::new("b").unwrap(),
+    };
+    let cfg = Contract::Article.state_config(&names, 3, 3).unwrap();
+    // An update tool switches to b; the script has counted b twice, then
+    // once more past 9 in hex ("a" = 10 to setexpr).
+    s.setenv("boot_slot", "b");
+    s.setenv("boot_b_left", "1");
+    let loaded = envstore::load(&loc).unwrap();
+    let st = Contract::Article
+        .read(loaded.env.as_ref().unwrap(), &cfg)
+        .unwrap();
+    assert_eq!(st.order[0], names.b);
+    assert_eq!(st.left(&names.b), 1);
+    s.setenv("boot_a_left", "a");
+    let loaded = envstore::load(&loc).unwrap();
+    let st = Contract::Article
+        .read(loaded.env.as_ref().unwrap(), &cfg)
+        .unwrap();
+    assert_eq!(st.left(&names.a), 10);
+
+    let good = rauc::mark_good(&st, &names.b, cfg.attempts).unwrap();
+    let mut e = loaded.env.clone().unwrap();
+    Contract::Article.apply(&good.state, &cfg, &mut e).unwrap();
+    envstore::store(&loc, &e, &loaded, IfAllCorrupt::Refuse).unwrap();
+    let seen = s.printenv();
+    assert_eq!(seen, e);
+    assert_eq!(seen.get("boot_slot"), Some(&b"b"[..]));
+    assert_eq!(seen.get("boot_b_left"), Some(&b"3"[..]));
+    assert_eq!(seen.get("boot_a_left"), Some(&b"a"[..]));
+    assert_eq!(seen.get("bootcmd"), Some(&b"run distro_bootcmd"[..]));
+}

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 type Check = fn(&[u8]);
 
-const TARGETS: [(&str, Check); 7] = [
+const TARGETS: [(&str, Check); 9] = [
     ("envblock", checks::envblock),
     ("cmdline", checks::cmdline),
     ("config", checks::config),
@@ -22,6 +22,8 @@ const TARGETS: [(&str, Check); 7] = [
     ("uevent", checks::uevent),
     ("fwenv", checks::fwenv),
     ("bootstate", checks::bootstate),
+    ("fwu_mdata", fwu::fwu_mdata),
+    ("contract", contract::contract),
 ];
 
 fn root() -> PathBuf {
@@ -160,4 +162,60 @@ fn fwu_mdata_inputs() {
     let saved = files(&root().join("tests/fixtures/fuzz/fwu_mdata"));
     let failed = replay(fwu::fwu_mdata, &saved);
     assert!(failed.is_empty(), "{failed:#?}");
+}
+
+#[path = "../fuzz/src/contract.rs"]
+mod contract;
+
+/// The `contract` target's check over the env fixtures and the contracts'
+/// own states, foreign values included (hex and decimal counters, garbage,
+/// unknown slot names, a missing variable).
+#[test]
+fn contract_seeds() {
+    let mut inputs: Vec<Vec<u8>> = files(&root().join("tests/fixtures/env"))
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "env"))
+        .flat_map(|p| {
+            let block = fs::read(p).unwrap();
+            [
+                block.get(4..).unwrap_or(&[]).to_vec(),
+                block.get(5..).unwrap_or(&[]).to_vec(),
+            ]
+        })
+        .collect();
+    for text in [
+        "boot_slot=a\nboot_a_left=3\nboot_b_left=3",
+        "boot_slot=b\nboot_a_left=0\nboot_b_left=0\nbootcmd=run x",
+        "boot_slot=c\nboot_a_left=zz\nboot_b_left=0x10",
+        "boot_slot=\nboot_a_left=\nboot_b_left=a",
+        "boot_b_left=ffffffffff",
+        "mender_boot_part=2\nmender_boot_part_hex=2\nupgrade_available=0\nbootcount=0\nbootlimit=1",
+        "mender_boot_part=3\nupgrade_available=1\nbootcount=1\nbootlimit=1",
+        "mender_boot_part=3\nupgrade_available=1\nbootcount=7\nbootlimit=0",
+        "mender_boot_part=9\nupgrade_available=yes\nbootcount=0x2\nbootlimit=0x1",
+        "upgrade_available=1",
+        "mender_boot_part=10\nupgrade_available=1\nbootlimit=99999999999",
+    ] {
+        let mut data: Vec<u8> = text
+            .bytes()
+            .map(|b| if b == b'\n' { 0 } else { b })
+            .collect();
+        data.extend_from_slice(&[0, 0]);
+        inputs.push(data);
+    }
+    // Found by the fuzzer: a name that is not UTF-8 next to the contract's.
+    inputs.push(
+        b"bootboot_slot=a\0boot_a_left=3\0boo_slot=c\0boot_a_lt_b_lefteft=zz\0\xff\xff\xff\xff_b_2le=f3\0\0"
+            .to_vec(),
+    );
+    let failed: Vec<usize> = inputs
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| std::panic::catch_unwind(|| contract::contract(d)).is_err())
+        .map(|(i, _)| i)
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "inputs failing the contract check: {failed:?}"
+    );
 }

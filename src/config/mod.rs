@@ -1320,6 +1320,10 @@ mod shipped {
                 include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/configs/stm32mp.toml")),
             ),
             (
+                "mender.toml",
+                include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/configs/mender.toml")),
+            ),
+            (
                 "rpi-uboot-rauc.toml",
                 include_str!(concat!(
                     env!("CARGO_MANIFEST_DIR"),

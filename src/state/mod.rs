@@ -790,6 +790,7 @@ mod tests {
             "rpi-uboot-rauc",
             "mapio",
             "generic-ab",
+            "mender",
             "stm32mp",
             "uboot-rauc",
         ]

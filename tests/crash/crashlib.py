@@ -289,6 +289,8 @@ class Store:
     attempts: int = 3
     bootnames: tuple = ("A", "B")
     names: str = ""   # qemu/mkdisk --names: the config's GPT names in layout order
+    # bootstate.uboot-env.contract: whose variables hold the state (rauc, article, mender)
+    contract: str = "rauc"
 
     @classmethod
     def from_config(cls, path):
@@ -312,7 +314,8 @@ class Store:
         if any(str(pn.get(r, r)).isdigit() for r in roles):
             raise RuntimeError(f"{path}: members by number: use a config that names GPT partitions")
         return cls(part, files, raw, int(bs.get("size", 0x4000)), int(bs.get("attempts", 3)),
-                   (bs.get("bootname_a", "A"), bs.get("bootname_b", "B")), names)
+                   (bs.get("bootname_a", "A"), bs.get("bootname_b", "B")), names,
+                   contract=bs.get("contract", "rauc"))
 
     @property
     def fat(self):
@@ -367,6 +370,78 @@ def bootable(env, attempts=3, names=("A", "B")):
         if left > 0:
             return name
     return None
+
+
+# --- the variable contracts (bootstate.uboot-env.contract) --------------------------------
+# RAUC's is boot_state()/bootable() above; the article's and Mender's are read here as their
+# scripts read them (uboot/article.cmd, uboot/mender.cmd; slotinit's side:
+# src/state/uboot/article.rs, src/state/uboot/mender.rs).
+
+def strtoul(value, base):
+    """U-Boot's simple_strtoul (lib/strto.c): a 0x prefix is hex, then the leading digits."""
+    v = value or ""
+    if v[:2].lower() == "0x":
+        v, base = v[2:], 16
+    n = 0
+    for c in v:
+        try:
+            d = int(c, 36)
+        except ValueError:
+            break
+        if d >= base:
+            break
+        n = n * base + d
+    return n
+
+
+ARTICLE_VARS = ("boot_slot", "boot_{}_left")
+MENDER_VARS = ("mender_boot_part", "mender_boot_part_hex", "upgrade_available", "bootcount")
+
+
+def store_state(store, env):
+    """The contract's variables of `env`, as a tuple (the "env state" of the figures)."""
+    if store.contract == "article":
+        return (env.get("boot_slot"), *(env.get(f"boot_{n}_left") for n in store.bootnames))
+    if store.contract == "mender":
+        return tuple(env.get(v) for v in MENDER_VARS)
+    return boot_state(env)
+
+
+def store_initial(store):
+    """fw_setenv assignments of a fresh device's state under the store's contract."""
+    a, b = store.bootnames
+    if store.contract == "article":
+        return [f"boot_slot={a}", f"boot_{a}_left={store.attempts}",
+                f"boot_{b}_left={store.attempts}"]
+    if store.contract == "mender":
+        return [f"mender_boot_part={a}", f"mender_boot_part_hex={int(a):x}",
+                "upgrade_available=0", "bootcount=0", f"bootlimit={store.attempts}"]
+    return [f"BOOT_ORDER={a} {b}", f"BOOT_{a}_LEFT={store.attempts}",
+            f"BOOT_{b}_LEFT={store.attempts}"]
+
+
+def store_bootable(store, env):
+    """The slot the contract's boot script boots next, None if it would find none."""
+    a, b = store.bootnames
+    if store.contract == "article":
+        cur = b if env.get("boot_slot") == b else a
+        other = a if cur == b else b
+
+        def left(n):
+            v = env.get(f"boot_{n}_left")
+            return store.attempts if not v else strtoul(v, 16)
+        return next((n for n in (cur, other) if left(n) > 0), None)
+    if store.contract == "mender":
+        part = env.get("mender_boot_part")
+        cur = b if part == b else a
+        trial = strtoul(env.get("upgrade_available"), 10) != 0
+        count = strtoul(env.get("bootcount"), 10) if trial else 0
+        limit = strtoul(env.get("bootlimit"), 10)
+        # this boot counts, then bootcount > bootlimit runs altbootcmd: the other slot
+        if trial and limit and count + 1 > limit:
+            return a if cur == b else b
+        return cur if part in (a, b) else None
+    return bootable(env, store.attempts, store.bootnames)
 
 
 def fsck_vfat(fat_img):
@@ -526,14 +601,17 @@ class Campaign:
             d = mkdisk(self.tmp / "p0.img", "--seed", "crash", *names)
             # The pair holds a bootloader's own variables too, as on a device, so
             # that a copy spans several sectors and a torn write can split it.
-            self.write_env(d, [f"BOOT_ORDER={' '.join(self.store.bootnames)}",
-                               *(f"BOOT_{n}_LEFT={self.store.attempts}" for n in self.store.bootnames),
-                               *bootloader_env()])
+            self.write_env(d, [*store_initial(self.store), *bootloader_env()])
             self.session(d, "mark-good")
         else:
             d = self.tmp / "p1.img"
             copy_image(self.primed_disk("p0"), d)
             self.session(d, "mark-active-b")
+            if self.store.contract == "article":
+                # The article's mark-active sets the counter to 3, which reads committed until
+                # U-Boot counts the trial's boot; these boots go around U-Boot, so its count is
+                # written here (fw_setenv), or mark-good would have nothing to commit.
+                self.write_env(d, [f"boot_{self.store.bootnames[1]}_left={self.store.attempts - 1}"])
         self.primed[which] = d
         return d
 
@@ -675,20 +753,20 @@ class Campaign:
             env, note, fsck = self.host_check(fat_img, cache, key)
             checked.append((st, env, note, fsck))
             if st.kind == "prefix" and env is not None:
-                prefix_envs.add(boot_state(env))
+                prefix_envs.add(store_state(self.store, env))
         res.bootconfig_images = len(cache)
         host_bad = set()
         for st, env, note, (frc, fmsg) in checked:
-            label = "-" if env is None else "/".join(str(x) for x in boot_state(env))
+            label = "-" if env is None else "/".join(str(x) for x in store_state(self.store, env))
             res.env_states[label] = res.env_states.get(label, 0) + 1
             res.fsck[f"{frc} {fmsg}"] = res.fsck.get(f"{frc} {fmsg}", 0) + 1
             problem = None
             if env is None:
                 problem = f"fw_printenv finds no valid env ({note})"
-            elif bootable(env, self.store.attempts, self.store.bootnames) is None:
-                problem = f"no bootable slot in {boot_state(env)}"
-            elif boot_state(env) not in prefix_envs:
-                problem = f"env {boot_state(env)} never existed at a write boundary"
+            elif store_bootable(self.store, env) is None:
+                problem = f"no bootable slot in {store_state(self.store, env)}"
+            elif store_state(self.store, env) not in prefix_envs:
+                problem = f"env {store_state(self.store, env)} never existed at a write boundary"
             if problem:
                 host_bad.add(st.key)
                 res.failures.append(f"{st.kind} [{st.desc}]: {problem}")
@@ -700,7 +778,7 @@ class Campaign:
 
         def prio(item):
             st, env, note, fsck = item
-            sig = (None if env is None else boot_state(env), fsck[0], st.kind)
+            sig = (None if env is None else store_state(self.store, env), fsck[0], st.kind)
             first = sig not in seen
             seen.add(sig)
             return (st.key not in host_bad, not first)
@@ -805,8 +883,8 @@ class Campaign:
         shutil.rmtree(scratch, ignore_errors=True)
         if env is None:
             problems.append(f"after the boot, fw_printenv finds no valid env ({note})")
-        elif bootable(env, self.store.attempts, self.store.bootnames) is None:
-            problems.append(f"after the boot, no bootable slot in {boot_state(env)}")
+        elif store_bootable(self.store, env) is None:
+            problems.append(f"after the boot, no bootable slot in {store_state(self.store, env)}")
         if problems and keep:
             keep = Path(keep)
             keep.mkdir(parents=True, exist_ok=True)

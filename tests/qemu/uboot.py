@@ -68,36 +68,66 @@ class UBoot(Boot):
 
 
 # The tests' hook, kept out of the script integrators ship: import
-# `extra_bootargs` from uboot.env and put it on the cmdline *before* rauc.slot=,
-# so a test passes `test.run=NAME` and can never overrule the slot.
-TEST_HOOK = [
-    ('setenv bs_vars "BOOT_ORDER BOOT_A_LEFT BOOT_B_LEFT"',
-     'setenv bs_vars "BOOT_ORDER BOOT_A_LEFT BOOT_B_LEFT extra_bootargs"'),
-    ('setenv bootargs "console=ttyAMA0 panic=-1 rauc.slot=${bs_slot}"',
-     'setenv bootargs "console=ttyAMA0 panic=-1 ${extra_bootargs} rauc.slot=${bs_slot}"'),
-]
+# `extra_bootargs` from uboot.env and put it on the cmdline *before* the slot
+# (rauc.slot= or root=), so a test passes `test.run=NAME` and can never
+# overrule the slot. One pair of anchors per shipped script.
+HOOKS = {
+    "boot.cmd": [
+        ('setenv bs_vars "BOOT_ORDER BOOT_A_LEFT BOOT_B_LEFT"',
+         'setenv bs_vars "BOOT_ORDER BOOT_A_LEFT BOOT_B_LEFT extra_bootargs"'),
+        ('setenv bootargs "console=ttyAMA0 panic=-1 rauc.slot=${bs_slot}"',
+         'setenv bootargs "console=ttyAMA0 panic=-1 ${extra_bootargs} rauc.slot=${bs_slot}"'),
+    ],
+    "article.cmd": [
+        ('setenv bs_vars "boot_slot boot_a_left boot_b_left"',
+         'setenv bs_vars "boot_slot boot_a_left boot_b_left extra_bootargs"'),
+        ('setenv bootargs "console=ttyAMA0 panic=-1 root=PARTLABEL=${bs_label}"',
+         'setenv bootargs "console=ttyAMA0 panic=-1 ${extra_bootargs} root=PARTLABEL=${bs_label}"'),
+    ],
+    "mender.cmd": [
+        ('setenv bs_vars "mender_boot_part mender_boot_part_hex upgrade_available bootcount '
+         'bootlimit"',
+         'setenv bs_vars "mender_boot_part mender_boot_part_hex upgrade_available bootcount '
+         'bootlimit extra_bootargs"'),
+        ('setenv bootargs "console=ttyAMA0 panic=-1 root=/dev/vda${mender_boot_part}"',
+         'setenv bootargs "console=ttyAMA0 panic=-1 ${extra_bootargs} '
+         'root=/dev/vda${mender_boot_part}"'),
+    ],
+}
+TEST_HOOK = HOOKS["boot.cmd"]
 
 
-def hooked_script(dest):
-    """uboot/boot.cmd with TEST_HOOK applied; each line must match exactly once,
+def hooked_script(dest, script="boot.cmd"):
+    """uboot/<script> with its test hook applied; each line must match exactly once,
     so a change to the shipped script cannot silently drop the hook."""
-    text = (REPO / "uboot/boot.cmd").read_text()
-    for old, new in TEST_HOOK:
+    text = (REPO / "uboot" / script).read_text()
+    for old, new in HOOKS[script]:
         if text.count(old) != 1:
-            raise RuntimeError(f"uboot/boot.cmd: test hook anchor not found once: {old}")
+            raise RuntimeError(f"uboot/{script}: test hook anchor not found once: {old}")
         text = text.replace(old, new)
     Path(dest).write_text(text)
     return Path(dest)
 
 
-def build_uboot(out=UBOOT_OUT, shipped=False):
-    """boot.scr, uboot.env and Image.gz into `out`: the tests' variant of the
-    script, or with `shipped` exactly uboot/boot.cmd."""
+def build_uboot(out=UBOOT_OUT, shipped=False, script="boot.cmd", env_text=None, kernel_b=None,
+                redundant=False):
+    """boot.scr, uboot.env and Image.gz into `out`: the tests' variant of
+    uboot/<script>, or with `shipped` exactly that script; `env_text` the
+    initial env (default uboot/default-env.txt), `kernel_b` slot B's own kernel
+    (Image-b.gz), `redundant` the env as a pair (uboot.env + uboot-redund.env)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cmd = [str(REPO / "uboot/build"), "--out", str(out)]
     if not shipped:
-        cmd += ["--script", str(hooked_script(out / "boot-test.cmd"))]
+        cmd += ["--script", str(hooked_script(out / f"test-{script}", script))]
+    elif script != "boot.cmd":
+        cmd += ["--script", str(REPO / "uboot" / script)]
+    if env_text:
+        cmd += ["--env-text", str(env_text)]
+    if kernel_b:
+        cmd += ["--kernel-b", str(kernel_b)]
+    if redundant:
+        cmd.append("--redundant")
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     return out
 
@@ -123,12 +153,20 @@ def build_roots(base):
     return roots
 
 
-def mkdisk(path, initramfs, roots, *args, no_env=False, uboot=UBOOT_OUT):
-    """A chain disk: uboot/mkdisk (qemu/mkdisk plus boot.scr, uboot.env and each slot's kernel)."""
-    return guest.mkdisk(path, "--initramfs", initramfs, "--uboot", uboot,
-                        *(["--no-env"] if no_env else []),
-                        "--", "--system-a", roots["a"], "--system-b", roots["b"], *args,
-                        script="uboot/mkdisk")
+def mkdisk(path, initramfs, roots, *args, no_env=False, uboot=UBOOT_OUT, initramfs_b=None,
+           root_kernels=False):
+    """A chain disk: uboot/mkdisk (qemu/mkdisk plus boot.scr, uboot.env and each slot's
+    kernel: on boot_a/boot_b, or with `root_kernels` in each root's /boot)."""
+    own = ["--initramfs", initramfs, "--uboot", uboot]
+    if initramfs_b:
+        own += ["--initramfs-b", initramfs_b]
+    if no_env:
+        own.append("--no-env")
+    if root_kernels:
+        own += ["--root-kernels", "--system-a", roots["a"], "--system-b", roots["b"], "--"]
+    else:
+        own += ["--", "--system-a", roots["a"], "--system-b", roots["b"]]
+    return guest.mkdisk(path, *own, *args, script="uboot/mkdisk")
 
 
 def boot(disk, timeout=120, resets=0, kill=None, log=None, bootdelay=BOOTDELAY):

@@ -1,7 +1,9 @@
-//! The U-Boot env as a [`Backend`]: the store, RAUC's decision over it with
-//! this boot's count committed before the slot is used, and the marks.
+//! The U-Boot env as a [`Backend`]: the store, RAUC's decision over the state
+//! the configured contract reads from it, with this boot's count committed
+//! before the slot is used, and the marks.
 
 use super::config::UbootEnvConfig;
+use super::contract::Contract;
 use super::decide::{self, Inputs};
 use super::envstore::EnvStoreError;
 use super::rauc::{self, Bootnames, Change, State};
@@ -16,7 +18,7 @@ use crate::state::{
 use crate::types::{error_chain, Slot};
 use std::path::Path;
 
-/// An open U-Boot env store with RAUC's contract.
+/// An open U-Boot env store with its variable contract.
 struct UbootEnv {
     config: UbootEnvConfig,
     names: Bootnames,
@@ -131,7 +133,7 @@ impl Backend for UbootEnv {
         let Some(state) = self.store.state(&self.config) else {
             return Ok(false);
         };
-        rauc::mark_good(&state, self.names.of(slot), self.config.attempts)
+        rauc::mark_good(&state, self.names.of(slot), self.rauc.attempts)
             .map_err(|e| e.to_string())
             .and_then(|m| {
                 self.store
@@ -168,12 +170,32 @@ impl Backend for UbootEnv {
         };
         let name = self.names.of(slot);
         let marked = match how {
-            Mark::Good => rauc::mark_good(&state, name, self.config.attempts),
+            Mark::Good => rauc::mark_good(&state, name, rauc.attempts),
             Mark::Bad => rauc::mark_bad(&state, name),
-            Mark::Active => rauc::mark_active(&state, name, self.config.attempts_primary),
+            Mark::Active => rauc::mark_active(&state, name, rauc.attempts_primary),
         }
         .map_err(|e| MarkError::Invalid(e.to_string()))?;
         let verb = how.verb();
+        let contract = self.config.contract;
+        // A mark-bad the contract's variables cannot hold (Mender: the slot
+        // not booted; a slot the article's counter already holds at 0)
+        // writes nothing new: said as it is, never reported as written.
+        if how == Mark::Bad && marked.change != Change::Unchanged {
+            if let Some(before) = &store.loaded.env {
+                let mut after = before.clone();
+                if contract.apply(&marked.state, rauc, &mut after).is_ok() && after == *before {
+                    if !state.bootable(rauc).contains(name) {
+                        return Ok(format!("slot {slot} ({name}) already marked {verb}"));
+                    }
+                    return Err(MarkError::Refused(format!(
+                        "the {} contract has no variable that marks slot {slot} ({name}) bad \
+                         while {}; nothing written",
+                        contract.name(),
+                        contract.describe(&state, rauc)
+                    )));
+                }
+            }
+        }
         if let Change::Unchanged = marked.change {
             if !overwrite && !matches!(store.contents, Contents::Fresh) {
                 return Ok(format!("slot {slot} ({name}) already marked {verb}"));
@@ -190,11 +212,10 @@ impl Backend for UbootEnv {
             );
             if !force {
                 return Err(MarkError::Refused(format!(
-                    "refusing to mark slot {slot} ({name}) bad: no other slot of BOOT_ORDER \
-                     \"{}\" would have attempts left ({}), so {consequence}; nothing written. \
+                    "refusing to mark slot {slot} ({name}) bad: no other slot of {} \
+                     would have attempts left, so {consequence}; nothing written. \
                      `--force` marks it anyway",
-                    order_text(&marked.state),
-                    left_text(&marked.state)
+                    state_text(contract, &marked.state, rauc),
                 )));
             }
             eprintln!("slotinit: --force: marking slot {slot} bad; {consequence}");
@@ -208,9 +229,8 @@ impl Backend for UbootEnv {
         };
         written.map_err(|e| mark_error(&e))?;
         Ok(format!(
-            "slot {slot} ({name}) marked {verb}: BOOT_ORDER=\"{}\" {}",
-            order_text(&marked.state),
-            left_text(&marked.state)
+            "slot {slot} ({name}) marked {verb}: {}",
+            state_text(contract, &marked.state, rauc)
         ))
     }
 
@@ -242,7 +262,7 @@ impl Backend for UbootEnv {
                 .map(|(_, l)| *l)
         });
         let boot = match attempts_left {
-            Some(l) if l >= self.config.attempts => "committed",
+            Some(l) if l >= self.rauc.attempts => "committed",
             Some(_) => "trial",
             None => "unknown",
         };
@@ -267,6 +287,15 @@ fn mark_error(e: &store::CommitError) -> MarkError {
     }
 }
 
+/// The state in the contract's variables: RAUC's as it always read
+/// (`BOOT_ORDER="A B" BOOT_A_LEFT=3 ...`), the others as written.
+fn state_text(contract: Contract, state: &State, config: &rauc::Config) -> String {
+    match contract {
+        Contract::Rauc => format!("BOOT_ORDER=\"{}\" {}", order_text(state), left_text(state)),
+        _ => contract.describe(state, config),
+    }
+}
+
 fn order_text(state: &State) -> String {
     state
         .order
@@ -283,4 +312,143 @@ fn left_text(state: &State) -> String {
         .map(|(b, l)| format!("{}={l}", b.left_variable()))
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+    use crate::disk::devices::Resolved;
+    use crate::kernel::sys::Real;
+    use crate::state::uboot::envblock::{self, Env, Header};
+    use crate::state::{open, Backend, Mark, MarkError};
+    use crate::types::Slot;
+    use std::path::Path;
+
+    fn backend(
+        dir: &Path,
+        contract: &str,
+        names: (&str, &str),
+        vars: &[(&str, &str)],
+    ) -> Box<dyn Backend> {
+        let file = dir.join("uboot.env");
+        let env = Env::from_pairs(vars.iter().copied()).unwrap();
+        std::fs::write(
+            &file,
+            envblock::serialize(&env, 0x4000, Header::Single).unwrap(),
+        )
+        .unwrap();
+        let text = format!(
+            "[bootstate]\nbackend = \"uboot-env\"\n[bootstate.uboot-env]\ncontract = \"{contract}\"\n\
+             counter = \"bootloader\"\nbootname_a = \"{}\"\nbootname_b = \"{}\"\nattempts = {}\n\
+             attempts_primary = {}\nfw_env = [\"{} 0x0 0x4000\"]\n",
+            names.0,
+            names.1,
+            if contract == "mender" { 1 } else { 3 },
+            if contract == "mender" { 1 } else { 3 },
+            file.display()
+        );
+        let config = Config::parse(&text, "t").unwrap();
+        open(&mut Real, &config, &Resolved::default(), dir)
+            .unwrap()
+            .unwrap()
+    }
+
+    fn read(dir: &Path, name: &str) -> String {
+        let bytes = std::fs::read(dir.join("uboot.env")).unwrap();
+        let env = envblock::parse_single(&bytes).unwrap();
+        String::from_utf8_lossy(env.get(name).unwrap_or(b"-")).into_owned()
+    }
+
+    #[test]
+    fn mender_through_the_trait() {
+        let dir = tempfile::tempdir().unwrap();
+        let trial = [
+            ("bootlimit", "1"),
+            ("altbootcmd", "run mender_altbootcmd; run bootcmd"),
+            ("mender_boot_part", "3"),
+            ("mender_boot_part_hex", "3"),
+            ("upgrade_available", "1"),
+            ("bootcount", "1"),
+        ];
+        let mut b = backend(dir.path(), "mender", ("2", "3"), &trial);
+        let s = b.status(Some(Slot::B));
+        assert_eq!((s.boot, s.attempts_left), ("trial", Some(0)));
+        // The slot not booted: Mender has no variable for it.
+        match b.mark(&mut Real, Mark::Bad, Slot::A, false) {
+            Err(MarkError::Refused(m)) => assert!(m.contains("mender contract"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(read(dir.path(), "mender_boot_part"), "3");
+        // The trial itself: the rollback.
+        let m = b.mark(&mut Real, Mark::Bad, Slot::B, false).unwrap();
+        assert!(m.contains("mender_boot_part=2"), "{m}");
+        assert_eq!(
+            [
+                "mender_boot_part",
+                "upgrade_available",
+                "bootcount",
+                "bootlimit",
+                "altbootcmd"
+            ]
+            .map(|k| read(dir.path(), k)),
+            ["2", "0", "0", "1", "run mender_altbootcmd; run bootcmd"]
+        );
+        b.close(&mut Real);
+
+        let mut b = backend(dir.path(), "mender", ("2", "3"), &trial);
+        assert!(b.commit_good(&mut Real, Slot::B).unwrap());
+        assert_eq!(
+            ["mender_boot_part", "upgrade_available", "bootcount"].map(|k| read(dir.path(), k)),
+            ["3", "0", "0"]
+        );
+        assert_eq!(b.status(Some(Slot::B)).boot, "committed");
+        let m = b.mark(&mut Real, Mark::Active, Slot::A, false).unwrap();
+        assert!(m.contains("upgrade_available=1"), "{m}");
+        // boot_next of the running slot during that trial: back to 3, committed.
+        assert_eq!(b.boot_next(&mut Real, Slot::B).unwrap(), None);
+        assert_eq!(
+            ["mender_boot_part", "upgrade_available"].map(|k| read(dir.path(), k)),
+            ["3", "0"]
+        );
+        b.close(&mut Real);
+    }
+
+    #[test]
+    fn article_through_the_trait() {
+        let dir = tempfile::tempdir().unwrap();
+        let vars = [
+            ("bootcmd", "run distro_bootcmd"),
+            ("boot_slot", "b"),
+            ("boot_a_left", "3"),
+            ("boot_b_left", "2"),
+        ];
+        let mut b = backend(dir.path(), "article", ("a", "b"), &vars);
+        let s = b.status(Some(Slot::B));
+        assert_eq!((s.boot, s.attempts_left), ("trial", Some(2)));
+        assert!(b.commit_good(&mut Real, Slot::B).unwrap());
+        assert_eq!(read(dir.path(), "boot_b_left"), "3");
+        assert_eq!(b.status(Some(Slot::B)).boot, "committed");
+        // boot_next: boot_slot only, the counters kept.
+        assert_eq!(b.boot_next(&mut Real, Slot::A).unwrap(), None);
+        assert_eq!(
+            ["boot_slot", "boot_a_left", "boot_b_left"].map(|k| read(dir.path(), k)),
+            ["a", "3", "3"]
+        );
+        assert_eq!(b.boot_next(&mut Real, Slot::B).unwrap(), None);
+        let m = b.mark(&mut Real, Mark::Bad, Slot::B, false).unwrap();
+        assert!(m.contains("boot_slot=a"), "{m}");
+        // The last bootable slot: refused without --force.
+        match b.mark(&mut Real, Mark::Bad, Slot::A, false) {
+            Err(MarkError::Refused(m)) => assert!(m.contains("boot_a_left=0"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        // b at 0: marking it bad again writes nothing and says so.
+        let m = b.mark(&mut Real, Mark::Bad, Slot::B, false).unwrap();
+        assert!(m.contains("already marked bad"), "{m}");
+        assert_eq!(
+            ["boot_slot", "boot_a_left", "boot_b_left", "bootcmd"].map(|k| read(dir.path(), k)),
+            ["a", "3", "0", "run distro_bootcmd"]
+        );
+        b.close(&mut Real);
+    }
 }

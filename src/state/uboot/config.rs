@@ -5,6 +5,7 @@
 //! error naming both keys).
 
 use crate::config::{BootStateConfig, MEMBERS};
+use crate::state::uboot::contract::Contract;
 use crate::state::uboot::rauc::{self, Bootname, Bootnames};
 use crate::state::uboot::{envblock, fwenv};
 use crate::state::KeyError;
@@ -33,10 +34,15 @@ pub(super) const KEYS: &[&str] = &[
     "base_env",
 ];
 
+/// Keys only the table holds (newer than the flat spelling).
+const TABLE_ONLY: &[&str] = &["contract"];
+
 /// Where the env lives, RAUC's contract, and who counts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct UbootEnvConfig {
+    /// Whose variables hold the state: RAUC's, the article's or Mender's.
+    pub(crate) contract: Contract,
     pub(crate) counter: Counter,
     /// The layout member holding the env files (`bootconfig`, `boot_a`, ...).
     pub(crate) partition: String,
@@ -97,6 +103,7 @@ pub enum Counter {
 impl Default for UbootEnvConfig {
     fn default() -> Self {
         UbootEnvConfig {
+            contract: Contract::Rauc,
             counter: Counter::Init,
             partition: "bootconfig".into(),
             fstype: "vfat".into(),
@@ -166,6 +173,20 @@ pub(crate) enum UbootConfigError {
     SameBootname { at: &'static str },
     #[error("{at}: attempts must be at least 1")]
     Attempts { at: &'static str },
+    #[error(
+        "{at}.counter: the mender contract is counted by U-Boot (bootcount against bootlimit); \
+         set counter = \"bootloader\""
+    )]
+    MenderCounter { at: &'static str },
+    #[error(
+        "{at}.{key}: {name:?}: the mender contract names a slot by its partition number \
+         (mender_boot_part, e.g. \"2\" and \"3\")"
+    )]
+    MenderBootname {
+        at: &'static str,
+        key: &'static str,
+        name: String,
+    },
 }
 
 /// The table as read, and the deprecated keys it was read from.
@@ -215,7 +236,8 @@ impl UbootEnvConfig {
                     return Err(UbootConfigError::Key(KeyError {
                         table: table.into(),
                         key: key.clone(),
-                        in_value: KEYS.contains(&key.as_str()),
+                        in_value: KEYS.contains(&key.as_str())
+                            || TABLE_ONLY.contains(&key.as_str()),
                         message: e.message().to_string(),
                     }));
                 }
@@ -270,10 +292,12 @@ impl UbootEnvConfig {
         })
     }
 
-    /// RAUC's slot list and attempt counts.
+    /// The backend's state config (RAUC's model) for the contract: the slot
+    /// list and the counts a commit and mark-active set.
     pub(crate) fn rauc(&self) -> Result<rauc::Config, rauc::BootStateError> {
         let names = self.bootnames()?;
-        rauc::Config::new(vec![names.a, names.b], self.attempts, self.attempts_primary)
+        self.contract
+            .state_config(&names, self.attempts, self.attempts_primary)
     }
 
     /// Checks that serde cannot express; `at` names the table a key was read from.
@@ -323,6 +347,23 @@ impl UbootEnvConfig {
         }
         if self.attempts == 0 || self.attempts_primary == 0 {
             return Err(E::Attempts { at: at("attempts") });
+        }
+        if self.contract == Contract::Mender {
+            if self.counter != Counter::Bootloader {
+                return Err(E::MenderCounter { at: at("counter") });
+            }
+            for (key, name) in [
+                ("bootname_a", &self.bootname_a),
+                ("bootname_b", &self.bootname_b),
+            ] {
+                if name.is_empty() || !name.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(E::MenderBootname {
+                        at: at(key),
+                        key,
+                        name: name.clone(),
+                    });
+                }
+            }
         }
         Ok(())
     }

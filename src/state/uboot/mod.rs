@@ -1,15 +1,21 @@
-//! The U-Boot environment with RAUC's contract (BOOT_ORDER, BOOT_x_LEFT): the
-//! env format, where its copies live, the store that reads and writes it,
-//! RAUC's decision over it, and the backend the init and the CLI use.
+//! The U-Boot environment under a variable contract (RAUC's BOOT_ORDER and
+//! BOOT_x_LEFT, the article's boot_slot and boot_x_left, Mender's
+//! mender_boot_part and upgrade_available): the env format, where its copies
+//! live, the store that reads and writes it, the contracts, RAUC's decision
+//! over the state they read, and the backend the init and the CLI use.
 
+pub mod article;
 mod backend;
 pub mod config;
+pub mod contract;
 pub mod decide;
 pub mod envblock;
 pub mod envstore;
 pub mod fwenv;
+pub mod mender;
 pub mod rauc;
 pub(crate) mod store;
+mod vars;
 
 use crate::config::BootStateConfig;
 use crate::state::decision::{DecideCtx, DecideError, Line, Outcome};

@@ -35,6 +35,7 @@
 use crate::disk::devices::{Partition, Resolved};
 use crate::kernel::sys::{enoent, errno_of, Sys};
 use crate::state::uboot::config::{EnvOwner, UbootEnvConfig};
+use crate::state::uboot::contract::Contract;
 use crate::state::uboot::rauc::{self, State};
 
 use crate::state::uboot::envblock::{self, Env, Layout};
@@ -78,6 +79,9 @@ pub(crate) struct Store {
     /// What a write starts from when no copy is valid (see the module docs).
     env_owner: EnvOwner,
     base_env: Option<PathBuf>,
+    /// Whose variables a write sets, and the state config they map with.
+    contract: Contract,
+    state_config: rauc::Config,
 }
 
 /// The store's state as recorded in the handoff and shown by `status`
@@ -245,6 +249,10 @@ pub(crate) fn open(
         fstype: config.fstype.clone(),
         env_owner: config.env_owner,
         base_env: (!config.base_env.is_empty()).then(|| PathBuf::from(&config.base_env)),
+        contract: config.contract,
+        // A config without one is judged Unusable just below (and the
+        // backend's open checked it before): no write uses this default.
+        state_config: config.rauc().unwrap_or_default(),
     };
     store.contents = judge(&store.loaded, config);
     Ok(store)
@@ -366,13 +374,11 @@ pub(super) fn judge(loaded: &LoadedEnv, config: &UbootEnvConfig) -> Contents {
             Contents::Fresh
         }
         (None, health) => Contents::Unusable(health.to_string()),
-        (Some(env), _) => match State::read(env, &rauc) {
+        (Some(env), _) => match config.contract.read(env, &rauc) {
             Ok(state) => Contents::State(state),
-            // A valid env without RAUC's variables (a board's default env):
-            // adding them destroys nothing.
-            Err(rauc::BootStateError::MissingVariable { .. })
-                if env.get(rauc::BOOT_ORDER).is_none() =>
-            {
+            // A valid env without the contract's variables (a board's default
+            // env): adding them destroys nothing.
+            Err(rauc::BootStateError::MissingVariable { .. }) if config.contract.absent(env) => {
                 Contents::Fresh
             }
             Err(e) => Contents::Unusable(e.to_string()),
@@ -433,7 +439,9 @@ impl Store {
             Some(env) => env.clone(),
             None => self.base(sys)?,
         };
-        rauc::apply(state, &mut env).map_err(CommitError::State)?;
+        self.contract
+            .apply(state, &self.state_config, &mut env)
+            .map_err(CommitError::State)?;
         if let Some(reason) = fallback {
             let _ = env.set(FALLBACK_VAR, reason);
         }
