@@ -356,7 +356,7 @@ fn check_config_on_every_profile() {
             "size = \"64m\"",
             "size = 64",
             &[
-                ":28:8:",
+                ":32:8:",
                 "[overlay] size: invalid type: integer `64`, expected a string",
             ],
         ),
