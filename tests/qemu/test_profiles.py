@@ -1,7 +1,7 @@
 """Issue 4: every device of the design boots both slots with its shipped config;
 slot sources; squashfs and erofs systems."""
 import subprocess
-from guest import REPO, boot, mkdisk, part_offset
+from guest import REPO, boot, json_after, mkdisk, part_offset
 
 CONFIGS = REPO / "configs"
 DEFAULT_MODULES = "virtio_pci virtio_blk ext4 vfat nls_cp437 nls_ascii overlay"
@@ -73,6 +73,63 @@ def test_generic_ab_overlay_root_and_root_cmdline(tmp_path, initramfs_with_confi
                           check=True).stdout.split("unique GUID: ")[1].split()[0]
     b = boot(disk, initrd=initrd, append=f"root=PARTUUID={uuid.lower()}")
     assert b.mount("/run/slotinit/lower").source == "/dev/vda2", b.console[-2000:]
+
+
+# A U-Boot env kept raw in a partition of its own, a redundant pair at 0 and 0x4000 (eMMC
+# boards whose fw_env.config names a partition: ST's images before FWU metadata, many
+# others), read by U-Boot's counters: the uboot-env store's raw_offsets.
+RAW_ENV_CONFIG = """
+[boot]
+sources = ["rauc"]
+
+[partitions]
+bootconfig = "u-boot-env"
+boot_a = "bootfs-a"
+boot_b = "bootfs-b"
+system_a = "rootfs-a"
+system_b = "rootfs-b"
+persistent = "userfs"
+
+[persistent]
+mountpoint = "/usr/local"
+machine_id = "etc/machine-id"
+dir = []
+bind = []
+
+[bootstate]
+backend = "uboot-env"
+
+[bootstate.uboot-env]
+counter = "bootloader"
+env_owner = "bootloader"
+partition = "bootconfig"
+raw_offsets = [0, 0x4000]
+size = 0x4000
+"""
+
+
+def test_raw_redundant_env_partition(tmp_path, initramfs_with_config):
+    initrd = initramfs_with_config("raw_env", RAW_ENV_CONFIG)
+    disk = mkdisk(tmp_path / "raw.img", "--names",
+                  "u-boot-env bootfs-a bootfs-b rootfs-a rootfs-b userfs")
+    env_txt = tmp_path / "env.txt"
+    env_txt.write_text("bootcmd=run distro_bootcmd\nBOOT_ORDER=B A\nBOOT_A_LEFT=3\nBOOT_B_LEFT=2\n")
+    img = tmp_path / "env.img"
+    subprocess.run(["mkenvimage", "-r", "-s", "0x4000", "-o", str(img), str(env_txt)], check=True)
+    with open(disk, "r+b") as f:  # the factory image's raw env, both copies
+        for off in (0, 0x4000):
+            f.seek(part_offset(disk, 1) + off)
+            f.write(img.read_bytes())
+    for slot, dev in (("A", "/dev/vda4"), ("B", "/dev/vda5")):
+        b = boot(disk, initrd=initrd, append=f"rauc.slot={slot} test.run=status")
+        assert b.reported, b.console[-3000:]
+        assert root_source(b) == dev
+        assert b.mount("/usr/local").source == "/dev/vda6"
+        s = json_after(b.test_run, "")
+        assert s["store"]["order"] == ["B", "A"], s
+        assert s["store"]["location"] == "/dev/vda1@0 + /dev/vda1@16384"
+        assert s["attempts_left"] == {"A": 3, "B": 2}[slot]
+        assert s["boot"] == ("committed" if slot == "A" else "trial")
 
 
 def make_dtb(tmp_path, partition):
