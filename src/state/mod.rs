@@ -156,6 +156,53 @@ pub(crate) struct KeyError {
     pub(crate) message: String,
 }
 
+/// An error of a backend's table `[bootstate.<backend>]`: `key` "" for the
+/// table as a whole.
+pub(crate) fn table_key_error(backend: &str, key: &str, message: String) -> CheckError {
+    CheckError::Key(KeyError {
+        table: format!("bootstate.{backend}"),
+        key: key.into(),
+        in_value: !key.is_empty(),
+        message,
+    })
+}
+
+/// Reads a backend's table `[bootstate.<backend>]` into its type (its
+/// default when the table is missing). Each key is read alone first, so an
+/// error names its key: a known key with a bad value, or an unknown key
+/// (`reference` lists the known ones). The backend checks the values after.
+pub(crate) fn read_table<T: serde::de::DeserializeOwned + Default>(
+    bs: &BootStateConfig,
+    backend: &str,
+    reference: fn() -> toml::Table,
+) -> Result<T, CheckError> {
+    let Some(value) = bs.keys.get(backend) else {
+        return Ok(T::default());
+    };
+    let toml::Value::Table(t) = value else {
+        return Err(table_key_error(
+            backend,
+            "",
+            format!("[bootstate] {backend}: not a table"),
+        ));
+    };
+    for (key, v) in t {
+        let one: toml::Table = [(key.clone(), v.clone())].into_iter().collect();
+        if let Err(e) = toml::Value::Table(one).try_into::<T>() {
+            return Err(CheckError::Key(KeyError {
+                table: format!("bootstate.{backend}"),
+                key: key.clone(),
+                in_value: reference().contains_key(key),
+                message: e.message().to_string(),
+            }));
+        }
+    }
+    value
+        .clone()
+        .try_into()
+        .map_err(|e: toml::de::Error| table_key_error(backend, "", e.message().to_string()))
+}
+
 /// `[bootstate]` as a backend reads it, when usable.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Checked {

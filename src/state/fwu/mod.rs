@@ -29,7 +29,7 @@ mod store;
 
 use crate::config::BootStateConfig;
 use crate::state::decision::{DecideCtx, DecideError, Outcome};
-use crate::state::{CheckError, Checked, Entry, KeyError};
+use crate::state::{CheckError, Checked, Entry};
 use serde::{Deserialize, Serialize};
 
 /// The backend's name and the name of its table in `[bootstate]`.
@@ -92,39 +92,12 @@ impl FwuConfig {
 }
 
 fn key_error(key: &str, message: String) -> CheckError {
-    CheckError::Key(KeyError {
-        table: format!("bootstate.{NAME}"),
-        key: key.into(),
-        in_value: !key.is_empty(),
-        message,
-    })
+    crate::state::table_key_error(NAME, key, message)
 }
 
 /// Reads and checks the table.
 pub(crate) fn table(bs: &BootStateConfig) -> Result<FwuConfig, CheckError> {
-    let Some(value) = bs.keys.get(NAME) else {
-        return Ok(FwuConfig::default());
-    };
-    let toml::Value::Table(t) = value else {
-        return Err(key_error("", format!("[bootstate] {NAME}: not a table")));
-    };
-    // Each key alone first, so an error names its key.
-    for (key, v) in t {
-        let one: toml::Table = [(key.clone(), v.clone())].into_iter().collect();
-        if let Err(e) = toml::Value::Table(one).try_into::<FwuConfig>() {
-            let known = FwuConfig::reference_table().contains_key(key);
-            return Err(CheckError::Key(KeyError {
-                table: format!("bootstate.{NAME}"),
-                key: key.clone(),
-                in_value: known,
-                message: e.message().to_string(),
-            }));
-        }
-    }
-    let c: FwuConfig = value
-        .clone()
-        .try_into()
-        .map_err(|e: toml::de::Error| key_error("", e.message().to_string()))?;
+    let c: FwuConfig = crate::state::read_table(bs, NAME, FwuConfig::reference_table)?;
     let bad_name =
         |p: &String| p.is_empty() || p.contains('\0') || (!p.starts_with('/') && p.contains('/'));
     if c.partitions.len() != 2 || c.partitions.iter().any(bad_name) {

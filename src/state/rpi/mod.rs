@@ -49,7 +49,7 @@ pub(crate) mod trial;
 
 use crate::config::BootStateConfig;
 use crate::state::decision::{DecideCtx, DecideError, Outcome};
-use crate::state::{CheckError, Checked, Entry, KeyError};
+use crate::state::{CheckError, Checked, Entry};
 use serde::{Deserialize, Serialize};
 
 /// The backend's name and the name of its table in `[bootstate]`.
@@ -101,39 +101,12 @@ impl Default for RpiConfig {
 }
 
 fn key_error(key: &str, message: String) -> CheckError {
-    CheckError::Key(KeyError {
-        table: format!("bootstate.{NAME}"),
-        key: key.into(),
-        in_value: !key.is_empty(),
-        message,
-    })
+    crate::state::table_key_error(NAME, key, message)
 }
 
 /// Reads and checks the table.
 pub(crate) fn table(bs: &BootStateConfig) -> Result<RpiConfig, CheckError> {
-    let Some(value) = bs.keys.get(NAME) else {
-        return Ok(RpiConfig::default());
-    };
-    let toml::Value::Table(t) = value else {
-        return Err(key_error("", format!("[bootstate] {NAME}: not a table")));
-    };
-    // Each key alone first, so an error names its key.
-    for (key, v) in t {
-        let one: toml::Table = [(key.clone(), v.clone())].into_iter().collect();
-        if let Err(e) = toml::Value::Table(one).try_into::<RpiConfig>() {
-            let known = RpiConfig::reference_table().contains_key(key);
-            return Err(CheckError::Key(KeyError {
-                table: format!("bootstate.{NAME}"),
-                key: key.clone(),
-                in_value: known,
-                message: e.message().to_string(),
-            }));
-        }
-    }
-    let c: RpiConfig = value
-        .clone()
-        .try_into()
-        .map_err(|e: toml::de::Error| key_error("", e.message().to_string()))?;
+    let c: RpiConfig = crate::state::read_table(bs, NAME, RpiConfig::reference_table)?;
     if !c.partition.is_empty() && !crate::config::MEMBERS.contains(&c.partition.as_str()) {
         return Err(key_error(
             "partition",
