@@ -55,6 +55,19 @@ impl DecideCtx<'_> {
     pub(crate) fn usable(&self, slot: Slot) -> bool {
         !self.failed.iter().any(|(s, _)| *s == slot)
     }
+
+    /// Why `slot` failed in this boot ("" if it did not).
+    pub(crate) fn why_failed(&self, slot: Slot) -> &str {
+        self.failed
+            .iter()
+            .find(|(s, _)| *s == slot)
+            .map_or("", |(_, w)| w.as_str())
+    }
+
+    /// "slot X failed to boot: <why>".
+    pub(crate) fn failure(&self, slot: Slot) -> String {
+        format!("slot {slot} failed to boot: {}", self.why_failed(slot))
+    }
 }
 
 /// A problem of the decision or of making it durable, which the boot goes on

@@ -183,6 +183,18 @@ def overlay_key(overlay, base_sector):
     return h.hexdigest()
 
 
+def distinct_states(base, states):
+    """The states that differ as disks: {overlay_key against the image `base`: first state}."""
+    with open(base, "rb") as f:
+        def base_sector(s):
+            f.seek(s * SECTOR)
+            return f.read(SECTOR)
+        seen = {}
+        for st in states:
+            seen.setdefault(overlay_key(st.overlay, base_sector), st)
+    return seen
+
+
 def enumerate_states(entries, lo, hi, rng, max_subsets=256, max_torn=None, flush0=-1,
                      garbage=False):
     """Crash states of the writes entries[lo:hi] on top of the state before lo.

@@ -153,13 +153,7 @@ def run_op(op, base, wlog, counter, mds, work, boots=-1, max_torn=None, max_subs
                                                  max_subsets=max_subsets, max_torn=max_torn,
                                                  garbage=garbage)
     expect = {(m.active, m.previous, tuple(m.states)) for m in mds}
-    with open(base, "rb") as f:
-        def base_sector(s):
-            f.seek(s * crashlib.SECTOR)
-            return f.read(crashlib.SECTOR)
-        seen = {}
-        for st in states:
-            seen.setdefault(crashlib.overlay_key(st.overlay, base_sector), st)
+    seen = crashlib.distinct_states(base, states)
     r.distinct = len(seen)
     img = work / "state.img"
     checked = []

@@ -100,13 +100,7 @@ def run(work, boots=3, max_torn=None, max_subsets=256, garbage=False, seed=1, lo
     states, r.counts = crashlib.enumerate_states(entries, 0, len(entries), rng,
                                                  max_subsets=max_subsets, max_torn=max_torn,
                                                  garbage=garbage)
-    with open(base, "rb") as f:
-        def base_sector(s):
-            f.seek(s * crashlib.SECTOR)
-            return f.read(crashlib.SECTOR)
-        seen = {}
-        for st in states:
-            seen.setdefault(crashlib.overlay_key(st.overlay, base_sector), st)
+    seen = crashlib.distinct_states(base, states)
     r.distinct = len(seen)
     img = work / "state.img"
     checked = []

@@ -305,12 +305,7 @@ impl Backend for Fwu {
         if !ctx.usable(running) {
             // The running bank's system failed in this boot: a trial is
             // rejected (DEN0118), so the firmware boots the other bank.
-            let why = ctx
-                .failed
-                .iter()
-                .find(|(s, _)| *s == running)
-                .map_or(String::new(), |(_, w)| w.clone());
-            let reason = format!("slot {running} failed to boot: {why}");
+            let reason = ctx.failure(running);
             if self.trial_slot() == Some(running) {
                 match self.write(sys, |m| m.reject(running_bank)) {
                     Ok(_) => lines.push(Line::Note(format!(

@@ -388,17 +388,13 @@ impl Backend for Rpi {
         let attempts = self.config.attempts;
         // R cannot be used in this boot: the other slot, through the firmware.
         if !ctx.usable(running) {
-            let why = ctx
-                .failed
-                .iter()
-                .find(|(s, _)| *s == running)
-                .map_or(String::new(), |(_, w)| w.clone());
-            let reason = format!("slot {running} failed to boot: {why}");
+            let reason = ctx.failure(running);
             let mut out = Self::outcome(running.other(), Source::Fallback);
             if self.is_trial() || pending.is_some_and(|t| t.slot == running) {
                 match self.give_up(sys, &reason, false) {
                     Ok(()) => lines.push(Line::Note(format!(
-                        "trial of slot {running} given up: {why}"
+                        "trial of slot {running} given up: {}",
+                        ctx.why_failed(running)
                     ))),
                     Err(e) => lines.push(Line::Problem(Problem::NotWritten(e))),
                 }
