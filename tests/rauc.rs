@@ -473,3 +473,175 @@ fn real_rauc_reports_and_marks_the_slot_slotinit_booted() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("handoff.json"), "{}", stderr(&out));
 }
+
+/// A system.conf as `section -> [(key, value)]` (GKeyFile's syntax, enough
+/// for ours).
+fn ini(text: &str) -> Vec<(String, Vec<(String, String)>)> {
+    let mut sections: Vec<(String, Vec<(String, String)>)> = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            sections.push((name.to_string(), Vec::new()));
+        } else {
+            let (k, v) = line.split_once('=').expect("key=value");
+            sections
+                .last_mut()
+                .expect("a key before any section")
+                .1
+                .push((k.trim().to_string(), v.trim().to_string()));
+        }
+    }
+    sections
+}
+
+fn key<'a>(conf: &'a [(String, Vec<(String, String)>)], section: &str, k: &str) -> Option<&'a str> {
+    conf.iter()
+        .find(|(s, _)| s == section)
+        .and_then(|(_, keys)| keys.iter().find(|(name, _)| name == k))
+        .map(|(_, v)| v.as_str())
+}
+
+/// The device RAUC should name for a profile's partition member, None when
+/// the layout has none of its own (an empty name, a partition by number
+/// for a boot member: MAPIO's shared p1).
+fn member_device(profile: &toml::Table, role: &str) -> Option<String> {
+    match profile.get("partitions").and_then(|p| p.get(role)) {
+        None => Some(format!("/dev/disk/by-partlabel/{role}")),
+        Some(toml::Value::String(s)) if s.is_empty() => None,
+        Some(toml::Value::String(s)) => Some(format!("/dev/disk/by-partlabel/{s}")),
+        Some(toml::Value::Table(t)) if role.starts_with("system") => t
+            .get("number")
+            .and_then(toml::Value::as_integer)
+            .map(|n| format!("/dev/mmcblk0p{n}")),
+        Some(_) => None,
+    }
+}
+
+/// Each system.conf of debian-image/rauc against its profile (the
+/// bootnames slotinit answers with, the partitions, the backend RAUC must
+/// use), then loaded by Debian's rauc 1.8 (`rauc status` lists its slots
+/// with slotinit's booted slot).
+#[test]
+fn debian_image_rauc_confs_load_in_rauc_and_match_their_profiles() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let pairs = [
+        ("system-uboot.conf", "uboot-rauc.toml"),
+        ("system-mapio.conf", "mapio.toml"),
+        ("system-rpi.conf", "rpi-ab-userdata.toml"),
+        ("system-fwu.conf", "stm32mp.toml"),
+        ("system-generic.conf", "generic-ab.toml"),
+        ("system-mender.conf", "mender.toml"),
+    ];
+    for (conf_name, profile_name) in pairs {
+        let what = format!("{conf_name} ({profile_name})");
+        let text = std::fs::read_to_string(root.join("debian-image/rauc").join(conf_name)).unwrap();
+        let conf = ini(&text);
+        let profile: toml::Table = toml::from_str(
+            &std::fs::read_to_string(root.join("configs").join(profile_name)).unwrap(),
+        )
+        .unwrap();
+        let bs = profile.get("bootstate");
+        let backend = bs
+            .and_then(|b| b.get("backend"))
+            .and_then(toml::Value::as_str)
+            .unwrap_or("rpi-tryboot");
+        let uboot = bs.and_then(|b| b.get("uboot-env"));
+        let get = |k: &str, default: &str| {
+            uboot
+                .and_then(|u| u.get(k))
+                .and_then(toml::Value::as_str)
+                .unwrap_or(default)
+                .to_string()
+        };
+        let names = [get("bootname_a", "A"), get("bootname_b", "B")];
+        // RAUC's U-Boot backend only where the env holds RAUC's variables.
+        let raucs_own = backend == "uboot-env" && get("contract", "rauc") == "rauc";
+        let bootloader = key(&conf, "system", "bootloader");
+        if raucs_own {
+            assert_eq!(bootloader, Some("uboot"), "{what}");
+        } else {
+            assert_eq!(bootloader, Some("custom"), "{what}");
+            assert_eq!(
+                key(&conf, "handlers", "bootloader-custom-backend"),
+                Some("/usr/lib/slotinit/rauc-backend"),
+                "{what}"
+            );
+        }
+        for (i, slot) in ["a", "b"].iter().enumerate() {
+            let rootfs = format!("slot.rootfs.{i}");
+            assert_eq!(
+                key(&conf, &rootfs, "bootname"),
+                Some(names[i].as_str()),
+                "{what}"
+            );
+            assert_eq!(
+                key(&conf, &rootfs, "device").map(String::from),
+                member_device(&profile, &format!("system_{slot}")),
+                "{what} {rootfs}"
+            );
+            let boot = format!("slot.boot.{i}");
+            let expected = member_device(&profile, &format!("boot_{slot}"));
+            assert_eq!(
+                key(&conf, &boot, "device").map(String::from),
+                expected,
+                "{what} {boot}"
+            );
+            if expected.is_some() {
+                assert_eq!(
+                    key(&conf, &boot, "parent"),
+                    Some(&rootfs["slot.".len()..]),
+                    "{what}"
+                );
+            }
+        }
+        // Debian's rauc 1.8 loads it: the data directory and the handler
+        // moved to this test's directory, slotinit booted slot b.
+        let d = Device::uboot(&format!(
+            "bootname_a = \"{}\"\nbootname_b = \"{}\"\n",
+            names[0], names[1]
+        ));
+        d.booted("b");
+        let handler = d.handler();
+        let data = d.path("rauc-data");
+        let moved: String = text
+            .lines()
+            .map(|l| {
+                if l.starts_with("data-directory=") {
+                    format!("data-directory={}", data.display())
+                } else if l.starts_with("bootloader-custom-backend=") {
+                    format!("bootloader-custom-backend={}", handler.display())
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let conf_path = d.path("system.conf");
+        std::fs::write(&conf_path, moved).unwrap();
+        let json = d.path("status.json");
+        let out = with_rauc_service(
+            &d,
+            &conf_path,
+            &format!("rauc status --output-format=json >'{}'", json.display()),
+        );
+        assert!(
+            out.status.success(),
+            "{what}: {}\nservice log: {}",
+            stderr(&out),
+            std::fs::read_to_string(d.path("rauc-service.log")).unwrap_or_default()
+        );
+        let status = json_status(&std::fs::read(&json).unwrap());
+        assert_eq!(status["booted"], names[1].as_str(), "{what}");
+        assert_eq!(status["compatible"], "slotinit-debian-arm64", "{what}");
+        let slots = status["slots"].as_array().unwrap();
+        let rootfs1 = slots
+            .iter()
+            .find_map(|s| s.get("rootfs.1"))
+            .unwrap_or_else(|| panic!("{what}: no rootfs.1 in {status}"));
+        assert_eq!(rootfs1["state"], "booted", "{what}");
+        let boots = usize::from(key(&conf, "slot.boot.0", "device").is_some());
+        assert_eq!(slots.len(), 2 + 2 * boots, "{what}");
+    }
+}
