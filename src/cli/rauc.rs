@@ -460,6 +460,76 @@ mod tests {
         assert!(e.contains("\"C\" is no slot's name"), "{e}");
     }
 
+    /// The Pi's record as the rpi-tryboot backend writes it (on the
+    /// recording fake), through RAUC's install: target bad, then primary.
+    #[test]
+    fn a_pi_answers_through_raucs_install() {
+        use crate::config::Config;
+        use crate::disk::devices::{Partition, Resolved};
+        use crate::kernel::fake::Fake;
+        use std::path::Path;
+        let part = |n: u32, name: &str| {
+            Some(Partition {
+                dev: format!("mmcblk0p{n}"),
+                disk: "mmcblk0".into(),
+                number: n,
+                name: Some(name.into()),
+                uuid: None,
+            })
+        };
+        let resolved = Resolved {
+            bootconfig: part(1, "bootconfig"),
+            boot_a: part(2, "boot_a"),
+            boot_b: part(3, "boot_b"),
+            system_a: part(4, "system_a"),
+            system_b: part(5, "system_b"),
+            ..Resolved::default()
+        };
+        let dir = Path::new("/run/slotinit/bootstate");
+        let mut sys = Fake::default();
+        // rpi-image-gen's autoboot.txt: committed partition 2 (slot a).
+        sys.files.insert(
+            dir.join("autoboot.txt"),
+            b"[all]\ntryboot_a_b=1\nboot_partition=2\n[tryboot]\nboot_partition=3\n".to_vec(),
+        );
+        let dt = Path::new("/proc/device-tree/chosen/bootloader");
+        sys.files
+            .insert(dt.join("partition"), 2u32.to_be_bytes().to_vec());
+        sys.files
+            .insert(dt.join("tryboot"), 0u32.to_be_bytes().to_vec());
+        let config = Config::parse("[bootstate]\nbackend = \"rpi-tryboot\"\n", "t").unwrap();
+        let rule = Rule::of(&config.bootstate.backend).unwrap();
+        assert_eq!(rule, Rule::Tryboot);
+        let n = names("A", "B");
+        let mut store = state::open(&mut sys, &config, &resolved, dir)
+            .unwrap()
+            .unwrap();
+        let get = |store: &dyn state::Backend, w: &[&str]| {
+            answer(&parse(w, &n).unwrap(), rule, &store.record(), &n).unwrap()
+        };
+        assert_eq!(get(&*store, &["get-primary"]), "A");
+        assert_eq!(get(&*store, &["get-state", "A"]), "good");
+        assert_eq!(get(&*store, &["get-state", "B"]), "bad");
+        for w in [&["set-state", "B", "bad"][..], &["set-primary", "B"]] {
+            let (how, slot) = mark_of(&parse(w, &n).unwrap()).unwrap();
+            store.mark(&mut sys, how, slot, false).unwrap();
+        }
+        assert_eq!(get(&*store, &["get-primary"]), "B");
+        assert_eq!(get(&*store, &["get-state", "B"]), "good");
+        assert_eq!(get(&*store, &["get-state", "A"]), "good");
+        // RAUC's mark-bad of the committed slot: refused, nothing to fall to.
+        let (how, slot) = mark_of(&parse(&["set-state", "A", "bad"], &n).unwrap()).unwrap();
+        assert!(matches!(
+            store.mark(&mut sys, how, slot, false),
+            Err(state::MarkError::Refused(_))
+        ));
+        // Giving the trial up (RAUC's mark-bad of B): A again.
+        store.mark(&mut sys, Mark::Bad, Slot::B, false).unwrap();
+        assert_eq!(get(&*store, &["get-primary"]), "A");
+        assert_eq!(get(&*store, &["get-state", "B"]), "bad");
+        store.close(&mut sys);
+    }
+
     #[test]
     fn the_rule_follows_the_backend() {
         assert_eq!(Rule::of("rpi-tryboot"), Some(Rule::Tryboot));
