@@ -645,3 +645,138 @@ fn debian_image_rauc_confs_load_in_rauc_and_match_their_profiles() {
         assert_eq!(slots.len(), 2 + 2 * boots, "{what}");
     }
 }
+
+/// `openssl` as the test runs it; a failure is the test's.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("openssl missing: run tools/install-deps");
+    assert!(out.status.success(), "openssl {args:?}: {}", stderr(&out));
+}
+
+/// A plain-format bundle of `payload` for slot class rootfs, signed by a
+/// fresh self-signed CA `ca` (made with openssl here, never committed).
+/// Plain, not verity: the host has no device mapper for RAUC's dm-verity.
+fn bundle(dir: &Path, ca: &str, payload: &[u8]) -> PathBuf {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            &format!("{ca}.key"),
+            "-out",
+            &format!("{ca}.pem"),
+            "-subj",
+            &format!("/CN=slotinit test {ca}"),
+            "-days",
+            "2",
+        ],
+    );
+    let content = dir.join(format!("{ca}-content"));
+    std::fs::create_dir_all(&content).unwrap();
+    std::fs::write(content.join("rootfs.img"), payload).unwrap();
+    std::fs::write(
+        content.join("manifest.raucm"),
+        "[update]\ncompatible=slotinit-test\nversion=1\n\n[bundle]\nformat=plain\n\n\
+         [image.rootfs]\nfilename=rootfs.img\n",
+    )
+    .unwrap();
+    let out_path = dir.join(format!("{ca}.raucb"));
+    let out = Command::new("rauc")
+        .current_dir(dir)
+        .arg(format!("--cert={ca}.pem"))
+        .arg(format!("--key={ca}.key"))
+        .arg("bundle")
+        .arg(&content)
+        .arg(&out_path)
+        .output()
+        .expect("rauc missing: run tools/install-deps");
+    assert!(out.status.success(), "rauc bundle: {}", stderr(&out));
+    out_path
+}
+
+/// Debian's rauc 1.8 installs a signed bundle while slotinit booted A: it
+/// marks B bad, writes B (never A), marks B primary, all through slotinit;
+/// a bundle signed by another CA is refused before anything is written.
+#[test]
+fn real_rauc_installs_into_the_other_slot_through_slotinit() {
+    let d = Device::uboot("");
+    d.booted("a");
+    done(&d.backend(&["set-primary", "A"]));
+    let dir = d.path("bundles");
+    std::fs::create_dir_all(&dir).unwrap();
+    let payload: Vec<u8> = (0..(256 * 1024u32)).map(|i| (i * 7 % 251) as u8).collect();
+    let good = bundle(&dir, "ca", &payload);
+    let evil = bundle(&dir, "other-ca", &payload);
+    let conf = rauc_conf(&d);
+    let text = std::fs::read_to_string(&conf).unwrap();
+    std::fs::write(
+        &conf,
+        text.replace(
+            "[handlers]",
+            &format!(
+                "[keyring]\npath={}\n\n[handlers]",
+                dir.join("ca.pem").display()
+            ),
+        ),
+    )
+    .unwrap();
+    let zeros = vec![0u8; payload.len()];
+    for s in ["rootfs0.img", "rootfs1.img"] {
+        std::fs::write(d.path(s), &zeros).unwrap();
+    }
+    let log = d.path("steps");
+    let handler = d.path("slotinit-rauc-backend");
+    let out = with_rauc_service(
+        &d,
+        &conf,
+        &format!(
+            "rauc install '{evil}' >/dev/null 2>&1; echo \"evil $?\" >>'{log}'; \
+             echo \"primary $('{handler}' get-primary)\" >>'{log}'; \
+             rauc install '{good}' >/dev/null 2>&1; echo \"good $?\" >>'{log}'; \
+             echo \"primary $('{handler}' get-primary)\" >>'{log}'",
+            evil = evil.display(),
+            good = good.display(),
+            log = log.display(),
+            handler = handler.display(),
+        ),
+    );
+    let service_log = std::fs::read_to_string(d.path("rauc-service.log")).unwrap_or_default();
+    assert!(out.status.success(), "{}\n{service_log}", stderr(&out));
+    let steps = std::fs::read_to_string(&log).unwrap();
+    let steps: Vec<&str> = steps.lines().collect();
+    // The foreign signature: refused, B untouched, A still primary.
+    assert_ne!(steps[0], "evil 0", "{service_log}");
+    assert!(
+        service_log.contains("signature"),
+        "refused for its signature: {service_log}"
+    );
+    assert_eq!(steps[1], "primary A");
+    // The good bundle: B written, A never, B primary with its attempts.
+    assert_eq!(steps[2], "good 0", "{service_log}");
+    assert_eq!(steps[3], "primary B");
+    assert!(
+        std::fs::read(d.path("rootfs1.img")).unwrap() == payload,
+        "B holds the bundle"
+    );
+    assert!(
+        std::fs::read(d.path("rootfs0.img")).unwrap() == zeros,
+        "A untouched"
+    );
+    assert_eq!(d.printenv("BOOT_ORDER"), "B A");
+    assert_eq!(d.printenv("BOOT_B_LEFT"), "3");
+    // In that order: the target bad before it was written, then primary.
+    let bad = service_log
+        .find("slot b (B) marked bad")
+        .expect(&service_log);
+    let active = service_log
+        .find("slot b (B) marked active")
+        .expect(&service_log);
+    assert!(bad < active, "{service_log}");
+}
