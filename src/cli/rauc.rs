@@ -231,11 +231,8 @@ fn usage_error(message: impl std::fmt::Display) -> ExitCode {
 }
 
 /// `slotinit rauc-backend WORDS`.
+/// (`help` never reaches here: the CLI's option loop answers it.)
 pub(super) fn main(opts: &Options, words: &[&str]) -> ExitCode {
-    if matches!(words, ["-h" | "--help" | "help"]) {
-        println!("{USAGE}");
-        return ExitCode::SUCCESS;
-    }
     let config = match load_config(opts) {
         Ok(c) => c,
         Err(e) => return fail(EXIT_ERROR, format!("rauc-backend: {e}")),
