@@ -4,6 +4,7 @@
 //! semantics, never partially.
 
 pub(crate) mod mount_units;
+pub(crate) mod rauc;
 pub(crate) mod udev;
 
 use crate::config::{Config, BACKEND_NONE};
@@ -32,6 +33,8 @@ pub(crate) const USAGE: &str = "usage: slotinit [--config FILE] [--handoff FILE]
   mount-units DIR [EARLY LATE]
                            systemd generator: a .mount unit in DIR for each mount slotinit made
                            (from the handoff; none when slotinit did not boot this system)
+  rauc-backend REQUEST     RAUC's custom bootloader backend: get-primary, get-state B,
+                           set-primary B, set-state B good|bad, get-current (B: a bootname)
   --force                  (mark-*) write a fresh state over a store whose copies are all corrupt;
                            (mark-bad) mark it even if no slot would have attempts left
   --reboot                 (mark-active, mark-bad) then restart into the slot that boots next,
@@ -111,6 +114,7 @@ pub fn main(args: Vec<String>) -> ExitCode {
         ["mark-active", slot] => mark(&opts, Mark::Active, Some(slot)),
         ["check-config", file] => check_config(file),
         ["mount-units", dir, ..] => mount_units(&opts, dir),
+        ["rauc-backend", rest @ ..] => rauc::main(&opts, rest),
         _ => fail(EXIT_USAGE, USAGE),
     }
 }
