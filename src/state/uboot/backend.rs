@@ -184,7 +184,7 @@ impl Backend for UbootEnv {
             if let Some(before) = &store.loaded.env {
                 let mut after = before.clone();
                 if contract.apply(&marked.state, rauc, &mut after).is_ok() && after == *before {
-                    if !state.bootable(rauc).contains(name) {
+                    if !contract.reachable(&state, rauc, name) {
                         return Ok(format!("slot {slot} ({name}) already marked {verb}"));
                     }
                     return Err(MarkError::Refused(format!(
@@ -393,6 +393,13 @@ mod tests {
             .map(|k| read(dir.path(), k)),
             ["2", "0", "0", "1", "run mender_altbootcmd; run bootcmd"]
         );
+        // Committed on A now: U-Boot never boots B (altbootcmd runs only in a
+        // trial), so B is as good as bad: what RAUC's install asks before it
+        // writes B succeeds and writes nothing.
+        let before = std::fs::read(dir.path().join("uboot.env")).unwrap();
+        let m = b.mark(&mut Real, Mark::Bad, Slot::B, false).unwrap();
+        assert!(m.contains("already marked bad"), "{m}");
+        assert_eq!(std::fs::read(dir.path().join("uboot.env")).unwrap(), before);
         b.close(&mut Real);
 
         let mut b = backend(dir.path(), "mender", ("2", "3"), &trial);

@@ -107,6 +107,25 @@ impl Contract {
         Ok(env)
     }
 
+    /// Whether the bootloader can still boot `slot` from `state`. Mender's
+    /// script reaches the slot that is not `mender_boot_part` only through
+    /// `altbootcmd`, the rollback of a trial: while the booted slot is
+    /// committed (it reads `attempts`, `upgrade_available=0`) that slot is
+    /// never booted, as good as marked bad (RAUC marks it bad before it
+    /// writes it). The other contracts: a slot with attempts left.
+    pub fn reachable(self, state: &State, config: &rauc::Config, slot: &rauc::Bootname) -> bool {
+        if !state.bootable(config).contains(slot) {
+            return false;
+        }
+        match self {
+            Contract::Mender => match state.order.first() {
+                Some(first) if first != slot => state.left(first) < config.attempts,
+                _ => true,
+            },
+            Contract::Rauc | Contract::Article => true,
+        }
+    }
+
     /// The contract's variables as `name=value` words, for messages (what a
     /// mark wrote, or would write).
     pub fn describe(self, state: &State, config: &rauc::Config) -> String {
