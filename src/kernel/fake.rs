@@ -51,6 +51,8 @@ pub(crate) struct Fake {
     /// A call whose line starts with the prefix fails with that errno (looked
     /// at before `fail`).
     pub(crate) errno: Vec<(String, i32)>,
+    /// Like `errno`, but each entry fails one call only (in order).
+    pub(crate) errno_once: Vec<(String, i32)>,
     /// Regular files: their contents.
     pub(crate) files: BTreeMap<PathBuf, Vec<u8>>,
     /// Permission bits of files (0644 when not listed).
@@ -107,11 +109,18 @@ impl Default for FakeWatchdog {
 impl Fake {
     /// Records `line`; fails it when it was told to.
     pub(crate) fn record(&mut self, line: String) -> io::Result<()> {
-        let errno = self
-            .errno
+        let once = self
+            .errno_once
             .iter()
-            .find(|(f, _)| line.starts_with(f.as_str()))
-            .map(|(_, e)| *e)
+            .position(|(f, _)| line.starts_with(f.as_str()));
+        let errno = once
+            .map(|i| self.errno_once.remove(i).1)
+            .or_else(|| {
+                self.errno
+                    .iter()
+                    .find(|(f, _)| line.starts_with(f.as_str()))
+                    .map(|(_, e)| *e)
+            })
             .or_else(|| {
                 self.fail
                     .iter()

@@ -97,19 +97,41 @@ pub(crate) enum WatchdogError {
     },
 }
 
+/// How long the device may take to appear after its driver's module loaded:
+/// a driver that probes asynchronously (`PROBE_PREFER_ASYNCHRONOUS`) or
+/// defers its probe registers the watchdog, and devtmpfs makes the node,
+/// after `finit_module` returned.
+pub(crate) const APPEAR_WAIT: Duration = Duration::from_millis(500);
+const APPEAR_POLL: Duration = Duration::from_millis(20);
+
 /// Opens `device` (which starts the watchdog), reads what the driver tells
-/// (options, boot status), asks for `seconds` and feeds it once.
+/// (options, boot status), asks for `seconds` and feeds it once. A node
+/// that is missing (ENOENT) or has no driver yet (ENODEV) is waited for up
+/// to [`APPEAR_WAIT`].
 pub(crate) fn arm<S: Sys + ?Sized>(
     sys: &mut S,
     device: &Path,
     seconds: u32,
 ) -> Result<Armed, WatchdogError> {
-    let file = sys
-        .watchdog_open(device)
-        .map_err(|source| WatchdogError::Open {
-            device: device.to_path_buf(),
-            source,
-        })?;
+    let mut waited = Duration::ZERO;
+    let file = loop {
+        match sys.watchdog_open(device) {
+            Ok(file) => break file,
+            Err(e)
+                if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENODEV))
+                    && waited < APPEAR_WAIT =>
+            {
+                sys.sleep(APPEAR_POLL);
+                waited += APPEAR_POLL;
+            }
+            Err(source) => {
+                return Err(WatchdogError::Open {
+                    device: device.to_path_buf(),
+                    source,
+                })
+            }
+        }
+    };
     let mut warnings = Vec::new();
     let name = device.display();
     let info = sys.watchdog_support(&file).unwrap_or_else(|e| {
@@ -287,7 +309,33 @@ mod tests {
         };
         let e = arm(&mut sys, Path::new("/dev/watchdog1"), 10).unwrap_err();
         assert!(e.to_string().contains("/dev/watchdog1"), "{e}");
-        assert_eq!(sys.calls, ["watchdog-open /dev/watchdog1"]);
+        // Waited for, APPEAR_WAIT in polls, then given up.
+        let polls = (APPEAR_WAIT.as_millis() / APPEAR_POLL.as_millis()) as usize;
+        assert_eq!(sys.calls_starting("watchdog-open").len(), polls + 1);
+        assert_eq!(sys.calls_starting("sleep").len(), polls);
+        // Any other error is not waited for.
+        let mut sys = Fake {
+            errno: vec![("watchdog-open".into(), libc::EBUSY)],
+            ..Fake::default()
+        };
+        arm(&mut sys, Path::new("/dev/watchdog"), 10).unwrap_err();
+        assert_eq!(sys.calls, ["watchdog-open /dev/watchdog"]);
+    }
+
+    /// A driver that registers its device after its module load returned
+    /// (asynchronous or deferred probe): the node appears a little later.
+    #[test]
+    fn a_device_that_appears_late_is_armed() {
+        let mut sys = Fake {
+            errno_once: vec![
+                ("watchdog-open".into(), libc::ENOENT),
+                ("watchdog-open".into(), libc::ENODEV),
+            ],
+            ..Fake::default()
+        };
+        arm(&mut sys, Path::new("/dev/watchdog"), 10).unwrap();
+        assert_eq!(sys.calls_starting("watchdog-open").len(), 3);
+        assert_eq!(sys.calls_starting("sleep"), ["sleep 20ms", "sleep 20ms"]);
     }
 
     /// Without WDIOF_KEEPALIVEPING the core refuses WDIOC_KEEPALIVE: feed by
