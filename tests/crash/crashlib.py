@@ -561,12 +561,16 @@ class Campaign:
         self.stopping = False
 
     def build_initramfs(self, config):
-        """The default initramfs with another config, as tests/qemu/conftest.py builds it."""
+        """The default initramfs with another config: as tools/build-all builds it, with the
+        static e2fsck that repairs a persistent partition a torn write left unmountable
+        (without it such a state boots with tmpfs and reads as "files lost")."""
         out = self.tmp / "initramfs.img"
         r = subprocess.run([str(REPO / "initramfs/build"),
                             "--init", str(REPO / "target/aarch64-unknown-linux-gnu/release/slotinit"),
                             "--config", str(config), "--kernel-dir", str(REPO / ".cache/kernel"),
-                            "--busybox", str(REPO / ".cache/busybox/busybox"), "--out", str(out)],
+                            "--busybox", str(REPO / ".cache/busybox/busybox"),
+                            "--file", f"{REPO / '.cache/e2fsck/e2fsck'}:/sbin/e2fsck",
+                            "--out", str(out)],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         if r.returncode != 0:
             raise RuntimeError(f"initramfs/build --config {config} failed:\n{r.stdout[-2000:]}")
