@@ -2,6 +2,8 @@
 //! boot-state file described by fw_env lines, checked with Debian's fw_printenv.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test crate: a failed step is a failed test
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -73,19 +75,7 @@ impl Device {
     }
 
     fn printenv(&self, var: &str) -> String {
-        let out = Command::new("fw_printenv")
-            .arg("-c")
-            .arg(self.dir.path().join("fw_env.config"))
-            .arg("-n")
-            .arg(var)
-            .output()
-            .expect("fw_printenv missing: run tools/install-deps");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
+        common::fw_printenv(&self.dir.path().join("fw_env.config"), var)
     }
 }
 

@@ -4,6 +4,8 @@
 //! D-Bus, `bootloader=custom`) reading and marking slots through it.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test crate: a failed step is a failed test
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -84,19 +86,7 @@ impl Device {
     }
 
     fn printenv(&self, var: &str) -> String {
-        let out = Command::new("fw_printenv")
-            .arg("-c")
-            .arg(self.path("fw_env.config"))
-            .arg("-n")
-            .arg(var)
-            .output()
-            .expect("fw_printenv missing: run tools/install-deps");
-        assert!(
-            out.status.success(),
-            "fw_printenv {var}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
+        common::fw_printenv(&self.path("fw_env.config"), var)
     }
 }
 

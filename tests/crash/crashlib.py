@@ -183,6 +183,15 @@ def overlay_key(overlay, base_sector):
     return h.hexdigest()
 
 
+def model_campaign_args(ap, boots_default, boots_help):
+    """The options rpicommit.py and fwucommit.py share (a commit under a firmware model)."""
+    ap.add_argument("--boots", type=int, default=boots_default, help=boots_help)
+    ap.add_argument("--max-torn", type=int, default=None, help="sample of torn states")
+    ap.add_argument("--max-subsets", type=int, default=256)
+    ap.add_argument("--garbage", action="store_true")
+    ap.add_argument("--seed", type=int, default=1)
+
+
 def distinct_states(base, states):
     """The states that differ as disks: {overlay_key against the image `base`: first state}."""
     with open(base, "rb") as f:

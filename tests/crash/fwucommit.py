@@ -194,12 +194,7 @@ def run(work, boots=-1, max_torn=None, max_subsets=256, garbage=False, seed=1, l
 def main(argv):
     ap = argparse.ArgumentParser(prog="tests/crash/fwucommit.py",
                                  description=__doc__.split("\n")[0])
-    ap.add_argument("--boots", type=int, default=-1,
-                    help="crash states booted per operation (default -1: all)")
-    ap.add_argument("--max-torn", type=int, default=None, help="sample of torn states")
-    ap.add_argument("--max-subsets", type=int, default=256)
-    ap.add_argument("--garbage", action="store_true")
-    ap.add_argument("--seed", type=int, default=1)
+    crashlib.model_campaign_args(ap, -1, "crash states booted per operation (default -1: all)")
     a = ap.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="slotinit-crash."))
     try:

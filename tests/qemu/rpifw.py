@@ -422,6 +422,19 @@ def classify(run, watchdog_cut):
     return "exit", None, f"QEMU exited with {run.rc}"
 
 
+def boots_in_a_row(boot, n, **kw):
+    """Up to `n` boots of a firmware model in a row (each reset boots again: `boot(**kw)`
+    returns (guest.Boot, Event)); stops after a power-off or a boot with nothing to boot.
+    Returns [(guest.Boot, Event)]. The Pi model's and the TF-A model's `run`."""
+    out = []
+    for _ in range(n):
+        b, ev = boot(**kw)
+        out.append((b, ev))
+        if ev.kind in ("poweroff", "no-boot"):
+            break
+    return out
+
+
 class Pi:
     """One Raspberry Pi with a disk: the firmware's one-shot state across boots.
 
@@ -528,15 +541,7 @@ class Pi:
         return guest.report(run), ev
 
     def run(self, n, **kw):
-        """Up to `n` boots in a row; stops after a power-off or a boot with nothing to
-        boot. Returns [(guest.Boot, Event)]."""
-        out = []
-        for _ in range(n):
-            b, ev = self.boot(**kw)
-            out.append((b, ev))
-            if ev.kind in ("poweroff", "no-boot"):
-                break
-        return out
+        return boots_in_a_row(self.boot, n, **kw)
 
     def chain(self):
         """The chain's record, one line a boot."""

@@ -484,15 +484,7 @@ class Tfa:
         return guest.report(run), ev
 
     def run(self, n, **kw):
-        """Up to `n` boots in a row (each reset boots again); stops after a power-off or
-        a boot with nothing to boot. Returns [(guest.Boot, Event)]."""
-        out = []
-        for _ in range(n):
-            b, ev = self.boot(**kw)
-            out.append((b, ev))
-            if ev.kind in ("poweroff", "no-boot"):
-                break
-        return out
+        return rpifw.boots_in_a_row(self.boot, n, **kw)
 
     def chain(self):
         """The chain's record, one line a boot."""
