@@ -763,11 +763,12 @@ def system_tree(d, name, kernel, work):
 def make_disk(path, work, system_fs="ext4", erofs_z="lz4hc", boot_img=(False, False),
               autoboot=AUTOBOOT_TEXT, cmdline="", kernels=("a", "b"), systems=(None, None),
               backend="none", config=None, own_systems=True, as_shipped=False,
-              initramfs_files=()):
+              initramfs_files=(), mkdisk_args=()):
     """A gpt/ab_userdata disk for the model: boot_a with kernel `kernels[0]` (a = 6.1,
     b = 6.12) and its initramfs, boot_b with `kernels[1]`, each system with its
     kernel's /lib/modules, `autoboot` on bootconfig (None: no autoboot.txt).
-    `own_systems`: system trees from system_tree() (the model's test scripts)."""
+    `own_systems`: system trees from system_tree() (the model's test scripts);
+    `mkdisk_args` go to qemu/mkdisk last (a later --sizes wins)."""
     import os
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
@@ -790,8 +791,8 @@ def make_disk(path, work, system_fs="ext4", erofs_z="lz4hc", boot_img=(False, Fa
         (work / "autoboot.txt").write_text(autoboot)
         args += ["--bootconfig-file", f"{work / 'autoboot.txt'}:autoboot.txt"]
     env = dict(os.environ, SLOTINIT=str(slotinit_bin()))
-    subprocess.run([str(REPO / "qemu/mkdisk"), "--out", str(path), *map(str, args)],
-                   check=True, stdout=subprocess.DEVNULL, env=env)
+    subprocess.run([str(REPO / "qemu/mkdisk"), "--out", str(path), *map(str, args),
+                    *map(str, mkdisk_args)], check=True, stdout=subprocess.DEVNULL, env=env)
     for slot in "ab":
         shutil.rmtree(work / f"boot_{slot}", ignore_errors=True)
         shutil.rmtree(work / f"system_{slot}", ignore_errors=True)
