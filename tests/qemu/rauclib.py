@@ -101,6 +101,15 @@ def bundle(out, image, cert, key, version="2"):
     return out
 
 
+def tampered(signed, out):
+    """`signed` with one byte of its payload (the squashfs, in the middle) flipped."""
+    data = bytearray(Path(signed).read_bytes())
+    size = int.from_bytes(data[-8:], "big")
+    data[(len(data) - 8 - size) // 2] ^= 0xFF
+    Path(out).write_bytes(bytes(data))
+    return Path(out)
+
+
 def unsigned(signed, out):
     """`signed` without its signature: a plain bundle is the squashfs, the CMS
     signature, then the signature's size (8 bytes, big endian; rauc v1.8
@@ -124,7 +133,8 @@ class Kit:
 def kit(work, conf, names=("good",)):
     """Both slots' systems for `conf` (debian-image/rauc/system-*.conf) and bundles
     `names` of: good (health ok), health-fail, no-init, other-ca (good, signed by
-    another CA), unsigned (good without its signature)."""
+    another CA), unsigned (good without its signature), tampered (good with one
+    payload byte flipped after signing)."""
     work = Path(work)
     ca = openssl_ca(work / "pki", "test")
     systems = {s: system(work, f"system_{s}", conf, ca[0]) for s in "ab"}
@@ -141,9 +151,9 @@ def kit(work, conf, names=("good",)):
         if name == "other-ca":
             other = openssl_ca(work / "pki", "other")
             bundle(bundles / "other-ca.raucb", images[base], *other)
-        elif name == "unsigned":
+        elif name in ("unsigned", "tampered"):
             good = bundle(work / "signed.raucb", images[base], *ca)
-            unsigned(good, bundles / "unsigned.raucb")
+            (unsigned if name == "unsigned" else tampered)(good, bundles / f"{name}.raucb")
             good.unlink()
         else:
             bundle(bundles / f"{name}.raucb", images[base], *ca)

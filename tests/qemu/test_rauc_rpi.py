@@ -23,7 +23,7 @@ def kit(tmp_path_factory):
     if why := rpifw.missing_artifacts():
         pytest.fail(why)
     return rauclib.kit(tmp_path_factory.mktemp("rauc-rpi"), CONF,
-                       ("good", "health-fail", "no-init", "other-ca", "unsigned"))
+                       ("good", "health-fail", "no-init", "other-ca", "unsigned", "tampered"))
 
 
 @pytest.fixture(scope="module")
@@ -99,3 +99,68 @@ def test_install_trial_commit(disk, tmp_path):
     assert rauclib.agree(v, "before") == "B"
     assert v.slotinit("before")["boot"] == "committed"
     print(chain.record())
+
+
+def rolled_back(views, chain, bundle, attempts=3):
+    """A trial that never passed its health check: the firmware and slotinit give
+    it up within `attempts` trial boots; A runs again, committed, and RAUC shows
+    B bad, as slotinit does."""
+    last = views[-1]
+    assert last.kind == "poweroff" and last.slot_name == "system_a", chain.record()
+    trials = [v for v in views if v.slot_name == f"update-{bundle}"]
+    assert len(trials) <= attempts, chain.record()
+    assert rauclib.agree(last, "before") == "A"
+    assert last.slotinit("before")["boot"] == "committed", last.slotinit("before")
+    _, primary, slots = rauclib.rauc_summary(last.rauc("before"))
+    assert primary == "rootfs.0", (slots, chain.record())
+    assert slots["rootfs.1"][1] == "bad", (slots, chain.record())
+    assert slots["rootfs.0"] == ("booted", "good"), slots
+    return trials
+
+
+def test_failed_trials_roll_back_and_the_next_install_works(disk, tmp_path):
+    """A bundle whose system fails its health check: B is tried (each time through
+    the firmware's tryboot) at most `attempts` (3) times, then A, B bad in rauc
+    status. Then a bundle whose init never starts: slotinit in B's initramfs finds
+    no init, the trial ends at once, A again, B bad. Then the good bundle installs,
+    and its trial commits."""
+    chain = fresh(disk, tmp_path)
+    install(chain, "health-fail", tmp_path)
+    views = rauclib.until_poweroff(chain, 10, tmp_path, tag="health-fail")
+    trials = rolled_back(views, chain, "health-fail")
+    assert trials and all(v.value("health") == "fail" for v in trials), chain.record()
+    assert all(v.slotinit("before")["boot"] == "trial" for v in trials)
+    assert all(rauclib.agree(v, "before") == "B" for v in trials)
+    guest.record("rauc-rpi-health-fail-boots", {"trials": len(trials), "boots": len(views) + 1})
+    install(chain, "no-init", tmp_path)
+    views = rauclib.until_poweroff(chain, 10, tmp_path, tag="no-init")
+    rolled_back(views, chain, "no-init")
+    # No boot ever reached B's (missing) init: the report is A's only.
+    assert not any(v.slot_name not in (None, "system_a") for v in views), chain.record()
+    guest.record("rauc-rpi-no-init-boots", len(views) + 1)
+    install(chain, "good", tmp_path)
+    committed_b(rauclib.until_poweroff(chain, 4, tmp_path, tag="good"), chain)
+    print(chain.record())
+
+
+def test_bundles_not_signed_by_the_keyring_are_refused(disk, tmp_path):
+    """Signed by another CA, unsigned, tampered after signing: rauc install refuses
+    each before writing anything; B's partition is unchanged bit for bit and the
+    boot state is as before (A committed and primary)."""
+    chain = fresh(disk, tmp_path)
+    before = partition_digest(chain.pi.disk, "system_b")
+    v = rauclib.step(chain, "rauc-install", "test.bundle=other-ca,unsigned,tampered "
+                     "test.after=poweroff", log=tmp_path / "refused.log")
+    assert v.kind == "poweroff", chain.record()
+    for name in ("other-ca", "unsigned", "tampered"):
+        assert v.value(f"install-exit[{name}]") not in (None, "0"), (name, v.tail())
+    assert "signature" in v.console.lower() or "verif" in v.console.lower(), v.tail()
+    assert rauclib.agree(v, "after") == "A"
+    # RAUC's view and slotinit's are those of before the attempts: A primary, and B
+    # as a fresh Pi has it (not bootable until a trial is armed: RAUC's "bad").
+    assert rauclib.rauc_summary(v.rauc("after")) == rauclib.rauc_summary(v.rauc("before"))
+    assert rauclib.rauc_summary(v.rauc("after"))[1] == "rootfs.0"
+    assert v.slotinit("after")["boot"] == "committed"
+    assert v.slotinit("after")["store"] == v.slotinit("before")["store"]
+    assert partition_digest(chain.pi.disk, "system_b") == before
+    assert chain.pi.pick().partition == 2 and not chain.pi.tryboot
