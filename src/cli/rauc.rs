@@ -50,7 +50,7 @@ use super::{
 use crate::config::BACKEND_NONE;
 use crate::kernel::sys::Real;
 use crate::state::uboot::rauc::Bootnames;
-use crate::state::{self, Mark, Record};
+use crate::state::{self, Mark, NextBoot, Record};
 use crate::types::Slot;
 use std::process::ExitCode;
 
@@ -71,26 +71,6 @@ pub(crate) enum Request {
     SetPrimary(Slot),
     SetState(Slot, bool),
     GetCurrent,
-}
-
-/// How a backend's [`Record`] says what the firmware boots.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Rule {
-    /// `order` is the firmware's try order, `left` the trials' counts.
-    Counters,
-    /// The Raspberry Pi: committed first, an armed trial in `left`.
-    Tryboot,
-}
-
-impl Rule {
-    /// The rule of the backend `name`; None for backend "none".
-    pub(crate) fn of(name: &str) -> Option<Rule> {
-        match name {
-            BACKEND_NONE => None,
-            state::rpi::NAME => Some(Rule::Tryboot),
-            _ => Some(Rule::Counters),
-        }
-    }
 }
 
 /// A [`Record`] in slots: the try order and what is left of each trial.
@@ -163,18 +143,20 @@ impl View {
     }
 
     /// Whether the firmware (with slotinit) boots `slot` without a new mark.
-    pub(crate) fn good(&self, rule: Rule, slot: Slot) -> bool {
+    pub(crate) fn good(&self, rule: NextBoot, slot: Slot) -> bool {
         match rule {
-            Rule::Counters => self.order.contains(&slot) && self.left(slot).is_none_or(|l| l > 0),
-            Rule::Tryboot => self.order.first() == Some(&slot) || self.left(slot) > Some(0),
+            NextBoot::InOrder => {
+                self.order.contains(&slot) && self.left(slot).is_none_or(|l| l > 0)
+            }
+            NextBoot::Tryboot => self.order.first() == Some(&slot) || self.left(slot) > Some(0),
         }
     }
 
     /// The slot booted next.
-    pub(crate) fn primary(&self, rule: Rule) -> Option<Slot> {
+    pub(crate) fn primary(&self, rule: NextBoot) -> Option<Slot> {
         match rule {
-            Rule::Counters => self.order.iter().copied().find(|s| self.good(rule, *s)),
-            Rule::Tryboot => self
+            NextBoot::InOrder => self.order.iter().copied().find(|s| self.good(rule, *s)),
+            NextBoot::Tryboot => self
                 .left
                 .iter()
                 .find(|(s, l)| *l > 0 && Some(s) != self.order.first())
@@ -197,7 +179,7 @@ pub(crate) fn mark_of(request: &Request) -> Option<(Mark, Slot)> {
 /// A get request's answer from the store's record: the line to print.
 pub(crate) fn answer(
     request: &Request,
-    rule: Rule,
+    rule: NextBoot,
     record: &Record,
     names: &Bootnames,
 ) -> Result<String, String> {
@@ -269,7 +251,7 @@ pub(super) fn main(opts: &Options, words: &[&str]) -> ExitCode {
             ),
         };
     }
-    let Some(rule) = Rule::of(&config.bootstate.backend) else {
+    if config.bootstate.backend == BACKEND_NONE {
         return fail(
             EXIT_ERROR,
             "rauc-backend: backend is \"none\" in the config: slotinit keeps no boot state \
@@ -292,7 +274,7 @@ pub(super) fn main(opts: &Options, words: &[&str]) -> ExitCode {
                 format!("rauc-backend: mark-{}: {e}", how.verb()),
             ),
         },
-        None => match answer(&request, rule, &store.record(), &names) {
+        None => match answer(&request, store.next_boot(), &store.record(), &names) {
             Ok(line) => {
                 println!("{line}");
                 ExitCode::SUCCESS
@@ -326,7 +308,7 @@ mod tests {
         }
     }
 
-    fn ask(w: &[&str], rule: Rule, r: &Record) -> Result<String, String> {
+    fn ask(w: &[&str], rule: NextBoot, r: &Record) -> Result<String, String> {
         let n = names("A", "B");
         answer(&parse(w, &n).unwrap(), rule, r, &n)
     }
@@ -390,7 +372,7 @@ mod tests {
     /// env slotinit keeps.
     #[test]
     fn counters_answer_as_raucs_uboot_backend() {
-        let c = Rule::Counters;
+        let c = NextBoot::InOrder;
         let r = record(&["A", "B"], &[("A", 3), ("B", 3)]);
         assert_eq!(ask(&["get-primary"], c, &r).unwrap(), "A");
         assert_eq!(ask(&["get-state", "B"], c, &r).unwrap(), "good");
@@ -419,7 +401,7 @@ mod tests {
 
     #[test]
     fn tryboot_primary_is_the_armed_trial() {
-        let t = Rule::Tryboot;
+        let t = NextBoot::Tryboot;
         // Committed a, autoboot.txt's tryboot partition b, nothing armed.
         let r = record(&["a", "b"], &[]);
         assert_eq!(ask(&["get-primary"], t, &r).unwrap(), "A");
@@ -443,17 +425,17 @@ mod tests {
     fn an_unusable_record_is_an_error() {
         let mut r = record(&["A"], &[("A", 3)]);
         r.error = Some("both copies fail their CRC".into());
-        let e = ask(&["get-primary"], Rule::Counters, &r).unwrap_err();
+        let e = ask(&["get-primary"], NextBoot::InOrder, &r).unwrap_err();
         assert!(e.contains("both copies fail their CRC"), "{e}");
         let fresh = Record {
             location: "env".into(),
             health: "no environment yet".into(),
             ..Record::default()
         };
-        let e = ask(&["get-state", "A"], Rule::Counters, &fresh).unwrap_err();
+        let e = ask(&["get-state", "A"], NextBoot::InOrder, &fresh).unwrap_err();
         assert!(e.contains("no environment yet"), "{e}");
         let odd = record(&["A", "C"], &[]);
-        let e = ask(&["get-primary"], Rule::Counters, &odd).unwrap_err();
+        let e = ask(&["get-primary"], NextBoot::InOrder, &odd).unwrap_err();
         assert!(e.contains("\"C\" is no slot's name"), "{e}");
     }
 
@@ -495,12 +477,12 @@ mod tests {
         sys.files
             .insert(dt.join("tryboot"), 0u32.to_be_bytes().to_vec());
         let config = Config::parse("[bootstate]\nbackend = \"rpi-tryboot\"\n", "t").unwrap();
-        let rule = Rule::of(&config.bootstate.backend).unwrap();
-        assert_eq!(rule, Rule::Tryboot);
         let n = names("A", "B");
         let mut store = state::open(&mut sys, &config, &resolved, dir)
             .unwrap()
             .unwrap();
+        let rule = store.next_boot();
+        assert_eq!(rule, NextBoot::Tryboot);
         let get = |store: &dyn state::Backend, w: &[&str]| {
             answer(&parse(w, &n).unwrap(), rule, &store.record(), &n).unwrap()
         };
@@ -525,13 +507,5 @@ mod tests {
         assert_eq!(get(&*store, &["get-primary"]), "A");
         assert_eq!(get(&*store, &["get-state", "B"]), "bad");
         store.close(&mut sys);
-    }
-
-    #[test]
-    fn the_rule_follows_the_backend() {
-        assert_eq!(Rule::of("rpi-tryboot"), Some(Rule::Tryboot));
-        assert_eq!(Rule::of("uboot-env"), Some(Rule::Counters));
-        assert_eq!(Rule::of("fwu-metadata"), Some(Rule::Counters));
-        assert_eq!(Rule::of("none"), None);
     }
 }

@@ -10,7 +10,7 @@ use crate::kernel::sys::Sys;
 use crate::state::decision::{DecideCtx, DecideError, Decision, Line, Outcome, Source};
 use crate::state::{
     Backend, BootStatus, CheckError, Checked, CommitError, Entry, KeyError, Mark, MarkError,
-    OpenError, Record,
+    NextBoot, OpenError, Record,
 };
 use crate::types::Slot;
 use serde::Deserialize;
@@ -177,6 +177,10 @@ impl Backend for Fake {
         self.trial = Some(slot);
         self.save(sys).map_err(MarkError::Write)?;
         Ok(Some("0 tryboot".into()))
+    }
+
+    fn next_boot(&self) -> NextBoot {
+        NextBoot::InOrder
     }
 
     fn status(&self, booted: Option<Slot>) -> BootStatus {

@@ -102,8 +102,24 @@ pub(crate) trait Backend {
     fn boot_next(&mut self, sys: &mut dyn Sys, slot: Slot) -> Result<Option<String>, MarkError>;
     /// Trial or committed, and what is left of the trial, for `status`.
     fn status(&self, booted: Option<Slot>) -> BootStatus;
+    /// How this backend's [`Record`] (`order`, `left`) names the slot the
+    /// firmware boots next: what RAUC's custom backend answers from.
+    fn next_boot(&self) -> NextBoot;
     /// Undoes what open did (a mount).
     fn close(self: Box<Self>, sys: &mut dyn Sys);
+}
+
+/// How a [`Record`]'s `order` and `left` name the slot booted next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NextBoot {
+    /// `order` is the firmware's try order and `left` each slot's attempts:
+    /// the first slot in the order with attempts left (U-Boot's counters,
+    /// TF-A's FWU banks).
+    InOrder,
+    /// The first of `order` is the committed slot the firmware boots by
+    /// default; a slot with attempts in `left` is an armed trial, booted
+    /// (through a one-shot tryboot) before it (the Raspberry Pi).
+    Tryboot,
 }
 
 /// The store's state as recorded in the handoff and shown by `status`.

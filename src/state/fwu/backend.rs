@@ -9,7 +9,9 @@ use crate::config::Config;
 use crate::disk::devices::{self, Resolved};
 use crate::kernel::sys::Sys;
 use crate::state::decision::{DecideCtx, DecideError, Decision, Line, Outcome, Problem, Source};
-use crate::state::{Backend, BootStatus, CommitError, Mark, MarkError, OpenError, Record};
+use crate::state::{
+    Backend, BootStatus, CommitError, Mark, MarkError, NextBoot, OpenError, Record,
+};
 use crate::types::Slot;
 use std::path::{Path, PathBuf};
 
@@ -432,6 +434,10 @@ impl Backend for Fwu {
     fn boot_next(&mut self, sys: &mut dyn Sys, slot: Slot) -> Result<Option<String>, MarkError> {
         self.write(sys, |m| m.steer(bank(slot)))?;
         Ok(None)
+    }
+
+    fn next_boot(&self) -> NextBoot {
+        NextBoot::InOrder
     }
 
     fn status(&self, booted: Option<Slot>) -> BootStatus {

@@ -508,6 +508,7 @@ fn committed_boot_follows_the_firmware_and_writes_nothing() {
     assert!(out.problems().next().is_none(), "{:?}", out.lines);
     assert!(writes(&sys).is_empty(), "{:?}", sys.calls);
     assert_eq!(b.status(Some(Slot::A)).boot, "committed");
+    assert_eq!(b.next_boot(), crate::state::NextBoot::InOrder);
     let rec = b.record();
     assert_eq!(rec.order, ["a", "b"]);
     assert!(rec.left.is_empty());

@@ -13,7 +13,9 @@ use crate::paths::DT_PARTITION;
 use crate::state::decision::{DecideCtx, DecideError, Decision, Line, Outcome, Problem, Source};
 use crate::state::sources::parse_dt_u32;
 use crate::state::uboot::store;
-use crate::state::{Backend, BootStatus, CommitError, Mark, MarkError, OpenError, Record};
+use crate::state::{
+    Backend, BootStatus, CommitError, Mark, MarkError, NextBoot, OpenError, Record,
+};
 use crate::types::Slot;
 use std::path::{Path, PathBuf};
 
@@ -591,6 +593,10 @@ impl Backend for Rpi {
         })
         .map_err(MarkError::Write)?;
         Ok(Some(TRYBOOT_ARG.to_string()))
+    }
+
+    fn next_boot(&self) -> NextBoot {
+        NextBoot::Tryboot
     }
 
     fn status(&self, booted: Option<Slot>) -> BootStatus {

@@ -13,7 +13,7 @@ use crate::disk::devices::Resolved;
 use crate::kernel::sys::Sys;
 use crate::state::decision::{DecideCtx, DecideError, Line, Outcome, Problem};
 use crate::state::{
-    Backend, BootStatus, CheckError, CommitError, Mark, MarkError, OpenError, Record,
+    Backend, BootStatus, CheckError, CommitError, Mark, MarkError, NextBoot, OpenError, Record,
 };
 use crate::types::{error_chain, Slot};
 use std::path::Path;
@@ -252,6 +252,10 @@ impl Backend for UbootEnv {
         Ok(None)
     }
 
+    fn next_boot(&self) -> NextBoot {
+        NextBoot::InOrder
+    }
+
     fn status(&self, booted: Option<Slot>) -> BootStatus {
         let record = self.store.record();
         let attempts_left = booted.and_then(|s| {
@@ -371,6 +375,7 @@ mod tests {
             ("bootcount", "1"),
         ];
         let mut b = backend(dir.path(), "mender", ("2", "3"), &trial);
+        assert_eq!(b.next_boot(), crate::state::NextBoot::InOrder);
         let s = b.status(Some(Slot::B));
         assert_eq!((s.boot, s.attempts_left), ("trial", Some(0)));
         // The slot not booted: Mender has no variable for it.
