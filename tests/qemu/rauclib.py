@@ -50,11 +50,12 @@ def openssl_ca(d, name):
     return d / f"{name}.pem", d / f"{name}.key"
 
 
-def system(work, name, conf, keyring, health="ok", init=True):
+def system(work, name, conf, keyring, health="ok", init=True, fw_env=None):
     """A small RAUC system tree `name`: mkroot (modules of both kernels: the tree
     boots under either), rauc-root with `conf` and `keyring`, /etc/health =
     `health` (what rauc-check's health check reads), and without /sbin/init
-    when `init` is False (an image whose init never starts)."""
+    when `init` is False (an image whose init never starts); `fw_env` the
+    /etc/fw_env.config (default: rauc-root's)."""
     d = Path(work) / name
     shutil.rmtree(d, ignore_errors=True)
     env = dict(os.environ, KERNEL_DIR=str(KERNELS["a"]), KMODS=rpifw.SYSTEM_MODULES,
@@ -65,7 +66,9 @@ def system(work, name, conf, keyring, health="ok", init=True):
                     rpifw.SYSTEM_MODULES, str(d)], check=True, stdout=subprocess.DEVNULL)
     subprocess.run([str(REPO / "tests/guest/rauc-root"), str(d), "--conf", str(conf),
                     "--keyring", str(keyring), "--kernel-dir", str(KERNELS["a"]),
-                    "--kernel-dir", str(KERNELS["b"])], check=True, stdout=subprocess.DEVNULL)
+                    "--kernel-dir", str(KERNELS["b"]),
+                    *(["--fw-env", str(fw_env)] if fw_env else [])],
+                   check=True, stdout=subprocess.DEVNULL)
     (d / "etc/health").write_text(f"{health}\n")
     if not init:
         (d / "sbin/init").unlink()
@@ -130,14 +133,14 @@ class Kit:
     ca: tuple
 
 
-def kit(work, conf, names=("good",)):
+def kit(work, conf, names=("good",), fw_env=None):
     """Both slots' systems for `conf` (debian-image/rauc/system-*.conf) and bundles
     `names` of: good (health ok), health-fail, no-init, other-ca (good, signed by
     another CA), unsigned (good without its signature), tampered (good with one
     payload byte flipped after signing)."""
     work = Path(work)
     ca = openssl_ca(work / "pki", "test")
-    systems = {s: system(work, f"system_{s}", conf, ca[0]) for s in "ab"}
+    systems = {s: system(work, f"system_{s}", conf, ca[0], fw_env=fw_env) for s in "ab"}
     bundles = work / "bundles"
     bundles.mkdir(parents=True, exist_ok=True)
     variants = {"good": {}, "health-fail": {"health": "fail"}, "no-init": {"init": False}}
@@ -145,7 +148,7 @@ def kit(work, conf, names=("good",)):
     for name in names:
         base = name if name in variants else "good"
         if base not in images:
-            tree = system(work, f"update-{base}", conf, ca[0], **variants[base])
+            tree = system(work, f"update-{base}", conf, ca[0], fw_env=fw_env, **variants[base])
             images[base] = ext4_image(tree, work / f"update-{base}.ext4")
             shutil.rmtree(tree)
         if name == "other-ca":

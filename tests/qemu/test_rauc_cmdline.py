@@ -3,7 +3,13 @@ cmdline is the bootloader's word (rauc.slot=A from U-Boot's boot.cmd); slotinit'
 decision can differ in the kernel running (here `slotinit.slot=b` on a layout with
 one kernel for both slots: slot_kernels = "shared"). With the image's rauc.service drop-in, RAUC's booted
 slot is slotinit's; Debian's unit as shipped believes the cmdline and would install
-into the running slot."""
+into the running slot.
+
+The same disk carries the chain where slotinit counts (configs/rpi-uboot-rauc.toml,
+counter = "init") and RAUC writes the env with its own U-Boot backend (fw_setenv):
+an install, B's trial counted by slotinit, the commit."""
+import shutil
+
 import pytest
 
 import guest
@@ -19,13 +25,17 @@ CONF = REPO / "debian-image/rauc/system-uboot.conf"
 def disk(tmp_path_factory):
     if why := rpifw.missing_artifacts():
         pytest.fail(why)
-    kit = rauclib.kit(tmp_path_factory.mktemp("rauc-cmdline"), CONF, names=())
+    # configs/rpi-uboot-rauc.toml keeps a redundant env pair: libubootenv needs both files.
+    kit = rauclib.kit(tmp_path_factory.mktemp("rauc-cmdline"), CONF, names=("good",),
+                      fw_env=REPO / "debian-image/rauc/fw_env-redundant.config")
+    persistent = rauclib.persistent_dir(kit)
     config = rpifw.set_key((REPO / "configs/rpi-uboot-rauc.toml").read_text(), "boot",
                            "slot_kernels", '"shared"')
     initrd = rpifw.initramfs(rpifw.KERNELS["a"], config, kit.work / "initramfs.img",
                              modules=tfa.INITRD_MODULES)
     disk = guest.mkdisk(kit.work / "disk.img", "--system-a", kit.systems["a"],
-                        "--system-b", kit.systems["b"])
+                        "--system-b", kit.systems["b"], "--persistent-dir", persistent,
+                        "--sizes", "16 32 32 48 48 96")
     return disk, initrd
 
 
@@ -46,3 +56,50 @@ def test_rauc_takes_slotinits_slot_not_the_cmdlines(disk, tmp_path):
     booted, _, slots = rauclib.rauc_summary(v.rauc("plain"))
     assert booted == "A" and slots["rootfs.0"][0] == "booted", slots
     assert slots["rootfs.1"][0] == "inactive", slots
+
+
+class Direct:
+    """qemu/run with the one kernel: slotinit decides and counts every boot."""
+    name = "direct"
+
+    def __init__(self, disk, initrd):
+        self.disk, self.initrd, self.boots = disk, initrd, []
+
+    def boot(self, append, log=None):
+        b = guest.boot(self.disk, append=append, initrd=self.initrd, timeout=240, log=log)
+        kind = "poweroff" if "reboot: Power down" in b.console else "reboot"
+        self.boots.append((b.fields.get("slot-name"), kind))
+        return b, kind
+
+    def history(self):
+        return self.boots
+
+    def record(self):
+        return "\n".join(f"boot {i}: {s} -> {k}" for i, (s, k) in enumerate(self.boots, 1))
+
+
+def test_install_when_slotinit_counts(disk, tmp_path):
+    """RAUC's uboot backend writes BOOT_ORDER/BOOT_x_LEFT with fw_setenv; slotinit
+    reads them, counts B's trial in the same env, and commits it; fw_printenv on the
+    host reads what both say."""
+    disk, initrd = disk
+    d = tmp_path / "disk.img"
+    shutil.copyfile(disk, d)
+    chain = Direct(d, initrd)
+    v = rauclib.step(chain, "rauc-install", "test.bundle=good", log=tmp_path / "install.log")
+    assert v.value("install-exit") == "0", v.tail()
+    assert rauclib.agree(v, "before") == "A" and rauclib.agree(v, "after") == "A"
+    assert rauclib.rauc_summary(v.rauc("after"))[1] == "rootfs.1"
+    env = guest.read_env(d, tmp_path, files=("uboot.env", "uboot-redund.env"))
+    assert env and env["BOOT_ORDER"].split()[0] == "B", env
+    views = rauclib.until_poweroff(chain, 3, tmp_path)
+    last = views[-1]
+    assert last.slot_name == "update-good", chain.record()
+    assert rauclib.agree(last, "before") == "B"
+    assert last.slotinit("before")["boot"] == "trial"
+    assert last.value("mark-good-exit") == "0", last.tail()
+    assert last.slotinit("after")["boot"] == "committed"
+    _, primary, slots = rauclib.rauc_summary(last.rauc("after"))
+    assert primary == "rootfs.1" and slots["rootfs.1"] == ("booted", "good"), slots
+    env = guest.read_env(d, tmp_path, files=("uboot.env", "uboot-redund.env"))
+    assert env["BOOT_ORDER"].split()[0] == "B" and int(env["BOOT_B_LEFT"], 16) == 3, env
