@@ -98,7 +98,8 @@ def claims_match_metadata(view, tag, md):
 
 
 def test_failed_trial_falls_back_then_install_commits(disk, tmp_path):
-    """Booted A (accepted): rauc install of a bundle without /sbin/init: RAUC writes
+    """Booted A (accepted; its health check commits, tests/guest/rauc.d/chains-install):
+    rauc install of a bundle without /sbin/init: RAUC writes
     rootfs-b and arms bank 1's trial through slotinit (both metadata copies: active 1,
     bank 1 valid). TF-A boots B's kernel as a trial; its system cannot start; within
     TF-A's 3 trial boots the board is back on A, where rauc status shows rootfs.1 bad,
@@ -125,8 +126,12 @@ def test_failed_trial_falls_back_then_install_commits(disk, tmp_path):
     def install(bundle):
         v, ev = step("chains-install", f"test.bundle={bundle}")
         assert (ev.slot, ev.kind) == ("A", "reboot"), m.chain()
-        assert v.value("install-exit") == "0", v.tail()
         assert rauclib.agree(v, "before") == "A"
+        # the boot's health check first: A accepted (already so in the metadata)
+        assert v.value("mark-good-exit") == "0", v.tail()
+        assert rauclib.agree(v, "committed") == "A"
+        assert v.slotinit("committed")["boot"] == "committed", v.slotinit("committed")
+        assert v.value("install-exit") == "0", v.tail()
         assert rauclib.agree(v, "after") == "A"
         _, primary, slots = rauclib.rauc_summary(v.rauc("after"))
         assert (primary, slots["rootfs.1"][1]) == ("rootfs.1", "good"), slots

@@ -135,23 +135,30 @@ def claims_match_env(view, tag, env):
     assert (store["order"], dict(store["left"])) == (order, left), (store, env)
 
 
-def install(board, bundle):
-    """Boot A and `rauc install` `bundle`: RAUC took A as booted, wrote system_b and put
-    B first with fresh attempts (fw_setenv); the env on the host says so."""
-    v, env = board.step("rauc-install", f"test.bundle={bundle}")
+def install(board, bundle, left_before):
+    """Boot A (a boot U-Boot counted: BOOT_A_LEFT `left_before` - 1), its health check
+    commits it (slotinit mark-good: BOOT_A_LEFT back to 3), then `rauc install`
+    `bundle` (tests/guest/rauc.d/chains-install): RAUC took A as booted, wrote
+    system_b and put B first with fresh attempts (fw_setenv). The env on the host
+    holds both writers' variables: slotinit's A count and RAUC's order and B count."""
+    v, env = board.step("chains-install", f"test.bundle={bundle}")
     assert board.picks[-1] == "A", board.record()
     assert v.kind == "reboot", (v.kind, board.record())
-    assert v.value("install-exit") == "0", v.tail()
     assert rauclib.agree(v, "before") == "A"
+    assert dict(v.slotinit("before")["store"]["left"])["A"] == left_before - 1, board.record()
+    assert v.value("mark-good-exit") == "0", v.tail()
+    assert rauclib.agree(v, "committed") == "A"
+    assert v.slotinit("committed")["boot"] == "committed", v.slotinit("committed")
+    assert dict(v.slotinit("committed")["store"]["left"])["A"] == ATTEMPTS
+    assert states(v, "committed")[2] == "good"
+    assert v.value("install-exit") == "0", v.tail()
     assert rauclib.agree(v, "after") == "A"
-    assert v.slotinit("after")["booted_slot"] == "a"
-    booted, primary, _, s1 = states(v, "after")
+    _, primary, _, s1 = states(v, "after")
     assert (primary, s1) == ("rootfs.1", "good"), (states(v, "after"), v.tail())
-    # RAUC's writes (uboot_set_state, uboot_set_primary) are in the env, and U-Boot's
-    # count of this boot's attempt on A (3 -> 2) is still there.
-    assert env["BOOT_ORDER"] == "B A", env
-    assert env["BOOT_B_LEFT"] == str(ATTEMPTS), env
-    assert env["BOOT_A_LEFT"] == str(ATTEMPTS - 1), env
+    # RAUC's writes (uboot_set_state, uboot_set_primary) are in the env, and so is
+    # slotinit's commit of A before them (RAUC's fw_setenv kept it).
+    assert (env["BOOT_ORDER"], env["BOOT_A_LEFT"], env["BOOT_B_LEFT"]) == (
+        "B A", str(ATTEMPTS), str(ATTEMPTS)), env
     claims_match_env(v, "after", env)
     return v
 
@@ -179,19 +186,20 @@ def committed(board, v, env):
 
 
 def test_failed_trial_falls_back_then_install_commits(disk, tmp_path):
-    """Booted A: rauc install of the health-fail bundle writes system_b and the env
-    (fw_setenv: B first, 3 attempts); the client's reboot; U-Boot boots B's own kernel
+    """Booted A: the health check commits A (slotinit), rauc install of the
+    health-fail bundle writes system_b and the env (fw_setenv: B first, 3 attempts);
+    the client's reboot; U-Boot boots B's own kernel
     as a trial BOOT_B_LEFT (3) times, its health check fails each time and no one
     commits; the next boot is A (boot.cmd: B has no attempts left), where rauc status
     shows rootfs.1 bad, as the env (BOOT_B_LEFT=0), and slotinit agrees that A is
-    booted; the next install (good), from that boot, works; U-Boot boots B as a trial
+    booted; that boot's commit and the next install (good) work; U-Boot boots B as a trial
     and its health check commits it (slotinit mark-good). Six boots. rauc status and
     slotinit status agree before and after each write, and the env read on the host
     after every boot says what both claimed and kept every variable U-Boot wrote."""
     board = Board(disk, tmp_path)
     env0 = board.env()
     assert (env0["BOOT_ORDER"], env0["BOOT_A_LEFT"], env0["BOOT_B_LEFT"]) == ("A B", "3", "3")
-    install(board, "health-fail")
+    install(board, "health-fail", ATTEMPTS)
     # B's trials: the first with both views (rauc-check), the others with slotinit's
     # only (chains-trial: no RAUC service, half the boot).
     trials = 0
@@ -214,18 +222,14 @@ def test_failed_trial_falls_back_then_install_commits(disk, tmp_path):
         assert int(env["BOOT_B_LEFT"], 16) == ATTEMPTS - trials, env
         assert env["BOOT_ORDER"] == "B A", env
     assert trials == ATTEMPTS, board.record()
-    # Back on A (boot.cmd skipped B): RAUC sees the failed trial; install again.
+    # Back on A (boot.cmd skipped B): RAUC sees the failed trial (rootfs.1 bad), as
+    # the env does; slotinit: A booted (a trial: U-Boot counted it); install again.
     t0 = rauclib.time.monotonic()
-    v, env = board.step("rauc-install", "test.bundle=good")
-    assert board.picks[-1] == "A", board.record()
-    assert rauclib.agree(v, "before") == "A"
+    v = install(board, "good", ATTEMPTS)
     assert states(v, "before") == ("A", "rootfs.0", "good", "bad"), board.record()
-    assert v.slotinit("before")["booted_slot"] == "a"
-    assert v.value("install-exit") == "0", v.tail()
-    assert rauclib.agree(v, "after") == "A"
-    assert states(v, "after")[1:] == ("rootfs.1", "good", "good"), states(v, "after")
-    assert (env["BOOT_ORDER"], env["BOOT_B_LEFT"]) == ("B A", str(ATTEMPTS)), env
-    claims_match_env(v, "after", env)
+    si = v.slotinit("before")
+    assert (si["booted_slot"], si["boot"]) == ("a", "trial"), si
+    assert dict(si["store"]["left"]) == {"A": ATTEMPTS - 1, "B": 0}, si
     assert board.next_slot() == "B"
     v, env = board.step("rauc-check")
     committed(board, v, env)
