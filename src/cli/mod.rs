@@ -18,6 +18,7 @@ use serde::Serialize;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 pub(crate) const USAGE: &str = "usage: slotinit [--config FILE] [--handoff FILE] <command>
   status [--json]          the booted slot, trial or committed, attempts left,
@@ -204,6 +205,56 @@ fn open_store(
     }
 }
 
+/// How long a subcommand that writes waits for a foreign writer's lock:
+/// `fw_setenv` holds libubootenv's for one load and store (milliseconds).
+const FOREIGN_LOCK_WAIT: Duration = Duration::from_secs(5);
+
+/// Takes the store's foreign writers' lock ([`state::foreign_lock`]: for the
+/// U-Boot env, libubootenv's, which `fw_setenv`, RAUC's `uboot` backend and
+/// SWUpdate hold from their load to their store) and holds it until the
+/// returned file is dropped, so that neither a mark nor their write is lost
+/// between the other's load and store. Waits up to [`FOREIGN_LOCK_WAIT`].
+/// None when there is none to take: no lock configured, or its directory
+/// missing (libubootenv then runs unlocked too; a note on stderr).
+fn hold_foreign_lock(config: &Config) -> Result<Option<std::fs::File>, String> {
+    let Some(path) = state::foreign_lock(config) else {
+        return Ok(None);
+    };
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true);
+    let file = match Real.open(&path, &options) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!(
+                "slotinit: not holding {} (libubootenv's writers' lock): {e}",
+                path.display()
+            );
+            return Ok(None);
+        }
+    };
+    let start = Instant::now();
+    loop {
+        match Real.flock_exclusive(&file) {
+            Ok(()) => return Ok(Some(file)),
+            Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => {
+                if start.elapsed() >= FOREIGN_LOCK_WAIT {
+                    return Err(format!(
+                        "{} is held by another writer of the boot state (fw_setenv, RAUC, \
+                         SWUpdate?) for more than {} s: nothing written",
+                        path.display(),
+                        FOREIGN_LOCK_WAIT.as_secs()
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => {
+                eprintln!("slotinit: not holding {}: {e}", path.display());
+                return Ok(None);
+            }
+        }
+    }
+}
+
 /// The exit status of a mark that wrote nothing.
 fn mark_exit(e: &MarkError) -> u8 {
     match e {
@@ -266,6 +317,10 @@ fn mark(opts: &Options, how: Mark, slot_arg: Option<&str>) -> ExitCode {
             }
         },
     };
+    let lock = match hold_foreign_lock(&config) {
+        Ok(lock) => lock,
+        Err(e) => return fail(EXIT_LOCKED, e),
+    };
     let mut store = match open_store(&config, handoff.as_ref()) {
         Ok(s) => s,
         Err((_, e)) => return fail(EXIT_ERROR, e),
@@ -282,6 +337,7 @@ fn mark(opts: &Options, how: Mark, slot_arg: Option<&str>) -> ExitCode {
         _ => None,
     };
     store.close(&mut Real);
+    drop(lock);
     let message = match result {
         Ok(message) => message,
         Err(e) => return fail(mark_exit(&e), e),

@@ -44,8 +44,8 @@
 //! firmware has no second slot it falls back to by itself).
 
 use super::{
-    fail, load_config, load_handoff, mark_exit, open_store, Options, EXIT_CORRUPT, EXIT_ERROR,
-    EXIT_USAGE,
+    fail, hold_foreign_lock, load_config, load_handoff, mark_exit, open_store, Options,
+    EXIT_CORRUPT, EXIT_ERROR, EXIT_LOCKED, EXIT_USAGE,
 };
 use crate::config::BACKEND_NONE;
 use crate::kernel::sys::Real;
@@ -258,6 +258,14 @@ pub(super) fn main(opts: &Options, words: &[&str]) -> ExitCode {
              to report or mark; give RAUC the bootloader's own backend (bootloader=uboot)",
         );
     };
+    // A set request writes: the foreign writers' lock first (see mark).
+    let lock = match mark_of(&request) {
+        Some(_) => match hold_foreign_lock(&config) {
+            Ok(lock) => lock,
+            Err(e) => return fail(EXIT_LOCKED, format!("rauc-backend: {e}")),
+        },
+        None => None,
+    };
     let mut store = match open_store(&config, handoff.as_ref()) {
         Ok(s) => s,
         Err((_, e)) => return fail(EXIT_ERROR, format!("rauc-backend: {e}")),
@@ -283,6 +291,7 @@ pub(super) fn main(opts: &Options, words: &[&str]) -> ExitCode {
         },
     };
     store.close(&mut Real);
+    drop(lock);
     code
 }
 

@@ -31,7 +31,7 @@ use crate::kind;
 use crate::types::Slot;
 use decision::{DecideCtx, DecideError, Outcome};
 use serde::{Deserialize, Serialize};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The backends, by the name `[bootstate] backend` gives: a new backend is a
 /// module and a line here (`fwu-metadata`: Arm FWU metadata, TF-A picks
@@ -60,6 +60,10 @@ pub(crate) struct Entry {
     /// The block devices the config names for the store (they tell which
     /// disk the bootloader booted from).
     pub(crate) devices: fn(&BootStateConfig) -> Vec<String>,
+    /// A lock file another writer of the same store holds from its load to
+    /// its store (libubootenv's, for the U-Boot env): the subcommands that
+    /// write hold it across theirs, so neither write is lost.
+    pub(crate) foreign_lock: fn(&BootStateConfig) -> Option<PathBuf>,
 }
 
 /// How a backend opens: the kernel, the config, the layout's partitions, a
@@ -481,6 +485,15 @@ pub(crate) fn bootloader_decides(config: &Config) -> bool {
     let bs = &config.bootstate;
     bs.backend == BACKEND_NONE
         || entry(BACKENDS, &bs.backend).is_ok_and(|e| (e.bootloader_decides)(bs))
+}
+
+/// The lock file of the configured backend's foreign writers, if any
+/// ([`Entry::foreign_lock`]).
+pub(crate) fn foreign_lock(config: &Config) -> Option<PathBuf> {
+    let bs = &config.bootstate;
+    entry(BACKENDS, &bs.backend)
+        .ok()
+        .and_then(|e| (e.foreign_lock)(bs))
 }
 
 /// The block devices the boot-state config names (`fw_env` lines), for

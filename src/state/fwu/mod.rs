@@ -45,6 +45,7 @@ pub(crate) const BACKEND: Entry = Entry {
     unavailable,
     bootloader_decides: |_| true,
     devices,
+    foreign_lock: |_| None,
 };
 
 /// `[bootstate.fwu-metadata]`.

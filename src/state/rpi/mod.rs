@@ -65,6 +65,7 @@ pub(crate) const BACKEND: Entry = Entry {
     unavailable,
     bootloader_decides: |_| true,
     devices: |_| Vec::new(),
+    foreign_lock: |_| None,
 };
 
 /// `[bootstate.rpi-tryboot]`.

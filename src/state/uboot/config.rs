@@ -35,7 +35,7 @@ pub(super) const KEYS: &[&str] = &[
 ];
 
 /// Keys only the table holds (newer than the flat spelling).
-const TABLE_ONLY: &[&str] = &["contract"];
+const TABLE_ONLY: &[&str] = &["contract", "fw_lock"];
 
 /// Where the env lives, RAUC's contract, and who counts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,6 +74,10 @@ pub(crate) struct UbootEnvConfig {
     /// `u-boot-initial-env`. Written under the counters when no valid copy
     /// exists. "" for none.
     pub(crate) base_env: String,
+    /// The lock file libubootenv's writers (`fw_setenv`, RAUC's `uboot`
+    /// backend, SWUpdate) hold from their load to their store: the
+    /// subcommands that write hold it too. "" for none.
+    pub(crate) fw_lock: String,
 }
 
 /// Whose env the store holds, which decides what a write may start from when
@@ -119,6 +123,7 @@ impl Default for UbootEnvConfig {
             // The default profile's uboot.env holds only the counters.
             env_owner: EnvOwner::Slotinit,
             base_env: String::new(),
+            fw_lock: super::LIBUBOOTENV_LOCK.into(),
         }
     }
 }
@@ -163,6 +168,8 @@ pub(crate) enum UbootConfigError {
     SizeTooLarge { at: &'static str, size: usize },
     #[error("{at}.base_env: {path:?} must be an absolute path")]
     BaseEnvNotAbsolute { at: &'static str, path: String },
+    #[error("{at}.fw_lock: {path:?} must be an absolute path (or \"\" for none)")]
+    FwLockNotAbsolute { at: &'static str, path: String },
     #[error("{at}.{key}: {error}")]
     Bootname {
         at: &'static str,
@@ -328,6 +335,12 @@ impl UbootEnvConfig {
             return Err(E::BaseEnvNotAbsolute {
                 at: at("base_env"),
                 path: self.base_env.clone(),
+            });
+        }
+        if !self.fw_lock.is_empty() && !self.fw_lock.starts_with('/') {
+            return Err(E::FwLockNotAbsolute {
+                at: at("fw_lock"),
+                path: self.fw_lock.clone(),
             });
         }
         for (key, name) in [

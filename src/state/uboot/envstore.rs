@@ -51,7 +51,9 @@
 //! on the device for [`Medium::Device`], on the directory of the first copy
 //! for [`Medium::File`] (the file itself is replaced by rename, so a lock on it
 //! would be left behind on the old inode). libubootenv's `fw_setenv` locks
-//! `/var/lock/fw_printenv.lock` instead and does not see this lock; to catch
+//! `/var/lock/fw_printenv.lock` instead and does not see this lock (the
+//! subcommands that write also hold that one across their load and store:
+//! `fw_lock`, `cli::hold_foreign_lock`); to catch
 //! at least a writer that ran between [`load`] and [`store`], the store
 //! re-reads every copy under the lock and refuses ([`EnvStoreError::Changed`])
 //! if anything differs from what the load saw (one that writes during the

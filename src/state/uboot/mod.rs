@@ -22,6 +22,14 @@ use crate::state::decision::{DecideCtx, DecideError, Line, Outcome};
 use crate::state::{CheckError, Checked, Entry};
 
 /// The registry line.
+/// libubootenv's writers' lock, the default of `fw_lock`: libubootenv
+/// (v0.3.2, Debian bookworm's; `src/uboot_env.c` `libuboot_lock`) opens it
+/// `O_WRONLY|O_CREAT|O_TRUNC` and takes a blocking `flock(LOCK_EX)` in
+/// `libuboot_open`, before it loads the env, and lets go in `libuboot_close`,
+/// after its store; v0.3.7 makes the path configurable, with this default.
+/// It ignores a lock it cannot take (no `/var/lock`) and runs unlocked.
+pub(crate) const LIBUBOOTENV_LOCK: &str = "/var/lock/fw_printenv.lock";
+
 pub(crate) const BACKEND: Entry = Entry {
     name: config::NAME,
     legacy_keys: config::KEYS,
@@ -31,6 +39,7 @@ pub(crate) const BACKEND: Entry = Entry {
     unavailable,
     bootloader_decides,
     devices,
+    foreign_lock,
 };
 
 /// Checks the keys; their values only where this is the backend (before the
@@ -98,6 +107,15 @@ fn bootloader_decides(bs: &BootStateConfig) -> bool {
 
 /// The devices of the fw_env lines: the bootloader's env lives on the disk
 /// it booted from.
+/// `fw_lock`: the lock file of libubootenv's writers, or None ("" or a
+/// config that does not read).
+fn foreign_lock(bs: &BootStateConfig) -> Option<std::path::PathBuf> {
+    let (parsed, _) = config::UbootEnvConfig::read(bs).ok()?;
+    Some(parsed.config.fw_lock)
+        .filter(|p| !p.is_empty())
+        .map(std::path::PathBuf::from)
+}
+
 fn devices(bs: &BootStateConfig) -> Vec<String> {
     let Ok((parsed, _)) = config::UbootEnvConfig::read(bs) else {
         return Vec::new();

@@ -1134,6 +1134,31 @@ mod tests {
         );
     }
 
+    /// `fw_lock`: libubootenv's path by default, "" for none, absolute only,
+    /// and in the backend's table only.
+    #[test]
+    fn fw_lock_is_an_absolute_path_or_none() {
+        let foreign = |table: &str| {
+            let text = format!("[bootstate]\nbackend = \"uboot-env\"\n{table}");
+            crate::state::foreign_lock(&crate::config::Config::parse(&text, "t").unwrap())
+        };
+        assert_eq!(
+            foreign(""),
+            Some(std::path::PathBuf::from("/var/lock/fw_printenv.lock"))
+        );
+        assert_eq!(foreign("[bootstate.uboot-env]\nfw_lock = \"\"\n"), None);
+        assert_eq!(
+            foreign("[bootstate.uboot-env]\nfw_lock = \"/run/lock/env.lock\"\n"),
+            Some(std::path::PathBuf::from("/run/lock/env.lock"))
+        );
+        let text =
+            "[bootstate]\nbackend = \"uboot-env\"\n[bootstate.uboot-env]\nfw_lock = \"x.lock\"\n";
+        let msg = crate::types::error_chain(&crate::state::parse(text, "t").unwrap_err());
+        assert!(msg.contains("bootstate.uboot-env.fw_lock"), "{msg}");
+        let text = "[bootstate]\nbackend = \"uboot-env\"\nfw_lock = \"/x.lock\"\n";
+        assert!(crate::state::parse(text, "t").is_err(), "flat fw_lock");
+    }
+
     // Issue 11, item 17: check-config rejects absurd sizes and overlapping copies.
     #[test]
     fn config_rejects_absurd_sizes_and_overlapping_copies() {
