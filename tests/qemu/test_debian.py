@@ -26,7 +26,7 @@ SLOTINIT = REPO / "target/aarch64-unknown-linux-gnu/release/slotinit"
 LAYOUT = [("bootconfig", 16), ("boot_a", 32), ("boot_b", 32), ("system_a", 320),
           ("system_b", 320), ("persistent", 256)]
 DEV = {name: f"/dev/vda{i + 1}" for i, (name, _) in enumerate(LAYOUT)}
-TIMEOUT = 420  # one boot + report + poweroff under TCG, with room for a loaded CI machine
+TIMEOUT = 600  # one boot + report + poweroff under TCG, with room for a loaded machine (4 QEMU users on 2 cores: 414 s seen)
 
 
 def mkdisk_debian(path, root):
