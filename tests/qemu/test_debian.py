@@ -289,6 +289,11 @@ def test_debian_build_refuses_bad_rauc_arguments(tmp_path):
     r = subprocess.run(build + ["--keyring", str(both), str(tmp_path / "root")],
                        stderr=subprocess.PIPE, text=True)
     assert r.returncode == 1 and "holds a private key" in r.stderr, r.stderr
+    # A development CA directory git would commit (inside the repository, not ignored).
+    r = subprocess.run(build + ["--ca-dir", str(REPO / "debian-image/dev-ca-test"),
+                                str(tmp_path / "root")], stderr=subprocess.PIPE, text=True)
+    assert r.returncode == 1 and "not ignored by git" in r.stderr, r.stderr
+    assert not (REPO / "debian-image/dev-ca-test").exists()
     assert not (tmp_path / "root").exists()
 
 
