@@ -13,12 +13,15 @@ the guest's page cache and everything in flight is lost, what it wrote stays)
 a seeded delay after a console line of the phase aimed at:
 
 - check:  "cut-install: install start" (RAUC checks the bundle's signature,
-          mounts it, marks the target B bad: `rauc-backend set-state B bad`);
+          mounts it);
+- mark-bad: "cut-backend: set-state B bad start" (RAUC marks the target bad
+          before writing it: slotinit's mark-bad, which on a fresh device
+          creates the trial record's two files on bootconfig);
 - write:  the client's "NN% Copying image to rootfs.1" (B is written, the bulk);
 - switch: "cut-backend: set-primary B start" (RAUC's mark-active through the
           custom backend: slotinit arms B's trial on bootconfig).
 
-The delay is drawn from [0, the phase's length] as an uncut install boot measured
+The delay is drawn from [0, 0.9 x the phase's length] as an uncut install boot measured
 it (the campaign's first boot; the CI test uses fixed delays), so a cut can land
 in a later phase than the one aimed at: the cut is classified afterwards by the
 last phase line the console shows (`phase_of`). The device then powers on again
@@ -46,8 +49,9 @@ read as 0xff), each on top of the disk as the install left it everywhere else
 without the tryboot flag must be partition 2 or 3), and a seeded sample (the
 final state first) boots through the model with rauc-check as above.
 
-  tests/crash/raucinstall.py --cuts N [--seed S] [--jobs J] [--crash-boots N]
-                             [--max-torn N] [--max-subsets N] [--garbage] [--json FILE]
+  tests/crash/raucinstall.py --cuts N [--seed S] [--jobs J] [--aim PHASES] [--crash-boots N]
+                             [--max-torn N] [--max-subsets N] [--garbage] [--keep DIR]
+                             [--json FILE]
 
 Exit 0: no failure; 1: failures. Everything lives in one /tmp/slotinit-crash.*
 directory, removed on exit.

@@ -5,6 +5,7 @@ the good bundle and a canary on persistent): while RAUC checks and mounts the
 bundle, while it writes B, and during the switch (set-primary B = slotinit's
 mark-active: the trial record on bootconfig). After each the device powers on
 until a health check passes and powers off."""
+import shutil
 import sys
 from pathlib import Path
 
@@ -27,7 +28,9 @@ CUTS = [raucinstall.Cut("check", 0.8), raucinstall.Cut("write", 3.0),
 def setup(tmp_path_factory):
     if why := rpifw.missing_artifacts():
         pytest.fail(why)
-    return raucinstall.build(tmp_path_factory.mktemp("rauc-powercut"))
+    work = tmp_path_factory.mktemp("rauc-powercut")
+    yield raucinstall.build(work)
+    shutil.rmtree(work, ignore_errors=True)   # the kit and a 512 MiB disk: nothing stays
 
 
 @pytest.mark.parametrize("cut", CUTS, ids=[c.aimed for c in CUTS])
