@@ -232,6 +232,20 @@ def agree(view, tag):
     return booted
 
 
+def trial_committed(view, record=""):
+    """The boot was the bundle's good system in B, a trial, and its health check
+    committed it through slotinit: rauc status and slotinit status agree before
+    and after, and RAUC then sees rootfs.1 booted, primary and good."""
+    assert view.slot_name == "update-good", (view.slot_name, record or view.tail())
+    assert agree(view, "before") == "B"
+    assert view.slotinit("before")["boot"] == "trial", view.slotinit("before")
+    assert view.value("mark-good-exit") == "0", view.tail()
+    assert agree(view, "after") == "B"
+    assert view.slotinit("after")["boot"] == "committed", view.slotinit("after")
+    _, primary, slots = rauc_summary(view.rauc("after"))
+    assert primary == "rootfs.1" and slots["rootfs.1"] == ("booted", "good"), slots
+
+
 # --- the chains ---------------------------------------------------------------------------
 
 def step(chain, script, extra="", log=None):

@@ -168,17 +168,9 @@ def committed(board, v, env):
     its health check through slotinit; RAUC, slotinit and the env agree."""
     assert board.picks[-1] == "B", board.record()
     assert v.kind == "poweroff", (v.kind, board.record())
-    assert v.slot_name == "update-good", (v.slot_name, board.record())
     assert f"Linux version {rpifw.releases()['b']}" in v.console, board.record()
-    assert rauclib.agree(v, "before") == "B"
-    before = v.slotinit("before")
-    assert before["boot"] == "trial", before
-    assert before["attempts_left"] == ATTEMPTS - 1, before
-    assert v.value("mark-good-exit") == "0", v.tail()
-    assert rauclib.agree(v, "after") == "B"
-    assert v.slotinit("after")["boot"] == "committed", v.slotinit("after")
-    _, primary, _, s1 = states(v, "after")
-    assert (primary, s1) == ("rootfs.1", "good"), states(v, "after")
+    rauclib.trial_committed(v, board.record())
+    assert v.slotinit("before")["attempts_left"] == ATTEMPTS - 1, v.slotinit("before")
     # slotinit's commit kept RAUC's order and gave B its attempts back.
     assert env["BOOT_ORDER"] == "B A", env
     assert env["BOOT_B_LEFT"] == str(ATTEMPTS), env
