@@ -15,7 +15,7 @@ import subprocess
 import pytest
 import qemudriver
 from guest import INITRD, REPO, boot, json_after, record, report
-from test_debian import TIMEOUT, Report, debian_root, mkdisk_debian  # noqa: F401 (a fixture)
+from test_debian import TIMEOUT, Report, debian_root, dev_ca, mkdisk_debian  # noqa: F401 (fixtures)
 
 MODULES = "virtio_pci virtio_blk ext4 vfat nls_cp437 nls_ascii overlay i6300esb"
 # `-action reboot=reset` after qemu/run's -no-reboot: a guest reset (the watchdog's)
