@@ -12,10 +12,7 @@ again, whose health check accepts it. After every boot the metadata
 is read on the host (both copies, as TF-A loads them) and must say what rauc status
 and slotinit status said at that boot's end.
 """
-import os
 import shutil
-import subprocess
-from pathlib import Path
 
 import pytest
 
@@ -39,39 +36,15 @@ def kit(tmp_path_factory):
     return rauclib.kit(tmp_path_factory.mktemp("rauc-fwu"), CONF, ("good", "no-init"))
 
 
-def make_disk(path, work, systems, persistent, copies):
-    """tfa.make_disk with the kit's systems in rootfs-a/b, `persistent` on userfs and
-    a bigger userfs: each bank's bootfs with its kernel (a: 6.1, b: 6.12) and an
-    initramfs of it (slotinit with configs/stm32mp.toml); metadata1/2 = `copies`."""
-    work = Path(work)
-    work.mkdir(parents=True, exist_ok=True)
-    cfg = tfa.CONFIG.read_text()
-    args = ["--names", tfa.NAMES, "--sizes", SIZES, "--persistent-dir", persistent]
-    for slot in "ab":
-        kdir = rpifw.KERNELS[slot]
-        rd = rpifw.initramfs(kdir, cfg, work / f"initramfs-{slot}.img",
-                             modules=tfa.INITRD_MODULES)
-        tfa.bootfs_dir(work / f"bootfs_{slot}", kdir, rd)
-        rd.unlink()
-        args += [f"--boot-{slot}", work / f"bootfs_{slot}", f"--system-{slot}", systems[slot]]
-    for name, data in zip(tfa.METADATA, copies):
-        f = work / f"{name}.bin"
-        f.write_bytes(data)
-        args += ["--extra", f"{name}:1:{f}:{tfa.MDATA_PART_TYPE}"]
-    env = dict(os.environ, SLOTINIT=str(rpifw.slotinit_bin()))
-    subprocess.run([str(REPO / "qemu/mkdisk"), "--out", str(path), *map(str, args)],
-                   check=True, stdout=subprocess.DEVNULL, env=env)
-    shutil.rmtree(work)
-    return Path(path)
-
-
 @pytest.fixture(scope="module")
 def disk(kit):
     """v2 metadata, bank 0 (A) active and both banks accepted, in both copies."""
     persistent = rauclib.persistent_dir(kit)
     md = tfa.v2(0, 0, (A, A))
-    path = make_disk(kit.work / "disk.img", kit.work / "disk", kit.systems, persistent,
-                     (md, md))
+    # The kit's systems in rootfs-a/b, the bundles on a bigger userfs.
+    path = tfa.make_disk(kit.work / "disk.img", kit.work / "disk", (md, md),
+                         systems=kit.systems,
+                         mkdisk_args=("--sizes", SIZES, "--persistent-dir", persistent))
     shutil.rmtree(persistent)
     return path
 

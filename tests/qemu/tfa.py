@@ -532,12 +532,14 @@ def bootfs_dir(out, kdir, initrd):
     return out
 
 
-def make_disk(path, work, copies, config=None, kernels=("a", "b")):
+def make_disk(path, work, copies, config=None, kernels=("a", "b"), systems=None,
+              mkdisk_args=()):
     """An STM32MP layout disk for the model: bootfs-a with kernel `kernels[0]`
     (a = bookworm's 6.1, b = 6.12) and its initramfs (slotinit with `config`,
     default configs/stm32mp.toml), bootfs-b with `kernels[1]`, each rootfs with its
     kernel's modules and the test scripts, metadata1/2 holding `copies`
-    (bytes, bytes)."""
+    (bytes, bytes). `systems` ({"a": tree, "b": tree}) replaces the test systems;
+    `mkdisk_args` go to qemu/mkdisk last (a later --sizes wins)."""
     import os
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
@@ -548,18 +550,21 @@ def make_disk(path, work, copies, config=None, kernels=("a", "b")):
         rd = rpifw.initramfs(kdir, cfg, work / f"initramfs-{slot}.img", modules=INITRD_MODULES)
         bootfs_dir(work / f"bootfs_{slot}", kdir, rd)
         rd.unlink()
-        system = rpifw.system_tree(work / f"rootfs_{slot}", f"rootfs-{slot}", k, work)
-        for n, text in SCRIPTS.items():
-            (system / "test.d" / n).write_text(text)
-            (system / "test.d" / n).chmod(0o755)
+        if systems:
+            system = systems[slot]
+        else:
+            system = rpifw.system_tree(work / f"rootfs_{slot}", f"rootfs-{slot}", k, work)
+            for n, text in SCRIPTS.items():
+                (system / "test.d" / n).write_text(text)
+                (system / "test.d" / n).chmod(0o755)
         args += [f"--boot-{slot}", work / f"bootfs_{slot}", f"--system-{slot}", system]
     for name, data in zip(METADATA, copies):
         f = work / f"{name}.bin"
         f.write_bytes(data)
         args += ["--extra", f"{name}:1:{f}:{MDATA_PART_TYPE}"]
     env = dict(os.environ, SLOTINIT=str(rpifw.slotinit_bin()))
-    subprocess.run([str(REPO / "qemu/mkdisk"), "--out", str(path), *map(str, args)],
-                   check=True, stdout=subprocess.DEVNULL, env=env)
+    subprocess.run([str(REPO / "qemu/mkdisk"), "--out", str(path), *map(str, args),
+                    *map(str, mkdisk_args)], check=True, stdout=subprocess.DEVNULL, env=env)
     for slot in "ab":
         shutil.rmtree(work / f"bootfs_{slot}", ignore_errors=True)
         shutil.rmtree(work / f"rootfs_{slot}", ignore_errors=True)
