@@ -396,7 +396,7 @@ enum Got {
     /// Checksum and JSON valid; what it holds may still be unsupported.
     Valid {
         seqid: u64,
-        parsed: Result<Container, Luks2Error>,
+        parsed: Box<Result<Container, Luks2Error>>,
     },
     Bad(String),
     Io(io::Error),
@@ -411,14 +411,14 @@ fn judge(r: Result<Copy, CopyError>, which: Which, what: &str) -> Got {
             match parse_copy(&copy, which, what) {
                 Ok(c) => Got::Valid {
                     seqid,
-                    parsed: Ok(c),
+                    parsed: Box::new(Ok(c)),
                 },
                 Err(JsonError::Unsupported(reason)) => Got::Valid {
                     seqid,
-                    parsed: Err(Luks2Error::Unsupported {
+                    parsed: Box::new(Err(Luks2Error::Unsupported {
                         what: what.into(),
                         reason,
-                    }),
+                    })),
                 },
                 Err(JsonError::Bad(s)) => Got::Bad(s),
             }
@@ -490,12 +490,12 @@ pub(crate) fn read_header(dev: &mut dyn Disk, what: &str) -> Result<Container, L
             },
         ) => {
             if b > a {
-                pb
+                *pb
             } else {
-                pa
+                *pa
             }
         }
-        (Got::Valid { parsed, .. }, _) | (_, Got::Valid { parsed, .. }) => parsed,
+        (Got::Valid { parsed, .. }, _) | (_, Got::Valid { parsed, .. }) => *parsed,
         (Got::Io(e), _) | (_, Got::Io(e)) => Err(io(e)),
         (Got::Bad(p), Got::Bad(s)) => {
             if &head[..6] != MAGIC_PRIMARY && s.starts_with(NO_MAGIC) {

@@ -77,6 +77,9 @@ pub(crate) struct Fake {
     pub(crate) opened: Vec<(u64, PathBuf)>,
     /// The driver behind the fake's watchdog device.
     pub(crate) watchdog: FakeWatchdog,
+    /// The Raspberry Pi firmware's OTP key 1, with which the fake mailbox
+    /// answers HMAC-SHA256 (tag 0x00030092); None: the firmware refuses.
+    pub(crate) otp_key: Option<Vec<u8>>,
 }
 
 /// A watchdog driver as the fake plays it: what WDIOC_GETSUPPORT and
@@ -649,6 +652,55 @@ impl Sys for Fake {
     fn watchdog_close(&mut self, _: File, magic: bool) -> io::Result<()> {
         let magic = if magic { " magic" } else { "" };
         self.record(format!("watchdog-close{magic}"))
+    }
+    fn rpi_mailbox(&mut self, buf: &mut [u32]) -> io::Result<()> {
+        self.record(format!(
+            "rpi-mailbox {:#010x}",
+            buf.get(2).copied().unwrap_or(0)
+        ))?;
+        fake_firmware(self.otp_key.as_deref(), buf);
+        Ok(())
+    }
+}
+
+/// The firmware's side of the property mailbox, as far as the Pi OTP key
+/// provider uses it: HMAC-SHA256 with OTP key 1 (raspberrypi/utils
+/// rpifwcrypto.c `struct firmware_hmac_msg`: request flags, key_id, length,
+/// message; response status, length, hmac). Anything else: an error status.
+fn fake_firmware(otp_key: Option<&[u8]>, buf: &mut [u32]) {
+    use hmac::Mac;
+    const DONE: u32 = 0x8000_0000;
+    if buf.len() < 8 {
+        return;
+    }
+    buf[1] = DONE;
+    let (tag, key_id, len) = (buf[2], buf[6], buf[7] as usize);
+    let bytes: Vec<u8> = buf[8..].iter().flat_map(|w| w.to_ne_bytes()).collect();
+    let answer = match otp_key {
+        Some(key) if tag == 0x0003_0092 && key_id == 1 && len <= bytes.len() => {
+            hmac::Hmac::<sha2::Sha256>::new_from_slice(key)
+                .ok()
+                .map(|mut m| {
+                    m.update(&bytes[..len]);
+                    m.finalize().into_bytes().to_vec()
+                })
+        }
+        _ => None,
+    };
+    match answer {
+        Some(mac) => {
+            buf[4] = DONE | 40;
+            buf[5] = 0;
+            buf[6] = 32;
+            for (w, chunk) in buf[7..15].iter_mut().zip(mac.chunks(4)) {
+                *w = u32::from_ne_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+            }
+        }
+        None => {
+            buf[4] = DONE | 8;
+            buf[5] = DONE;
+            buf[6] = 0;
+        }
     }
 }
 

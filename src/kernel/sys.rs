@@ -201,6 +201,14 @@ pub(crate) trait Sys {
         by_write: bool,
         interval: Duration,
     ) -> io::Result<Option<i32>>;
+
+    /// The Raspberry Pi firmware's property mailbox (the Pi OTP key
+    /// provider, `crypt::keys`): IOCTL_MBOX_PROPERTY on /dev/vcio
+    /// (drivers/char/broadcom/vcio.c, raspberrypi/utils rpifwcrypto). `buf`
+    /// is one whole property message, its first word its size in bytes;
+    /// the firmware answers in place. Only on a Pi: there is no /dev/vcio
+    /// under QEMU.
+    fn rpi_mailbox(&mut self, buf: &mut [u32]) -> io::Result<()>;
 }
 
 /// A file [`Sys::flock_exclusive`] locked. Dropping it unlocks (LOCK_UN)
@@ -1293,6 +1301,38 @@ impl Sys for Real {
         }
     }
 
+    fn rpi_mailbox(&mut self, buf: &mut [u32]) -> io::Result<()> {
+        // vcio copies the size the first word gives, then the whole message.
+        let bytes = std::mem::size_of_val(buf);
+        if buf.len() < 3 || buf[0] as usize != bytes {
+            return Err(invalid(format!(
+                "mailbox message of {bytes} bytes says it has {}",
+                buf.first().copied().unwrap_or(0)
+            )));
+        }
+        log::debug!("ioctl /dev/vcio IOCTL_MBOX_PROPERTY tag {:#010x}", buf[2]);
+        use std::os::unix::fs::OpenOptionsExt;
+        let vcio = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open("/dev/vcio")?;
+        // SAFETY: vcio reads the size from the first word, which is the
+        // buffer's length in bytes (checked above), then reads and writes
+        // that many bytes through the pointer; `buf` is live and writable
+        // for the whole call; the fd is open while `vcio` lives.
+        let rc = unsafe {
+            libc::ioctl(
+                vcio.as_raw_fd(),
+                IOCTL_MBOX_PROPERTY as libc::Ioctl,
+                buf.as_mut_ptr(),
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
     fn watchdog_close(&mut self, dog: File, magic: bool) -> io::Result<()> {
         log::debug!(
             "close watchdog{}",
@@ -1312,6 +1352,11 @@ impl Sys for Real {
         Ok(())
     }
 }
+
+/// IOCTL_MBOX_PROPERTY: `_IOWR(100, 0, char *)` (the size field is that of
+/// a pointer), as drivers/char/broadcom/vcio.c and rpifwcrypto define it.
+const IOCTL_MBOX_PROPERTY: u32 =
+    (3 << 30) | ((std::mem::size_of::<*mut u8>() as u32) << 16) | (100 << 8);
 
 // The device-mapper ioctl interface (include/uapi/linux/dm-ioctl.h), by hand:
 // the `devicemapper` crate wants rustc 1.87 (this crate declares 1.85) and
