@@ -49,6 +49,12 @@ const CSUM_LEN: usize = 64;
 /// 1024-byte key. Bounds what a forged header can make the init allocate.
 const MAX_AF_BYTES: u64 = 4000 * 1024;
 const SECTOR: u64 = 512;
+/// The largest key (volume or keyslot) accepted, bytes; dm-crypt's keys are
+/// far smaller (64 bytes for aes-xts-plain64 with AES-256).
+const MAX_KEY: usize = 512;
+/// The shortest digest accepted: a shorter one would let almost any key
+/// through (cryptsetup writes the hash's full length, 32 for sha256).
+const MIN_DIGEST: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum Luks2Error {
@@ -705,6 +711,12 @@ fn parse_json(root: &Obj) -> Result<Parsed, JsonError> {
         break;
     }
     let digest = digest.ok_or_else(|| JsonError::Bad("no digest for segment 0".into()))?;
+    if digest.digest.len() < MIN_DIGEST || digest.digest.len() > digest.hash.len() {
+        return Err(format!("digest of {} bytes", digest.digest.len()).into());
+    }
+    if digest.iterations == 0 {
+        return Err("digest with 0 iterations".to_string().into());
+    }
 
     let slots = object(root, "keyslots", "metadata")?;
     let mut keyslots = Vec::new();
@@ -758,8 +770,15 @@ fn parse_keyslot(id: u32, k: &Obj, at: &str) -> Result<Keyslot, JsonError> {
         encryption: string(area, "encryption", at)?.to_string(),
         key_size: u32_num(area, "key_size", at)? as usize,
     };
+    if !(1..=MAX_KEY).contains(&area.key_size) {
+        return Err(format!("{at}: area key size {}", area.key_size).into());
+    }
     let af_bytes = key_size as u64 * u64::from(stripes);
-    if key_size == 0 || stripes == 0 || af_bytes > MAX_AF_BYTES || af_bytes > area.size {
+    if !(1..=MAX_KEY).contains(&key_size)
+        || stripes == 0
+        || af_bytes > MAX_AF_BYTES
+        || af_bytes > area.size
+    {
         return Err(format!(
             "{at}: {stripes} stripes of {key_size} bytes in a {}-byte area",
             area.size
@@ -865,6 +884,12 @@ pub(crate) fn xts_decrypt(
     use aes::cipher::KeyInit;
     use xts_mode::Xts128;
     let bad = || io::Error::new(io::ErrorKind::InvalidInput, "aes-xts key size");
+    if sector < 512 || sector % 512 != 0 || data.len() % sector != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "aes-xts: not whole sectors",
+        ));
+    }
     let per = (sector / 512) as u128;
     let tweak = |n: u128| (u128::from(first_iv) + n * per).to_le_bytes();
     match key.len() {
@@ -1393,6 +1418,132 @@ mod tests {
         let c = read_header(&mut Cursor::new(img), name).unwrap();
         assert_eq!(c.which(), Which::Secondary);
         assert_eq!(c.seqid(), seq);
+    }
+
+    /// `img` with the primary header's JSON edited by `edit` (and a fresh
+    /// checksum) and the secondary's magic gone: what a forged or buggy
+    /// header looks like once its checksum holds.
+    fn forge(mut img: Vec<u8>, edit: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
+        let end = img[BIN_LEN..16384].iter().position(|&c| c == 0).unwrap();
+        let mut json: serde_json::Value =
+            serde_json::from_slice(&img[BIN_LEN..BIN_LEN + end]).unwrap();
+        edit(&mut json);
+        let text = serde_json::to_vec(&json).unwrap();
+        img[BIN_LEN..16384].fill(0);
+        img[BIN_LEN..BIN_LEN + text.len()].copy_from_slice(&text);
+        img[OFF_CSUM..OFF_CSUM + CSUM_LEN].fill(0);
+        let sum = Hash::Sha256.digest(&[&img[..16384]]);
+        img[OFF_CSUM..OFF_CSUM + 32].copy_from_slice(&sum);
+        img[16384..16384 + 6].fill(0);
+        img
+    }
+
+    #[test]
+    fn forged_metadata_is_refused_without_panic_or_huge_allocation() {
+        use serde_json::json;
+        let name = "xts512-pbkdf2";
+        let base = image(name);
+        // The forge itself keeps a good header good.
+        let ok = forge(base.clone(), |_| {});
+        let mut dev = Cursor::new(ok);
+        let c = read_header(&mut dev, name).unwrap();
+        assert_eq!(
+            unlock(&c, &mut dev, PW0, &NO_LIMIT).unwrap().key(),
+            &dumped_key(name)[..]
+        );
+        type Edit = Box<dyn FnOnce(&mut serde_json::Value)>;
+        let cases: Vec<(&str, Edit)> = vec![
+            (
+                "digest of 0 bytes",
+                Box::new(|j| j["digests"]["0"]["digest"] = json!("")),
+            ),
+            (
+                "digest with 0 iterations",
+                Box::new(|j| j["digests"]["0"]["iterations"] = json!(0)),
+            ),
+            (
+                "area key size 4294967295",
+                Box::new(|j| j["keyslots"]["0"]["area"]["key_size"] = json!(4294967295u64)),
+            ),
+            (
+                "0 stripes",
+                Box::new(|j| j["keyslots"]["0"]["af"]["stripes"] = json!(0)),
+            ),
+            (
+                "4000 stripes of 100000 bytes",
+                Box::new(|j| j["keyslots"]["0"]["key_size"] = json!(100000)),
+            ),
+            (
+                "sector size 3",
+                Box::new(|j| j["segments"]["0"]["sector_size"] = json!(3)),
+            ),
+            (
+                "\"size\" is not a number",
+                Box::new(|j| j["segments"]["0"]["size"] = json!("-1")),
+            ),
+            (
+                "\"salt\" is not base64",
+                Box::new(|j| j["keyslots"]["0"]["kdf"]["salt"] = json!("!!!!")),
+            ),
+            (
+                "no \"segments\"",
+                Box::new(|j| {
+                    j.as_object_mut().unwrap().remove("segments");
+                }),
+            ),
+            (
+                "no digest for segment 0",
+                Box::new(|j| j["digests"]["0"]["segments"] = json!(["1"])),
+            ),
+        ];
+        for (reason, edit) in cases {
+            let e =
+                read_header(&mut Cursor::new(forge(base.clone(), edit)), "/dev/vda4").unwrap_err();
+            assert!(
+                matches!(e, Luks2Error::NoValidHeader { .. }) && e.to_string().contains(reason),
+                "{reason}: {e}"
+            );
+        }
+        let unsupported: Vec<(&str, Edit)> = vec![
+            (
+                "mandatory requirements \"online-reencrypt-v2\"",
+                Box::new(|j| {
+                    j["config"]["requirements"] = json!({"mandatory": ["online-reencrypt-v2"]})
+                }),
+            ),
+            (
+                "segment 0 with integrity",
+                Box::new(|j| j["segments"]["0"]["integrity"] = json!({"type": "hmac(sha256)"})),
+            ),
+            (
+                "segment 0 of type \"linear\"",
+                Box::new(|j| j["segments"]["0"]["type"] = json!("linear")),
+            ),
+        ];
+        for (reason, edit) in unsupported {
+            let e =
+                read_header(&mut Cursor::new(forge(base.clone(), edit)), "/dev/vda4").unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!("/dev/vda4: unsupported LUKS2 container: {reason}")
+            );
+        }
+        // An unknown kdf makes that keyslot unusable; the other still opens.
+        let img = forge(base.clone(), |j| {
+            j["keyslots"]["0"]["kdf"]["type"] = json!("scrypt")
+        });
+        let mut dev = Cursor::new(img);
+        let c = read_header(&mut dev, name).unwrap();
+        assert_eq!(slot_ids(&c), BTreeMap::from([(1, "argon2id")]));
+        assert_eq!(unlock(&c, &mut dev, PW1, &NO_LIMIT).unwrap().keyslot(), 1);
+        // A keyslot area past the end of the device: that keyslot fails.
+        let img = forge(base, |j| {
+            j["keyslots"]["0"]["area"]["offset"] = json!("1073741824")
+        });
+        let mut dev = Cursor::new(img);
+        let c = read_header(&mut dev, name).unwrap();
+        let e = unlock(&c, &mut dev, PW0, &NO_LIMIT).unwrap_err();
+        assert!(matches!(e, Luks2Error::WrongKey { .. }), "{e}");
     }
 
     #[test]
