@@ -14,6 +14,12 @@
 //!   rpifwcrypto.c). The device id: the eMMC/SD card's CID
 //!   (/sys/block/mmcblkN/device/cid) or the NVMe controller's serial
 //!   (/sys/block/nvmeXnY/device/serial, blank padding trimmed).
+//!   `block-device-id`'s source was not found; what it prints is inferred:
+//!   Raspberry Pi's review of pi-gen-micro PR #60 ("block-device-id ... |
+//!   rpi-fw-crypto hmac --in /dev/stdin --key-id 1 --outform hex", the id
+//!   taken whole, not hex-decoded), and rpi-sb-provisioner issue #316 (an
+//!   NVMe key differed until "trimming an input string"). Check it against
+//!   a provisioned device before relying on it.
 //!   This provider cannot run under QEMU (no VideoCore firmware, no
 //!   /dev/vcio): its tests run the whole provider against a fake firmware
 //!   and vectors computed with openssl.

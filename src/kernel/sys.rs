@@ -1498,6 +1498,23 @@ mod tests {
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 
     #[test]
+    fn rpi_mailbox_checks_the_message_and_needs_vcio() {
+        let mut sys = Real;
+        // The first word must be the message's size in bytes.
+        let e = sys.rpi_mailbox(&mut [0u32; 8]).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert_eq!(
+            IOCTL_MBOX_PROPERTY, 0xc008_6400,
+            "_IOWR(100, 0, char *) on 64-bit"
+        );
+        if !Path::new("/dev/vcio").exists() {
+            let mut msg = [32u32, 0, 0x0003_0092, 0, 0, 0, 0, 0];
+            let e = sys.rpi_mailbox(&mut msg).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::NotFound);
+        }
+    }
+
+    #[test]
     fn plain_relative_paths_only() {
         assert_eq!(components("a/b/c").unwrap(), vec!["a", "b", "c"]);
         assert!(components("../a").is_err());
