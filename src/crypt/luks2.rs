@@ -826,11 +826,15 @@ fn parse_keyslot(id: u32, k: &Obj, at: &str) -> Result<Keyslot, JsonError> {
 /// Decrypts keyslot areas. [`InProcess`] does `aes-xts-plain64` (what
 /// cryptsetup uses for an aes-xts container); any other keyslot cipher
 /// (cryptsetup 2.6 encrypts an adiantum container's keyslots with
-/// `xchacha12,aes-adiantum-plain64` too) is the kernel's: the init
-/// implements this trait with a temporary read-only dm-crypt mapping of the
-/// area ([`area_table`]), as cryptsetup itself does when the kernel crypto
-/// API is not available to userspace (luks2_keyslot_luks2.c
-/// `luks2_decrypt_from_storage`, the dm-crypt fallback).
+/// `xchacha12,aes-adiantum-plain64` too) is the kernel's: [`ViaKernel`]
+/// reads it through a temporary read-only dm-crypt mapping of the area
+/// ([`area_table`]), as cryptsetup itself does when the kernel crypto API is
+/// not available to userspace (luks2_keyslot_luks2.c
+/// `luks2_decrypt_from_storage`, the dm-crypt fallback). Why not adiantum in
+/// process: the kernel has it anyway (the data segment needs it), and the
+/// one crate (`adiantum` 0.2, one author, on release candidates of
+/// RustCrypto's next generation) would add a second AES and a ChaCha to the
+/// binary; the tests use it to play dm-crypt.
 #[cfg_attr(not(test), allow(dead_code))]
 pub(crate) trait AreaDecrypt {
     /// The first `len` bytes (a multiple of 512) of `area`, decrypted with
@@ -914,10 +918,45 @@ pub(crate) fn xts_decrypt(
     Ok(())
 }
 
+/// [`AreaDecrypt`] for the init: aes-xts-plain64 in process, any other
+/// keyslot cipher (adiantum) through the kernel. `read_mapped(table, len)`
+/// sets up a temporary read-only dm-crypt mapping with `table` (the area of
+/// the container at `device`, [`area_table`]), reads its first `len` bytes
+/// and removes the mapping: in the init, `Sys::dm_create`, a read of the
+/// node it returns, `Sys::dm_remove`. The table's copy of the key is wiped
+/// after the call.
+#[cfg_attr(not(test), allow(dead_code))]
+pub(crate) struct ViaKernel<'a, F> {
+    pub(crate) device: &'a str,
+    pub(crate) read_mapped: F,
+}
+
+impl<F> AreaDecrypt for ViaKernel<'_, F>
+where
+    F: FnMut(&[DmLine], usize) -> io::Result<Zeroizing<Vec<u8>>>,
+{
+    fn decrypt(
+        &mut self,
+        dev: &mut dyn Disk,
+        area: &Area,
+        key: &[u8],
+        len: usize,
+    ) -> io::Result<Zeroizing<Vec<u8>>> {
+        if area.encryption == "aes-xts-plain64" {
+            return InProcess.decrypt(dev, area, key, len);
+        }
+        let mut table = area_table(area, key, self.device, len);
+        let out = (self.read_mapped)(&table, len);
+        for line in &mut table {
+            zeroize::Zeroize::zeroize(&mut line.params);
+        }
+        out
+    }
+}
+
 /// The table of a temporary read-only dm-crypt mapping that decrypts the
 /// first `len` bytes of a keyslot area of the container at `device`: for an
 /// [`AreaDecrypt`] through the kernel (IV 0 at the area's start).
-#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn area_table(area: &Area, key: &[u8], device: &str, len: usize) -> Vec<DmLine> {
     vec![DmLine {
         start: 0,
@@ -1718,6 +1757,57 @@ mod tests {
         assert!(t[0]
             .params
             .ends_with(" 0 /dev/mmcblk0p3 2048 1 sector_size:4096"));
+    }
+
+    /// The init's way for adiantum keyslots, with dm-crypt played by the
+    /// adiantum crate from the table it is given: the table must map the
+    /// right bytes of the right device with the right cipher and key.
+    #[test]
+    fn via_kernel_maps_the_keyslot_area_for_dm_crypt() {
+        let name = "adiantum-argon2id";
+        let img = image(name);
+        let mut dev = Cursor::new(img.clone());
+        let c = read_header(&mut dev, name).unwrap();
+        let mut mapped = Vec::new();
+        let mut via = ViaKernel {
+            device: "/dev/mmcblk0p3",
+            read_mapped: |table: &[DmLine], len: usize| {
+                assert_eq!(table.len(), 1);
+                let l = &table[0];
+                assert_eq!((l.start, l.target.as_str()), (0, "crypt"));
+                assert_eq!(l.length * 512, len as u64);
+                let p: Vec<&str> = l.params.split(' ').collect();
+                assert_eq!(p.len(), 5, "{}", l.params);
+                assert_eq!(
+                    (p[0], p[2], p[3]),
+                    ("xchacha12,aes-adiantum-plain64", "0", "/dev/mmcblk0p3")
+                );
+                mapped.push(p[4].to_string());
+                let key: Vec<u8> = (0..p[1].len())
+                    .step_by(2)
+                    .map(|i| u8::from_str_radix(&p[1][i..i + 2], 16).unwrap())
+                    .collect();
+                let at = p[4].parse::<usize>().unwrap() * 512;
+                let mut buf = Zeroizing::new(img[at..at + len].to_vec());
+                adiantum_decrypt(&key, &mut buf, 512, 0);
+                Ok(buf)
+            },
+        };
+        let u = unlock_with(&c, &mut dev, PW0, &NO_LIMIT, &mut via).unwrap();
+        assert_eq!(u.key(), &dumped_key(name)[..]);
+        // Keyslot 0's area: "Area offset:32768 [bytes]".
+        assert_eq!(mapped, vec!["64"]);
+        // aes-xts keyslots stay in process.
+        let xts = image("xts512-pbkdf2");
+        let mut dev = Cursor::new(xts);
+        let c = read_header(&mut dev, "xts").unwrap();
+        let mut via = ViaKernel {
+            device: "/dev/vda4",
+            read_mapped: |_: &[DmLine], _: usize| -> io::Result<Zeroizing<Vec<u8>>> {
+                panic!("no mapping for aes-xts keyslots")
+            },
+        };
+        assert!(unlock_with(&c, &mut dev, PW0, &NO_LIMIT, &mut via).is_ok());
     }
 
     /// In process for aes-xts, the test's adiantum for adiantum.
