@@ -1325,7 +1325,12 @@ mod tests {
 
     #[test]
     fn reads_the_header_cryptsetup_wrote() {
-        for name in ["xts512-pbkdf2", "xts256-argon2"] {
+        for name in [
+            "xts512-pbkdf2",
+            "xts256-argon2",
+            "xts512-argon2id-format",
+            "adiantum-argon2id",
+        ] {
             let img = image(name);
             let c = read_header(&mut Cursor::new(img), name).unwrap();
             assert_eq!(c.which(), Which::Primary);
@@ -1362,6 +1367,7 @@ mod tests {
             ("xts512-pbkdf2", PW1, 1),
             ("xts256-argon2", PW0, 0),
             ("xts256-argon2", PW1, 1),
+            ("xts512-argon2id-format", PW0, 0),
         ] {
             let mut dev = Cursor::new(image(name));
             let c = read_header(&mut dev, name).unwrap();
@@ -1373,7 +1379,7 @@ mod tests {
 
     #[test]
     fn the_key_decrypts_the_data_cryptsetup_encrypted() {
-        for name in ["xts512-pbkdf2", "xts256-argon2"] {
+        for name in ["xts512-pbkdf2", "xts256-argon2", "xts512-argon2id-format"] {
             let img = image(name);
             let mut dev = Cursor::new(img.clone());
             let c = read_header(&mut dev, name).unwrap();
@@ -1839,6 +1845,7 @@ mod tests {
             ("xts256-argon2", PW0),
             ("xts256-argon2", PW1),
             ("adiantum-argon2id", PW0),
+            ("xts512-argon2id-format", PW0),
         ] {
             let mut dev = Cursor::new(image(name));
             let c = read_header(&mut dev, name).unwrap();
