@@ -327,3 +327,98 @@ fn half_of_ram_kib<S: Sys + ?Sized>(sys: &mut S) -> u64 {
         })
         .map_or(512 * 1024, |kib| kib / 2)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::disk::devices::fixtures::part;
+
+    fn config(text: &str) -> Config {
+        Config::parse(text, "t").unwrap()
+    }
+
+    const CRYPT: &str =
+        "[[crypt]]\nname = \"osdata_crypt\"\ndevice = { label = \"OSDATA_CRYPT\" }\n\
+        members = [\"system_a\", \"system_b\", \"persistent\"]\nkey = \"file:/k\"\n";
+
+    #[test]
+    fn the_wait_looks_for_the_members_outside_containers_only() {
+        let c = config(CRYPT);
+        let outer = outer_names(&c);
+        for inside in ["system_a", "system_b", "persistent"] {
+            assert_eq!(
+                outer.reference(inside),
+                crate::config::PartRef::Absent,
+                "{inside}"
+            );
+        }
+        assert_eq!(outer.reference("boot_a"), c.partitions.reference("boot_a"));
+        assert_eq!(
+            outer.reference("bootconfig"),
+            c.partitions.reference("bootconfig")
+        );
+    }
+
+    #[test]
+    fn members_resolve_among_the_containers_partitions_only() {
+        let c = config(CRYPT);
+        let mut resolved = Resolved::default();
+        // The outer disk has a partition named like a member inside: it is
+        // not taken for it.
+        resolved.persistent = None;
+        let inside = vec![
+            part("mapper/osdata_cryptp1", "osdata_crypt", 1, Some("system_a")),
+            part("mapper/osdata_cryptp2", "osdata_crypt", 2, Some("system_b")),
+            part(
+                "mapper/osdata_cryptp3",
+                "osdata_crypt",
+                3,
+                Some("persistent"),
+            ),
+        ];
+        resolve_inside(&c, &c.crypt[0], &inside, &mut resolved);
+        assert_eq!(
+            resolved.system_b.as_ref().unwrap().dev,
+            "mapper/osdata_cryptp2"
+        );
+        assert_eq!(
+            resolved.persistent.as_ref().unwrap().node(),
+            Path::new("/dev/mapper/osdata_cryptp3")
+        );
+        assert!(resolved.problems.is_empty(), "{:?}", resolved.problems);
+        // A member missing inside is a problem naming the container.
+        let mut resolved = Resolved::default();
+        resolve_inside(&c, &c.crypt[0], &inside[..2], &mut resolved);
+        assert!(resolved.persistent.is_none());
+        assert!(
+            resolved.problems[0].starts_with("inside osdata_crypt: "),
+            "{:?}",
+            resolved.problems
+        );
+    }
+
+    #[test]
+    fn a_container_holding_both_systems_that_did_not_open_ends_the_boot() {
+        let c = config(CRYPT);
+        let cause = both_systems_lost(&c, &Resolved::default()).unwrap();
+        assert!(cause.contains("osdata_crypt"), "{cause}");
+        // cryptdata: the systems are outside, persistent inside.
+        let data = config(
+            "[[crypt]]\nname = \"userdata_crypt\"\ndevice = { label = \"USERDATA_CRYPT\" }\n\
+             members = [\"persistent\"]\nkey = \"file:/k\"\n",
+        );
+        assert_eq!(both_systems_lost(&data, &Resolved::default()), None);
+    }
+
+    #[test]
+    fn a_luks2_label_is_read_from_the_binary_header_only() {
+        let mut head = [0u8; 512];
+        head[..6].copy_from_slice(b"LUKS\xba\xbe");
+        head[6..8].copy_from_slice(&[0, 2]);
+        head[24..36].copy_from_slice(b"OSDATA_CRYPT");
+        assert_eq!(luks2::peek_label(&head).as_deref(), Some("OSDATA_CRYPT"));
+        head[7] = 1; // LUKS1 has no label there
+        assert_eq!(luks2::peek_label(&head), None);
+        assert_eq!(luks2::peek_label(&[0u8; 512]), None);
+    }
+}
