@@ -363,9 +363,6 @@ mod tests {
     fn members_resolve_among_the_containers_partitions_only() {
         let c = config(CRYPT);
         let mut resolved = Resolved::default();
-        // The outer disk has a partition named like a member inside: it is
-        // not taken for it.
-        resolved.persistent = None;
         let inside = vec![
             part("mapper/osdata_cryptp1", "osdata_crypt", 1, Some("system_a")),
             part("mapper/osdata_cryptp2", "osdata_crypt", 2, Some("system_b")),
