@@ -500,6 +500,31 @@ pub(crate) struct CryptSpec {
     pub(crate) max_memory_kib: u64,
 }
 
+/// Where a container's passphrase comes from (`CryptSpec::key`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum KeySpec {
+    /// `file:/path`: a file in the initramfs, read whole (as cryptsetup's
+    /// `--key-file`).
+    File(std::path::PathBuf),
+    /// `rpi-otp`: the Raspberry Pi's OTP-derived key.
+    RpiOtp,
+}
+
+impl std::str::FromStr for KeySpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.strip_prefix("file:") {
+            Some(p) if p.starts_with('/') && !p.split('/').any(|c| c == "..") => {
+                Ok(KeySpec::File(p.into()))
+            }
+            _ if s == "rpi-otp" => Ok(KeySpec::RpiOtp),
+            _ => Err(format!(
+                "{s:?} is neither file:/PATH (absolute, in the initramfs) nor rpi-otp"
+            )),
+        }
+    }
+}
+
 /// How a [`CryptSpec`] names its partition.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
@@ -626,7 +651,7 @@ impl Config {
                 ));
             }
             c.key
-                .parse::<crate::crypt::keys::KeySpec>()
+                .parse::<KeySpec>()
                 .map_err(|e| bad(format!("key: {e}")))?;
         }
         if self.verity.hash != "appended" {

@@ -1,22 +1,6 @@
 //! (to be written: the key providers; a stub for the config's check)
 
-/// Where a container's passphrase comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum KeySpec {
-    File(std::path::PathBuf),
-    RpiOtp,
-}
-
-impl std::str::FromStr for KeySpec {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.strip_prefix("file:") {
-            Some(p) if p.starts_with('/') => Ok(KeySpec::File(p.into())),
-            _ if s == "rpi-otp" => Ok(KeySpec::RpiOtp),
-            _ => Err(format!("{s:?} is neither file:/PATH nor rpi-otp")),
-        }
-    }
-}
+pub(crate) use crate::config::KeySpec;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
