@@ -20,12 +20,17 @@ const SIGNATURE: &[u8; 8] = b"verity\0\0";
 /// `sizeof(sb.salt)` in cryptsetup's `struct verity_sb`.
 const MAX_SALT: usize = 256;
 
-/// The largest data or hash block the kernel takes: dm-verity-target.c
-/// refuses a block size above `PAGE_SIZE`, and 4 KiB is the smallest page
-/// size of the arm64 kernels slotinit boots (the Pi 5's 16 KiB kernel takes
-/// more, the others do not, so a 16 KiB tree would boot on one kernel only).
-/// veritysetup's default and rpi-image-gen's `system.verity` use 4096.
-pub(crate) const MAX_BLOCK: u32 = 4096;
+/// The largest data block the kernel takes: dm-verity-target.c's
+/// `verity_ctr` refuses a data block size above `PAGE_SIZE` ("Invalid data
+/// device block size"), and 4 KiB is the smallest page size of the arm64
+/// kernels slotinit boots (the Pi 5's 16 KiB kernel takes more, the others do
+/// not, so such a tree would boot on one kernel only). veritysetup's default
+/// and rpi-image-gen's `system.verity` use 4096.
+pub(crate) const MAX_DATA_BLOCK: u32 = 4096;
+
+/// The largest hash block: the kernel takes any power of two, cryptsetup's
+/// `VERITY_BLOCK_SIZE_OK` up to 512 KiB.
+pub(crate) const MAX_HASH_BLOCK: u32 = 512 * 1024;
 
 /// Where an appended tree starts is the filesystem's size rounded up to this
 /// (the `hash = "appended"` convention; mksquashfs pads its images to it).
@@ -59,13 +64,12 @@ pub(crate) enum VerityError {
     Version { what: String, version: u32 },
     #[error("{what}: verity hash type {hash_type} is not supported (only 1; 0 is Chrome OS's)")]
     HashType { what: String, hash_type: u32 },
-    #[error(
-        "{what}: verity {which} block size {size} is not a power of two from 512 to {MAX_BLOCK}"
-    )]
+    #[error("{what}: verity {which} block size {size} is not a power of two from 512 to {max}")]
     BlockSize {
         what: String,
         which: &'static str,
         size: u32,
+        max: u32,
     },
     #[error("{what}: verity hash algorithm {name:?} is not supported")]
     Algorithm { what: String, name: String },
@@ -193,9 +197,17 @@ pub(crate) fn parse_superblock(block: &[u8], what: &str) -> Result<Superblock, V
     }
     let data_block_size = le32(block, 64);
     let hash_block_size = le32(block, 68);
-    for (which, size) in [("data", data_block_size), ("hash", hash_block_size)] {
-        if !size.is_power_of_two() || !(512..=MAX_BLOCK).contains(&size) {
-            return Err(VerityError::BlockSize { what, which, size });
+    for (which, size, max) in [
+        ("data", data_block_size, MAX_DATA_BLOCK),
+        ("hash", hash_block_size, MAX_HASH_BLOCK),
+    ] {
+        if !size.is_power_of_two() || !(512..=max).contains(&size) {
+            return Err(VerityError::BlockSize {
+                what,
+                which,
+                size,
+                max,
+            });
         }
     }
     let data_blocks = le64(block, 72);
@@ -868,6 +880,46 @@ mod tests {
         check_table(&lines[0], &sb, &img4, &hash, 4096);
     }
 
+    /// Hash blocks larger than a page are the kernel's to take (only data
+    /// blocks are bounded by PAGE_SIZE).
+    #[test]
+    fn large_hash_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let (img, hash) = (dir.path().join("d"), dir.path().join("h"));
+        sized(&img, 4096 * 3000);
+        let (sb, root) = format_and_parse(&["--hash-block-size=65536"], &img, &hash, 0);
+        assert_eq!(sb.hash_start_block(0), 1);
+        let lines = table(&sb, &params(&img, &hash, 0, &root)).unwrap();
+        check_table(&lines[0], &sb, &img, &hash, 0);
+        assert_eq!(std::fs::metadata(&hash).unwrap().len(), sb.tree_end(0));
+    }
+
+    /// The high halves of the block counts, which filesystems this small
+    /// never set (mke2fs cannot make a 16 TiB filesystem in a test, nor
+    /// mkfs.erofs 1.5 a 48-bit one): counted only with their feature bit.
+    #[test]
+    fn block_count_high_halves() {
+        let mut ext4 = vec![0u8; 4096];
+        let sb = &mut ext4[1024..];
+        sb[0x38..0x3a].copy_from_slice(&EXT4_MAGIC.to_le_bytes());
+        sb[0x04..0x08].copy_from_slice(&5u32.to_le_bytes());
+        sb[0x18..0x1c].copy_from_slice(&2u32.to_le_bytes());
+        sb[0x150..0x154].copy_from_slice(&1u32.to_le_bytes());
+        assert_eq!(filesystem(&ext4, "t").unwrap().1, 5 * 4096);
+        ext4[1024 + 0x60] = 0x80;
+        assert_eq!(filesystem(&ext4, "t").unwrap().1, ((1 << 32) + 5) * 4096);
+        let mut erofs = vec![0u8; 4096];
+        let sb = &mut erofs[1024..];
+        sb[..4].copy_from_slice(&EROFS_MAGIC.to_le_bytes());
+        sb[12] = 12;
+        sb[14..16].copy_from_slice(&3u16.to_le_bytes());
+        sb[36..40].copy_from_slice(&7u32.to_le_bytes());
+        assert_eq!(filesystem(&erofs, "t").unwrap().1, 7 * 4096);
+        erofs[1024 + 80] = 0x80;
+        assert_eq!(filesystem(&erofs, "t").unwrap().1, ((3 << 32) + 7) * 4096);
+        assert_eq!(fs_size(&erofs, "t").unwrap(), ((3 << 32) + 7) * 4096);
+    }
+
     /// Chrome OS's format, as `veritysetup format --format=0` writes it, is
     /// refused by name.
     #[test]
@@ -905,15 +957,16 @@ mod tests {
             edit(8, &2u32.to_le_bytes()),
             "/dev/vda5: verity superblock version 2 is not supported (only 1)"
         );
-        for (at, size, which) in [
-            (64, 256u32, "data"),
-            (64, 3000, "data"),
-            (68, 8192, "hash"),
-            (68, 0, "hash"),
+        for (at, size, which, max) in [
+            (64, 256u32, "data", 4096),
+            (64, 3000, "data", 4096),
+            (64, 8192, "data", 4096),
+            (68, 0, "hash", 524288),
+            (68, 1 << 20, "hash", 524288),
         ] {
             assert_eq!(
                 edit(at, &size.to_le_bytes()),
-                format!("/dev/vda5: verity {which} block size {size} is not a power of two from 512 to 4096")
+                format!("/dev/vda5: verity {which} block size {size} is not a power of two from 512 to {max}")
             );
         }
         assert_eq!(
