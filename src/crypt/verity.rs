@@ -102,6 +102,16 @@ pub(crate) enum VerityError {
         got: usize,
         want: usize,
     },
+    #[error("{what}: the hash tree's top block does not hash to the root hash (a tampered or foreign superblock or tree)")]
+    RootMismatch { what: String },
+    #[error("{what}: verity top block of {got} bytes, the superblock says {want}")]
+    RootBlockSize {
+        what: String,
+        got: usize,
+        want: usize,
+    },
+    #[error("{what}: no {algorithm} digest to check the root hash with")]
+    NoDigest { what: String, algorithm: String },
     #[error("{what}: verity superblock offset {offset} is not a multiple of 512")]
     Offset { what: String, offset: u64 },
     #[error(
@@ -327,6 +337,86 @@ impl Superblock {
         }
         Ok(root)
     }
+}
+
+/// Where the block that hashes to the root hash is: the tree's top level is
+/// its first block, at `hash_start_block` of the hash device
+/// (dm-verity-target.c stores the levels root first); a tree of no level
+/// (one data block) hashes that data block itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TopBlock {
+    /// On the data device (one data block) or the hash device.
+    pub(crate) on_data_dev: bool,
+    /// Its byte offset there.
+    pub(crate) offset: u64,
+    /// Its length in bytes.
+    pub(crate) len: usize,
+}
+
+impl Superblock {
+    /// Where [`check_top_block`]'s block is, for a superblock at
+    /// `superblock_offset` of the hash device.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn top_block(&self, superblock_offset: u64) -> TopBlock {
+        if self.hash_blocks() == 0 {
+            TopBlock {
+                on_data_dev: true,
+                offset: 0,
+                len: self.data_block_size as usize,
+            }
+        } else {
+            TopBlock {
+                on_data_dev: false,
+                offset: self
+                    .hash_start_block(superblock_offset)
+                    .saturating_mul(u64::from(self.hash_block_size)),
+                len: self.hash_block_size as usize,
+            }
+        }
+    }
+}
+
+/// Checks the tree's top block (read where [`Superblock::top_block`] says)
+/// against the trusted root hash before the target is set up: format 1's
+/// root hash is the digest of the salt followed by that block (verity.rst:
+/// "the salt is prepended when hashing"; cryptsetup's verity_hash.c). The
+/// kernel checks it only when the first read reaches the top, which under
+/// `restart_on_corruption` restarts the machine in the middle of the boot;
+/// here a tampered superblock (salt, sizes, offset) or a tree made for other
+/// data is refused at activation, with a message, and the slot can be marked
+/// bad. `digest(algorithm, parts)` hashes the concatenated parts with the
+/// superblock's algorithm (the caller's sha1/sha2; None for one it lacks).
+#[cfg_attr(not(test), allow(dead_code))]
+pub(crate) fn check_top_block<D: Fn(&str, &[&[u8]]) -> Option<Vec<u8>>>(
+    sb: &Superblock,
+    root_hash: &str,
+    top: &[u8],
+    what: &str,
+    digest: D,
+) -> Result<(), VerityError> {
+    let root = sb.check_root_hash(root_hash, what)?;
+    let want = if sb.hash_blocks() == 0 {
+        sb.data_block_size
+    } else {
+        sb.hash_block_size
+    } as usize;
+    if top.len() != want {
+        return Err(VerityError::RootBlockSize {
+            what: what.to_string(),
+            got: top.len(),
+            want,
+        });
+    }
+    let got = digest(&sb.algorithm, &[&sb.salt, top]).ok_or_else(|| VerityError::NoDigest {
+        what: what.to_string(),
+        algorithm: sb.algorithm.clone(),
+    })?;
+    if hex(&got) != root {
+        return Err(VerityError::RootMismatch {
+            what: what.to_string(),
+        });
+    }
+    Ok(())
 }
 
 /// A root hash as configured (the cmdline's `roothash=`, a roothash file):
@@ -918,6 +1008,109 @@ mod tests {
         erofs[1024 + 80] = 0x80;
         assert_eq!(filesystem(&erofs, "t").unwrap().1, ((3 << 32) + 7) * 4096);
         assert_eq!(fs_size(&erofs, "t").unwrap(), ((3 << 32) + 7) * 4096);
+    }
+
+    /// `openssl dgst` as the digest, so the check is tested against a hash
+    /// the real tool computes.
+    fn openssl(dir: &Path) -> impl Fn(&str, &[&[u8]]) -> Option<Vec<u8>> + '_ {
+        move |alg, parts| {
+            let input = dir.join("digest-input");
+            std::fs::write(&input, parts.concat()).unwrap();
+            let out = std::process::Command::new("openssl")
+                .args(["dgst", &format!("-{alg}"), "-binary", s(&input)])
+                .output()
+                .unwrap_or_else(|e| panic!("openssl could not run ({e}): install openssl"));
+            assert!(out.status.success(), "{out:?}");
+            Some(out.stdout)
+        }
+    }
+
+    /// The top block veritysetup wrote hashes (salted, by openssl) to the
+    /// root hash veritysetup printed; a salt, offset or tree that is not the
+    /// one the root hash was made for is refused before activation.
+    #[test]
+    fn top_block_against_the_root_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("system.img");
+        sized(&img, 4 << 20);
+        tool("mkfs.ext4", &["-q", "-F", "-b", "4096", s(&img)]);
+        let offset = fs_size(&read_at(&img, 0, 4096), "t").unwrap();
+        let (sb, root) = format_and_parse(&[], &img, &img, offset);
+        let top = sb.top_block(offset);
+        assert_eq!(
+            top,
+            TopBlock {
+                on_data_dev: false,
+                offset: offset + 4096,
+                len: 4096
+            }
+        );
+        let block = read_at(&img, top.offset, top.len);
+        let digest = openssl(dir.path());
+        check_top_block(&sb, &root, &block, "/dev/vda4", &digest).unwrap();
+        // The salt changed in the superblock.
+        let mut sb_bytes = read_at(&img, offset, 512);
+        sb_bytes[88] ^= 1;
+        let tampered = parse_superblock(&sb_bytes, "t").unwrap();
+        assert_eq!(
+            check_top_block(&tampered, &root, &block, "/dev/vda4", &digest)
+                .unwrap_err()
+                .to_string(),
+            "/dev/vda4: the hash tree's top block does not hash to the root hash \
+             (a tampered or foreign superblock or tree)"
+        );
+        // The wrong block (the next one), and a block of the wrong size.
+        let next = read_at(&img, top.offset + 4096, 4096);
+        assert!(matches!(
+            check_top_block(&sb, &root, &next, "x", &digest),
+            Err(VerityError::RootMismatch { .. })
+        ));
+        assert!(matches!(
+            check_top_block(&sb, &root, &block[..512], "x", &digest),
+            Err(VerityError::RootBlockSize {
+                got: 512,
+                want: 4096,
+                ..
+            })
+        ));
+        assert!(matches!(
+            check_top_block(&sb, &root, &block, "x", |_, _| None),
+            Err(VerityError::NoDigest { .. })
+        ));
+        // Other algorithms and sizes: sha1, sha512, no salt, 1 KiB hash blocks.
+        for args in [
+            &["--hash=sha1", "--hash-block-size=1024"][..],
+            &["--hash=sha512", "--salt=-"][..],
+        ] {
+            let hash = dir.path().join("hash");
+            sized(&hash, 0);
+            let (sb, root) = format_and_parse(args, &img, &hash, 0);
+            let top = sb.top_block(0);
+            check_top_block(
+                &sb,
+                &root,
+                &read_at(&hash, top.offset, top.len),
+                "x",
+                &digest,
+            )
+            .unwrap();
+        }
+        // One data block: no tree, the root hash is that block's.
+        let one = dir.path().join("one");
+        std::fs::write(&one, vec![7u8; 4096]).unwrap();
+        let hash = dir.path().join("hash1");
+        let (sb, root) = format_and_parse(&[], &one, &hash, 0);
+        assert_eq!(sb.hash_blocks(), 0);
+        let top = sb.top_block(0);
+        assert_eq!(
+            top,
+            TopBlock {
+                on_data_dev: true,
+                offset: 0,
+                len: 4096
+            }
+        );
+        check_top_block(&sb, &root, &read_at(&one, 0, 4096), "x", &digest).unwrap();
     }
 
     /// Chrome OS's format, as `veritysetup format --format=0` writes it, is
