@@ -38,7 +38,8 @@ pub(crate) const APPENDED_ALIGN: u64 = 4096;
 
 /// The hash algorithms slotinit sets up, by their kernel crypto API names (as
 /// veritysetup writes them into the superblock), with their digest sizes.
-/// Each needs its kernel module in the initramfs (sha256 is usually built in).
+/// The kernel must have the one a tree uses: Debian's arm64 kernels (6.1 and
+/// 6.12) build sha1 and sha256 in; sha512 is a module on 6.1.
 const ALGORITHMS: &[(&str, usize)] = &[
     ("sha1", 20),
     ("sha224", 28),
