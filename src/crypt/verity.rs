@@ -1257,6 +1257,43 @@ mod tests {
         );
     }
 
+    /// verity.rst's "Example": `dmsetup create vroot --readonly --table "0
+    /// 2097152 verity 1 /dev/sda1 /dev/sda2 4096 4096 262144 1 sha256
+    /// 4392712b... 1234000..."` for `veritysetup format /dev/sda1 /dev/sda2`
+    /// (the superblock at the start of /dev/sda2, no option: EIO).
+    #[test]
+    fn the_kernel_docs_example() {
+        let mut salt = vec![0u8; 32];
+        salt[..2].copy_from_slice(&[0x12, 0x34]);
+        let sb = Superblock {
+            hash_type: 1,
+            uuid: String::new(),
+            algorithm: "sha256".into(),
+            data_block_size: 4096,
+            hash_block_size: 4096,
+            data_blocks: 262144,
+            salt,
+        };
+        let root = "4392712ba01368efdf14b05c76f9e4df0d53664630b5d48632ed17a137f39076";
+        let p = Params {
+            data_dev: "/dev/sda1",
+            hash_dev: "/dev/sda2",
+            superblock_offset: 0,
+            root_hash: root,
+            on_corruption: OnCorruption::Eio,
+        };
+        let line = &table(&sb, &p).unwrap()[0];
+        assert_eq!(
+            format!(
+                "{} {} {} {}",
+                line.start, line.length, line.target, line.params
+            ),
+            "0 2097152 verity 1 /dev/sda1 /dev/sda2 4096 4096 262144 1 sha256 \
+             4392712ba01368efdf14b05c76f9e4df0d53664630b5d48632ed17a137f39076 \
+             1234000000000000000000000000000000000000000000000000000000000000"
+        );
+    }
+
     #[test]
     fn tables_that_cannot_work_are_refused() {
         let sb = Superblock {
