@@ -259,9 +259,13 @@ fn map_partitions<S: Sys + ?Sized>(
         .open_disk(mapped)
         .map_err(|e| format!("{}: open: {e}", mapped.display()))?;
     let table = gpt::find_valid(&mut disk, lba, false)
-        .map_err(|e| format!("its partition table ({} B blocks): {e}", lba))?;
+        .map_err(|e| format!("its partition table ({lba} B blocks): {e}"))?;
+    let bytes = disk
+        .seek(SeekFrom::End(0))
+        .map_err(|e| format!("{}: size: {e}", mapped.display()))?;
     drop(disk);
-    let parts = kpartx::partitions(name, &mapped.to_string_lossy(), &table.entries, lba);
+    let parts = kpartx::partitions(name, &mapped.to_string_lossy(), &table.entries, lba, bytes)
+        .map_err(|e| e.to_string())?;
     let mut made: Vec<String> = Vec::new();
     let mut inside = Vec::new();
     for p in parts {
