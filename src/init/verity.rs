@@ -144,11 +144,20 @@ pub(super) fn arm<S: Sys + ?Sized>(boot: &mut Boot<S>, verified: Verified) {
     boot.report.handoff.verity = Some(verified.record);
 }
 
-/// Takes the target down again (its slot was not used).
+/// Takes the target down again (its slot was not used). A filesystem just
+/// detached (`umount -l`) may hold it a moment longer: EBUSY is retried for
+/// up to half a second.
 pub(super) fn remove<S: Sys + ?Sized>(sys: &mut S, name: &str) {
-    if let Err(e) = sys.dm_remove(name) {
-        log::warn!("cannot remove {name}: {e}");
+    for _ in 0..25 {
+        match sys.dm_remove(name) {
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                sys.sleep(std::time::Duration::from_millis(20))
+            }
+            Err(e) => return log::warn!("cannot remove {name}: {e}"),
+            Ok(()) => return,
+        }
     }
+    log::warn!("cannot remove {name}: still busy after 0.5 s");
 }
 
 /// The slot's root hash and where it came from. The cmdline speaks for the
