@@ -180,6 +180,36 @@ pub(crate) struct Handoff {
     pub(crate) cpu_sys_us: Option<u64>,
     /// The hardware watchdog, when one was asked for.
     pub(crate) watchdog: Option<WatchdogRecord>,
+    /// The LUKS2 containers of the config, opened or not.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) crypt: Vec<CryptRecord>,
+    /// dm-verity over the mounted system, when it is verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) verity: Option<VerityRecord>,
+}
+
+/// One container: where it was found, how long its unlock took, or why it
+/// did not open.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct CryptRecord {
+    pub(crate) name: String,
+    pub(crate) device: String,
+    pub(crate) unlock_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) error: Option<String>,
+}
+
+/// The verified system: its target, the partition under it and the root
+/// hash it was checked against.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct VerityRecord {
+    pub(crate) name: String,
+    pub(crate) device: String,
+    pub(crate) root_hash: String,
+    /// Where the root hash came from (`cmdline`, or the file's path).
+    pub(crate) root_hash_source: String,
+    pub(crate) on_corruption: String,
+    pub(crate) setup_ms: u64,
 }
 
 impl Handoff {

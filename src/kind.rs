@@ -34,6 +34,10 @@ pub(crate) const OVERRIDE_REFUSED: &str = "override-refused";
 pub(crate) const COMMIT: &str = "commit";
 pub(crate) const LINK: &str = "link";
 pub(crate) const SLOT_UNUSABLE: &str = "slot-unusable";
+/// A LUKS2 container did not open (named in the message).
+pub(crate) const CRYPT: &str = "crypt";
+/// A slot's dm-verity could not be set up, or found corruption.
+pub(crate) const VERITY: &str = "verity";
 pub(crate) const PERSISTENT_MISSING: &str = "persistent-missing";
 pub(crate) const PERSISTENT_FSCK: &str = "persistent-fsck";
 pub(crate) const PERSISTENT_MOUNT: &str = "persistent-mount";

@@ -14,6 +14,10 @@ pub struct Config {
     pub(crate) bootstate: BootStateConfig,
     /// OverlayFS mounts, in order.
     pub(crate) overlay: Vec<OverlaySpec>,
+    /// LUKS2 containers opened before the members inside them are resolved.
+    pub(crate) crypt: Vec<CryptSpec>,
+    /// dm-verity for the system slots.
+    pub(crate) verity: VerityConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -113,6 +117,12 @@ impl PartSpec {
         PartSpec::Name(name.to_string())
     }
 
+    /// The reference; absent when the table does not name exactly one way
+    /// (the config's check refuses those).
+    pub(crate) fn reference(&self) -> PartRef {
+        self.to_ref().unwrap_or(PartRef::Absent)
+    }
+
     /// The reference, or why the table does not name exactly one way.
     fn to_ref(&self) -> Result<PartRef, PartRefError> {
         let by = match self {
@@ -190,6 +200,38 @@ impl Partitions {
             Slot::A => &self.system_a,
             Slot::B => &self.system_b,
         }
+    }
+
+    /// Every member absent: the start of a layout that names a few.
+    pub(crate) fn absent() -> Partitions {
+        let none = || PartSpec::name("");
+        Partitions {
+            bootconfig: none(),
+            persistent: none(),
+            boot_a: none(),
+            boot_b: none(),
+            system_a: none(),
+            system_b: none(),
+            slot_map: String::new(),
+        }
+    }
+
+    /// Names `role` by `spec`; an unknown role changes nothing.
+    pub(crate) fn set_member(&mut self, role: &str, spec: PartSpec) {
+        let slot = match role {
+            "bootconfig" => &mut self.bootconfig,
+            "persistent" => &mut self.persistent,
+            "boot_a" => &mut self.boot_a,
+            "boot_b" => &mut self.boot_b,
+            "system_a" => &mut self.system_a,
+            "system_b" => &mut self.system_b,
+            _ => return,
+        };
+        *slot = spec;
+    }
+
+    pub(crate) fn member_spec(&self, role: &str) -> Option<&PartSpec> {
+        self.member(role)
     }
 
     fn member(&self, role: &str) -> Option<&PartSpec> {
@@ -424,6 +466,206 @@ pub(crate) struct OverlaySpec {
     /// holds `upper/` and `work/`.
     #[serde(default)]
     pub(crate) path: Option<String>,
+}
+
+/// A LUKS2 container, as rpi-image-gen's provisioning maps make them
+/// (`crypt`: `osdata_crypt` holding system_a, system_b and persistent;
+/// `cryptslots`: `osab_crypt` with both systems; `cryptdata`:
+/// `userdata_crypt` with persistent).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CryptSpec {
+    /// The device-mapper name of the opened container (rpi-image-gen's `mname`);
+    /// its partitions become `<name>p<N>`, as `kpartx -p p` names them.
+    pub(crate) name: String,
+    /// The partition holding the container: `{ label = "OSDATA_CRYPT" }` (the
+    /// LUKS2 label, looked for on the boot disk, as rpi-image-gen's udev rule
+    /// finds it by `ID_FS_LABEL`) or a member-like reference.
+    pub(crate) device: CryptDevice,
+    /// The `[partitions]` members inside (system_a, system_b, persistent),
+    /// found by their reference in the container's own GPT.
+    #[serde(default)]
+    pub(crate) members: Vec<String>,
+    /// The container holds a GPT (rpi-image-gen's `etype = "partitioned"`);
+    /// false: the opened container is its one member.
+    #[serde(default = "default_true")]
+    pub(crate) partitioned: bool,
+    /// Where the passphrase comes from: `file:/path` in the initramfs, or
+    /// `rpi-otp` (the Raspberry Pi's OTP-derived key, as rpi-image-gen's
+    /// `hwkey` keyscript computes it).
+    pub(crate) key: String,
+    /// The most memory a keyslot's argon2 may ask for, in KiB; 0: half of the
+    /// RAM. A keyslot asking for more is refused before anything is allocated.
+    #[serde(default)]
+    pub(crate) max_memory_kib: u64,
+}
+
+/// Where a container's passphrase comes from (`CryptSpec::key`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum KeySpec {
+    /// `file:/path`: a file in the initramfs, read whole (as cryptsetup's
+    /// `--key-file`).
+    File(std::path::PathBuf),
+    /// `rpi-otp`: the Raspberry Pi's OTP-derived key.
+    RpiOtp,
+}
+
+impl std::str::FromStr for KeySpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.strip_prefix("file:") {
+            Some(p) if p.starts_with('/') && !p.split('/').any(|c| c == "..") => {
+                Ok(KeySpec::File(p.into()))
+            }
+            _ if s == "rpi-otp" => Ok(KeySpec::RpiOtp),
+            _ => Err(format!(
+                "{s:?} is neither file:/PATH (absolute, in the initramfs) nor rpi-otp"
+            )),
+        }
+    }
+}
+
+/// How a [`CryptSpec`] names its partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum CryptDevice {
+    /// `{ label = "..." }`: the LUKS2 header's label.
+    Label { label: String },
+    /// A partition, as `[partitions]` names members.
+    Part(PartSpec),
+}
+
+/// `[verity]`: dm-verity over the system slots.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct VerityConfig {
+    pub(crate) mode: VerityMode,
+    /// Where the hash tree is: "appended" (veritysetup's superblock right
+    /// after the filesystem, at its size rounded up to 4 KiB).
+    pub(crate) hash: String,
+    /// A file in the initramfs holding the slot's root hash (hex), `{slot}`
+    /// expanded; the cmdline's `roothash=` or `slotinit.roothash=` wins for
+    /// the slot whose kernel runs.
+    pub(crate) roothash_file: String,
+    /// What a corrupted block does once the system runs: "restart" (dm-verity's
+    /// `restart_on_corruption`; the restart counts against a trial) or "eio".
+    pub(crate) on_corruption: OnCorruptionConfig,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum VerityMode {
+    #[default]
+    Off,
+    /// Verity when the slot has a root hash; a slot without one mounts plain.
+    Optional,
+    /// A slot without valid verity data is refused.
+    Required,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum OnCorruptionConfig {
+    #[default]
+    Restart,
+    Eio,
+}
+
+impl Default for VerityConfig {
+    fn default() -> Self {
+        VerityConfig {
+            mode: VerityMode::Off,
+            hash: "appended".into(),
+            roothash_file: String::new(),
+            on_corruption: OnCorruptionConfig::Restart,
+        }
+    }
+}
+
+/// The members a container may hold: the bootloader reads the boot members.
+const CRYPT_MEMBERS: [&str; 3] = ["system_a", "system_b", "persistent"];
+
+/// A device-mapper name: what `dmsetup` and udev's `/dev/mapper` take.
+fn is_dm_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 100
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '+'))
+        && name != "."
+        && name != ".."
+}
+
+impl Config {
+    fn validate_crypt(&self) -> Result<(), Invalid> {
+        let mut inside: Vec<&str> = Vec::new();
+        for (i, c) in self.crypt.iter().enumerate() {
+            let bad = |why: String| Invalid::Crypt {
+                name: c.name.clone(),
+                why,
+            };
+            if !is_dm_name(&c.name) {
+                return Err(bad(
+                    "name must be a device-mapper name ([A-Za-z0-9_+.-], at most 100)".into(),
+                ));
+            }
+            if self.crypt[..i].iter().any(|o| o.name == c.name) {
+                return Err(bad("two containers have this name".into()));
+            }
+            match &c.device {
+                CryptDevice::Label { label } if label.is_empty() || label.len() > 47 => {
+                    return Err(bad(format!(
+                        "device label {label:?} must be 1 to 47 bytes (LUKS2 label)"
+                    )))
+                }
+                CryptDevice::Label { .. } => {}
+                CryptDevice::Part(spec) => match spec.to_ref() {
+                    Ok(PartRef::Absent) => return Err(bad("device is empty".into())),
+                    Ok(_) => {}
+                    Err(e) => return Err(bad(format!("device: {e}"))),
+                },
+            }
+            if c.members.is_empty() {
+                return Err(bad("members is empty: name what is inside".into()));
+            }
+            for m in &c.members {
+                if !CRYPT_MEMBERS.contains(&m.as_str()) {
+                    return Err(bad(format!(
+                        "member {m:?} cannot be inside a container (only {})",
+                        CRYPT_MEMBERS.join(", ")
+                    )));
+                }
+                if inside.contains(&m.as_str()) {
+                    return Err(bad(format!("member {m:?} is already inside a container")));
+                }
+                if self.partitions.member(m).map(PartSpec::to_ref) == Some(Ok(PartRef::Absent)) {
+                    return Err(bad(format!(
+                        "member {m:?} is not in this layout (partitions.{m} = \"\")"
+                    )));
+                }
+                inside.push(m);
+            }
+            if !c.partitioned && c.members.len() != 1 {
+                return Err(bad(
+                    "a container without a partition table holds exactly one member".into(),
+                ));
+            }
+            c.key
+                .parse::<KeySpec>()
+                .map_err(|e| bad(format!("key: {e}")))?;
+        }
+        if self.verity.hash != "appended" {
+            return Err(Invalid::VerityHash(self.verity.hash.clone()));
+        }
+        let file = &self.verity.roothash_file;
+        if !file.is_empty() && (!file.starts_with('/') || file.split('/').any(|c| c == "..")) {
+            return Err(Invalid::NotAbsolute {
+                key: "verity.roothash_file",
+                path: file.clone(),
+            });
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -687,6 +929,10 @@ pub enum Invalid {
          (the persistent partition mounts inside it)"
     )]
     OverlayRootPersistent,
+    #[error("crypt {name:?}: {why}")]
+    Crypt { name: String, why: String },
+    #[error("verity.hash: {0:?} is not \"appended\" (the only layout this release reads)")]
+    VerityHash(String),
     #[error("overlay {target:?}: size {size:?} is not a tmpfs size")]
     OverlaySize { target: String, size: String },
     #[error("bootstate.backend: the backend needs a name (\"none\" for no store)")]
@@ -765,6 +1011,16 @@ impl Config {
             path: some(),
         }];
         c.bootstate.fw_env = vec![String::new()];
+        c.crypt = vec![CryptSpec {
+            name: String::new(),
+            device: CryptDevice::Label {
+                label: String::new(),
+            },
+            members: Vec::new(),
+            partitioned: true,
+            key: String::new(),
+            max_memory_kib: 0,
+        }];
         c
     }
 
@@ -866,7 +1122,7 @@ impl Config {
         if self.bootstate.backend.is_empty() {
             return Err(Invalid::NoBackend);
         }
-        Ok(())
+        self.validate_crypt()
     }
 }
 
@@ -882,6 +1138,11 @@ fn prune(table: &mut toml::Table, reference: &toml::Table, at: &str, dropped: &m
     });
     for (key, value) in table.iter_mut() {
         let path = format!("{at}{key}.");
+        // A container's device is one of several shapes (an untagged enum):
+        // the exemplar shows one of them, so its keys are not pruned.
+        if path == "crypt.device." {
+            continue;
+        }
         match (value, reference.get(key)) {
             (toml::Value::Table(t), Some(toml::Value::Table(r))) => prune(t, r, &path, dropped),
             (toml::Value::Array(items), Some(toml::Value::Array(r))) => {
@@ -1283,6 +1544,107 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    /// rpi-image-gen's three maps, as a device maker writes them.
+    const CRYPT: &str = "[[crypt]]\nname = \"osdata_crypt\"\ndevice = { label = \"OSDATA_CRYPT\" }\n\
+        members = [\"system_a\", \"system_b\", \"persistent\"]\nkey = \"file:/etc/slotinit/osdata.key\"\n";
+
+    #[test]
+    fn crypt_maps_parse_and_name_their_members() {
+        let c = Config::parse(CRYPT, "t").unwrap();
+        assert_eq!(c.crypt.len(), 1);
+        assert!(c.crypt[0].partitioned);
+        assert_eq!(
+            c.crypt[0].device,
+            CryptDevice::Label {
+                label: "OSDATA_CRYPT".into()
+            }
+        );
+        let slots = "[[crypt]]\nname = \"osab_crypt\"\ndevice = \"osab\"\n\
+            members = [\"system_a\", \"system_b\"]\nkey = \"rpi-otp\"\n\
+            [[crypt]]\nname = \"userdata_crypt\"\ndevice = { number = 7 }\n\
+            members = [\"persistent\"]\nkey = \"file:/k\"\npartitioned = false\n";
+        let c = Config::parse(slots, "t").unwrap();
+        assert_eq!(c.crypt[0].device, CryptDevice::Part(PartSpec::name("osab")));
+        assert!(!c.crypt[1].partitioned);
+    }
+
+    #[test]
+    fn crypt_mistakes_are_refused_with_the_container_named() {
+        let cases = [
+            (
+                CRYPT.replace("osdata_crypt", "os data"),
+                "device-mapper name",
+            ),
+            (
+                CRYPT.replace("\"persistent\"", "\"boot_a\""),
+                "cannot be inside",
+            ),
+            (
+                CRYPT.replace("file:/etc/slotinit/osdata.key", "osdata.key"),
+                "key",
+            ),
+            (
+                format!("{CRYPT}{}", CRYPT.replace("osdata_crypt", "other")),
+                "already inside",
+            ),
+            (
+                CRYPT.replace("[\"system_a\", \"system_b\", \"persistent\"]", "[]"),
+                "members is empty",
+            ),
+            (
+                format!("{CRYPT}partitioned = false\n"),
+                "exactly one member",
+            ),
+            (
+                format!("[partitions]\npersistent = \"\"\n{CRYPT}"),
+                "not in this layout",
+            ),
+            (
+                CRYPT.replace("{ label = \"OSDATA_CRYPT\" }", "{ label = \"\" }"),
+                "label",
+            ),
+        ];
+        for (text, why) in cases {
+            match Config::parse(&text, "t") {
+                Err(ConfigError::Invalid { error, .. }) => {
+                    let message = error.to_string();
+                    assert!(message.starts_with("crypt \""), "{message}");
+                    assert!(message.contains(why), "{why}: {message}");
+                }
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn verity_keys_parse_and_check() {
+        let c = Config::parse(
+            "[verity]\nmode = \"required\"\nroothash_file = \"/etc/slotinit/roothash-{slot}\"\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.verity.mode, VerityMode::Required);
+        assert_eq!(c.verity.on_corruption, OnCorruptionConfig::Restart);
+        for bad in [
+            "hash = \"verity_a\"",
+            "roothash_file = \"roothash\"",
+            "mode = \"on\"",
+        ] {
+            assert!(
+                Config::parse(&format!("[verity]\n{bad}\n"), "t").is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn lenient_parse_keeps_a_containers_device_of_any_shape() {
+        let text = "[[crypt]]\nname = \"c\"\ndevice = { number = 4 }\nmembers = [\"persistent\"]\nkey = \"rpi-otp\"\nnew_key = 1\n";
+        let (c, dropped) = Config::parse_lenient(text, "t", &toml::Table::new()).unwrap();
+        assert_eq!(dropped, vec!["crypt.new_key".to_string()]);
+        assert!(matches!(c.crypt[0].device, CryptDevice::Part(_)));
     }
 
     #[test]

@@ -26,7 +26,6 @@
 
 use crate::kernel::sys::Sys;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use zeroize::Zeroizing;
 
 /// HMAC-SHA256 with an OTP key (rpifwcrypto `TAG_GET_CRYPTO_HMAC_SHA256`).
@@ -41,20 +40,12 @@ const DONE: u32 = 0x8000_0000;
 /// Key files are small; a larger one is a mistake, not a key.
 const KEY_FILE_MAX: usize = 8192;
 
-/// Where a container's passphrase comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[cfg_attr(not(test), allow(dead_code))]
-pub(crate) enum KeySpec {
-    /// A key file (absolute path in the initramfs).
-    File(PathBuf),
-    /// The Raspberry Pi's OTP-derived key, as rpi-image-gen's `hwkey`.
-    RpiOtp,
-}
+/// Parsed by the config (`[[crypt]] key`), which owns it so that config
+/// does not depend on crypt.
+pub(crate) use crate::config::KeySpec;
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum KeyError {
-    #[error("key {text:?}: neither \"file:/absolute/path\" nor \"rpi-otp\"")]
-    Spec { text: String },
     #[error("key file {}: {source}", path.display())]
     Read {
         path: PathBuf,
@@ -86,23 +77,8 @@ pub(crate) enum KeyError {
     Firmware { reason: String },
 }
 
-impl FromStr for KeySpec {
-    type Err = KeyError;
-
-    fn from_str(text: &str) -> Result<KeySpec, KeyError> {
-        if text == "rpi-otp" {
-            return Ok(KeySpec::RpiOtp);
-        }
-        match text.strip_prefix("file:") {
-            Some(path) if Path::new(path).is_absolute() => Ok(KeySpec::File(PathBuf::from(path))),
-            _ => Err(KeyError::Spec { text: text.into() }),
-        }
-    }
-}
-
 /// The passphrase `spec` gives. `boot_disk` ("mmcblk0", "nvme0n1") is the
 /// disk the container is on, for `rpi-otp`.
-#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn passphrase<S: Sys + ?Sized>(
     sys: &mut S,
     spec: &KeySpec,
@@ -225,29 +201,6 @@ fn rpi_otp<S: Sys + ?Sized>(sys: &mut S, disk: &str) -> Result<Zeroizing<Vec<u8>
 mod tests {
     use super::*;
     use crate::kernel::fake::Fake;
-
-    #[test]
-    fn specs() {
-        assert_eq!(
-            "file:/etc/slotinit/osdata.key".parse::<KeySpec>().unwrap(),
-            KeySpec::File("/etc/slotinit/osdata.key".into())
-        );
-        assert_eq!("rpi-otp".parse::<KeySpec>().unwrap(), KeySpec::RpiOtp);
-        for bad in [
-            "file:relative.key",
-            "file:",
-            "tpm2",
-            "",
-            "RPI-OTP",
-            "/etc/x.key",
-        ] {
-            let e = bad.parse::<KeySpec>().unwrap_err();
-            assert_eq!(
-                e.to_string(),
-                format!("key {bad:?}: neither \"file:/absolute/path\" nor \"rpi-otp\"")
-            );
-        }
-    }
 
     #[test]
     fn a_key_file_is_used_whole() {

@@ -93,7 +93,6 @@ pub(crate) enum Luks2Error {
 
 /// Which header copy a [`Container`] was read from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) enum Which {
     Primary,
     Secondary,
@@ -101,7 +100,6 @@ pub(crate) enum Which {
 
 /// What unlocking may cost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) struct Limits {
     /// The most memory an argon2 keyslot may ask for; a keyslot asking for
     /// more is not tried (and is the error when no other one opens).
@@ -177,7 +175,6 @@ enum Kdf {
 /// A keyslot's area: where its encrypted key material lies and how it is
 /// encrypted (spec, "keyslots": area type raw).
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) struct Area {
     /// Bytes from the start of the container.
     pub(crate) offset: u64,
@@ -203,7 +200,6 @@ struct Keyslot {
 
 /// The data segment (spec, "segments": type crypt).
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) struct Segment {
     /// Bytes from the start of the container.
     pub(crate) offset: u64,
@@ -460,7 +456,6 @@ fn scan_secondary(dev: &mut dyn Disk) -> Result<Copy, CopyError> {
 /// offsets; both valid: the higher seqid (the primary on a tie). A copy
 /// whose JSON does not validate is damaged and the other one is used.
 /// `what` names the device in errors.
-#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn read_header(dev: &mut dyn Disk, what: &str) -> Result<Container, Luks2Error> {
     let io = |source| Luks2Error::Io {
         what: what.to_string(),
@@ -515,6 +510,17 @@ pub(crate) fn read_header(dev: &mut dyn Disk, what: &str) -> Result<Container, L
             }
         }
     }
+}
+
+/// The label of a LUKS2 binary header (`head`: at least its first 72
+/// bytes), if it is one: for finding a container by label without reading
+/// its metadata (the checksum is not checked; [`read_header`] does).
+pub(crate) fn peek_label(head: &[u8]) -> Option<String> {
+    if head.get(..6)? != MAGIC_PRIMARY || head.get(OFF_VERSION..OFF_VERSION + 2)? != [0, 2] {
+        return None;
+    }
+    let label = cstr(head.get(OFF_LABEL..OFF_LABEL + 48)?);
+    Some(label)
 }
 
 /// Standard base64 with padding (RFC 4648 section 4), as LUKS2 stores salts
@@ -835,7 +841,6 @@ fn parse_keyslot(id: u32, k: &Obj, at: &str) -> Result<Keyslot, JsonError> {
 /// one crate (`adiantum` 0.2, one author, on release candidates of
 /// RustCrypto's next generation) would add a second AES and a ChaCha to the
 /// binary; the tests use it to play dm-crypt.
-#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) trait AreaDecrypt {
     /// The first `len` bytes (a multiple of 512) of `area`, decrypted with
     /// `key`: 512-byte sectors, the IV counting sectors from the area's
@@ -852,7 +857,6 @@ pub(crate) trait AreaDecrypt {
 }
 
 /// [`AreaDecrypt`] in process: `aes-xts-plain64` with a 256- or 512-bit key.
-#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) struct InProcess;
 
 impl AreaDecrypt for InProcess {
@@ -957,6 +961,7 @@ where
 /// The table of a temporary read-only dm-crypt mapping that decrypts the
 /// first `len` bytes of a keyslot area of the container at `device`: for an
 /// [`AreaDecrypt`] through the kernel (IV 0 at the area's start).
+#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn area_table(area: &Area, key: &[u8], device: &str, len: usize) -> Vec<DmLine> {
     vec![DmLine {
         start: 0,
@@ -1096,7 +1101,6 @@ fn try_slot(
 
 /// Opens `c` with `passphrase`, keyslot areas decrypted in process
 /// (aes-xts-plain64; see [`unlock_with`] for the others).
-#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn unlock(
     c: &Container,
     dev: &mut dyn Disk,
@@ -1110,7 +1114,6 @@ pub(crate) fn unlock(
 /// (preferred ones first) until one gives a key the digest accepts. A
 /// keyslot whose argon2 memory is above `limits` is not tried; one whose
 /// area is garbage fails like a wrong key and the others are tried.
-#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn unlock_with(
     c: &Container,
     dev: &mut dyn Disk,
@@ -1186,7 +1189,6 @@ pub(crate) fn unlock_with(
 /// (lib/libdevmapper.c `get_dm_crypt_params`; the key as hex, not through
 /// the kernel keyring). The returned params hold the key: drop the lines
 /// once loaded.
-#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn crypt_table(
     u: &Unlocked,
     device: &str,
@@ -1589,6 +1591,19 @@ mod tests {
         let c = read_header(&mut dev, name).unwrap();
         let e = unlock(&c, &mut dev, PW0, &NO_LIMIT).unwrap_err();
         assert!(matches!(e, Luks2Error::WrongKey { .. }), "{e}");
+    }
+
+    #[test]
+    fn peek_label_reads_what_luksdump_says() {
+        for name in ["xts512-pbkdf2", "adiantum-argon2id"] {
+            let img = image(name);
+            assert_eq!(peek_label(&img[..512]).as_deref(), Some("OSDATA_CRYPT"));
+        }
+        assert_eq!(peek_label(&[0u8; 512]), None);
+        let mut luks1 = image("xts512-pbkdf2");
+        luks1[6..8].copy_from_slice(&1u16.to_be_bytes());
+        assert_eq!(peek_label(&luks1[..512]), None);
+        assert_eq!(peek_label(&luks1[..10]), None);
     }
 
     #[test]

@@ -84,6 +84,33 @@ impl Resolved {
         }
     }
 
+    /// The member `role` (`system_a`, `persistent`, ...).
+    pub(crate) fn member(&self, role: &str) -> Option<&Partition> {
+        match role {
+            "system_a" => self.system_a.as_ref(),
+            "system_b" => self.system_b.as_ref(),
+            "boot_a" => self.boot_a.as_ref(),
+            "boot_b" => self.boot_b.as_ref(),
+            "bootconfig" => self.bootconfig.as_ref(),
+            "persistent" => self.persistent.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// Sets the member `role`; an unknown role changes nothing.
+    pub(crate) fn set_member(&mut self, role: &str, part: Option<Partition>) {
+        let slot = match role {
+            "system_a" => &mut self.system_a,
+            "system_b" => &mut self.system_b,
+            "boot_a" => &mut self.boot_a,
+            "boot_b" => &mut self.boot_b,
+            "bootconfig" => &mut self.bootconfig,
+            "persistent" => &mut self.persistent,
+            _ => return,
+        };
+        *slot = part;
+    }
+
     pub(crate) fn boot(&self, slot: Slot) -> Option<&Partition> {
         match slot {
             Slot::A => self.boot_a.as_ref(),

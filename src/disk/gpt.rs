@@ -21,6 +21,11 @@ pub struct Entry {
     /// Unique partition GUID, lowercase, as `PARTUUID=` spells it.
     pub uuid: String,
     pub name: String,
+    /// The first and last logical block of the partition (inclusive, as
+    /// the entry stores them: UEFI `StartingLBA`/`EndingLBA`), in the disk's
+    /// logical blocks.
+    pub first_lba: u64,
+    pub last_lba: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -148,6 +153,8 @@ pub fn parse_entries(header: &Header, array: &[u8]) -> Result<Vec<Entry>, GptErr
             number: i as u32 + 1,
             uuid: guid(&e[16..32]),
             name: String::from_utf16_lossy(&units),
+            first_lba: le64(e, 32),
+            last_lba: le64(e, 40),
         });
     }
     Ok(out)
@@ -579,6 +586,66 @@ mod tests {
                 "{len} {sector}"
             );
         }
+    }
+
+    /// `sgdisk -p` rows: (number, first, last, name).
+    fn sgdisk_rows(text: &str) -> Vec<(u32, u64, u64, String)> {
+        text.lines()
+            .skip_while(|l| !l.starts_with("Number"))
+            .skip(1)
+            .map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                let n = |i: usize| f[i].parse::<u64>().unwrap();
+                (n(0) as u32, n(1), n(2), f[6..].join(" "))
+            })
+            .collect()
+    }
+
+    /// Each entry's first and last LBA as sgdisk, which wrote the table,
+    /// prints them (a hole at entry 3 keeps entry 4's number).
+    #[test]
+    fn first_and_last_lba_match_sgdisk() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("disk");
+        std::fs::File::create(&img)
+            .unwrap()
+            .set_len(16 << 20)
+            .unwrap();
+        let sgdisk = |args: &[&str]| {
+            let out = std::process::Command::new("sgdisk")
+                .args(args)
+                .arg(&img)
+                .output()
+                .unwrap_or_else(|e| {
+                    panic!("sgdisk (gdisk, tools/install-deps) could not run: {e}")
+                });
+            assert!(out.status.success(), "sgdisk {args:?}: {out:?}");
+            String::from_utf8(out.stdout).unwrap()
+        };
+        sgdisk(&[
+            "-o",
+            "-n",
+            "1:2048:+1M",
+            "-c",
+            "1:system_a",
+            "-n",
+            "2:0:+3M",
+            "-c",
+            "2:system_b",
+            "-n",
+            "4:0:0",
+            "-c",
+            "4:persistent",
+        ]);
+        let want = sgdisk_rows(&sgdisk(&["-p"]));
+        assert_eq!(want.len(), 3);
+        let table = find_valid(&mut std::fs::File::open(&img).unwrap(), 512, false).unwrap();
+        let got: Vec<_> = table
+            .entries
+            .iter()
+            .map(|e| (e.number, e.first_lba, e.last_lba, e.name.clone()))
+            .collect();
+        assert_eq!(got, want);
     }
 
     #[test]

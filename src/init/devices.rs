@@ -2,6 +2,7 @@
 //! layout's partitions and resolve its members.
 
 use super::context::Boot;
+use super::crypt;
 use super::setup::needs_uuids;
 use crate::disk::devices;
 use crate::disk::slotmap;
@@ -34,6 +35,9 @@ pub(super) fn load_modules<S: Sys + ?Sized>(boot: &mut Boot<S>) {
 /// warning.
 pub(super) fn find_devices<S: Sys + ?Sized>(boot: &mut Boot<S>, listener: &Listener) {
     apply_slot_map(boot);
+    // The members inside containers appear only once the containers are
+    // open: the wait and the first resolution look for the others.
+    let outer = crypt::outer_names(&boot.config);
     let config = &boot.config;
     // Bare partition numbers are on the disk the bootloader's word names.
     let boot_disk = devices::BootDiskHint::new(&boot.cmdline, crate::state::boot_devices(config));
@@ -42,7 +46,7 @@ pub(super) fn find_devices<S: Sys + ?Sized>(boot: &mut Boot<S>, listener: &Liste
         listener,
         Path::new("/sys"),
         &uevent::Lookup {
-            names: &config.partitions,
+            names: &outer,
             hint: &boot_disk,
             gpt_dev: needs_uuids(config, &boot.cmdline).then_some(Path::new("/dev")),
             force_gpt: boot.cmdline.force_gpt(),
@@ -59,7 +63,10 @@ pub(super) fn find_devices<S: Sys + ?Sized>(boot: &mut Boot<S>, listener: &Liste
         );
         boot.report.error(kind::DEVICE_TIMEOUT, message);
     }
-    let resolved = devices::resolve_with(&waited.partitions, &boot.config.partitions, &boot_disk);
+    let mut resolved = devices::resolve_with(&waited.partitions, &outer, &boot_disk);
+    if !boot.config.crypt.is_empty() {
+        crypt::open_containers(boot, &waited.partitions, &mut resolved);
+    }
     for problem in &resolved.problems {
         boot.report.warn(kind::DEVICES, problem.clone());
     }

@@ -22,6 +22,7 @@ use std::path::Path;
 use std::time::Duration;
 
 mod context;
+mod crypt;
 mod devices;
 mod mounts;
 mod report;
@@ -29,6 +30,7 @@ mod setup;
 mod state;
 #[cfg(test)]
 mod tests;
+mod verity;
 mod watchdog;
 
 /// PID 1's whole life in the initramfs. Never returns.
@@ -73,6 +75,9 @@ fn boot_system<S: Sys>(
     devices::find_devices(boot, &listener);
     drop(listener);
     boot.stage("devices");
+    if let Some(cause) = crypt::both_systems_lost(&boot.config, &boot.resolved) {
+        return cause;
+    }
 
     let mut store = open_store(boot.sys, &boot.config, &boot.resolved, &mut boot.report);
     boot.stage("state");

@@ -3,6 +3,7 @@
 
 use super::context::Boot;
 use super::report::Report;
+use super::verity;
 use crate::disk::devices::{self, Partition};
 use crate::handoff::MountRecord;
 use crate::kernel::switch_root;
@@ -23,7 +24,7 @@ pub(super) fn mount_root<S: Sys + ?Sized>(
     init: &str,
 ) -> Result<(), String> {
     let (config, roots) = (&boot.config, &boot.roots);
-    let system = boot.resolved.system(slot).ok_or_else(|| {
+    let system = boot.resolved.system(slot).cloned().ok_or_else(|| {
         format!(
             "its system partition {} was not found",
             config.partitions.reference(&format!("system_{slot}"))
@@ -32,9 +33,30 @@ pub(super) fn mount_root<S: Sys + ?Sized>(
     if let Err(e) = boot.sys.create_dir_all(&roots.sysroot) {
         log::warn!("cannot create {}: {e}", roots.sysroot.display());
     }
-    let steps = plan::root_plan(config, roots, system);
-    let node = system.node();
-    run_root_plan(boot, &steps, init, &node)
+    let verified = verity::setup(boot, slot, &system)?;
+    let mounted = verified.as_ref().map_or(&system, |v| &v.partition);
+    let steps = plan::root_plan(&boot.config, &boot.roots, mounted);
+    let node = mounted.node();
+    match (run_root_plan(boot, &steps, init, &node), verified) {
+        (Ok(()), Some(v)) => {
+            verity::arm(boot, v);
+            Ok(())
+        }
+        (Ok(()), None) => Ok(()),
+        (Err(cause), Some(v)) => {
+            // The target goes once nothing of it is mounted.
+            let roots = &boot.roots;
+            let (sysroot, lower, overlay) = (
+                roots.sysroot.clone(),
+                roots.run_dir.join("lower"),
+                roots.run_dir.join("overlay"),
+            );
+            unmount_beneath(boot.sys, &[&sysroot, &lower, &overlay]);
+            verity::remove(boot.sys, &v.name);
+            Err(cause)
+        }
+        (Err(cause), None) => Err(cause),
+    }
 }
 
 /// Runs a slot's root plan and checks the system has its init. A system

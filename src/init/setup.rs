@@ -101,18 +101,20 @@ pub(super) fn load_config<S: Sys>(boot: &mut Boot<S>) -> Result<(), String> {
 /// The /dev/disk/by-slot links for a boot of `active`; one that cannot be made
 /// is a warning.
 pub(super) fn create_links<S: Sys + ?Sized>(boot: &mut Boot<S>, active: Slot) {
-    for (link, target) in devices::by_slot_links(&boot.resolved, active) {
+    let mut links = devices::by_slot_links(&boot.resolved, active);
+    // rpi-image-gen's crypt rule: /dev/disk/by-slot/<container> names the
+    // partition holding the LUKS2 container (by its label).
+    for c in &boot.report.handoff.crypt {
+        if c.error.is_none() && !c.device.is_empty() {
+            links.push((
+                Path::new("disk/by-slot").join(&c.name),
+                std::path::PathBuf::from(&c.device),
+            ));
+        }
+    }
+    for (link, target) in links {
         let path = Path::new("/dev").join(&link);
-        let sys = &mut *boot.sys;
-        let result = path
-            .parent()
-            .map_or(Ok(()), |p| sys.create_dir_all(p))
-            .and_then(|_| match sys.remove_file(&path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-                _ => Ok(()),
-            })
-            .and_then(|_| sys.symlink(&target, &path));
-        match result {
+        match replace_link(boot.sys, &path, &target) {
             Ok(()) => log::debug!("link {} -> {}", path.display(), target.display()),
             Err(e) => {
                 let message = format!("cannot create {}: {e}", path.display());
@@ -120,6 +122,21 @@ pub(super) fn create_links<S: Sys + ?Sized>(boot: &mut Boot<S>, active: Slot) {
             }
         }
     }
+}
+
+/// Makes `path` a symlink to `target`, in place of what is there.
+pub(super) fn replace_link<S: Sys + ?Sized>(
+    sys: &mut S,
+    path: &Path,
+    target: &Path,
+) -> std::io::Result<()> {
+    path.parent()
+        .map_or(Ok(()), |p| sys.create_dir_all(p))
+        .and_then(|_| match sys.remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        })
+        .and_then(|_| sys.symlink(target, path))
 }
 
 /// What the handoff says beyond the stages' own records: the init, the total

@@ -994,3 +994,139 @@ fn the_persistent_check_runs_fed_while_a_watchdog_is_armed() {
         );
     }
 }
+
+/// An 8 MiB ext4 with veritysetup's tree appended after it, made by the
+/// real tools: (the image, its root hash).
+fn verity_image(dir: &Path) -> (Vec<u8>, String) {
+    let img = dir.join("system.img");
+    let run = |program: &str, args: &[&str]| {
+        let out = std::process::Command::new(program)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("{program}: {e} (tools/install-deps installs it)"));
+        assert!(out.status.success(), "{program} {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let path = img.to_str().unwrap();
+    run("mkfs.ext4", &["-q", "-F", "-b", "4096", path, "8M"]);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&img)
+        .unwrap()
+        .set_len(9 << 20)
+        .unwrap();
+    let out = run(
+        "veritysetup",
+        &[
+            "format",
+            "--data-blocks=2048",
+            "--hash-offset=8388608",
+            path,
+            path,
+        ],
+    );
+    let root = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Root hash:"))
+        .unwrap()
+        .trim()
+        .to_string();
+    (std::fs::read(&img).unwrap(), root)
+}
+
+/// `[verity] mode = "required"` on the rpi layout, the root hash on the
+/// cmdline (kernels per slot: the cmdline is the running slot's).
+fn verity_boot<'s>(sys: &'s mut Fake, cmdline: &str) -> Boot<'s, Fake> {
+    let mut boot = rpi_boot(sys);
+    boot.config = crate::config::Config::parse("[verity]\nmode = \"required\"\n", "t").unwrap();
+    boot.cmdline = crate::kernel::cmdline::Cmdline::parse(cmdline.as_bytes());
+    boot
+}
+
+#[test]
+fn a_verified_system_mounts_through_its_target_and_restarts_on_corruption_once_it_boots() {
+    let dir = tempfile::tempdir().unwrap();
+    let (image, root) = verity_image(dir.path());
+    let mut sys = Fake::default();
+    sys.add_exec("/sysroot/sbin/init");
+    sys.files.insert("/dev/vda4".into(), image.clone());
+    // What the target reads: the verified data (the fake does not verify).
+    sys.files
+        .insert("/dev/dm-0".into(), image[..8 << 20].to_vec());
+    let mut boot = verity_boot(&mut sys, &format!("slotinit.roothash={root}"));
+    mount_root(&mut boot, Slot::A, "/sbin/init").unwrap();
+    let record = boot.report.handoff.verity.clone().unwrap();
+    assert_eq!(record.root_hash, root);
+    assert_eq!(record.name, "system_a_verity");
+    assert_eq!(record.on_corruption, "restart");
+    let created = sys.calls_starting("dm-create system_a_verity ro 0 16384 verity 1 /dev/vda4 /dev/vda4 4096 4096 2048 2049 sha256 ");
+    assert_eq!(created.len(), 1, "{:#?}", sys.calls);
+    assert!(
+        created[0].contains(&root) && !created[0].contains("restart"),
+        "{}",
+        created[0]
+    );
+    let mounted = sys
+        .position("mount /dev/mapper/system_a_verity /sysroot ext4 ro ")
+        .unwrap();
+    let read = sys.position("open-disk /dev/dm-0").unwrap();
+    let reloaded = sys
+        .calls
+        .iter()
+        .position(|c| {
+            c.starts_with("dm-reload system_a_verity ro ")
+                && c.ends_with(" 1 restart_on_corruption")
+        })
+        .unwrap();
+    assert!(read < mounted && mounted < reloaded, "{:#?}", sys.calls);
+}
+
+#[test]
+fn a_slot_whose_verity_fails_is_unusable_with_the_reason_and_nothing_stays_mapped() {
+    let dir = tempfile::tempdir().unwrap();
+    let (image, root) = verity_image(dir.path());
+    // Block 0 does not read through the target (a tampered superblock or a
+    // wrong root hash: dm-verity's EIO).
+    let mut sys = Fake::default();
+    sys.add_exec("/sysroot/sbin/init");
+    sys.files.insert("/dev/vda4".into(), image.clone());
+    sys.fail.push("open-disk /dev/dm-0".into());
+    let mut boot = verity_boot(&mut sys, &format!("roothash={root}"));
+    let cause = mount_root(&mut boot, Slot::A, "/sbin/init").unwrap_err();
+    assert!(cause.starts_with("verity_corrupted: /dev/vda4"), "{cause}");
+    assert!(sys.mapped.is_empty());
+    assert!(sys.calls_starting("mount ").is_empty(), "{:#?}", sys.calls);
+    // Required, and no root hash anywhere: refused before anything is mapped.
+    let mut sys = Fake::default();
+    sys.files.insert("/dev/vda4".into(), image.clone());
+    let mut boot = verity_boot(&mut sys, "");
+    let cause = mount_root(&mut boot, Slot::A, "/sbin/init").unwrap_err();
+    assert!(cause.starts_with("verity_missing: "), "{cause}");
+    assert!(sys.calls_starting("dm-create").is_empty());
+    // A partition without the tree (a plain ext4): missing, not mounted.
+    let mut sys = Fake::default();
+    let mut plain = image[..8 << 20].to_vec();
+    plain.resize(9 << 20, 0);
+    sys.files.insert("/dev/vda4".into(), plain);
+    let mut boot = verity_boot(&mut sys, &format!("roothash={root}"));
+    let cause = mount_root(&mut boot, Slot::A, "/sbin/init").unwrap_err();
+    assert!(cause.starts_with("verity_missing: "), "{cause}");
+    assert!(sys.calls_starting("dm-create").is_empty());
+    // No init behind a verified system: unmounted, then the target goes.
+    let mut sys = Fake::default();
+    sys.files.insert("/dev/vda4".into(), image.clone());
+    sys.files
+        .insert("/dev/dm-0".into(), image[..8 << 20].to_vec());
+    sys.files.insert(
+        "/proc/self/mountinfo".into(),
+        b"22 1 0:21 / / rw - rootfs rootfs rw\n30 22 253:0 / /sysroot ro - ext4 /dev/dm-0 ro\n"
+            .to_vec(),
+    );
+    let mut boot = verity_boot(&mut sys, &format!("roothash={root}"));
+    let cause = mount_root(&mut boot, Slot::A, "/sbin/init").unwrap_err();
+    assert!(cause.starts_with("no executable /sbin/init"), "{cause}");
+    let unmounted = sys.position("umount /sysroot detach").unwrap();
+    let removed = sys.position("dm-remove system_a_verity").unwrap();
+    assert!(unmounted < removed, "{:#?}", sys.calls);
+    assert!(sys.mapped.is_empty());
+}

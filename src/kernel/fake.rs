@@ -537,6 +537,14 @@ impl Sys for Fake {
         self.mapped.push((name.to_string(), node.clone()));
         Ok(node)
     }
+    fn dm_reload(&mut self, name: &str, readonly: bool, table: &[DmLine]) -> io::Result<()> {
+        let lines: Vec<String> = table
+            .iter()
+            .map(|l| format!("{} {} {} {}", l.start, l.length, l.target, l.params))
+            .collect();
+        let ro = if readonly { "ro" } else { "rw" };
+        self.record(format!("dm-reload {name} {ro} {}", lines.join("; ")))
+    }
     fn dm_remove(&mut self, name: &str) -> io::Result<()> {
         self.record(format!("dm-remove {name}"))?;
         self.mapped.retain(|(n, _)| n != name);

@@ -145,6 +145,10 @@ pub(crate) trait Sys {
     fn dm_create(&mut self, name: &str, readonly: bool, table: &[DmLine]) -> io::Result<PathBuf>;
     /// Removes the device-mapper target `name`.
     fn dm_remove(&mut self, name: &str) -> io::Result<()>;
+    /// Replaces the live table of the target `name` (loaded, then resumed:
+    /// the kernel suspends it, swaps the tables and resumes, in flight I/O
+    /// kept).
+    fn dm_reload(&mut self, name: &str, readonly: bool, table: &[DmLine]) -> io::Result<()>;
 
     // For the boot-state store (`state/`), so that its conversion is mechanical.
     /// Opens `path` as `options` say (the env file or device: O_DIRECT, O_EXCL
@@ -1143,7 +1147,9 @@ impl Sys for Real {
     }
 
     fn dm_create(&mut self, name: &str, readonly: bool, table: &[DmLine]) -> io::Result<PathBuf> {
-        log::debug!("dm create {name} ro={readonly} {table:?}");
+        // A crypt line holds the volume key: its targets are logged, never
+        // its parameters.
+        log::debug!("dm create {name} ro={readonly} {}", targets(table));
         let control = dm_control()?;
         let mut create = dm_buffer(name, 0, &[])?;
         dm_ioctl(&control, DM_DEV_CREATE, &mut create)?;
@@ -1172,6 +1178,16 @@ impl Sys for Real {
         let control = dm_control()?;
         let mut remove = dm_buffer(name, 0, &[])?;
         dm_ioctl(&control, DM_DEV_REMOVE, &mut remove)
+    }
+
+    fn dm_reload(&mut self, name: &str, readonly: bool, table: &[DmLine]) -> io::Result<()> {
+        log::debug!("dm reload {name} ro={readonly} {}", targets(table));
+        let control = dm_control()?;
+        let flags = if readonly { DM_READONLY_FLAG } else { 0 };
+        let mut load = dm_buffer(name, flags, table)?;
+        dm_ioctl(&control, DM_TABLE_LOAD, &mut load)?;
+        let mut resume = dm_buffer(name, 0, &[])?;
+        dm_ioctl(&control, DM_DEV_SUSPEND, &mut resume)
     }
 
     fn open(&mut self, path: &Path, options: &std::fs::OpenOptions) -> io::Result<File> {
@@ -1362,6 +1378,15 @@ const IOCTL_MBOX_PROPERTY: u32 =
 // the `devicemapper` crate wants rustc 1.87 (this crate declares 1.85) and
 // generates its bindings with bindgen (libclang) at build time, for a
 // cross-built static PID 1 that needs four commands.
+
+/// The targets of a table (`0 8192 crypt; ...`), without their parameters.
+fn targets(table: &[DmLine]) -> String {
+    let lines: Vec<String> = table
+        .iter()
+        .map(|l| format!("{} {} {}", l.start, l.length, l.target))
+        .collect();
+    lines.join("; ")
+}
 
 /// sizeof(struct dm_ioctl): the header every DM command starts with.
 const DM_HEADER: usize = 312;
