@@ -929,7 +929,6 @@ pub(crate) fn xts_decrypt(
 /// and removes the mapping: in the init, `Sys::dm_create`, a read of the
 /// node it returns, `Sys::dm_remove`. The table's copy of the key is wiped
 /// after the call.
-#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) struct ViaKernel<'a, F> {
     pub(crate) device: &'a str,
     pub(crate) read_mapped: F,
@@ -961,7 +960,6 @@ where
 /// The table of a temporary read-only dm-crypt mapping that decrypts the
 /// first `len` bytes of a keyslot area of the container at `device`: for an
 /// [`AreaDecrypt`] through the kernel (IV 0 at the area's start).
-#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn area_table(area: &Area, key: &[u8], device: &str, len: usize) -> Vec<DmLine> {
     vec![DmLine {
         start: 0,
@@ -1100,7 +1098,8 @@ fn try_slot(
 }
 
 /// Opens `c` with `passphrase`, keyslot areas decrypted in process
-/// (aes-xts-plain64; see [`unlock_with`] for the others).
+/// (aes-xts-plain64; see [`unlock_with`] for the others): the tests' way.
+#[cfg(test)]
 pub(crate) fn unlock(
     c: &Container,
     dev: &mut dyn Disk,

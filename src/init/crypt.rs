@@ -16,7 +16,7 @@ use crate::crypt::{keys, kpartx, luks2};
 use crate::disk::devices::{self, Partition, Resolved};
 use crate::disk::gpt;
 use crate::handoff::CryptRecord;
-use crate::kernel::sys::Sys;
+use crate::kernel::sys::{DmLine, Sys};
 use crate::kind;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -155,8 +155,17 @@ fn open_one<S: Sys + ?Sized>(
             n => n,
         },
     };
-    let unlocked =
-        luks2::unlock(&header, &mut *disk, &passphrase, &limits).map_err(|e| e.to_string())?;
+    // Keyslot areas in aes-xts are decrypted here; others (adiantum) by a
+    // temporary read-only dm-crypt mapping of the area, as cryptsetup does
+    // without AF_ALG.
+    let device = node.to_string_lossy().into_owned();
+    let temporary = format!("{}-keyslot", spec.name);
+    let mut areas = luks2::ViaKernel {
+        device: &device,
+        read_mapped: |table: &[DmLine], len: usize| read_mapped(sys, &temporary, table, len),
+    };
+    let unlocked = luks2::unlock_with(&header, &mut *disk, &passphrase, &limits, &mut areas)
+        .map_err(|e| e.to_string())?;
     let bytes = disk
         .seek(SeekFrom::End(0))
         .map_err(|e| format!("{}: size: {e}", node.display()))?;
@@ -193,6 +202,25 @@ fn open_one<S: Sys + ?Sized>(
             Err(format!("{what}: {cause}"))
         }
     }
+}
+
+/// The first `len` bytes of a temporary read-only mapping `name` with
+/// `table`, which is removed again whatever the read gave.
+fn read_mapped<S: Sys + ?Sized>(
+    sys: &mut S,
+    name: &str,
+    table: &[DmLine],
+    len: usize,
+) -> std::io::Result<zeroize::Zeroizing<Vec<u8>>> {
+    let node = sys.dm_create(name, true, table)?;
+    let mut buf = zeroize::Zeroizing::new(vec![0u8; len]);
+    let read = sys
+        .open_disk(&node)
+        .and_then(|mut d| d.read_exact(&mut buf));
+    let removed = sys.dm_remove(name);
+    read?;
+    removed?;
+    Ok(buf)
 }
 
 /// The partition holding the container: by its LUKS2 label among the boot

@@ -1130,3 +1130,146 @@ fn a_slot_whose_verity_fails_is_unusable_with_the_reason_and_nothing_stays_mappe
     assert!(unmounted < removed, "{:#?}", sys.calls);
     assert!(sys.mapped.is_empty());
 }
+
+/// A tests/fixtures/luks2 container (made by cryptsetup 2.6.1), unzipped.
+fn luks_fixture(name: &str) -> Vec<u8> {
+    let path = format!(
+        "{}/tests/fixtures/luks2/{name}.img.gz",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let out = std::process::Command::new("gzip")
+        .args(["-dc", &path])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "gzip -dc {path}");
+    out.stdout
+}
+
+/// A 4 MiB disk image with a GPT made by sgdisk: system_a, system_b and
+/// persistent, as rpi-image-gen's `crypt` map puts them inside osdata_crypt.
+fn inner_gpt(dir: &Path) -> Vec<u8> {
+    let img = dir.join("inner.img");
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(4 << 20)
+        .unwrap();
+    let out = std::process::Command::new("sgdisk")
+        .args([
+            "-n",
+            "1:2048:+1M",
+            "-c",
+            "1:system_a",
+            "-n",
+            "2:0:+1M",
+            "-c",
+            "2:system_b",
+        ])
+        .args(["-n", "3:0:0", "-c", "3:persistent"])
+        .arg(&img)
+        .output()
+        .expect("sgdisk (gdisk, tools/install-deps)");
+    assert!(out.status.success(), "{out:?}");
+    std::fs::read(&img).unwrap()
+}
+
+/// rpi-image-gen's `crypt` map on the fake: the boot partitions clear, the
+/// container (vda4, found by its label) holding the rest.
+fn crypt_boot<'s>(sys: &'s mut Fake, key: &[u8]) -> (Boot<'s, Fake>, Vec<devices::Partition>) {
+    let dir = tempfile::tempdir().unwrap();
+    sys.files
+        .insert("/dev/vda4".into(), luks_fixture("xts512-pbkdf2"));
+    sys.files.insert("/dev/dm-0".into(), inner_gpt(dir.path()));
+    sys.files.insert(
+        "/sys/block/dm-0/queue/logical_block_size".into(),
+        b"512\n".to_vec(),
+    );
+    sys.files
+        .insert("/etc/slotinit/osdata.key".into(), key.to_vec());
+    let mut boot = Boot::new(sys);
+    boot.config = crate::config::Config::parse(
+        "[[crypt]]\nname = \"osdata_crypt\"\ndevice = { label = \"OSDATA_CRYPT\" }\n\
+         members = [\"system_a\", \"system_b\", \"persistent\"]\nkey = \"file:/etc/slotinit/osdata.key\"\n",
+        "t",
+    )
+    .unwrap();
+    let outer: Vec<_> = rpi_disk("vda")[..3]
+        .iter()
+        .cloned()
+        .chain([devices::fixtures::part("vda4", "vda", 4, Some("osdata"))])
+        .collect();
+    (boot, outer)
+}
+
+#[test]
+fn the_crypt_stage_unlocks_a_container_by_label_and_resolves_the_members_in_its_gpt() {
+    let mut sys = Fake::default();
+    let (mut boot, outer) = crypt_boot(&mut sys, b"correct horse battery staple");
+    let names = crypt::outer_names(&boot.config);
+    let mut resolved = devices::resolve(&outer, &names);
+    assert!(resolved.problems.is_empty(), "{:?}", resolved.problems);
+    crypt::open_containers(&mut boot, &outer, &mut resolved);
+    assert!(
+        boot.report.handoff.errors.is_empty(),
+        "{:?}",
+        boot.report.handoff.errors
+    );
+    assert_eq!(
+        resolved.system_a.as_ref().unwrap().dev,
+        "mapper/osdata_cryptp1"
+    );
+    assert_eq!(
+        resolved.system_b.as_ref().unwrap().dev,
+        "mapper/osdata_cryptp2"
+    );
+    assert_eq!(
+        resolved.persistent.as_ref().unwrap().node(),
+        Path::new("/dev/mapper/osdata_cryptp3")
+    );
+    assert_eq!(resolved.boot_a.as_ref().unwrap().dev, "vda2");
+    let record = &boot.report.handoff.crypt[0];
+    assert_eq!(
+        (record.device.as_str(), record.error.as_ref()),
+        ("/dev/vda4", None)
+    );
+    assert_eq!(crypt::both_systems_lost(&boot.config, &resolved), None);
+    drop(boot);
+    // The volume key cryptsetup's luksDump --dump-volume-key printed, the
+    // data segment (32 sectors) after the 1 MiB of header and keyslots.
+    let key = include_str!("../../tests/fixtures/luks2/xts512-pbkdf2.key").trim();
+    let container =
+        format!("dm-create osdata_crypt rw 0 32 crypt aes-xts-plain64 {key} 0 /dev/vda4 2048");
+    let created = sys
+        .position(&container)
+        .unwrap_or_else(|| panic!("{:#?}", sys.calls));
+    let p1 = sys
+        .position("dm-create osdata_cryptp1 rw 0 2048 linear /dev/dm-0 2048")
+        .unwrap();
+    let p3 = sys.calls_starting("dm-create osdata_cryptp3 rw 0 ");
+    assert_eq!(p3.len(), 1);
+    assert!(created < p1);
+    assert!(sys
+        .position("symlink /dev/mapper/osdata_cryptp2 -> ../dm-2")
+        .is_some());
+}
+
+#[test]
+fn a_wrong_key_opens_nothing_and_names_the_container() {
+    let mut sys = Fake::default();
+    let (mut boot, outer) = crypt_boot(&mut sys, b"correct horse battery stapler");
+    let names = crypt::outer_names(&boot.config);
+    let mut resolved = devices::resolve(&outer, &names);
+    crypt::open_containers(&mut boot, &outer, &mut resolved);
+    assert_eq!(boot.report.kinds(), [kind::CRYPT]);
+    let message = &boot.report.handoff.errors[0].message;
+    assert!(message.starts_with("crypt osdata_crypt: "), "{message}");
+    assert!(message.contains("no keyslot"), "{message}");
+    assert!(resolved.system_a.is_none() && resolved.persistent.is_none());
+    let cause = crypt::both_systems_lost(&boot.config, &resolved).unwrap();
+    assert!(cause.contains("osdata_crypt"), "{cause}");
+    drop(boot);
+    assert!(
+        sys.calls_starting("dm-create").is_empty(),
+        "{:#?}",
+        sys.calls
+    );
+}
