@@ -1046,9 +1046,21 @@ fn derive(kdf: &Kdf, passphrase: &[u8], len: usize) -> Result<Zeroizing<Vec<u8>>
             } else {
                 argon2::Algorithm::Argon2i
             };
-            argon2::Argon2::new(alg, argon2::Version::V0x13, params)
-                .hash_password_into(passphrase, salt, &mut out)
-                .map_err(|e| SlotError::Unsupported(format!("argon2: {e}")))?;
+            // PID 1 must not abort on an allocation the RAM cannot give:
+            // the memory is reserved fallibly, then handed to argon2.
+            let blocks = params.block_count();
+            let mut memory: Vec<argon2::Block> = Vec::new();
+            memory
+                .try_reserve_exact(blocks)
+                .map_err(|_| SlotError::Memory(u64::from(*memory_kib)))?;
+            memory.resize(blocks, argon2::Block::default());
+            let hashed = argon2::Argon2::new(alg, argon2::Version::V0x13, params)
+                .hash_password_into_with_memory(passphrase, salt, &mut out, &mut memory)
+                .map_err(|e| SlotError::Unsupported(format!("argon2: {e}")));
+            for block in &mut memory {
+                zeroize::Zeroize::zeroize(block);
+            }
+            hashed?;
         }
     }
     Ok(out)
