@@ -189,18 +189,42 @@ def copy(src, dst):
 
 # --- system trees --------------------------------------------------------------------
 
-def system_tree(d, name, kernel=None, work=None, extra_files=None):
+# Guest scripts (test.run=NAME) of the crypt and verity systems.
+SCRIPTS = {
+    # The device-mapper devices (name, uuid, read-only, sectors) and the by-slot links.
+    "cryptfacts": """for d in /sys/block/dm-*; do
+  [ -e "$d/dm/name" ] && echo "dm $(basename "$d") $(cat "$d/dm/name") uuid=$(cat "$d/dm/uuid") ro=$(cat "$d/ro") sectors=$(cat "$d/size")"
+done
+for l in /dev/disk/by-slot/* /dev/disk/by-slot/*/*; do
+  [ -L "$l" ] && echo "by-slot $l -> $(readlink "$l") -> $(readlink -f "$l")"
+done
+""",
+    # Reads the file whose block a test tampered with (dm-verity checks it now).
+    "readprobe": """echo "reading /verity-probe"
+sync
+cat /verity-probe >/dev/null
+echo "read-exit=$?"
+""",
+}
+
+
+def system_tree(d, name, kernel=None, work=None, extra_files=None, slotinit=False):
     """A test system: tests/guest/mkroot (kernel None, single-kernel boots) or the
     firmware model's (rpifw.system_tree: kernel "a"/"b" modules, the model's test
-    scripts, reboot-arg). `extra_files`: {path in the tree: bytes}."""
+    scripts, reboot-arg, slotinit). Both carry SCRIPTS. `extra_files`: {path in the
+    tree: bytes}. A mkroot tree has /usr/bin/slotinit only with `slotinit` (without it
+    the tree, and so a container holding it, stays the same across slotinit builds)."""
     d = Path(d)
     shutil.rmtree(d, ignore_errors=True)
     if kernel:
         rpifw.system_tree(d, name, kernel, work or d.parent)
     else:
-        env = dict(os.environ, SLOTINIT=str(rpifw.slotinit_bin()))
+        env = dict(os.environ, SLOTINIT=str(rpifw.slotinit_bin()) if slotinit else "/nonexistent")
         subprocess.run([str(REPO / "tests/guest/mkroot"), str(d), name], check=True, env=env,
-                       stdout=subprocess.DEVNULL)
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for n, text in SCRIPTS.items():
+        (d / "test.d" / n).write_text(text)
+        (d / "test.d" / n).chmod(0o755)
     for path, data in (extra_files or {}).items():
         f = d / path.lstrip("/")
         f.parent.mkdir(parents=True, exist_ok=True)
@@ -303,7 +327,9 @@ def config(name, extra=""):
 
 # Single-kernel boots (qemu/run): no firmware, one kernel for both slots, the slot from
 # slotinit.slot=; no boot-state store.
-SINGLE_KERNEL = '[boot]\nslot_kernels = "shared"\n\n[bootstate]\nbackend = "none"\n'
+# A fatal error reboots after 1 s (QEMU runs with -no-reboot: it exits).
+SINGLE_KERNEL = ('[boot]\nslot_kernels = "shared"\nreboot_delay_s = 1\n\n'
+                 '[bootstate]\nbackend = "none"\n')
 
 
 def key_file(work, key=KEY):
