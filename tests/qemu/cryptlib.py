@@ -199,13 +199,14 @@ for l in /dev/disk/by-slot/* /dev/disk/by-slot/*/*; do
   [ -L "$l" ] && echo "by-slot $l -> $(readlink "$l") -> $(readlink -f "$l")"
 done
 """,
-    # Reads the file whose block a test tampered with (dm-verity checks it now).
-    "readprobe": """echo "reading /verity-probe"
+}
+# The facts first, then read the file whose block a test tampered with (dm-verity
+# checks it now; restart_on_corruption restarts before the read returns).
+SCRIPTS["readprobe"] = SCRIPTS["cryptfacts"] + """echo "reading /verity-probe"
 sync
 cat /verity-probe >/dev/null
 echo "read-exit=$?"
-""",
-}
+"""
 
 
 def system_tree(d, name, kernel=None, work=None, extra_files=None, slotinit=False):
@@ -480,4 +481,27 @@ def verity_systems(work, kernel_trees=False, fs_mib=24, probe=b"verity probe\n" 
         img = copy(c.path, work / f"{name}.verity.img")
         out[s] = Verity(img, meta["root_hash"], meta["fs_bytes"], meta["dump"])
         shutil.rmtree(tree)
+    return out
+
+
+def verity_virtio_disk(path, images, fs_mib=24):
+    """A single-kernel clear gpt/ab_userdata disk whose system partitions hold the
+    Verity `images` ({"a": Verity, ...}; a slot left out keeps qemu/mkdisk's plain ext4,
+    no hash tree)."""
+    sizes = list(SMALL)
+    sizes[3] = sizes[4] = fs_mib + 2
+    disk = guest.mkdisk(path, "--sizes", " ".join(map(str, sizes)))
+    for slot, v in images.items():
+        put_partition(disk, 4 if slot == "a" else 5, v.image)
+    return disk
+
+
+def roothash_files(work, images):
+    """initramfs/build --file arguments: /etc/slotinit/roothash-system_<slot> (the
+    configs' roothash_file) for each of `images`."""
+    out = []
+    for slot, v in images.items():
+        f = Path(work) / f"roothash-system_{slot}"
+        f.write_text(v.root_hash + "\n")
+        out.append(f"{f}:/etc/slotinit/roothash-system_{slot}")
     return out
