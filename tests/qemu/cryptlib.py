@@ -138,9 +138,9 @@ def file_hash(*paths):
 
 
 def tools_hash():
-    """The scripts that make an image: a change in any of them makes new images."""
-    return file_hash(PROVISION, REPO / "tests/guest/crypt.d/provision-init",
-                     REPO / "qemu/mkdisk", Path(__file__))
+    """The scripts that make an image: a change in any of them makes new images (the
+    recipes name everything else: trees, sizes, options, key)."""
+    return file_hash(PROVISION, REPO / "tests/guest/crypt.d/provision-init", REPO / "qemu/mkdisk")
 
 
 class Cached:
@@ -304,7 +304,7 @@ SMALL = (16, 8, 8, 16, 16, 16)
 def virtio_disk(path, work, map_key, cipher="aes-xts", pbkdf="pbkdf2-1000", key=KEY,
                 systems=None):
     """A single-kernel disk (qemu/run, virtio) with map `map_key`: returns
-    (disk, container partition number, luksDump text)."""
+    (disk, container partition number, luksDump text, the cached container)."""
     m = MAPS[map_key]
     work = Path(work)
     systems = systems or {f"system_{s}": system_tree(work / f"system_{s}", f"system_{s}")
@@ -316,7 +316,7 @@ def virtio_disk(path, work, map_key, cipher="aes-xts", pbkdf="pbkdf2-1000", key=
             args += [f"--system-{slot}", systems[f"system_{slot}"]]
     disk = guest.mkdisk(path, *args)
     number = len([r for r in ROLES if r not in m.members]) + 1
-    return disk, number, dump
+    return disk, number, dump, cont
 
 
 # --- configs and initramfs -------------------------------------------------------------
@@ -367,9 +367,9 @@ def pi_disk(path, work, cfg, cmdlines=("", ""), files=(), mkdisk_args=(),
     return Path(path)
 
 
-# The firmware model's system partitions: 48 MiB (rpifw.SIZES), its trees carry a kernel's
-# modules. Inside a container the same sizes.
-PI_SIZES = tuple(int(x) for x in rpifw.SIZES.split())
+# Inside a container on the firmware model's disk: its system trees (a kernel's modules
+# each, ~5 MB) in 24 MiB, persistent 16 MiB (the first three sizes are not used).
+PI_INNER = (1, 1, 1, 24, 24, 16)
 
 
 def pi_systems(work):

@@ -56,7 +56,7 @@ def built(tmp_path_factory, initramfs_with_config):
                 text = rpifw.set_key(text, "crypt", k, v)
             initrds[ik] = initramfs_with_config(f"crypt-{map_key}", text, modules=cryptlib.VIRTIO_MODULES,
                                                 files=[cryptlib.key_file(work, key)])
-        return (*disks[dk], initrds[ik])
+        return (*disks[dk][:3], initrds[ik])
     return build
 
 
@@ -153,6 +153,34 @@ def partition_sha(disk, number):
     return h.hexdigest(), part
 
 
+# --- the real tool's word on the containers ---------------------------------------------
+
+@pytest.mark.parametrize("map_key", list(MAPS))
+def test_the_real_tool_opens_each_container_with_its_key_only(tmp_path, map_key):
+    """Debian's cryptsetup (the provisioning guest) opens the container with KEY and
+    finds the members in the GPT inside; WRONG_KEY opens no keyslot (exit 2, "No key
+    available with this passphrase"). What the slotinit scenarios below rely on."""
+    m = MAPS[map_key]
+    work = tmp_path / "work"
+    *_, cont = cryptlib.virtio_disk(tmp_path / "disk.img", work, map_key)
+    copy = cryptlib.copy(cont, tmp_path / "container.img")
+    key = tmp_path / "key"
+    key.write_bytes(cryptlib.KEY)
+    out = tmp_path / "out"
+    subprocess.run([str(cryptlib.PROVISION), "--container", str(copy), "--key", str(key),
+                    "--out-dir", str(out),
+                    "--sh", "cryptsetup open --readonly --key-file $KEY $DEV x && "
+                            "dd if=/dev/mapper/x of=$OUT/head.img bs=1M count=1 && cryptsetup close x",
+                    "--sh", f"echo {cryptlib.WRONG_KEY.hex()} | xxd -r -p >/tmp/wrong && "
+                            "cryptsetup open --test-passphrase --key-file /tmp/wrong $DEV"],
+                   check=True, stdout=subprocess.DEVNULL)
+    assert (out / "sh-1.txt").read_text().strip().endswith("exit=0"), (out / "sh-1.txt").read_text()
+    inner = [p.name for p in rpifw.read_gpt(out / "head.img")]
+    assert inner == [r for r in cryptlib.ROLES if r in m.members], inner
+    wrong = (out / "sh-2.txt").read_text()
+    assert wrong.strip().endswith("exit=2") and "No key available" in wrong, wrong
+
+
 # --- the maps boot ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("map_key", list(MAPS))
@@ -184,7 +212,7 @@ def test_crypt_trial_through_the_firmware_model(tmp_path):
     m = MAPS["crypt"]
     work = tmp_path / "work"
     systems = cryptlib.pi_systems(work)
-    cont, dump = cryptlib.container(m, work, systems, cryptlib.PI_SIZES, tag="osdata_crypt-pi")
+    cont, dump = cryptlib.container(m, work, systems, cryptlib.PI_INNER, tag="osdata_crypt-pi")
     assert re.search(rf"Label:\s+{m.label}$", dump, re.M), dump
     disk = cryptlib.pi_disk(tmp_path / "disk.img", work, cryptlib.config("rpi-crypt"),
                             files=[cryptlib.key_file(work)],
