@@ -209,6 +209,36 @@ echo "read-exit=$?"
 """
 
 
+def dm_devices(b):
+    """SCRIPTS["cryptfacts"]: {dm name: {"dev": "dm-N", "uuid":, "ro":, "sectors":}}."""
+    out = {}
+    for line in b.test_run.splitlines():
+        f = line.split()
+        if f[:1] == ["dm"] and len(f) >= 3:
+            out[f[2]] = {"dev": f[1], **dict(x.split("=", 1) for x in f[3:] if "=" in x)}
+    return out
+
+
+def by_slot(b):
+    """SCRIPTS["cryptfacts"]: {link below /dev/disk/by-slot/: resolved path}."""
+    out = {}
+    for line in b.test_run.splitlines():
+        m = re.match(r"by-slot /dev/disk/by-slot/(\S+) -> \S+ -> (\S+)$", line)
+        if m:
+            out[m.group(1)] = m.group(2)
+    return out
+
+
+def dm_name(dms, source):
+    """The device-mapper name behind a mount source (/dev/mapper/NAME or /dev/dm-N)."""
+    if source.startswith("/dev/mapper/"):
+        return source.removeprefix("/dev/mapper/")
+    for name, d in dms.items():
+        if source == f"/dev/{d['dev']}":
+            return name
+    return None
+
+
 def system_tree(d, name, kernel=None, work=None, extra_files=None, slotinit=False):
     """A test system: tests/guest/mkroot (kernel None, single-kernel boots) or the
     firmware model's (rpifw.system_tree: kernel "a"/"b" modules, the model's test

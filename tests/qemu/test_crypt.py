@@ -62,36 +62,6 @@ def built(tmp_path_factory, initramfs_with_config):
 
 # --- what a booted system shows -------------------------------------------------------
 
-def dm_devices(b):
-    """test.run=cryptfacts: {dm name: {"dev": "dm-N", "uuid":, "ro":, "sectors":}}."""
-    out = {}
-    for line in b.test_run.splitlines():
-        f = line.split()
-        if f[:1] == ["dm"] and len(f) >= 3:
-            out[f[2]] = {"dev": f[1], **dict(x.split("=", 1) for x in f[3:] if "=" in x)}
-    return out
-
-
-def by_slot(b):
-    """test.run=cryptfacts: {link below /dev/disk/by-slot/: resolved path}."""
-    out = {}
-    for line in b.test_run.splitlines():
-        m = re.match(r"by-slot /dev/disk/by-slot/(\S+) -> \S+ -> (\S+)$", line)
-        if m:
-            out[m.group(1)] = m.group(2)
-    return out
-
-
-def dm_name(dms, source):
-    """The device-mapper name behind a mount source (/dev/mapper/NAME or /dev/dm-N)."""
-    if source.startswith("/dev/mapper/"):
-        return source.removeprefix("/dev/mapper/")
-    for name, d in dms.items():
-        if source == f"/dev/{d['dev']}":
-            return name
-    return None
-
-
 def inner_number(m, member):
     """The member's partition number in the container's own GPT (cryptlib.inner_image:
     the members in layout order)."""
@@ -117,23 +87,23 @@ def assert_booted_from(b, slot, m):
     assert b.fields["slot-name"] == f"system_{slot}", b.fields
     h = b.handoff()
     assert h["slot"] == slot and h["errors"] == [], problems(h)
-    dms = dm_devices(b)
+    dms = cryptlib.dm_devices(b)
     assert m.name in dms, (dms, b.test_run)
     for member, point in ((f"system_{slot}", "/"), ("persistent", "/persistent")):
         mnt = b.mount(point)
         if member in m.members:
-            assert dm_name(dms, mnt.source) == f"{m.name}p{inner_number(m, member)}", (mnt, dms)
+            assert cryptlib.dm_name(dms, mnt.source) == f"{m.name}p{inner_number(m, member)}", (mnt, dms)
         else:
             assert mnt.source == outer_device(m, member), mnt
     assert b.mount("/").readonly
     assert not b.mount("/persistent").readonly
     # rpi-image-gen's udev rules: /dev/disk/by-slot/<container>, and the usual links
     # onto the mapped partitions.
-    links = by_slot(b)
+    links = cryptlib.by_slot(b)
     assert links.get(m.name) == f"/dev/{dms[m.name]['dev']}", links
     system = links.get("active/system")
     if f"system_{slot}" in m.members:
-        assert system and dm_name(dms, system) == dm_name(dms, b.mount("/").source), links
+        assert system and cryptlib.dm_name(dms, system) == cryptlib.dm_name(dms, b.mount("/").source), links
     else:
         assert system == outer_device(m, f"system_{slot}"), links
     return h
@@ -282,7 +252,7 @@ def test_wrong_key_cryptdata_falls_back_to_tmpfs_and_writes_nothing(built, tmp_p
     assert h["persistent_degraded"] is True, h
     assert any(m.name in p["message"] for p in h["errors"]), problems(h)
     assert b.mount("/var").fstype == "tmpfs", b.mount("/var")
-    assert m.name not in dm_devices(b), "the container is open"
+    assert m.name not in cryptlib.dm_devices(b), "the container is open"
     assert partition_sha(disk, number)[0] == before, "the encrypted partition was written"
 
 

@@ -45,14 +45,9 @@ def initrd_for(initramfs_with_config, tmp_path, images, mode="required"):
                                  files=cryptlib.roothash_files(tmp_path, images))
 
 
-def dm_devices(b):
-    import test_crypt
-    return test_crypt.dm_devices(b)
-
-
 def root_dm(b):
     """The device-mapper device / is mounted from: (name, facts) or (None, None)."""
-    dms = dm_devices(b)
+    dms = cryptlib.dm_devices(b)
     src = b.mount("/").source
     for name, d in dms.items():
         if src in (f"/dev/{d['dev']}", f"/dev/mapper/{name}"):
@@ -84,7 +79,7 @@ def test_both_slots_boot_verified(images, initramfs_with_config, tmp_path):
         h = b.handoff()
         assert h["slot"] == slot and h["errors"] == [], h["errors"]
         name, d = root_dm(b)
-        assert name, (b.mount("/"), dm_devices(b))
+        assert name, (b.mount("/"), cryptlib.dm_devices(b))
         # The verity device covers the filesystem only, veritysetup's data blocks.
         assert int(d["sectors"]) * 512 == images[slot].fs_bytes, d
         assert d["ro"] == "1" and b.mount("/").readonly
