@@ -465,10 +465,17 @@ def flip(path, offset):
         f.write(bytes([b[0] ^ 0xFF]))
 
 
+# veritysetup's superblock (cryptsetup lib/verity/verity.c struct verity_sb): signature
+# "verity\0\0", version, hash_type, uuid[16], algorithm[32], data/hash block sizes,
+# data_blocks, salt_size, pad, then the salt at byte 88.
+SALT_OFFSET = 88
+
+
 def tamper_superblock(v, image=None):
-    """The tree's superblock loses its magic ("verity\\0\\0" at the hash offset,
-    cryptsetup docs/on-disk-format: the veritysetup superblock): found at activation."""
-    flip(image or v.image, v.fs_bytes)
+    """One byte of the salt in the tree's superblock changes: the superblock still
+    parses, but block 0 no longer hashes up to the root hash, which the init finds
+    at activation (verity_corrupted) before it mounts anything."""
+    flip(image or v.image, v.fs_bytes + SALT_OFFSET)
 
 
 def file_block(image, path):
@@ -527,11 +534,11 @@ def verity_virtio_disk(path, images, fs_mib=24):
 
 
 def roothash_files(work, images):
-    """initramfs/build --file arguments: /etc/slotinit/roothash-system_<slot> (the
-    configs' roothash_file) for each of `images`."""
+    """initramfs/build --file arguments: /etc/slotinit/roothash-<slot letter> (the
+    configs' roothash_file "/etc/slotinit/roothash-{slot}") for each of `images`."""
     out = []
     for slot, v in images.items():
-        f = Path(work) / f"roothash-system_{slot}"
+        f = Path(work) / f"roothash-{slot}"
         f.write_text(v.root_hash + "\n")
-        out.append(f"{f}:/etc/slotinit/roothash-system_{slot}")
+        out.append(f"{f}:/etc/slotinit/roothash-{slot}")
     return out
