@@ -195,6 +195,14 @@ pub(crate) struct CryptRecord {
     pub(crate) name: String,
     pub(crate) device: String,
     pub(crate) unlock_ms: Option<u64>,
+    /// The LUKS2 UUID, the header copy read ("primary", or "secondary" when
+    /// the primary is damaged) and the keyslot that opened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) uuid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) header: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) keyslot: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) error: Option<String>,
 }

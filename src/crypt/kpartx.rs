@@ -93,7 +93,6 @@ fn dm_name_ok(name: &str) -> bool {
 /// past the container's end (the kernel would truncate or skip its own such
 /// partitions, and a system slot cut short is no slot), and a name the
 /// kernel would refuse.
-#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn partitions(
     container_name: &str,
     container_node: &str,

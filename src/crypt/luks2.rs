@@ -234,8 +234,8 @@ pub(crate) struct Container {
     digest: VolumeDigest,
 }
 
-#[cfg_attr(not(test), allow(dead_code))]
 impl Container {
+    #[cfg(test)]
     pub(crate) fn label(&self) -> &str {
         &self.label
     }
@@ -246,14 +246,17 @@ impl Container {
         self.which
     }
     /// The header's sequence id (each metadata update counts it up).
+    #[cfg(test)]
     pub(crate) fn seqid(&self) -> u64 {
         self.seqid
     }
+    #[cfg(test)]
     pub(crate) fn segment(&self) -> &Segment {
         &self.segment
     }
     /// The most memory any keyslot of the data segment asks for (argon2;
     /// 0 for pbkdf2 only).
+    #[cfg(test)]
     pub(crate) fn kdf_memory_kib(&self) -> u64 {
         self.keyslots
             .iter()
@@ -274,11 +277,12 @@ pub(crate) struct Unlocked {
     keyslot: u32,
 }
 
-#[cfg_attr(not(test), allow(dead_code))]
 impl Unlocked {
+    #[cfg(test)]
     pub(crate) fn key(&self) -> &[u8] {
         &self.key
     }
+    #[cfg(test)]
     pub(crate) fn segment(&self) -> &Segment {
         &self.segment
     }

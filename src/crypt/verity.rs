@@ -165,7 +165,6 @@ fn hex(bytes: &[u8]) -> String {
 /// version 8, hash_type 12, uuid 16, algorithm 32 (32 bytes, NUL-padded),
 /// data_block_size 64, hash_block_size 68, data_blocks 72, salt_size 80,
 /// salt 88 (256 bytes).
-#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn parse_superblock(block: &[u8], what: &str) -> Result<Superblock, VerityError> {
     let what = what.to_string();
     if block.len() < SUPERBLOCK_BYTES {
@@ -311,7 +310,6 @@ impl Superblock {
     /// The byte of the hash device after the tree of a superblock at
     /// `superblock_offset`: a hash device (or partition) shorter than this
     /// cuts the tree short.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn tree_end(&self, superblock_offset: u64) -> u64 {
         (self
             .hash_start_block(superblock_offset)
@@ -357,7 +355,6 @@ pub(crate) struct TopBlock {
 impl Superblock {
     /// Where [`check_top_block`]'s block is, for a superblock at
     /// `superblock_offset` of the hash device.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn top_block(&self, superblock_offset: u64) -> TopBlock {
         if self.hash_blocks() == 0 {
             TopBlock {
@@ -387,7 +384,6 @@ impl Superblock {
 /// data is refused at activation, with a message, and the slot can be marked
 /// bad. `digest(algorithm, parts)` hashes the concatenated parts with the
 /// superblock's algorithm (the caller's sha1/sha2; None for one it lacks).
-#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn check_top_block<D: Fn(&str, &[&[u8]]) -> Option<Vec<u8>>>(
     sb: &Superblock,
     root_hash: &str,
@@ -420,11 +416,30 @@ pub(crate) fn check_top_block<D: Fn(&str, &[&[u8]]) -> Option<Vec<u8>>>(
     Ok(())
 }
 
+/// The digest [`check_top_block`] takes: `algorithm` (a superblock's) over
+/// the concatenated `parts`, with RustCrypto's sha1 and sha2.
+pub(crate) fn digest(algorithm: &str, parts: &[&[u8]]) -> Option<Vec<u8>> {
+    fn run<D: sha2::Digest>(parts: &[&[u8]]) -> Vec<u8> {
+        let mut d = D::new();
+        for p in parts {
+            d.update(p);
+        }
+        d.finalize().to_vec()
+    }
+    Some(match algorithm {
+        "sha1" => run::<sha1::Sha1>(parts),
+        "sha224" => run::<sha2::Sha224>(parts),
+        "sha256" => run::<sha2::Sha256>(parts),
+        "sha384" => run::<sha2::Sha384>(parts),
+        "sha512" => run::<sha2::Sha512>(parts),
+        _ => return None,
+    })
+}
+
 /// A root hash as configured (the cmdline's `roothash=`, a roothash file):
 /// hex, surrounding whitespace trimmed, as long as the digest of one of the
 /// supported algorithms; returned lowercase. [`Superblock::check_root_hash`]
 /// checks it against the superblock's algorithm.
-#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn parse_root_hash(text: &str, what: &str) -> Result<String, VerityError> {
     let trimmed = text.trim();
     let fail = |reason| VerityError::RootHash {
@@ -525,7 +540,6 @@ pub(crate) fn filesystem(head: &[u8], what: &str) -> Result<(Filesystem, u64), V
 /// first 4 KiB or more) starts: the filesystem's size in bytes rounded up to
 /// [`APPENDED_ALIGN`]. `what` names the device in errors; an unknown
 /// filesystem is one.
-#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn fs_size(head: &[u8], what: &str) -> Result<u64, VerityError> {
     let (_, bytes) = filesystem(head, what)?;
     Ok(bytes.div_ceil(APPENDED_ALIGN) * APPENDED_ALIGN)
@@ -533,7 +547,6 @@ pub(crate) fn fs_size(head: &[u8], what: &str) -> Result<u64, VerityError> {
 
 /// What a corrupted block does (the table's optional parameters).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) enum OnCorruption {
     /// `restart_on_corruption`: the kernel restarts the machine, and the
     /// restart counts against the slot's trial.
@@ -544,7 +557,6 @@ pub(crate) enum OnCorruption {
 
 /// Where the data and the tree are, and what to trust.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) struct Params<'a> {
     /// The device the table verifies (the system partition).
     pub(crate) data_dev: &'a str,
@@ -577,7 +589,6 @@ fn table_device(device: &str) -> Result<&str, VerityError> {
 /// sparsely (Android's); slot images are written whole, and the table stays
 /// the one `veritysetup open` makes by default. No `check_at_most_once`
 /// either: it would let a block changed online after its first read pass.
-#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn table(sb: &Superblock, p: &Params) -> Result<Vec<DmLine>, VerityError> {
     let data_dev = table_device(p.data_dev)?;
     let hash_dev = table_device(p.hash_dev)?;

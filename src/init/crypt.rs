@@ -73,9 +73,8 @@ pub(super) fn open_containers<S: Sys + ?Sized>(
                 }
                 boot.report.handoff.crypt.push(CryptRecord {
                     name: spec.name.clone(),
-                    device: String::new(),
-                    unlock_ms: None,
                     error: Some(cause),
+                    ..CryptRecord::default()
                 });
             }
         }
@@ -172,15 +171,26 @@ fn open_one<S: Sys + ?Sized>(
     drop(disk);
     let table =
         luks2::crypt_table(&unlocked, &node.to_string_lossy(), bytes).map_err(|e| e.to_string())?;
+    let unlocked_slot = unlocked.keyslot();
     drop(unlocked);
     let mapped = sys
         .dm_create(&spec.name, false, &table)
         .map_err(|e| format!("{what}: device-mapper: {e}"))?;
     mapper_link(sys, &spec.name, &mapped);
+    let header_copy = match header.which() {
+        luks2::Which::Primary => "primary",
+        luks2::Which::Secondary => {
+            log::warn!("{what}: the primary LUKS2 header is damaged; opened from the secondary");
+            "secondary"
+        }
+    };
     let record = CryptRecord {
         name: spec.name.clone(),
         device: node.display().to_string(),
         unlock_ms: None,
+        uuid: Some(header.uuid().to_string()),
+        header: Some(header_copy.into()),
+        keyslot: Some(unlocked_slot),
         error: None,
     };
     if !spec.partitioned {

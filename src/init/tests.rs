@@ -1096,6 +1096,26 @@ fn a_slot_whose_verity_fails_is_unusable_with_the_reason_and_nothing_stays_mappe
     assert!(cause.starts_with("verity_corrupted: /dev/vda4"), "{cause}");
     assert!(sys.mapped.is_empty());
     assert!(sys.calls_starting("mount ").is_empty(), "{:#?}", sys.calls);
+    // A root hash for other data: refused at the tree's top block, nothing
+    // mapped.
+    let mut sys = Fake::default();
+    sys.files.insert("/dev/vda4".into(), image.clone());
+    let other = format!("{}0", &root[..63]);
+    let other = if other == root {
+        format!("{}1", &root[..63])
+    } else {
+        other
+    };
+    let mut boot = verity_boot(&mut sys, &format!("roothash={other}"));
+    let cause = mount_root(&mut boot, Slot::A, "/sbin/init").unwrap_err();
+    assert!(cause.starts_with("verity_corrupted: "), "{cause}");
+    assert!(cause.contains("cmdline roothash="), "{cause}");
+    drop(boot);
+    assert!(
+        sys.calls_starting("dm-create").is_empty(),
+        "{:#?}",
+        sys.calls
+    );
     // Required, and no root hash anywhere: refused before anything is mapped.
     let mut sys = Fake::default();
     sys.files.insert("/dev/vda4".into(), image.clone());

@@ -66,6 +66,11 @@ pub(super) fn setup<S: Sys + ?Sized>(
     let node = system.node();
     let data = node.to_string_lossy().into_owned();
     let (sb, offset) = read_superblock(boot.sys, &node).map_err(|e| format!("{MISSING}: {e}"))?;
+    // The tree's top block against the root hash before anything is mapped:
+    // a tampered superblock or tree, or a root hash for other data, is
+    // refused here with its reason.
+    check_top(boot.sys, &node, &sb, offset, &root_hash)
+        .map_err(|e| format!("{CORRUPTED}: {e} (root hash from {source})"))?;
     let params = |on_corruption| Params {
         data_dev: &data,
         hash_dev: &data,
@@ -218,7 +223,41 @@ fn read_superblock<S: Sys + ?Sized>(
         })?;
     let sb = verity::parse_superblock(&block, &format!("{what} at {offset}"))
         .map_err(|e| e.to_string())?;
+    let bytes = disk
+        .seek(SeekFrom::End(0))
+        .map_err(|e| format!("{what}: size: {e}"))?;
+    if bytes < sb.tree_end(offset) {
+        return Err(format!(
+            "{what}: its hash tree ends at {} bytes, beyond the partition's {bytes}",
+            sb.tree_end(offset)
+        ));
+    }
     Ok((sb, offset))
+}
+
+/// [`verity::check_top_block`] of the tree at `offset` of `node`.
+fn check_top<S: Sys + ?Sized>(
+    sys: &mut S,
+    node: &Path,
+    sb: &verity::Superblock,
+    offset: u64,
+    root_hash: &str,
+) -> Result<(), String> {
+    let what = node.display().to_string();
+    let top = sb.top_block(offset);
+    let mut block = vec![0u8; top.len];
+    let mut disk = sys
+        .open_disk(node)
+        .map_err(|e| format!("{what}: open: {e}"))?;
+    disk.seek(SeekFrom::Start(top.offset))
+        .and_then(|_| disk.read_exact(&mut block))
+        .map_err(|e| {
+            format!(
+                "{what}: reading the tree's top block at {}: {e}",
+                top.offset
+            )
+        })?;
+    verity::check_top_block(sb, root_hash, &block, &what, verity::digest).map_err(|e| e.to_string())
 }
 
 fn read_first_block<S: Sys + ?Sized>(sys: &mut S, node: &Path) -> std::io::Result<()> {
