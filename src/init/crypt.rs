@@ -143,7 +143,10 @@ fn open_one<S: Sys + ?Sized>(
     let node = part.node();
     let what = format!("{} ({})", spec.name, node.display());
     let key_spec: keys::KeySpec = spec.key.parse().map_err(|e| format!("key: {e}"))?;
-    let passphrase = keys::passphrase(sys, &key_spec, boot_disk).map_err(|e| e.to_string())?;
+    // rpi-otp's id is that of the disk holding the container (hwkey's
+    // `block-device-id $CRYPTTAB_SOURCE`).
+    let passphrase = keys::passphrase(sys, &key_spec, Some(&part.disk))
+        .map_err(|e| format!("{what}: {e}"))?;
     let mut disk = sys
         .open_disk(&node)
         .map_err(|e| format!("{}: open: {e}", node.display()))?;
