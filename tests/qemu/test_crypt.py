@@ -16,8 +16,8 @@ Scenarios:
   `cryptdata` boots with persistent on tmpfs, the error names userdata_crypt, and not
   one byte of the encrypted partition changes;
 - a damaged primary LUKS2 header: the secondary opens it (as cryptsetup does);
-- argon2id (Adiantum) unlocks; with a memory cost above max_memory_kib it is refused
-  with an error naming the container and the memory.
+- Adiantum with an argon2id keyslot unlocks; an argon2id cost above max_memory_kib is
+  refused with an error naming the container, the cost and the limit.
 """
 import hashlib
 import re
@@ -289,22 +289,35 @@ def test_damaged_primary_header_opens_from_the_secondary(built, tmp_path):
     print("\n".join(l for l in b.slotinit_log() if "crypt" in l or "secondary" in l))
 
 
-def test_argon2id_unlocks_and_a_cost_above_the_limit_is_refused(built, tmp_path):
-    """cryptdata with Adiantum (rpi-image-gen's cipher without AES instructions) and an
-    argon2id keyslot (8 MiB, t=4): it unlocks; with max_memory_kib = 4096 the same
-    keyslot is refused before any work, with an error naming the container and the
-    cost; persistent falls back to tmpfs."""
+def test_adiantum_with_argon2id_unlocks(built, tmp_path):
+    """cryptdata with Adiantum (rpi-image-gen's cipher without AES instructions; its
+    keyslot area is encrypted with Adiantum too, libcryptsetup's default) and an
+    argon2id keyslot (8 MiB, t=4): it unlocks and persistent is the mapped partition."""
     m = MAPS["cryptdata"]
     disk, number, dump, initrd = built("cryptdata", "adiantum", "argon2id-8m")
-    for want in (r"cipher: xchacha12,aes-adiantum-plain64$", r"PBKDF:\s+argon2id$",
-                 r"Memory:\s+8192$", r"Time cost:\s+4$", r"Key:\s+256 bits$"):
+    for want in (r"cipher: xchacha12,aes-adiantum-plain64$", r"Cipher:\s+xchacha12,aes-adiantum-plain64$",
+                 r"PBKDF:\s+argon2id$", r"Memory:\s+8192$", r"Time cost:\s+4$", r"Key:\s+256 bits$"):
         assert re.search(want, dump, re.M), (want, dump)
+    disk = cryptlib.copy(disk, tmp_path / "disk.img")
+    b = guest.boot(disk, initrd=initrd, append="test.run=cryptfacts", timeout=TIMEOUT,
+                   log=tmp_path / "boot.log")
+    assert_booted_from(b, "a", m)
+
+
+def test_argon2id_cost_above_the_limit_is_refused(built, tmp_path):
+    """The same kind of keyslot (argon2id 8 MiB, t=4, aes-xts) unlocks under the default
+    limit (half of MemTotal); with max_memory_kib = 4096 it is refused before any work,
+    with an error naming the container, the cost and the limit; persistent falls back
+    to tmpfs and the partition is not written."""
+    m = MAPS["cryptdata"]
+    disk, number, dump, initrd = built("cryptdata", "aes-xts", "argon2id-8m")
+    assert re.search(r"PBKDF:\s+argon2id$", dump, re.M) and re.search(r"Memory:\s+8192$", dump, re.M)
     disk = cryptlib.copy(disk, tmp_path / "disk.img")
     b = guest.boot(disk, initrd=initrd, append="test.run=cryptfacts", timeout=TIMEOUT,
                    log=tmp_path / "ok.log")
     assert_booted_from(b, "a", m)
 
-    *_, limited = built("cryptdata", "adiantum", "argon2id-8m", extra_config="max_memory_kib = 4096")
+    *_, limited = built("cryptdata", "aes-xts", "argon2id-8m", extra_config="max_memory_kib = 4096")
     before, _ = partition_sha(disk, number)
     b = guest.boot(disk, initrd=limited, append="test.run=cryptfacts", timeout=TIMEOUT,
                    log=tmp_path / "limited.log")
