@@ -145,8 +145,8 @@ fn open_one<S: Sys + ?Sized>(
     let key_spec: keys::KeySpec = spec.key.parse().map_err(|e| format!("key: {e}"))?;
     // rpi-otp's id is that of the disk holding the container (hwkey's
     // `block-device-id $CRYPTTAB_SOURCE`).
-    let passphrase = keys::passphrase(sys, &key_spec, Some(&part.disk))
-        .map_err(|e| format!("{what}: {e}"))?;
+    let passphrase =
+        keys::passphrase(sys, &key_spec, Some(&part.disk)).map_err(|e| format!("{what}: {e}"))?;
     let mut disk = sys
         .open_disk(&node)
         .map_err(|e| format!("{}: open: {e}", node.display()))?;
@@ -172,13 +172,16 @@ fn open_one<S: Sys + ?Sized>(
         .seek(SeekFrom::End(0))
         .map_err(|e| format!("{}: size: {e}", node.display()))?;
     drop(disk);
-    let table =
+    let mut table =
         luks2::crypt_table(&unlocked, &node.to_string_lossy(), bytes).map_err(|e| e.to_string())?;
     let unlocked_slot = unlocked.keyslot();
     drop(unlocked);
-    let mapped = sys
-        .dm_create(&spec.name, false, &table)
-        .map_err(|e| format!("{what}: device-mapper: {e}"))?;
+    let mapped = sys.dm_create(&spec.name, false, &table);
+    // The table's copy of the volume key goes as soon as the kernel has it.
+    for line in &mut table {
+        zeroize::Zeroize::zeroize(&mut line.params);
+    }
+    let mapped = mapped.map_err(|e| format!("{what}: device-mapper: {e}"))?;
     mapper_link(sys, &spec.name, &mapped);
     let header_copy = match header.which() {
         luks2::Which::Primary => "primary",
