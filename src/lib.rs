@@ -17,7 +17,7 @@
 
 pub mod cli;
 pub mod config;
-pub(crate) mod crypt;
+pub mod crypt;
 pub mod disk;
 pub(crate) mod handoff;
 pub mod init;

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 type Check = fn(&[u8]);
 
-const TARGETS: [(&str, Check); 9] = [
+const TARGETS: [(&str, Check); 11] = [
     ("envblock", checks::envblock),
     ("cmdline", checks::cmdline),
     ("config", checks::config),
@@ -24,6 +24,8 @@ const TARGETS: [(&str, Check); 9] = [
     ("bootstate", checks::bootstate),
     ("fwu_mdata", fwu::fwu_mdata),
     ("contract", contract::contract),
+    ("luks2", crypt::luks2),
+    ("verity", crypt::verity),
 ];
 
 fn root() -> PathBuf {
@@ -218,4 +220,75 @@ fn contract_seeds() {
         failed.is_empty(),
         "inputs failing the contract check: {failed:?}"
     );
+}
+
+#[path = "../fuzz/src/crypt.rs"]
+mod crypt;
+
+/// The `luks2` and `verity` targets' checks over their seeds: the
+/// cryptsetup-made containers (their pbkdf2 keyslot opens; argon2 ones are
+/// over the fuzz limit), each with its primary header damaged, and a
+/// veritysetup-made superblock at several offsets (made here with the real
+/// tool) and the sgdisk GPTs of containers.
+#[test]
+fn crypt_seeds() {
+    let mut luks = Vec::new();
+    for path in files(&root().join("tests/fixtures/luks2")) {
+        if !path.to_string_lossy().ends_with(".img.gz") {
+            continue;
+        }
+        let out = std::process::Command::new("gzip")
+            .arg("-dc")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "gzip -dc {}", path.display());
+        luks.push(out.stdout);
+    }
+    assert_eq!(luks.len(), 4);
+    // xts512-pbkdf2's keyslot 0 is pbkdf2 (1000 iterations): it unlocks
+    // under the fuzz target's memory limit.
+    let opened = luks
+        .iter()
+        .filter(|image| {
+            slotinit::crypt::bytes::luks2_unlock(image, b"correct horse battery staple", 1024)
+                .is_ok()
+        })
+        .count();
+    assert_eq!(opened, 1);
+    for image in &luks {
+        crypt::luks2(image);
+        let mut damaged = image.clone();
+        damaged[4096..4608].fill(0xff);
+        assert!(slotinit::crypt::bytes::luks2_header(&damaged)
+            .unwrap()
+            .ends_with("Secondary"));
+        crypt::luks2(&damaged);
+        crypt::luks2(&image[..image.len().min(20_000)]);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (data, hash) = (dir.path().join("data"), dir.path().join("hash"));
+    std::fs::File::create(&data)
+        .unwrap()
+        .set_len(1 << 20)
+        .unwrap();
+    let out = std::process::Command::new("veritysetup")
+        .arg("format")
+        .args([&data, &hash])
+        .output()
+        .expect("veritysetup (cryptsetup-bin, tools/install-deps)");
+    assert!(out.status.success(), "{out:?}");
+    let superblock = fs::read(&hash).unwrap();
+    assert!(
+        slotinit::crypt::bytes::verity_table(&superblock, 1 << 20, "00".repeat(32).as_str())
+            .is_ok()
+    );
+    for first in [0u8, 8, 255] {
+        crypt::verity(&[&[first][..], &superblock].concat());
+    }
+    for gpt in files(&root().join("tests/fixtures/verity")) {
+        if gpt.extension().is_some_and(|e| e == "gpt") {
+            crypt::verity(&[&[0u8][..], &fs::read(&gpt).unwrap()].concat());
+        }
+    }
 }

@@ -7,3 +7,4 @@
 pub mod checks;
 pub mod fwu;
 pub mod contract;
+pub mod crypt;

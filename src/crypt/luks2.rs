@@ -235,7 +235,6 @@ pub(crate) struct Container {
 }
 
 impl Container {
-    #[cfg(test)]
     pub(crate) fn label(&self) -> &str {
         &self.label
     }
