@@ -230,11 +230,7 @@ impl Partitions {
         *slot = spec;
     }
 
-    pub(crate) fn member_spec(&self, role: &str) -> Option<&PartSpec> {
-        self.member(role)
-    }
-
-    fn member(&self, role: &str) -> Option<&PartSpec> {
+    pub(crate) fn member(&self, role: &str) -> Option<&PartSpec> {
         Some(match role {
             "bootconfig" => &self.bootconfig,
             "persistent" => &self.persistent,

@@ -114,7 +114,7 @@ fn resolve_inside(
     }
     let mut names = Partitions::absent();
     for m in &spec.members {
-        if let Some(s) = config.partitions.member_spec(m) {
+        if let Some(s) = config.partitions.member(m) {
             names.set_member(m, s.clone());
         }
     }

@@ -13,7 +13,7 @@ use crate::types::error_chain;
 use crate::types::Slot;
 use context::Boot;
 use log::LevelFilter;
-use mounts::{mount_persistent, mount_root, unmount_beneath};
+use mounts::{mount_persistent, mount_root, unmount_root};
 use setup::{create_links, ensure_console, mount_api_filesystems, write_handoff};
 use state::{close_store, commit_good, decide, open_store, Inputs};
 use std::ffi::CString;
@@ -154,17 +154,7 @@ fn mount_a_slot<S: Sys>(
             Err(cause) => {
                 boot.report
                     .error(kind::SLOT_UNUSABLE, format!("slot {slot}: {cause}"));
-                // What the root plan mounted: the sysroot and, for overlays,
-                // the lower system and the tmpfs uppers under /run.
-                let roots = &boot.roots;
-                unmount_beneath(
-                    boot.sys,
-                    &[
-                        &roots.sysroot,
-                        &roots.run_dir.join("lower"),
-                        &roots.run_dir.join("overlay"),
-                    ],
-                );
+                unmount_root(boot);
                 failed.push((slot, cause));
             }
         }

@@ -45,13 +45,7 @@ pub(super) fn mount_root<S: Sys + ?Sized>(
         (Ok(()), None) => Ok(()),
         (Err(cause), Some(v)) => {
             // The target goes once nothing of it is mounted.
-            let roots = &boot.roots;
-            let (sysroot, lower, overlay) = (
-                roots.sysroot.clone(),
-                roots.run_dir.join("lower"),
-                roots.run_dir.join("overlay"),
-            );
-            unmount_beneath(boot.sys, &[&sysroot, &lower, &overlay]);
+            unmount_root(boot);
             verity::remove(boot.sys, &v.name);
             Err(cause)
         }
@@ -357,6 +351,18 @@ pub(super) fn fsck_verdict(code: i32) -> &'static str {
 /// True when the filesystem at `path` is mounted read-only.
 pub(super) fn is_read_only<S: Sys + ?Sized>(sys: &mut S, path: &Path) -> bool {
     sys.is_read_only(path).unwrap_or(false)
+}
+
+/// Unmounts what a slot's root plan mounted: the sysroot and, for overlays,
+/// the lower system and the tmpfs uppers under /run.
+pub(super) fn unmount_root<S: Sys + ?Sized>(boot: &mut Boot<S>) {
+    let roots = &boot.roots;
+    let (sysroot, lower, overlay) = (
+        roots.sysroot.clone(),
+        roots.run_dir.join("lower"),
+        roots.run_dir.join("overlay"),
+    );
+    unmount_beneath(boot.sys, &[&sysroot, &lower, &overlay]);
 }
 
 /// Unmounts everything at or below any of `roots`, deepest (latest) first.

@@ -16,9 +16,9 @@ use crate::config::{OnCorruptionConfig, VerityMode};
 use crate::crypt::verity::{self, OnCorruption, Params};
 use crate::disk::devices::Partition;
 use crate::handoff::VerityRecord;
-use crate::kernel::sys::{DmLine, Sys};
+use crate::kernel::sys::{Disk, DmLine, Sys};
 use crate::types::Slot;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{Read, SeekFrom};
 use std::path::Path;
 use std::time::Instant;
 
@@ -65,12 +65,17 @@ pub(super) fn setup<S: Sys + ?Sized>(
     };
     let node = system.node();
     let data = node.to_string_lossy().into_owned();
-    let (sb, offset) = read_superblock(boot.sys, &node).map_err(|e| format!("{MISSING}: {e}"))?;
+    let mut disk = boot
+        .sys
+        .open_disk(&node)
+        .map_err(|e| format!("{MISSING}: {data}: open: {e}"))?;
+    let (sb, offset) = read_superblock(&mut *disk, &data).map_err(|e| format!("{MISSING}: {e}"))?;
     // The tree's top block against the root hash before anything is mapped:
     // a tampered superblock or tree, or a root hash for other data, is
     // refused here with its reason.
-    check_top(boot.sys, &node, &sb, offset, &root_hash)
+    check_top(&mut *disk, &data, &sb, offset, &root_hash)
         .map_err(|e| format!("{CORRUPTED}: {e} (root hash from {source})"))?;
+    drop(disk);
     let params = |on_corruption| Params {
         data_dev: &data,
         hash_dev: &data,
@@ -202,19 +207,12 @@ fn root_hash<S: Sys + ?Sized>(
 
 /// veritysetup's superblock right after the filesystem (at its size rounded
 /// up to 4 KiB), and that offset.
-fn read_superblock<S: Sys + ?Sized>(
-    sys: &mut S,
-    node: &Path,
-) -> Result<(verity::Superblock, u64), String> {
-    let what = node.display().to_string();
-    let mut disk = sys
-        .open_disk(node)
-        .map_err(|e| format!("{what}: open: {e}"))?;
+fn read_superblock(disk: &mut dyn Disk, what: &str) -> Result<(verity::Superblock, u64), String> {
     let mut head = vec![0u8; 4096];
     disk.read_exact(&mut head)
         .map_err(|e| format!("{what}: reading its filesystem's superblock: {e}"))?;
-    let size = verity::fs_size(&head, &what).map_err(|e| e.to_string())?;
-    let offset = size.div_ceil(4096) * 4096;
+    // Already rounded up to 4 KiB: where an appended tree starts.
+    let offset = verity::fs_size(&head, what).map_err(|e| e.to_string())?;
     let mut block = vec![0u8; 4096];
     disk.seek(SeekFrom::Start(offset))
         .and_then(|_| disk.read_exact(&mut block))
@@ -235,20 +233,16 @@ fn read_superblock<S: Sys + ?Sized>(
     Ok((sb, offset))
 }
 
-/// [`verity::check_top_block`] of the tree at `offset` of `node`.
-fn check_top<S: Sys + ?Sized>(
-    sys: &mut S,
-    node: &Path,
+/// [`verity::check_top_block`] of the tree at `offset` of `disk` (`what`).
+fn check_top(
+    disk: &mut dyn Disk,
+    what: &str,
     sb: &verity::Superblock,
     offset: u64,
     root_hash: &str,
 ) -> Result<(), String> {
-    let what = node.display().to_string();
     let top = sb.top_block(offset);
     let mut block = vec![0u8; top.len];
-    let mut disk = sys
-        .open_disk(node)
-        .map_err(|e| format!("{what}: open: {e}"))?;
     disk.seek(SeekFrom::Start(top.offset))
         .and_then(|_| disk.read_exact(&mut block))
         .map_err(|e| {
@@ -257,7 +251,7 @@ fn check_top<S: Sys + ?Sized>(
                 top.offset
             )
         })?;
-    verity::check_top_block(sb, root_hash, &block, &what, verity::digest).map_err(|e| e.to_string())
+    verity::check_top_block(sb, root_hash, &block, what, verity::digest).map_err(|e| e.to_string())
 }
 
 fn read_first_block<S: Sys + ?Sized>(sys: &mut S, node: &Path) -> std::io::Result<()> {

@@ -12,7 +12,6 @@ use crate::kernel::sys::Sys;
 use crate::paths::DT_PARTITION;
 use crate::state::decision::{DecideCtx, DecideError, Decision, Line, Outcome, Problem, Source};
 use crate::state::sources::parse_dt_u32;
-use crate::state::uboot::store;
 use crate::state::{
     Backend, BootStatus, CommitError, Mark, MarkError, NextBoot, OpenError, Record,
 };
@@ -97,7 +96,7 @@ pub(super) fn open_rpi(
     mount_dir: &Path,
 ) -> Result<Rpi, OpenError> {
     let cfg = super::table(&config.bootstate)?;
-    let partition = store::member(resolved, &cfg.partition);
+    let partition = resolved.member(&cfg.partition);
     let trial = TrialStore::open(
         sys,
         partition,

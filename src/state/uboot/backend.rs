@@ -52,7 +52,7 @@ impl UbootEnv {
         let invalid = |e: rauc::BootStateError| OpenError::Config(CheckError::Backend(Box::new(e)));
         let names = config.bootnames().map_err(invalid)?;
         let rauc = config.rauc().map_err(invalid)?;
-        let partition = store::member(resolved, &config.partition);
+        let partition = resolved.member(&config.partition);
         let store = store::open(sys, &config, partition, mount_dir)
             .map_err(|e| OpenError::Backend(Box::new(e)))?;
         Ok(UbootEnv {

@@ -32,7 +32,7 @@
 //! the boot's [`Sys`], so the init's host tests see the mounts, remounts and
 //! writes in order on the recording fake.
 
-use crate::disk::devices::{Partition, Resolved};
+use crate::disk::devices::Partition;
 use crate::kernel::sys::{enoent, errno_of, Sys};
 use crate::state::uboot::config::{EnvOwner, UbootEnvConfig};
 use crate::state::uboot::contract::Contract;
@@ -165,19 +165,6 @@ pub(crate) enum OpenError {
     },
     #[error("boot state")]
     Store(#[source] EnvStoreError),
-}
-
-/// The partition of a layout member by its role name.
-pub(crate) fn member<'a>(resolved: &'a Resolved, role: &str) -> Option<&'a Partition> {
-    match role {
-        "bootconfig" => resolved.bootconfig.as_ref(),
-        "persistent" => resolved.persistent.as_ref(),
-        "boot_a" => resolved.boot_a.as_ref(),
-        "boot_b" => resolved.boot_b.as_ref(),
-        "system_a" => resolved.system_a.as_ref(),
-        "system_b" => resolved.system_b.as_ref(),
-        _ => None,
-    }
 }
 
 /// Opens the store: mounts the partition on `mount_dir` (files) or uses the
