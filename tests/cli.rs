@@ -346,7 +346,7 @@ fn check_config_on_every_profile() {
             "size = \"64m\"",
             "size = 64",
             &[
-                ":32:8:",
+                ":35:8:",
                 "[overlay] size: invalid type: integer `64`, expected a string",
             ],
         ),

@@ -3,6 +3,7 @@
 //! the init left under /run/slotinit and change the boot state with RAUC's
 //! semantics, never partially.
 
+pub(crate) mod initramfs;
 pub(crate) mod mount_units;
 pub(crate) mod rauc;
 pub(crate) mod udev;
@@ -29,6 +30,8 @@ pub(crate) const USAGE: &str = "usage: slotinit [--config FILE] [--handoff FILE]
                            (Raspberry Pi tryboot: arms a trial of SLOT)
   SLOT                     a, b, a bootname, or `other` (the slot not booted)
   check-config FILE        validate a config as the init would
+  initramfs-needs FILE     what an initramfs for this config must carry: the kernel
+                           modules its boot loads, the programs it runs (initramfs/build)
   udev-links DEVNAME [--handoff FILE] [--sys DIR]
                            the /dev/disk/by-slot names of a partition (for the udev rule)
   mount-units DIR [EARLY LATE]
@@ -114,6 +117,7 @@ pub fn main(args: Vec<String>) -> ExitCode {
         ["mark-bad", slot] => mark(&opts, Mark::Bad, Some(slot)),
         ["mark-active", slot] => mark(&opts, Mark::Active, Some(slot)),
         ["check-config", file] => check_config(file),
+        ["initramfs-needs", file] => initramfs_needs(file),
         ["mount-units", dir, ..] => mount_units(&opts, dir),
         ["rauc-backend", rest @ ..] => rauc::main(&opts, rest),
         _ => fail(EXIT_USAGE, USAGE),
@@ -131,6 +135,23 @@ fn check_config(file: &str) -> ExitCode {
                 eprintln!("slotinit: {file}: warning: {warning}");
             }
             println!("{file}: ok");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(EXIT_ERROR, error_chain(&e)),
+    }
+}
+
+fn initramfs_needs(file: &str) -> ExitCode {
+    let text = match std::fs::read_to_string(file) {
+        Ok(text) => text,
+        Err(e) => return fail(EXIT_ERROR, format!("cannot read {file}: {e}")),
+    };
+    match state::parse(&text, file) {
+        Ok((config, _)) => {
+            println!("# what {file} needs in the initramfs (slotinit initramfs-needs)");
+            for need in initramfs::needs(&config) {
+                println!("{need}");
+            }
             ExitCode::SUCCESS
         }
         Err(e) => fail(EXIT_ERROR, error_chain(&e)),

@@ -51,6 +51,9 @@ pub(crate) struct BootConfig {
     pub(crate) watchdog_s: u32,
     /// The watchdog device.
     pub(crate) watchdog_device: String,
+    /// The watchdog's driver module, loaded with the disk's drivers before
+    /// the watchdog is armed ("": built into the kernel, or no watchdog).
+    pub(crate) watchdog_module: String,
 }
 
 /// [`BootConfig::slot_kernels`].
@@ -494,6 +497,15 @@ pub(crate) struct CryptSpec {
     /// RAM. A keyslot asking for more is refused before anything is allocated.
     #[serde(default)]
     pub(crate) max_memory_kib: u64,
+    /// The cipher the container was formatted with (`cryptsetup luksFormat
+    /// --cipher`): it says which kernel modules the initramfs carries; the
+    /// header's own cipher is what the unlock uses.
+    #[serde(default = "default_cipher")]
+    pub(crate) cipher: String,
+}
+
+fn default_cipher() -> String {
+    CRYPT_CIPHERS[0].into()
 }
 
 /// Where a container's passphrase comes from (`CryptSpec::key`).
@@ -592,6 +604,23 @@ fn is_dm_name(name: &str) -> bool {
         && name != ".."
 }
 
+/// A kernel module's name as modprobe takes it, or "" for none.
+fn is_module_name(name: &str) -> bool {
+    name.len() <= 56
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'))
+}
+
+/// The ciphers `[[crypt]] cipher` may name: what rpi-image-gen and cryptsetup
+/// format with (aes-xts by default; Adiantum where the CPU has no AES
+/// instructions, as on a Raspberry Pi 4).
+pub(crate) const CRYPT_CIPHERS: &[&str] = &[
+    "aes-xts-plain64",
+    "xchacha12,aes-adiantum-plain64",
+    "xchacha20,aes-adiantum-plain64",
+];
+
 impl Config {
     fn validate_crypt(&self) -> Result<(), Invalid> {
         let mut inside: Vec<&str> = Vec::new();
@@ -623,6 +652,13 @@ impl Config {
             }
             if c.members.is_empty() {
                 return Err(bad("members is empty: name what is inside".into()));
+            }
+            if !CRYPT_CIPHERS.contains(&c.cipher.as_str()) {
+                return Err(bad(format!(
+                    "cipher {:?} is not one of {}",
+                    c.cipher,
+                    CRYPT_CIPHERS.join(", ")
+                )));
             }
             for m in &c.members {
                 if !CRYPT_MEMBERS.contains(&m.as_str()) {
@@ -697,6 +733,7 @@ impl Default for BootConfig {
             slot_kernels: SlotKernels::Auto,
             watchdog_s: 0,
             watchdog_device: "/dev/watchdog".into(),
+            watchdog_module: String::new(),
         }
     }
 }
@@ -901,6 +938,8 @@ pub enum Invalid {
     WatchdogTooLong(u32),
     #[error("boot.watchdog_device: {0:?} must be a device under /dev")]
     WatchdogDevice(String),
+    #[error("boot.watchdog_module: {0:?} must be a module name ([A-Za-z0-9_-]) or \"\"")]
+    WatchdogModule(String),
     #[error(
         "system.options: {0:?} would mount the system writable; it is always \
          mounted read-only (use an [[overlay]] for writable paths)"
@@ -1016,6 +1055,7 @@ impl Config {
             partitioned: true,
             key: String::new(),
             max_memory_kib: 0,
+            cipher: String::new(),
         }];
         c
     }
@@ -1185,6 +1225,9 @@ impl BootConfig {
         let name = dev.strip_prefix("/dev/").unwrap_or_default();
         if name.is_empty() || name.split('/').any(|c| c.is_empty() || c == "..") {
             return Err(Invalid::WatchdogDevice(dev.clone()));
+        }
+        if !is_module_name(&self.watchdog_module) {
+            return Err(Invalid::WatchdogModule(self.watchdog_module.clone()));
         }
         Ok(())
     }

@@ -4,36 +4,83 @@
 use super::context::Boot;
 use super::crypt;
 use super::setup::needs_uuids;
-use crate::disk::devices;
+use crate::disk::devices::{self, Partition};
 use crate::disk::slotmap;
 use crate::disk::uevent;
-use crate::kernel::modules;
+use crate::kernel::modules::{self, Job, LoadReport, Loading, Scope};
 use crate::kernel::sys::{Listener, Sys};
 use crate::kind;
 use std::path::Path;
 use std::time::Duration;
 
-/// Loads the modules of the initramfs's list, with their cmdline options; each
-/// one that fails is an error in the report (kernel::modules logged its cause).
-pub(super) fn load_modules<S: Sys + ?Sized>(boot: &mut Boot<S>) {
+/// The initramfs's modules, loading since before the config was read.
+pub(super) struct Modules {
+    jobs: Vec<Job>,
+    loading: Loading,
+    report: LoadReport,
+    /// How many of `report.failed` are in the boot's report already.
+    reported: usize,
+}
+
+/// Starts loading the modules of the initramfs's list, with their cmdline
+/// options: the disk's and watchdog's drivers first, the rest while the
+/// config is read and the disk is waited for.
+pub(super) fn start_modules<S: Sys + ?Sized>(boot: &mut Boot<S>) -> Modules {
     let options = boot.cmdline.module_options();
-    let loaded = modules::load_all_with(boot.sys, Path::new(crate::paths::LOAD_LIST), &options);
-    log::info!(
-        "modules: {} loaded, {} already present, {} failed",
-        loaded.loaded,
-        loaded.present,
-        loaded.failed.len()
-    );
-    for failed in &loaded.failed {
-        boot.report
-            .record_error(kind::MODULE, format!("module {failed}"));
+    let jobs = modules::read_plan(boot.sys, Path::new(crate::paths::LOAD_LIST), &options);
+    let loading = boot.sys.load_modules(jobs.clone());
+    Modules {
+        jobs,
+        loading,
+        report: LoadReport::default(),
+        reported: 0,
     }
 }
 
-/// Waits for the layout's partitions (woken by `listener`) and resolves the
-/// members into `boot.resolved`; a timeout is an error, a member's problem a
-/// warning.
-pub(super) fn find_devices<S: Sys + ?Sized>(boot: &mut Boot<S>, listener: &Listener) {
+/// Waits for the modules of `scope` (at most the config's device timeout: a
+/// driver whose init hangs must not hold the boot); each one that failed is an
+/// error in the report (kernel::modules logged its cause).
+pub(super) fn wait_modules<S: Sys + ?Sized>(
+    boot: &mut Boot<S>,
+    modules: &mut Modules,
+    scope: Scope,
+) {
+    let timeout = Duration::from_millis(boot.config.boot.device_timeout_ms);
+    let ended = boot.sys.wait_modules(&mut modules.loading, scope, timeout);
+    modules.report.add(&modules.jobs, &ended);
+    for failed in &modules.report.failed[modules.reported..] {
+        boot.report
+            .record_error(kind::MODULE, format!("module {failed}"));
+    }
+    modules.reported = modules.report.failed.len();
+    if scope == Scope::All {
+        let r = &modules.report;
+        let ended = r.loaded + r.present + r.skipped + r.failed_modules();
+        log::info!(
+            "modules: {} loaded, {} already present, {} optional not loaded, {} failed",
+            r.loaded,
+            r.present,
+            r.skipped,
+            r.failed_modules()
+        );
+        if ended < modules.jobs.len() {
+            let message = format!(
+                "{} of {} modules still loading after {} ms; going on without them",
+                modules.jobs.len() - ended,
+                modules.jobs.len(),
+                timeout.as_millis()
+            );
+            boot.report.record_error(kind::MODULE, message);
+        }
+    }
+}
+
+/// Waits for the layout's partitions (woken by `listener`); a timeout is an
+/// error.
+pub(super) fn wait_for_disk<S: Sys + ?Sized>(
+    boot: &mut Boot<S>,
+    listener: &Listener,
+) -> Vec<Partition> {
     apply_slot_map(boot);
     // The members inside containers appear only once the containers are
     // open: the wait and the first resolution look for the others.
@@ -63,9 +110,19 @@ pub(super) fn find_devices<S: Sys + ?Sized>(boot: &mut Boot<S>, listener: &Liste
         );
         boot.report.error(kind::DEVICE_TIMEOUT, message);
     }
-    let mut resolved = devices::resolve_with(&waited.partitions, &outer, &boot_disk);
+    waited.partitions
+}
+
+/// Resolves the layout's members among `partitions` (and inside the
+/// containers it opens) into `boot.resolved`; a member's problem is a
+/// warning.
+pub(super) fn resolve<S: Sys + ?Sized>(boot: &mut Boot<S>, partitions: &[Partition]) {
+    let outer = crypt::outer_names(&boot.config);
+    let boot_disk =
+        devices::BootDiskHint::new(&boot.cmdline, crate::state::boot_devices(&boot.config));
+    let mut resolved = devices::resolve_with(partitions, &outer, &boot_disk);
     if !boot.config.crypt.is_empty() {
-        crypt::open_containers(boot, &waited.partitions, &mut resolved);
+        crypt::open_containers(boot, partitions, &mut resolved);
     }
     for problem in &resolved.problems {
         boot.report.warn(kind::DEVICES, problem.clone());

@@ -5,6 +5,7 @@
 //! the recording fake.
 
 use crate::config::Commit;
+use crate::kernel::modules::Scope;
 use crate::kernel::sys::{Real, Sys};
 use crate::kernel::{kmsg, switch_root};
 use crate::kind;
@@ -61,20 +62,30 @@ fn boot_system<S: Sys>(
     setup::read_cmdline(boot, own_argv);
     logging(&boot.args);
     log::info!("starting (pid {})", std::process::id());
+    // Listening before any driver loads: no uevent of the disk is missed.
+    let listener = crate::disk::uevent::listen(boot.sys);
+    // The modules load while the config is read and the disk is waited for.
+    let mut modules = devices::start_modules(boot);
     if let Err(cause) = setup::load_config(boot) {
         return cause;
     }
     boot.stage("setup");
 
-    let listener = crate::disk::uevent::listen(boot.sys);
-    devices::load_modules(boot);
+    devices::wait_modules(boot, &mut modules, Scope::Early);
     boot.stage("modules");
     if watchdog::arm(boot) {
         boot.stage("watchdog");
     }
-    devices::find_devices(boot, &listener);
+    let partitions = devices::wait_for_disk(boot, &listener);
     drop(listener);
     boot.stage("devices");
+    // Everything after needs them: the filesystems, device-mapper, the ciphers.
+    devices::wait_modules(boot, &mut modules, Scope::All);
+    boot.stage("modules-late");
+    devices::resolve(boot, &partitions);
+    if !boot.config.crypt.is_empty() {
+        boot.stage("crypt");
+    }
     if let Some(cause) = crypt::both_systems_lost(&boot.config, &boot.resolved) {
         return cause;
     }

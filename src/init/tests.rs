@@ -108,12 +108,43 @@ fn modules_stage_records_each_failed_module() {
         b"/m/a.ko\n/m/b.ko\n".to_vec(),
     );
     let mut boot = Boot::new(&mut sys);
-    super::devices::load_modules(&mut boot);
+    let mut modules = super::devices::start_modules(&mut boot);
+    super::devices::wait_modules(&mut boot, &mut modules, Scope::All);
     assert_eq!(boot.report.kinds(), [kind::MODULE]);
     assert_eq!(
         sys.calls_starting("finit_module"),
         ["finit_module /m/a.ko \"\"", "finit_module /m/b.ko \"\""]
     );
+}
+
+/// The early modules (disk and watchdog drivers) are waited for before the
+/// disk, the rest before anything mounts; a failure found at either wait is
+/// recorded once.
+#[test]
+fn modules_are_waited_for_early_then_all() {
+    let mut sys = Fake {
+        errno: vec![("finit_module /m/vfat.ko".into(), libc::ENOEXEC)],
+        ..Fake::default()
+    };
+    sys.files.insert(
+        crate::paths::LOAD_LIST.into(),
+        b"# slotinit modules.load v2\n/m/virtio_blk.ko early\n/m/vfat.ko\n".to_vec(),
+    );
+    let mut boot = Boot::new(&mut sys);
+    let mut modules = super::devices::start_modules(&mut boot);
+    super::devices::wait_modules(&mut boot, &mut modules, Scope::Early);
+    super::devices::wait_modules(&mut boot, &mut modules, Scope::All);
+    assert_eq!(boot.report.kinds(), [kind::MODULE]);
+    assert_eq!(
+        sys.calls_starting("wait-modules"),
+        ["wait-modules early", "wait-modules all"]
+    );
+}
+
+/// The devices stage as the init runs it: wait for the disk, then resolve.
+fn find_devices(boot: &mut Boot<Fake>, listener: &crate::kernel::sys::Listener) {
+    let partitions = super::devices::wait_for_disk(boot, listener);
+    super::devices::resolve(boot, &partitions);
 }
 
 /// A sysfs tree in the fake with `disk`'s rpi partitions.
@@ -142,7 +173,7 @@ fn devices_stage_resolves_the_layout_from_sysfs() {
     sysfs(&mut sys, "vda");
     let mut boot = Boot::new(&mut sys);
     let listener = crate::disk::uevent::listen(boot.sys);
-    super::devices::find_devices(&mut boot, &listener);
+    find_devices(&mut boot, &listener);
     assert_eq!(boot.report.kinds(), Vec::<&str>::new());
     let node = |p: Option<&devices::Partition>| p.map(|p| p.dev.clone());
     assert_eq!(node(boot.resolved.system(Slot::A)).as_deref(), Some("vda4"));
@@ -175,7 +206,7 @@ fn devices_stage_follows_the_slot_map_on_the_boot_disk() {
         let mut boot = Boot::new(&mut sys);
         boot.config.partitions.slot_map = "/boot/slot.map".into();
         let listener = crate::disk::uevent::listen(boot.sys);
-        super::devices::find_devices(&mut boot, &listener);
+        find_devices(&mut boot, &listener);
         let dev = |p: Option<&devices::Partition>| p.map(|p| p.dev.clone()).unwrap_or_default();
         (
             boot.report
@@ -214,7 +245,7 @@ fn devices_stage_times_out_on_an_empty_machine() {
     let mut sys = Fake::default();
     let mut boot = Boot::new(&mut sys);
     boot.config.boot.device_timeout_ms = 20;
-    super::devices::find_devices(&mut boot, &crate::kernel::sys::Listener::none());
+    find_devices(&mut boot, &crate::kernel::sys::Listener::none());
     assert_eq!(boot.report.kinds()[0], kind::DEVICE_TIMEOUT);
     assert!(boot.report.kinds()[1..].iter().all(|k| *k == kind::DEVICES));
     assert!(!sys.calls_starting("uevent-wait").is_empty(), "it waited");
@@ -767,7 +798,8 @@ fn whole_machine(cmdline: &str, config: &str) -> Fake {
     );
     sys.files.insert(
         crate::paths::LOAD_LIST.into(),
-        b"/lib/modules/i6300esb.ko\n".to_vec(),
+        b"# slotinit modules.load v2\n/lib/modules/i6300esb.ko early\n/lib/modules/ext4.ko\n"
+            .to_vec(),
     );
     sysfs(&mut sys, "vda");
     sys.add_exec("/sysroot/sbin/init");
@@ -800,19 +832,31 @@ fn a_whole_boot_arms_the_watchdog_feeds_every_stage_and_leaves_it_running() {
     assert_eq!(
         stages,
         [
-            "setup", "modules", "watchdog", "devices", "state", "decision", "links", "mounts",
+            "setup",
+            "modules",
+            "watchdog",
+            "devices",
+            "modules-late",
+            "state",
+            "decision",
+            "links",
+            "mounts",
             "total"
         ]
     );
     let module = sys
         .position("finit_module /lib/modules/i6300esb.ko \"\"")
         .unwrap();
+    let early = sys.position("wait-modules early").unwrap();
     let open = sys.position("watchdog-open /dev/watchdog").unwrap();
-    assert!(module < open, "{:#?}", sys.calls);
+    let all = sys.position("wait-modules all").unwrap();
+    let state = sys.position("mount /dev/vda1").unwrap_or(usize::MAX);
+    assert!(module < early && early < open, "{:#?}", sys.calls);
+    assert!(open < all && all < state, "{:#?}", sys.calls);
     assert_eq!(sys.calls[open + 3], "watchdog-settimeout 20");
-    // One keepalive when armed, one at the end of each of the six stages
+    // One keepalive when armed, one at the end of each of the seven stages
     // after it, one at the handover (the disk was there at once: no wait).
-    assert_eq!(sys.calls_starting("watchdog-keepalive").len(), 1 + 6 + 1);
+    assert_eq!(sys.calls_starting("watchdog-keepalive").len(), 1 + 7 + 1);
     let handoff = sys
         .position("write-file /run/slotinit/handoff.json")
         .unwrap();

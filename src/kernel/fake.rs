@@ -2,6 +2,7 @@
 //! line in `calls`, in order; chosen calls fail with a chosen errno; reads are
 //! served from a small in-memory file tree.
 
+use crate::kernel::modules::{Done, Job, Loading, Scope};
 use crate::kernel::sys::{Disk, DmLine, FileKind, Ids, Listener, Stat, Sys, WatchdogInfo};
 use nix::mount::{MntFlags, MsFlags};
 use std::collections::{BTreeMap, BTreeSet};
@@ -515,6 +516,17 @@ impl Sys for Fake {
             p.display(),
             params.to_string_lossy()
         ))
+    }
+    fn load_modules(&mut self, jobs: Vec<Job>) -> Loading {
+        let _ = self.record(format!("load-modules {}", jobs.len()));
+        Loading::inline(&jobs, &mut |path, params| {
+            self.finit_module(path, params)
+                .map_err(|e| crate::kernel::sys::errno_of(&e))
+        })
+    }
+    fn wait_modules(&mut self, loading: &mut Loading, scope: Scope, _: Duration) -> Vec<Done> {
+        let _ = self.record(format!("wait-modules {scope}"));
+        loading.wait(scope, Duration::ZERO)
     }
     fn uevent_listen(&mut self) -> io::Result<Listener> {
         self.record("uevent-listen".into())?;

@@ -11,6 +11,7 @@
 //! redirected by a symlink planted there.
 #![allow(unsafe_code)]
 
+use crate::kernel::modules::{Done, Job, Loading, Scope};
 use nix::errno::Errno;
 use nix::fcntl::{openat, renameat, AtFlags, OFlag};
 use nix::mount::{MntFlags, MsFlags};
@@ -135,6 +136,14 @@ pub(crate) trait Sys {
     fn open_console(&mut self) -> io::Result<()>;
     /// finit_module(2) of the module file `path` with `params`.
     fn finit_module(&mut self, path: &Path, params: &CStr) -> io::Result<()>;
+    /// Starts loading `jobs` with finit_module(2) from one thread per CPU (at
+    /// most [`MODULE_THREADS`]), each job once the jobs it follows ended
+    /// ([`crate::kernel::modules::Scheduler`]); returns at once.
+    fn load_modules(&mut self, jobs: Vec<Job>) -> Loading;
+    /// Waits until every job of `scope` ended, at most `timeout`: the jobs
+    /// that ended since the last wait.
+    fn wait_modules(&mut self, loading: &mut Loading, scope: Scope, timeout: Duration)
+        -> Vec<Done>;
     /// A subscription to the kernel's uevents (netlink, group 1).
     fn uevent_listen(&mut self) -> io::Result<Listener>;
     /// Waits up to `timeout` for a uevent and drains what arrived; false on
@@ -302,6 +311,10 @@ pub(super) const RAMFS_MAGIC: i64 = 0x8584_58f6;
 
 /// The errno of an io::Error (EIO when it has none), for the callers whose
 /// errors carry an errno.
+/// The most threads that load modules at once: a boot loads tens of modules,
+/// and the kernel serializes part of each load.
+pub(crate) const MODULE_THREADS: usize = 4;
+
 /// finit_module(2)'s flag for a compressed module file.
 const MODULE_INIT_COMPRESSED_FILE: u32 = 4;
 
@@ -1104,6 +1117,22 @@ impl Sys for Real {
             nix::kmod::ModuleInitFlags::empty()
         };
         nix::kmod::finit_module(&file, params, flags).map_err(nix_err)
+    }
+
+    fn load_modules(&mut self, jobs: Vec<Job>) -> Loading {
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        Loading::spawn(jobs, cpus.min(MODULE_THREADS), |path, params| {
+            Real.finit_module(path, params).map_err(|e| errno_of(&e))
+        })
+    }
+
+    fn wait_modules(
+        &mut self,
+        loading: &mut Loading,
+        scope: Scope,
+        timeout: Duration,
+    ) -> Vec<Done> {
+        loading.wait(scope, timeout)
     }
 
     fn uevent_listen(&mut self) -> io::Result<Listener> {

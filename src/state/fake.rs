@@ -25,6 +25,7 @@ pub(super) const BACKEND: Entry = Entry {
     unavailable,
     bootloader_decides: |_| true,
     devices: |_| Vec::new(),
+    filesystems: |_| Vec::new(),
     foreign_lock: |_| None,
 };
 

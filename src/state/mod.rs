@@ -60,6 +60,9 @@ pub(crate) struct Entry {
     /// The block devices the config names for the store (they tell which
     /// disk the bootloader booted from).
     pub(crate) devices: fn(&BootStateConfig) -> Vec<String>,
+    /// The filesystems the store is read from at boot (their modules go in
+    /// the initramfs).
+    pub(crate) filesystems: fn(&BootStateConfig) -> Vec<String>,
     /// A lock file another writer of the same store holds from its load to
     /// its store (libubootenv's, for the U-Boot env): the subcommands that
     /// write hold it across theirs, so neither write is lost.
@@ -503,6 +506,16 @@ pub(crate) fn boot_devices(config: &Config) -> Vec<String> {
     let mut devices: Vec<String> = BACKENDS.iter().flat_map(|e| (e.devices)(bs)).collect();
     devices.dedup();
     devices
+}
+
+/// The filesystems the chosen backend reads its store from at boot.
+pub(crate) fn store_filesystems(config: &Config) -> Vec<String> {
+    let bs = &config.bootstate;
+    BACKENDS
+        .iter()
+        .filter(|e| e.name == bs.backend)
+        .flat_map(|e| (e.filesystems)(bs))
+        .collect()
 }
 
 #[cfg(test)]

@@ -78,18 +78,19 @@ def disk(tmp_path):
 @pytest.fixture(scope="session")
 def initramfs_with_config(tmp_path_factory):
     """Builds an initramfs like the default one but with another config text."""
-    def build(name, text, modules=None, files=()):
+    def build(name, text, modules=None, files=(), shell=False):
         d = tmp_path_factory.mktemp(name)
         (d / "slotinit.toml").write_text(text)
         out = d / "initramfs.img"
         extra = ["--modules", modules] if modules else []
         for f in files:
             extra += ["--file", f]
+        if shell:
+            extra.append("--emergency-shell")
         subprocess.run([str(REPO / "initramfs/build"), *extra,
                         "--init", str(REPO / "target/aarch64-unknown-linux-gnu/release/slotinit"),
                         "--config", str(d / "slotinit.toml"),
                         "--kernel-dir", str(REPO / ".cache/kernel"),
-                        "--busybox", str(REPO / ".cache/busybox/busybox"),
                         "--out", str(out)], check=True, stdout=subprocess.DEVNULL)
         return out
     return build

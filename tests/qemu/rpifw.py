@@ -626,7 +626,7 @@ def initramfs(kdir, config, out, modules=INITRD_MODULES, as_shipped=False, files
     (work / "slotinit.toml").write_text(config)
     subprocess.run([str(REPO / "initramfs/build"), "--init", str(slotinit_bin()),
                     "--config", str(work / "slotinit.toml"), "--kernel-dir", str(kd),
-                    "--modules", modules, "--busybox", str(REPO / ".cache/busybox/busybox"),
+                    "--modules", modules, "--storage", "",
                     *[a for f in files for a in ("--file", str(f))],
                     "--out", str(out)], check=True, stdout=subprocess.DEVNULL)
     shutil.rmtree(work)

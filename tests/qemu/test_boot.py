@@ -57,7 +57,7 @@ def test_boots_slot_a_with_binds_links_and_handoff(disk):
     assert h["errors"] == []
     assert h["machine_id"] == b.machine_id()
     stages = [name for name, _ in h["timings_us"]]
-    assert stages == ["setup", "modules", "devices", "state", "decision", "links",
+    assert stages == ["setup", "modules", "devices", "modules-late", "state", "decision", "links",
                       "mounts", "total"]
     # Every stage is logged with its duration in microseconds.
     log = b.slotinit_log()
@@ -165,9 +165,11 @@ def test_missing_system_is_fatal_and_reboots(tmp_path, initramfs_with_config):
 
 
 def test_emergency_shell_on_request(tmp_path, initramfs_with_config):
+    """busybox is opt-in (initramfs/build --emergency-shell); with it,
+    slotinit.emergency=shell starts it on a fatal error."""
     disk = mkdisk(tmp_path / "nosystem.img",
                   "--names", "bootconfig boot_a boot_b - - persistent")
-    initrd = initramfs_with_config("shell", "[boot]\ndevice_timeout_ms = 3000\n")
+    initrd = initramfs_with_config("shell", "[boot]\ndevice_timeout_ms = 3000\n", shell=True)
     b = boot(disk, initrd=initrd, append="slotinit.emergency=shell",
              interact=[("built-in shell", "echo EMERGENCY-$((40+2)); poweroff -f\n")],
              timeout=90)

@@ -45,6 +45,8 @@ pub(crate) const BACKEND: Entry = Entry {
     unavailable,
     bootloader_decides: |_| true,
     devices,
+    // The metadata are read raw from their partitions.
+    filesystems: |_| Vec::new(),
     foreign_lock: |_| None,
 };
 

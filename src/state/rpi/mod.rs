@@ -65,6 +65,10 @@ pub(crate) const BACKEND: Entry = Entry {
     unavailable,
     bootloader_decides: |_| true,
     devices: |_| Vec::new(),
+    filesystems: |bs| match table(bs) {
+        Ok(c) if !c.partition.is_empty() => vec![c.fstype],
+        _ => Vec::new(),
+    },
     foreign_lock: |_| None,
 };
 

@@ -39,6 +39,7 @@ pub(crate) const BACKEND: Entry = Entry {
     unavailable,
     bootloader_decides,
     devices,
+    filesystems,
     foreign_lock,
 };
 
@@ -114,6 +115,18 @@ fn foreign_lock(bs: &BootStateConfig) -> Option<std::path::PathBuf> {
     Some(parsed.config.fw_lock)
         .filter(|p| !p.is_empty())
         .map(std::path::PathBuf::from)
+}
+
+/// The env files' filesystem, unless the env is raw on a device.
+fn filesystems(bs: &BootStateConfig) -> Vec<String> {
+    match config::UbootEnvConfig::read(bs) {
+        Ok((parsed, _))
+            if parsed.config.fw_env.is_empty() && parsed.config.raw_offsets.is_empty() =>
+        {
+            vec![parsed.config.fstype]
+        }
+        _ => Vec::new(),
+    }
 }
 
 fn devices(bs: &BootStateConfig) -> Vec<String> {
