@@ -28,7 +28,9 @@ pub(super) struct Modules {
 pub(super) fn start_modules<S: Sys + ?Sized>(boot: &mut Boot<S>) -> Modules {
     let options = boot.cmdline.module_options();
     let jobs = modules::read_plan(boot.sys, Path::new(crate::paths::LOAD_LIST), &options);
-    let loading = boot.sys.load_modules(jobs.clone());
+    let loading = boot
+        .sys
+        .load_modules(jobs.clone(), boot.args.module_threads);
     Modules {
         jobs,
         loading,

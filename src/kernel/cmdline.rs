@@ -325,6 +325,9 @@ pub fn conflict(cmdline: &Cmdline, key: &str) -> Option<String> {
     ))
 }
 
+/// The most threads `slotinit.module_threads=` may ask for.
+pub const MAX_MODULE_THREADS: usize = 16;
+
 /// What the user asked for on the cmdline, after validation. Invalid values are
 /// kept as warnings so the caller can log them and carry on.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -344,6 +347,9 @@ pub struct BootArgs {
     /// `slotinit.watchdog=SECONDS`: the watchdog timeout, over the config's
     /// `boot.watchdog_s` (0: off); None when absent or unusable.
     pub watchdog_s: Option<u32>,
+    /// `slotinit.module_threads=N`: how many threads load modules (1 to
+    /// [`MAX_MODULE_THREADS`]); None: one per CPU, at most 4.
+    pub module_threads: Option<usize>,
     /// Values that were present but unusable, each a complete message.
     pub warnings: Vec<String>,
 }
@@ -384,6 +390,17 @@ impl BootArgs {
                 Ok(s) if s <= MAX_WATCHDOG_S => args.watchdog_s = Some(s),
                 _ => args.warnings.push(format!(
                     "ignoring slotinit.watchdog={value:?}: expected seconds, 0 (off) to {MAX_WATCHDOG_S}"
+                )),
+            }
+        }
+        if let Some(message) = conflict(cmdline, "slotinit.module_threads") {
+            args.warnings
+                .push(format!("ignoring slotinit.module_threads: {message}"));
+        } else if let Some(value) = cmdline.get("slotinit.module_threads") {
+            match value.parse::<usize>() {
+                Ok(n) if (1..=MAX_MODULE_THREADS).contains(&n) => args.module_threads = Some(n),
+                _ => args.warnings.push(format!(
+                    "ignoring slotinit.module_threads={value:?}: expected 1 to {MAX_MODULE_THREADS}"
                 )),
             }
         }
@@ -687,6 +704,34 @@ mod tests {
         }
         let args = BootArgs::from_cmdline(&Cmdline::parse(b"slotinit.watchdog=10s"));
         assert!(args.warnings[0].contains("\"10s\""), "{}", args.warnings[0]);
+    }
+
+    #[test]
+    fn module_threads() {
+        let cases: &[(&[u8], Option<usize>, usize)] = &[
+            (b"", None, 0),
+            (b"slotinit.module_threads=1", Some(1), 0),
+            (b"slotinit.module_threads=16", Some(16), 0),
+            (b"slotinit.module_threads=0", None, 1),
+            (b"slotinit.module_threads=17", None, 1),
+            (b"slotinit.module_threads=two", None, 1),
+            (
+                b"slotinit.module_threads=2 slotinit.module_threads=3",
+                None,
+                1,
+            ),
+        ];
+        for (text, want, warnings) in cases {
+            let args = BootArgs::from_cmdline(&Cmdline::parse(text));
+            let line = String::from_utf8_lossy(text);
+            assert_eq!(args.module_threads, *want, "{line}");
+            assert_eq!(
+                args.warnings.len(),
+                *warnings,
+                "{line}: {:?}",
+                args.warnings
+            );
+        }
     }
 
     #[test]

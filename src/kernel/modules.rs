@@ -172,6 +172,9 @@ pub(crate) struct Scheduler {
     after: Vec<Vec<usize>>,
     early: Vec<bool>,
     state: Vec<State>,
+    /// Only early jobs start until they are done (or the wait for them gave
+    /// up: [`Scheduler::release`]).
+    early_first: bool,
 }
 
 impl Scheduler {
@@ -180,13 +183,24 @@ impl Scheduler {
             after: jobs.iter().map(|j| j.after.clone()).collect(),
             early: jobs.iter().map(|j| j.early).collect(),
             state: vec![State::Waiting; jobs.len()],
+            early_first: true,
         }
     }
 
-    /// Starts the next job that may run, if any.
+    /// The rest may start even though an early job is not done (its wait
+    /// timed out: a driver whose init hangs must not keep the filesystems out).
+    pub(crate) fn release(&mut self) {
+        self.early_first = false;
+    }
+
+    /// Starts the next job that may run, if any. While an early job is not
+    /// done, only early jobs start: the disk's driver is not slowed by the
+    /// rest, which loads while the disk is waited for.
     pub(crate) fn next(&mut self) -> Option<usize> {
+        let early_only = self.early_first && !self.done(Scope::Early);
         let i = (0..self.state.len()).find(|&i| {
             self.state[i] == State::Waiting
+                && (self.early[i] || !early_only)
                 && self.after[i].iter().all(|&d| self.state[d] == State::Done)
         })?;
         self.state[i] = State::Running;
@@ -344,6 +358,10 @@ impl Loading {
                 .wait_timeout(shared, left)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
+        }
+        if !shared.scheduler.done(Scope::Early) {
+            shared.scheduler.release();
+            ended.notify_all();
         }
         std::mem::take(&mut shared.finished)
     }
@@ -543,27 +561,28 @@ mod tests {
         assert_eq!(jobs[1].after, [0]);
     }
 
-    /// The scheduler starts the first job whose prerequisites are done, so
-    /// with several threads independent jobs overlap and the early ones (first
-    /// in the list) start first; `done(Early)` comes before `done(All)`.
+    /// The scheduler starts the first job whose prerequisites are done, the
+    /// early ones alone until they are all in; then independent jobs overlap.
     #[test]
     fn scheduler_orders_by_prerequisites_and_list_order() {
         let jobs = plan(V2, &[]);
         let mut s = Scheduler::new(&jobs);
-        // Three threads start: virtio_pci, then crc16 and jbd2 (virtio_blk
-        // waits for virtio_pci).
-        assert_eq!([s.next(), s.next(), s.next()], [Some(0), Some(2), Some(3)]);
-        assert_eq!(s.next(), Some(5), "fat needs nothing");
-        assert_eq!(s.next(), Some(7));
-        assert_eq!(s.next(), Some(8), "i6300esb is early but independent");
-        assert_eq!(s.next(), None, "virtio_blk, ext4, vfat wait");
+        // Threads start virtio_pci and i6300esb (independent early jobs);
+        // virtio_blk waits for virtio_pci, the rest for the early ones.
+        assert_eq!([s.next(), s.next(), s.next()], [Some(0), Some(8), None]);
         s.finish(0);
         assert_eq!(s.next(), Some(1), "virtio_blk once virtio_pci is in");
         s.finish(8);
+        assert_eq!(s.next(), None, "virtio_blk still loading");
         assert!(!s.done(Scope::Early));
         s.finish(1);
         assert!(s.done(Scope::Early));
         assert!(!s.done(Scope::All));
+        // Now the rest, as many at once as they allow.
+        assert_eq!([s.next(), s.next()], [Some(2), Some(3)]);
+        assert_eq!(s.next(), Some(5), "fat needs nothing");
+        assert_eq!(s.next(), Some(7));
+        assert_eq!(s.next(), None, "ext4 and vfat wait");
         s.finish(2);
         assert_eq!(s.next(), None, "ext4 still waits for jbd2");
         s.finish(3);
@@ -631,7 +650,7 @@ mod tests {
         };
         let c = crate::kernel::cmdline::Cmdline::parse(b"usb-storage.quirks=x");
         let jobs = plan(&format!("{V2}/m/usb-storage.ko\n"), &c.module_options());
-        let mut loading = sys.load_modules(jobs.clone());
+        let mut loading = sys.load_modules(jobs.clone(), None);
         let mut report = LoadReport::default();
         report.add(
             &jobs,
@@ -640,16 +659,16 @@ mod tests {
         assert_eq!(
             sys.calls,
             [
-                "load-modules 10",
+                "load-modules 10 threads auto",
                 "finit_module /m/virtio_pci.ko \"\"",
                 "finit_module /m/virtio_blk.ko \"\"",
+                "finit_module /m/i6300esb.ko \"\"",
                 "finit_module /m/crc16.ko \"\"",
                 "finit_module /m/jbd2.ko \"\"",
                 "finit_module /m/ext4.ko \"\"",
                 "finit_module /m/fat.ko \"\"",
                 "finit_module /m/vfat.ko \"\"",
                 "finit_module /m/aes-neon-blk.ko \"\"",
-                "finit_module /m/i6300esb.ko \"\"",
                 "finit_module /m/usb-storage.ko \"quirks=x\"",
                 "finit_module /m/usb-storage.ko \"\"",
                 "wait-modules all",
@@ -739,7 +758,9 @@ mod tests {
         let jobs = plan(&format!("{HEADER_V2}\n/m/hang.ko early\n/m/b.ko\n"), &[]);
         let mut loading = Loading::spawn(jobs, 2, finit);
         let t = Instant::now();
-        let ended = loading.wait(Scope::All, Duration::from_millis(200));
+        // The early wait gives up; then the rest may load without it.
+        assert_eq!(loading.wait(Scope::Early, Duration::from_millis(200)), []);
+        let ended = loading.wait(Scope::All, Duration::from_millis(500));
         assert!(t.elapsed() < Duration::from_secs(5));
         assert_eq!(ended.iter().map(|d| d.index).collect::<Vec<_>>(), [1]);
     }

@@ -136,10 +136,10 @@ pub(crate) trait Sys {
     fn open_console(&mut self) -> io::Result<()>;
     /// finit_module(2) of the module file `path` with `params`.
     fn finit_module(&mut self, path: &Path, params: &CStr) -> io::Result<()>;
-    /// Starts loading `jobs` with finit_module(2) from one thread per CPU (at
-    /// most [`MODULE_THREADS`]), each job once the jobs it follows ended
-    /// ([`crate::kernel::modules::Scheduler`]); returns at once.
-    fn load_modules(&mut self, jobs: Vec<Job>) -> Loading;
+    /// Starts loading `jobs` with finit_module(2) from `threads` threads (None:
+    /// one per CPU, at most [`MODULE_THREADS`]), each job once the jobs it
+    /// follows ended ([`crate::kernel::modules::Scheduler`]); returns at once.
+    fn load_modules(&mut self, jobs: Vec<Job>, threads: Option<usize>) -> Loading;
     /// Waits until every job of `scope` ended, at most `timeout`: the jobs
     /// that ended since the last wait.
     fn wait_modules(&mut self, loading: &mut Loading, scope: Scope, timeout: Duration)
@@ -1119,9 +1119,13 @@ impl Sys for Real {
         nix::kmod::finit_module(&file, params, flags).map_err(nix_err)
     }
 
-    fn load_modules(&mut self, jobs: Vec<Job>) -> Loading {
-        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
-        Loading::spawn(jobs, cpus.min(MODULE_THREADS), |path, params| {
+    fn load_modules(&mut self, jobs: Vec<Job>, threads: Option<usize>) -> Loading {
+        let threads = threads.unwrap_or_else(|| {
+            let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+            cpus.min(MODULE_THREADS)
+        });
+        log::debug!("loading {} modules from {threads} threads", jobs.len());
+        Loading::spawn(jobs, threads, |path, params| {
             Real.finit_module(path, params).map_err(|e| errno_of(&e))
         })
     }

@@ -45,14 +45,18 @@ def test_mapio_follows_rauc_slot_and_locks_the_override(tmp_path, initramfs_with
 
 
 def test_generic_ab_overlay_root_and_root_cmdline(tmp_path, initramfs_with_config):
-    # The article's design arms a watchdog (watchdog_s = 30): give it one.
-    initrd = profile_initrd(initramfs_with_config, "generic-ab",
-                            modules=DEFAULT_MODULES + " i6300esb")
+    # The article's design arms a watchdog (watchdog_s = 30): give it one. Its
+    # modules are what the config needs (initramfs/build asks slotinit): the
+    # watchdog's driver (boot.watchdog_module, loaded with the disk's) and
+    # overlay among them.
+    initrd = profile_initrd(initramfs_with_config, "generic-ab")
     disk = mkdisk(tmp_path / "generic.img", "--names", "boot - - rootfs_A rootfs_B data")
     for label, dev in (("rootfs_A", "/dev/vda2"), ("rootfs_B", "/dev/vda3")):
         b = boot(disk, initrd=initrd, append=f"root=PARTLABEL={label}",
                  qemu_args=["-device", "i6300esb"])
         assert b.reported, b.console[-3000:]
+        loaded = b.sections["modules"].split()
+        assert {"i6300esb", "overlay", "ext4", "vfat"} <= set(loaded), loaded
         w = b.handoff()["watchdog"]
         assert (w["timeout_s"], w["running"]) == (30, True), w
         assert not any(x["kind"] == "watchdog" for x in b.handoff()["warnings"])
