@@ -7,8 +7,9 @@ use super::setup::needs_uuids;
 use crate::disk::devices::{self, Partition};
 use crate::disk::slotmap;
 use crate::disk::uevent;
+use crate::kernel::cmdline::ModuleOption;
 use crate::kernel::modules::{self, Job, LoadReport, Loading, Scope};
-use crate::kernel::sys::{Listener, Sys};
+use crate::kernel::sys::{enoent, Listener, Sys};
 use crate::kind;
 use std::path::Path;
 use std::time::Duration;
@@ -27,7 +28,7 @@ pub(super) struct Modules {
 /// config is read and the disk is waited for.
 pub(super) fn start_modules<S: Sys + ?Sized>(boot: &mut Boot<S>) -> Modules {
     let options = boot.cmdline.module_options();
-    let jobs = modules::read_plan(boot.sys, Path::new(crate::paths::LOAD_LIST), &options);
+    let jobs = read_plan(boot.sys, Path::new(crate::paths::LOAD_LIST), &options);
     let loading = boot
         .sys
         .load_modules(jobs.clone(), boot.args.module_threads);
@@ -36,6 +37,26 @@ pub(super) fn start_modules<S: Sys + ?Sized>(boot: &mut Boot<S>) -> Modules {
         loading,
         report: LoadReport::default(),
         reported: 0,
+    }
+}
+
+/// Reads the list at `path` and plans its jobs; no list, no modules.
+fn read_plan<S: Sys + ?Sized>(sys: &mut S, path: &Path, options: &[ModuleOption]) -> Vec<Job> {
+    let text = sys.read_file(path).and_then(|bytes| {
+        let bytes = bytes.ok_or_else(enoent)?;
+        String::from_utf8(bytes).map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "stream did not contain valid UTF-8",
+            )
+        })
+    });
+    match text {
+        Ok(text) => modules::plan(&text, options),
+        Err(e) => {
+            log::warn!("no module list {}: {e}; loading no modules", path.display());
+            Vec::new()
+        }
     }
 }
 

@@ -117,6 +117,21 @@ fn modules_stage_records_each_failed_module() {
     );
 }
 
+/// No list: nothing loads, nothing fails.
+#[test]
+fn no_module_list_loads_nothing() {
+    let mut sys = Fake::default();
+    let mut boot = Boot::new(&mut sys);
+    let mut modules = super::devices::start_modules(&mut boot);
+    super::devices::wait_modules(&mut boot, &mut modules, Scope::All);
+    assert_eq!(boot.report.kinds(), Vec::<&str>::new());
+    assert_eq!(sys.calls_starting("finit_module"), Vec::<String>::new());
+    assert_eq!(
+        sys.calls_starting("load-modules"),
+        ["load-modules 0 threads auto"]
+    );
+}
+
 /// The early modules (disk and watchdog drivers) are waited for before the
 /// disk, the rest before anything mounts; a failure found at either wait is
 /// recorded once.

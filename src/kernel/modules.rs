@@ -3,7 +3,7 @@
 //! pre-softdeps, resolved from the kernel's own metadata) and whether it is
 //! an early one (a disk or watchdog driver, or a prerequisite of one). The init
 //! loads them with finit_module(2) from several threads as that order allows
-//! ([`Sys::load_modules`]), the early ones first, with the options the cmdline
+//! (`Sys::load_modules`), the early ones first, with the options the cmdline
 //! gives each (`usb-storage.quirks=...`), as modprobe would; it waits for the
 //! early ones before it waits for the disk, and for the rest before it mounts.
 //!
@@ -19,10 +19,8 @@
 //! every line follows the one before it: one module at a time, in order.
 
 use crate::kernel::cmdline::{module_name, ModuleOption};
-use crate::kernel::sys::{enoent, Sys};
 use nix::errno::Errno;
 use std::ffi::{CStr, CString};
-use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -130,30 +128,6 @@ fn params_for(module: &str, options: &[ModuleOption]) -> String {
         .map(ModuleOption::render)
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-/// Reads the list at `path` and plans its jobs; no list, no modules.
-pub(crate) fn read_plan<S: Sys + ?Sized>(
-    sys: &mut S,
-    path: &Path,
-    options: &[ModuleOption],
-) -> Vec<Job> {
-    let text = sys.read_file(path).and_then(|bytes| {
-        let bytes = bytes.ok_or_else(enoent)?;
-        String::from_utf8(bytes).map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                "stream did not contain valid UTF-8",
-            )
-        })
-    });
-    match text {
-        Ok(text) => plan(&text, options),
-        Err(e) => {
-            log::warn!("no module list {}: {e}; loading no modules", path.display());
-            Vec::new()
-        }
-    }
 }
 
 /// Where each job stands.
@@ -271,7 +245,7 @@ struct Shared {
     finished: Vec<Done>,
 }
 
-/// Modules being loaded ([`Sys::load_modules`]); [`Sys::wait_modules`]
+/// Modules being loaded (`Sys::load_modules`); `Sys::wait_modules`
 /// collects them.
 pub(crate) struct Loading {
     shared: Arc<(Mutex<Shared>, Condvar)>,
@@ -453,6 +427,7 @@ impl LoadReport {
 mod tests {
     use super::*;
     use crate::kernel::fake::Fake;
+    use crate::kernel::sys::Sys;
 
     #[test]
     fn module_names_from_paths() {
@@ -682,10 +657,6 @@ mod tests {
             report.failed
         );
         assert!(report.failed[1].contains("rejected the cmdline options \"quirks=x\""));
-        // No list: nothing loads.
-        let mut sys = Fake::default();
-        assert_eq!(read_plan(&mut sys, Path::new("/none"), &[]), vec![]);
-        assert_eq!(sys.calls, ["read-file /none"]);
     }
 
     /// Real threads (a stand-in finit that records and sleeps): every job
