@@ -124,12 +124,15 @@ pub fn main(args: Vec<String>) -> ExitCode {
     }
 }
 
+/// Reads and checks the config file a build-time subcommand names.
+fn read_checked(file: &str) -> Result<(Config, state::Checked), ExitCode> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| fail(EXIT_ERROR, format!("cannot read {file}: {e}")))?;
+    state::parse(&text, file).map_err(|e| fail(EXIT_ERROR, error_chain(&e)))
+}
+
 fn check_config(file: &str) -> ExitCode {
-    let text = match std::fs::read_to_string(file) {
-        Ok(text) => text,
-        Err(e) => return fail(EXIT_ERROR, format!("cannot read {file}: {e}")),
-    };
-    match state::parse(&text, file) {
+    match read_checked(file) {
         Ok((_, checked)) => {
             for warning in &checked.deprecated {
                 eprintln!("slotinit: {file}: warning: {warning}");
@@ -137,16 +140,12 @@ fn check_config(file: &str) -> ExitCode {
             println!("{file}: ok");
             ExitCode::SUCCESS
         }
-        Err(e) => fail(EXIT_ERROR, error_chain(&e)),
+        Err(code) => code,
     }
 }
 
 fn initramfs_needs(file: &str) -> ExitCode {
-    let text = match std::fs::read_to_string(file) {
-        Ok(text) => text,
-        Err(e) => return fail(EXIT_ERROR, format!("cannot read {file}: {e}")),
-    };
-    match state::parse(&text, file) {
+    match read_checked(file) {
         Ok((config, _)) => {
             println!("# what {file} needs in the initramfs (slotinit initramfs-needs)");
             for need in initramfs::needs(&config) {
@@ -154,7 +153,7 @@ fn initramfs_needs(file: &str) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Err(e) => fail(EXIT_ERROR, error_chain(&e)),
+        Err(code) => code,
     }
 }
 
