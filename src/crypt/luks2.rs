@@ -149,9 +149,10 @@ impl Hash {
 
     fn pbkdf2(self, password: &[u8], salt: &[u8], rounds: u32, out: &mut [u8]) {
         match self {
-            Hash::Sha1 => pbkdf2::pbkdf2_hmac::<sha1::Sha1>(password, salt, rounds, out),
-            Hash::Sha256 => pbkdf2::pbkdf2_hmac::<sha2::Sha256>(password, salt, rounds, out),
-            Hash::Sha512 => pbkdf2::pbkdf2_hmac::<sha2::Sha512>(password, salt, rounds, out),
+            // slotinit_kdf: compiled for speed while slotinit is for size.
+            Hash::Sha1 => slotinit_kdf::pbkdf2_hmac_sha1(password, salt, rounds, out),
+            Hash::Sha256 => slotinit_kdf::pbkdf2_hmac_sha256(password, salt, rounds, out),
+            Hash::Sha512 => slotinit_kdf::pbkdf2_hmac_sha512(password, salt, rounds, out),
         }
     }
 }
@@ -1042,28 +1043,17 @@ fn derive(kdf: &Kdf, passphrase: &[u8], len: usize) -> Result<Zeroizing<Vec<u8>>
             cpus,
             salt,
         } => {
-            let params = argon2::Params::new(*memory_kib, *time, *cpus, Some(len))
-                .map_err(|e| SlotError::Unsupported(format!("argon2 parameters: {e}")))?;
-            let alg = if *id {
-                argon2::Algorithm::Argon2id
-            } else {
-                argon2::Algorithm::Argon2i
-            };
-            // PID 1 must not abort on an allocation the RAM cannot give:
-            // the memory is reserved fallibly, then handed to argon2.
-            let blocks = params.block_count();
-            let mut memory: Vec<argon2::Block> = Vec::new();
-            memory
-                .try_reserve_exact(blocks)
-                .map_err(|_| SlotError::Memory(u64::from(*memory_kib)))?;
-            memory.resize(blocks, argon2::Block::default());
-            let hashed = argon2::Argon2::new(alg, argon2::Version::V0x13, params)
-                .hash_password_into_with_memory(passphrase, salt, &mut out, &mut memory)
-                .map_err(|e| SlotError::Unsupported(format!("argon2: {e}")));
-            for block in &mut memory {
-                zeroize::Zeroize::zeroize(block);
-            }
-            hashed?;
+            use slotinit_kdf::Argon2Error;
+            // slotinit_kdf reserves argon2's memory fallibly (PID 1 must not
+            // abort on an allocation the RAM cannot give) and wipes it.
+            slotinit_kdf::argon2(*id, *memory_kib, *time, *cpus, passphrase, salt, &mut out)
+                .map_err(|e| match e {
+                    Argon2Error::Memory => SlotError::Memory(u64::from(*memory_kib)),
+                    Argon2Error::Params(e) => {
+                        SlotError::Unsupported(format!("argon2 parameters: {e}"))
+                    }
+                    Argon2Error::Hash(e) => SlotError::Unsupported(format!("argon2: {e}")),
+                })?;
         }
     }
     Ok(out)
