@@ -57,30 +57,30 @@ impl Needs {
     }
 
     fn add(&mut self, name: &str, early: bool, optional: bool, why: &str) {
-        for need in &mut self.0 {
-            if let Need::Module {
+        let known = self.0.iter_mut().find_map(|need| match need {
+            Need::Module {
                 name: n,
-                early: e,
-                optional: o,
-                why: w,
-            } = need
-            {
-                if n == name {
-                    *e |= early;
-                    *o &= optional;
-                    if !w.iter().any(|x| x == why) {
-                        w.push(why.into());
-                    }
-                    return;
+                early,
+                optional,
+                why,
+            } if n == name => Some((early, optional, why)),
+            _ => None,
+        });
+        match known {
+            Some((e, o, w)) => {
+                *e |= early;
+                *o &= optional;
+                if !w.iter().any(|x| x == why) {
+                    w.push(why.into());
                 }
             }
+            None => self.0.push(Need::Module {
+                name: name.into(),
+                early,
+                optional,
+                why: vec![why.into()],
+            }),
         }
-        self.0.push(Need::Module {
-            name: name.into(),
-            early,
-            optional,
-            why: vec![why.into()],
-        });
     }
 
     /// A filesystem's module, and for FAT the code pages its mount loads

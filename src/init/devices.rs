@@ -9,17 +9,16 @@ use crate::disk::slotmap;
 use crate::disk::uevent;
 use crate::kernel::cmdline::ModuleOption;
 use crate::kernel::modules::{self, Job, LoadReport, Loading, Scope};
-use crate::kernel::sys::{enoent, Listener, Sys};
+use crate::kernel::sys::{enoent, read_text, Listener, Sys};
 use crate::kind;
 use std::path::Path;
 use std::time::Duration;
 
 /// The initramfs's modules, loading since before the config was read.
 pub(super) struct Modules {
-    jobs: Vec<Job>,
     loading: Loading,
     report: LoadReport,
-    /// How many of `report.failed` are in the boot's report already.
+    /// How many of `report.errors` are in the boot's report already.
     reported: usize,
 }
 
@@ -29,12 +28,8 @@ pub(super) struct Modules {
 pub(super) fn start_modules<S: Sys + ?Sized>(boot: &mut Boot<S>) -> Modules {
     let options = boot.cmdline.module_options();
     let jobs = read_plan(boot.sys, Path::new(crate::paths::LOAD_LIST), &options);
-    let loading = boot
-        .sys
-        .load_modules(jobs.clone(), boot.args.module_threads);
     Modules {
-        jobs,
-        loading,
+        loading: boot.sys.load_modules(jobs, boot.args.module_threads),
         report: LoadReport::default(),
         reported: 0,
     }
@@ -42,16 +37,7 @@ pub(super) fn start_modules<S: Sys + ?Sized>(boot: &mut Boot<S>) -> Modules {
 
 /// Reads the list at `path` and plans its jobs; no list, no modules.
 fn read_plan<S: Sys + ?Sized>(sys: &mut S, path: &Path, options: &[ModuleOption]) -> Vec<Job> {
-    let text = sys.read_file(path).and_then(|bytes| {
-        let bytes = bytes.ok_or_else(enoent)?;
-        String::from_utf8(bytes).map_err(|_| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "stream did not contain valid UTF-8",
-            )
-        })
-    });
-    match text {
+    match read_text(sys, path).and_then(|text| text.ok_or_else(enoent)) {
         Ok(text) => modules::plan(&text, options),
         Err(e) => {
             log::warn!("no module list {}: {e}; loading no modules", path.display());
@@ -70,27 +56,26 @@ pub(super) fn wait_modules<S: Sys + ?Sized>(
 ) {
     let timeout = Duration::from_millis(boot.config.boot.device_timeout_ms);
     let ended = boot.sys.wait_modules(&mut modules.loading, scope, timeout);
-    modules.report.add(&modules.jobs, &ended);
-    for failed in &modules.report.failed[modules.reported..] {
+    let r = &mut modules.report;
+    r.add(modules.loading.jobs(), &ended);
+    for error in &r.errors[modules.reported..] {
         boot.report
-            .record_error(kind::MODULE, format!("module {failed}"));
+            .record_error(kind::MODULE, format!("module {error}"));
     }
-    modules.reported = modules.report.failed.len();
+    modules.reported = r.errors.len();
     if scope == Scope::All {
-        let r = &modules.report;
-        let ended = r.loaded + r.present + r.skipped + r.failed_modules();
         log::info!(
             "modules: {} loaded, {} already present, {} optional not loaded, {} failed",
             r.loaded,
             r.present,
             r.skipped,
-            r.failed_modules()
+            r.failed
         );
-        if ended < modules.jobs.len() {
+        let total = modules.loading.jobs().len();
+        if r.ended() < total {
             let message = format!(
-                "{} of {} modules still loading after {} ms; going on without them",
-                modules.jobs.len() - ended,
-                modules.jobs.len(),
+                "{} of {total} modules still loading after {} ms; going on without them",
+                total - r.ended(),
                 timeout.as_millis()
             );
             boot.report.record_error(kind::MODULE, message);

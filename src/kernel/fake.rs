@@ -520,7 +520,7 @@ impl Sys for Fake {
     fn load_modules(&mut self, jobs: Vec<Job>, threads: Option<usize>) -> Loading {
         let threads = threads.map_or("auto".into(), |n| n.to_string());
         let _ = self.record(format!("load-modules {} threads {threads}", jobs.len()));
-        Loading::inline(&jobs, &mut |path, params| {
+        Loading::inline(jobs, &mut |path, params| {
             self.finit_module(path, params)
                 .map_err(|e| crate::kernel::sys::errno_of(&e))
         })

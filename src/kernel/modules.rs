@@ -248,6 +248,7 @@ struct Shared {
 /// Modules being loaded (`Sys::load_modules`); `Sys::wait_modules`
 /// collects them.
 pub(crate) struct Loading {
+    jobs: Arc<Vec<Job>>,
     shared: Arc<(Mutex<Shared>, Condvar)>,
 }
 
@@ -258,29 +259,35 @@ fn lock(m: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
 }
 
 impl Loading {
-    fn new(jobs: &[Job]) -> Self {
+    fn new(jobs: Vec<Job>) -> Self {
         Loading {
             shared: Arc::new((
                 Mutex::new(Shared {
-                    scheduler: Scheduler::new(jobs),
+                    scheduler: Scheduler::new(&jobs),
                     finished: Vec::new(),
                 }),
                 Condvar::new(),
             )),
+            jobs: Arc::new(jobs),
         }
+    }
+
+    /// The jobs, in list order (a [`Done`]'s index points here).
+    pub(crate) fn jobs(&self) -> &[Job] {
+        &self.jobs
     }
 
     /// Runs every job in the calling thread, in the scheduler's order: the
     /// fake's way, and the real one's when no thread can be started.
     pub(crate) fn inline(
-        jobs: &[Job],
+        jobs: Vec<Job>,
         finit: &mut dyn FnMut(&Path, &CStr) -> Result<(), Errno>,
     ) -> Self {
         let loading = Loading::new(jobs);
         {
             let mut shared = lock(&loading.shared.0);
             while let Some(i) = shared.scheduler.next() {
-                let done = load_job(finit, i, &jobs[i]);
+                let done = load_job(finit, i, &loading.jobs[i]);
                 shared.scheduler.finish(i);
                 shared.finished.push(done);
             }
@@ -295,14 +302,10 @@ impl Loading {
         threads: usize,
         finit: fn(&Path, &CStr) -> Result<(), Errno>,
     ) -> Self {
-        let loading = Loading::new(&jobs);
-        if jobs.is_empty() {
-            return loading;
-        }
-        let jobs = Arc::new(jobs);
+        let loading = Loading::new(jobs);
         let mut started = 0;
-        for n in 0..threads.clamp(1, jobs.len().max(1)) {
-            let (shared, jobs) = (Arc::clone(&loading.shared), Arc::clone(&jobs));
+        for n in 0..threads.max(1).min(loading.jobs.len()) {
+            let (shared, jobs) = (Arc::clone(&loading.shared), Arc::clone(&loading.jobs));
             let spawned = std::thread::Builder::new()
                 .name(format!("modules{n}"))
                 .spawn(move || work(&shared, &jobs, finit));
@@ -311,8 +314,9 @@ impl Loading {
                 Err(e) => log::warn!("cannot start a module loader thread: {e}"),
             }
         }
-        if started == 0 {
-            return Loading::inline(&jobs, &mut |p, c| finit(p, c));
+        if started == 0 && !loading.jobs.is_empty() {
+            let jobs = loading.jobs.to_vec();
+            return Loading::inline(jobs, &mut |p, c| finit(p, c));
         }
         loading
     }
@@ -371,25 +375,25 @@ fn work(
     }
 }
 
-const REJECTED: &str = "the kernel rejected the cmdline options";
-
 /// What loading produced, for the log and the handoff.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct LoadReport {
     pub(crate) loaded: usize,
     /// Already in the kernel (built in or loaded before).
     pub(crate) present: usize,
-    /// `path: error`, for each module that failed (and each whose cmdline
-    /// options the kernel rejected).
-    pub(crate) failed: Vec<String>,
     /// Optional modules the kernel refused (another implementation serves).
     pub(crate) skipped: usize,
+    /// Modules that failed.
+    pub(crate) failed: usize,
+    /// `path: error`, for each module that failed and each whose cmdline
+    /// options the kernel rejected.
+    pub(crate) errors: Vec<String>,
 }
 
 impl LoadReport {
-    /// The modules that failed (`failed` also names rejected options).
-    pub(crate) fn failed_modules(&self) -> usize {
-        self.failed.iter().filter(|f| !f.contains(REJECTED)).count()
+    /// The modules that ended, whichever way.
+    pub(crate) fn ended(&self) -> usize {
+        self.loaded + self.present + self.skipped + self.failed
     }
 
     /// Counts the ended jobs and logs each failure.
@@ -401,11 +405,11 @@ impl LoadReport {
             let path = job.path.display();
             if done.params_rejected {
                 let message = format!(
-                    "{path}: {REJECTED} {:?}; loading it without them",
+                    "{path}: the kernel rejected the cmdline options {:?}; loading it without them",
                     job.params
                 );
                 log::error!("{message}");
-                self.failed.push(message);
+                self.errors.push(message);
             }
             match done.result {
                 Ok(()) => self.loaded += 1,
@@ -416,7 +420,8 @@ impl LoadReport {
                 }
                 Err(e) => {
                     log::error!("cannot load module {path}: {e}");
-                    self.failed.push(format!("{path}: {e}"));
+                    self.failed += 1;
+                    self.errors.push(format!("{path}: {e}"));
                 }
             }
         }
@@ -650,13 +655,14 @@ mod tests {
             ]
         );
         assert_eq!((report.loaded, report.present, report.skipped), (7, 1, 1));
-        assert_eq!(report.failed.len(), 2, "{:?}", report.failed);
+        assert_eq!(report.failed, 1);
+        assert_eq!(report.errors.len(), 2, "{:?}", report.errors);
         assert!(
-            report.failed[0].starts_with("/m/jbd2.ko: ENOEXEC"),
+            report.errors[0].starts_with("/m/jbd2.ko: ENOEXEC"),
             "{:?}",
-            report.failed
+            report.errors
         );
-        assert!(report.failed[1].contains("rejected the cmdline options \"quirks=x\""));
+        assert!(report.errors[1].contains("rejected the cmdline options \"quirks=x\""));
     }
 
     /// Real threads (a stand-in finit that records and sleeps): every job

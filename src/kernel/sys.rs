@@ -332,6 +332,21 @@ pub(crate) fn errno_of(e: &io::Error) -> Errno {
     Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
 }
 
+/// [`Sys::read_file`] as text: None if absent; bytes that are not UTF-8
+/// are an `InvalidData` error.
+pub(crate) fn read_text<S: Sys + ?Sized>(sys: &mut S, path: &Path) -> io::Result<Option<String>> {
+    sys.read_file(path)?
+        .map(|bytes| {
+            String::from_utf8(bytes).map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "stream did not contain valid UTF-8",
+                )
+            })
+        })
+        .transpose()
+}
+
 /// ENOENT, as an absent file reads.
 pub(crate) fn enoent() -> io::Error {
     io::Error::from_raw_os_error(libc::ENOENT)

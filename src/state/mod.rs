@@ -375,16 +375,8 @@ pub(crate) fn load(sys: &mut dyn Sys, path: &Path) -> Result<(Config, Checked), 
         path: path.display().to_string(),
         source,
     };
-    match sys.read_file(path) {
-        Ok(Some(bytes)) => {
-            let text = String::from_utf8(bytes).map_err(|_| {
-                read_error(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    "stream did not contain valid UTF-8",
-                ))
-            })?;
-            parse(&text, &path.display().to_string())
-        }
+    match crate::kernel::sys::read_text(sys, path) {
+        Ok(Some(text)) => parse(&text, &path.display().to_string()),
         Ok(None) => {
             let config = Config::default();
             let checked = check(&config).map_err(|e| located(e, "", "defaults"))?;

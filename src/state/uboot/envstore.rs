@@ -401,16 +401,9 @@ fn read_config_with(sys: &mut dyn Sys, path: &Path) -> Result<FwEnvConfig, EnvSt
         path: path.to_owned(),
         source,
     };
-    let bytes = sys
-        .read_file(path)
-        .and_then(|bytes| bytes.ok_or_else(enoent))
+    let text = crate::kernel::sys::read_text(sys, path)
+        .and_then(|text| text.ok_or_else(enoent))
         .map_err(read_error)?;
-    let text = String::from_utf8(bytes).map_err(|_| {
-        read_error(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "stream did not contain valid UTF-8",
-        ))
-    })?;
     fwenv::parse(&text).map_err(|source| EnvStoreError::ParseConfig {
         path: path.to_owned(),
         source,
